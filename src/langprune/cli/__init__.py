@@ -1,0 +1,47 @@
+"""`langprune` command line: argument parsing only.
+
+Each submodule registers its subcommands; each subcommand calls one package function.
+Heavy imports (torch, transformers) happen inside those functions so `--help` is fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from ..errors import LangpruneError
+
+# One module per stage of the data flow; each defines ``register(subparsers)``.
+COMMAND_MODULES = ["prune", "data", "evaluate", "toy", "report", "analysis"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="langprune", description=__doc__.splitlines()[0])
+    from .. import __version__
+
+    parser.add_argument("--version", action="version", version=f"langprune {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(f"{__name__}.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name == f"{__name__}.{name}":
+                continue  # stage not built yet
+            raise
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        result = args.func(args)
+    except LangpruneError as exc:
+        print(f"langprune {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    return int(result or 0)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,92 @@
+"""Loading models and tokenizers, and finding what the pruning engine walks.
+
+Architectures differ only here: how to find the decoder layers, and which linears
+inside a layer read the same input (and so share one calibration statistic).
+Everything else in langprune is architecture-agnostic.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from .errors import LangpruneError
+
+OFFLINE_HINT = (
+    "it is not in the local Hugging Face cache and the hub cannot be reached. "
+    "Pre-download it on a machine with internet (`huggingface-cli download {name}`) and copy "
+    "the cache (HF_HOME), or pass a local directory instead."
+)
+
+
+def _hub_error(name: str, exc: Exception) -> LangpruneError:
+    return LangpruneError(f"cannot load '{name}': {OFFLINE_HINT.format(name=name)} ({type(exc).__name__}: {exc})")
+
+
+def resolve_dtype(dtype: str | None):
+    """Map a CLI dtype name to a torch dtype (None keeps the checkpoint's own)."""
+    import torch
+
+    if dtype in (None, "auto"):
+        return None
+    table = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
+             "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
+    if dtype not in table:
+        raise LangpruneError(f"--dtype '{dtype}' is not one of: auto, {', '.join(sorted(table))}")
+    return table[dtype]
+
+
+def load_tokenizer(name: str, *, revision: str | None = None, trust_remote_code: bool = False):
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(name, revision=revision, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as exc:
+        if Path(name).exists():
+            raise LangpruneError(f"cannot load a tokenizer from '{name}': {exc}") from exc
+        raise _hub_error(name, exc) from exc
+
+
+def load_model(name: str, *, dtype: str | None = None, device: str = "cpu", revision: str | None = None,
+               trust_remote_code: bool = False) -> Any:
+    """Load a causal LM in eval mode; weights stay on CPU unless ``device`` says otherwise."""
+    from transformers import AutoModelForCausalLM
+
+    kwargs: dict[str, Any] = {"revision": revision, "trust_remote_code": trust_remote_code}
+    torch_dtype = resolve_dtype(dtype)
+    if torch_dtype is not None:
+        kwargs["dtype"] = torch_dtype
+    try:
+        model = AutoModelForCausalLM.from_pretrained(name, **kwargs)
+    except (OSError, ValueError) as exc:
+        if Path(name).exists():
+            raise LangpruneError(f"cannot load a model from '{name}': {exc}") from exc
+        raise _hub_error(name, exc) from exc
+    model.eval()
+    if device != "cpu":
+        model.to(device)
+    return model
+
+
+def model_files(name: str, revision: str | None = None) -> list[Path]:
+    """The weight files a model was loaded from (local dir or hub cache), sorted."""
+    path = Path(name)
+    if not path.is_dir():
+        from huggingface_hub import snapshot_download
+
+        try:
+            path = Path(snapshot_download(name, revision=revision, local_files_only=True,
+                                          allow_patterns=["*.safetensors", "*.bin", "*.json"]))
+        except Exception as exc:  # noqa: BLE001 - any miss means "not cached"
+            raise _hub_error(name, exc) from exc
+    files = sorted(p for p in path.glob("*.safetensors"))
+    if not files:
+        files = sorted(p for p in path.glob("*.bin"))
+    if not files:
+        raise LangpruneError(f"no weight files (*.safetensors) found in '{path}'")
+    return files
+
+
+def env_offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false")

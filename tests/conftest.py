@@ -1,0 +1,79 @@
+"""Shared fixtures: tiny random models and a tokenizer, built offline from configs.
+
+Models are saved to disk like a hub snapshot so that every code path that takes a
+model id or directory is exercised for real.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+SAMPLE_TEXT = {
+    "en": "All human beings are born free and equal in dignity and rights. They are endowed with reason and conscience.",
+    "de": "Alle Menschen sind frei und gleich an Würde und Rechten geboren. Sie sind mit Vernunft und Gewissen begabt.",
+    "es": "Todos los seres humanos nacen libres e iguales en dignidad y derechos y, dotados como están de razón.",
+    "ru": "Все люди рождаются свободными и равными в своем достоинстве и правах. Они наделены разумом и совестью.",
+    "ar": "يولد جميع الناس أحرارًا متساوين في الكرامة والحقوق. وقد وهبوا عقلاً وضميرًا.",
+    "zh": "人人生而自由,在尊严和权利上一律平等。他们赋有理性和良心,并应以兄弟关系的精神相对待。",
+    "sw": "Watu wote wamezaliwa huru, hadhi na haki zao ni sawa. Wote wamejaliwa akili na dhamiri.",
+}
+
+
+def build_tokenizer(out_dir: Path, texts: list[str], vocab_size: int = 320) -> Path:
+    """Train a byte-level BPE tokenizer and save it as a transformers tokenizer."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=["<s>", "</s>", "<pad>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    tok.train_from_iterator(texts, trainer)
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>")
+    fast.save_pretrained(out_dir)
+    return out_dir
+
+
+def build_model(out_dir: Path, arch: str = "llama", *, vocab_size: int = 320, hidden: int = 64, layers: int = 2,
+                heads: int = 4, kv_heads: int = 2, intermediate: int = 128, seed: int = 0,
+                tokenizer_dir: Path | None = None) -> Path:
+    """Save a random model of the given architecture (llama, mistral, qwen2, cohere)."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    torch.manual_seed(seed)
+    config = AutoConfig.for_model(
+        arch, vocab_size=vocab_size, hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
+        num_key_value_heads=kv_heads, intermediate_size=intermediate, max_position_embeddings=512,
+        bos_token_id=0, eos_token_id=1, pad_token_id=2, tie_word_embeddings=(arch == "cohere"),
+    )
+    model = AutoModelForCausalLM.from_config(config)
+    model.save_pretrained(out_dir)
+    if tokenizer_dir is not None:
+        from transformers import AutoTokenizer
+
+        AutoTokenizer.from_pretrained(tokenizer_dir).save_pretrained(out_dir)
+    return out_dir
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer_dir(tmp_path_factory) -> Path:
+    texts = [t * 3 for t in SAMPLE_TEXT.values()]
+    return build_tokenizer(tmp_path_factory.mktemp("tokenizer"), texts)
+
+
+@pytest.fixture(scope="session")
+def tiny_llama_dir(tmp_path_factory, tiny_tokenizer_dir) -> Path:
+    return build_model(tmp_path_factory.mktemp("llama"), "llama", tokenizer_dir=tiny_tokenizer_dir)
+
+
+@pytest.fixture(scope="session")
+def tiny_cohere_dir(tmp_path_factory, tiny_tokenizer_dir) -> Path:
+    return build_model(tmp_path_factory.mktemp("cohere"), "cohere", tokenizer_dir=tiny_tokenizer_dir)
