@@ -1,0 +1,60 @@
+"""Evaluation text must be disjoint from calibration text: checked by hashing word windows.
+
+Both sides are normalised (NFKC, lowercase) and split into words, with every CJK
+character its own word (no spaces to split on). Any ``window``-word sequence present in
+both is an overlap. Calibration text is recovered by decoding the shard's token rows
+with the shard's own tokenizer, so the check needs nothing but the shard file.
+The window is long (32 words by default) so that shared boilerplate phrases do not count,
+while any reused passage does.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from pathlib import Path
+
+from ..errors import LangpruneError
+
+DEFAULT_WINDOW = 32
+WORD = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff]|[^\W\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff]+")
+
+
+def words(text: str) -> list[str]:
+    """Normalised words; a CJK character counts as one word."""
+    return WORD.findall(unicodedata.normalize("NFKC", text).lower())
+
+
+def window_hashes(text: str, window: int = DEFAULT_WINDOW) -> dict[int, int]:
+    """Hash of every ``window``-word sequence -> index of its first word (to quote an example)."""
+    ws = words(text)
+    return {hash(tuple(ws[i:i + window])): i for i in range(max(0, len(ws) - window + 1))}
+
+
+def calibration_texts(shard: str | Path) -> list[str]:
+    """The text of each calibration sample, decoded with the tokenizer that made the shard."""
+    from ..models import load_tokenizer
+    from .shards import read_shard
+
+    ids, meta = read_shard(shard)
+    tokenizer = load_tokenizer(meta["tokenizer"])
+    return [tokenizer.decode(row) for row in ids.tolist()]
+
+
+def check_disjoint(eval_texts: dict[str, str], shards: list[str | Path], window: int = DEFAULT_WINDOW) -> None:
+    """Raise if any evaluation language shares a ``window``-word sequence with any calibration shard."""
+    if window < 1:
+        raise LangpruneError(f"--overlap-window must be positive, not {window}")
+    for shard in shards:
+        calib: set[int] = set()
+        for text in calibration_texts(shard):
+            calib.update(window_hashes(text, window))
+        for lang, text in eval_texts.items():
+            hashes = window_hashes(text, window)
+            shared = calib.intersection(hashes)
+            if shared:
+                start = min(hashes[h] for h in shared)
+                example = " ".join(words(text)[start:start + window])
+                raise LangpruneError(
+                    f"evaluation text for '{lang}' overlaps calibration shard {shard}: {len(shared)} shared "
+                    f"{window}-word windows (e.g. '{example[:120]}'); evaluate on held-out text")

@@ -1,0 +1,194 @@
+"""Calibration shards: seeded token windows per language, mixed by shares, saved as safetensors.
+
+Two packings:
+- ``document`` (the paper's, after Wanda/SparseGPT): draw documents in a seeded random
+  order, keep those longer than ``seqlen`` tokens, take one random window of each. The
+  search is bounded by the corpus: every document is tried at most once, and when too
+  few are long enough we fail and say how many were found.
+- ``concat``: join documents (seeded order) with EOS and cut consecutive windows, so
+  short-document languages (Swahili at 8192) still give full samples.
+
+The same arguments always give the same bytes: every random choice comes from a
+per-language ``random.Random`` seeded by (seed, language), and the metadata is sorted JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+
+from ..errors import LangpruneError
+from ..io import atomic_path
+from .sources import Document
+
+SHARD_FORMAT = 1
+METADATA_KEY = "langprune"
+PACKINGS = ("document", "concat")
+
+
+def allocate(nsamples: int, languages: list[str], weights: list[float] | None = None) -> dict[str, int]:
+    """Split ``nsamples`` over languages by weight (equal by default), summing exactly to ``nsamples``.
+
+    Largest-remainder rounding; ties go to the language listed first, so 128 over three
+    languages is 43+43+42 whatever the machine.
+    """
+    if nsamples <= 0:
+        raise LangpruneError(f"--nsamples must be positive, not {nsamples}")
+    weights = [1.0] * len(languages) if weights is None else list(weights)
+    if len(weights) != len(languages):
+        raise LangpruneError(f"--weights has {len(weights)} values but --languages has {len(languages)}")
+    if any(w < 0 for w in weights) or sum(weights) <= 0:
+        raise LangpruneError(f"--weights {weights} must be non-negative with a positive sum")
+    exact = [Fraction(w).limit_denominator(10**6) * nsamples / sum(Fraction(w).limit_denominator(10**6)
+                                                                   for w in weights) for w in weights]
+    counts = [int(x) for x in exact]
+    order = sorted(range(len(languages)), key=lambda i: (-(exact[i] - counts[i]), i))
+    for i in order[: nsamples - sum(counts)]:
+        counts[i] += 1
+    return dict(zip(languages, counts))
+
+
+def language_rng(seed: int, lang: str) -> random.Random:
+    """Independent of the mix: a language's draws are the same alone or in a mix (prefix property)."""
+    return random.Random(f"langprune:{seed}:{lang}")
+
+
+@dataclass
+class LanguageSample:
+    """The windows drawn for one language and where each came from."""
+
+    windows: list[list[int]] = field(default_factory=list)
+    provenance: list[dict] = field(default_factory=list)
+
+
+def encode(tokenizer, text: str) -> list[int]:
+    return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
+def sample_documents(docs: list[Document], tokenizer, count: int, seqlen: int, rng: random.Random,
+                     lang: str) -> LanguageSample:
+    """Paper packing: one random window from each of ``count`` random documents longer than ``seqlen``."""
+    out = LanguageSample()
+    order = list(range(len(docs)))
+    rng.shuffle(order)
+    for index in order:
+        if len(out.windows) == count:
+            break
+        ids = encode(tokenizer, docs[index].text)
+        if len(ids) <= seqlen:
+            continue
+        start = rng.randint(0, len(ids) - seqlen - 1)
+        out.windows.append(ids[start:start + seqlen])
+        out.provenance.append({"doc": docs[index].id, "sha256": docs[index].sha256, "start": start})
+    if len(out.windows) < count:
+        raise LangpruneError(
+            f"'{lang}': found only {len(out.windows)} documents longer than {seqlen} tokens among all "
+            f"{len(docs)} documents; need {count}. Use --packing concat (joins documents with EOS) "
+            f"or a smaller --seqlen")
+    return out
+
+
+def sample_concat(docs: list[Document], tokenizer, count: int, seqlen: int, rng: random.Random,
+                  lang: str) -> LanguageSample:
+    """Concat packing: documents in seeded order joined by EOS, cut into consecutive windows."""
+    if tokenizer.eos_token_id is None:
+        raise LangpruneError("--packing concat needs a tokenizer with an EOS token")
+    out = LanguageSample()
+    order = list(range(len(docs)))
+    rng.shuffle(order)
+    stream: list[int] = []
+    needed = count * seqlen
+    for index in order:
+        if len(stream) >= needed:
+            break
+        out.provenance.append({"doc": docs[index].id, "sha256": docs[index].sha256, "start": len(stream)})
+        stream += encode(tokenizer, docs[index].text) + [tokenizer.eos_token_id]
+    if len(stream) < needed:
+        raise LangpruneError(
+            f"'{lang}': the corpus has only {len(stream)} tokens ({len(docs)} documents), but {count} samples "
+            f"of {seqlen} tokens need {needed}; add text, or lower --nsamples or --seqlen")
+    out.windows = [stream[i * seqlen:(i + 1) * seqlen] for i in range(count)]
+    return out
+
+
+SAMPLERS = {"document": sample_documents, "concat": sample_concat}
+
+
+@dataclass(frozen=True)
+class ShardSpec:
+    """Everything that determines a shard's bytes."""
+
+    tokenizer: str
+    source: str
+    languages: list[str]
+    nsamples: int
+    seqlen: int
+    seed: int
+    packing: str = "document"
+    weights: list[float] | None = None
+
+    def counts(self) -> dict[str, int]:
+        return allocate(self.nsamples, self.languages, self.weights)
+
+
+def check_spec(spec: ShardSpec) -> None:
+    if spec.packing not in PACKINGS:
+        raise LangpruneError(f"--packing '{spec.packing}' must be one of: {', '.join(PACKINGS)}")
+    if spec.seqlen < 2:
+        raise LangpruneError(f"--seqlen must be at least 2, not {spec.seqlen}")
+
+
+def build_shard(spec: ShardSpec, out: str | Path) -> dict:
+    """Sample the shard described by ``spec``, write it atomically to ``out``, return its metadata."""
+    import torch
+    from safetensors.torch import save_file
+
+    from ..models import load_tokenizer
+    from .langid import purity
+    from .sources import parse_source
+
+    check_spec(spec)
+    source = parse_source(spec.source)
+    source.check_languages(spec.languages)
+    counts = spec.counts()
+    tokenizer = load_tokenizer(spec.tokenizer)
+    sampler = SAMPLERS[spec.packing]
+    rows: list[list[int]] = []
+    per_language: dict[str, dict] = {}
+    for lang in spec.languages:
+        if counts[lang] == 0:
+            continue
+        docs = source.documents(lang, split="train")
+        sample = sampler(docs, tokenizer, counts[lang], spec.seqlen, language_rng(spec.seed, lang), lang)
+        rows += sample.windows
+        texts = [tokenizer.decode(w) for w in sample.windows]
+        per_language[lang] = {"count": counts[lang], "documents": sample.provenance, **purity(texts, lang)}
+    matched = sum(round(v["purity"] * v["count"]) for v in per_language.values())
+    meta = {
+        "format": SHARD_FORMAT, "tokenizer": spec.tokenizer, "source": source.spec, "languages": spec.languages,
+        "weights": spec.weights, "counts": counts, "nsamples": spec.nsamples, "seqlen": spec.seqlen,
+        "seed": spec.seed, "packing": spec.packing, "purity": matched / spec.nsamples,
+        "per_language": per_language,
+    }
+    tensor = torch.tensor(rows, dtype=torch.int64)
+    with atomic_path(out) as tmp:
+        save_file({"input_ids": tensor}, str(tmp), metadata={METADATA_KEY: json.dumps(meta, sort_keys=True)})
+    return meta
+
+
+def read_shard(path: str | Path):
+    """``(input_ids, metadata)`` of a shard written by :func:`build_shard`."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise LangpruneError(f"calibration shard '{path}' does not exist; build it with `langprune calibrate`")
+    with safe_open(str(path), framework="pt") as f:
+        raw = (f.metadata() or {}).get(METADATA_KEY)
+        ids = f.get_tensor("input_ids")
+    if raw is None:
+        raise LangpruneError(f"'{path}' has no langprune metadata; it was not written by `langprune calibrate`")
+    return ids, json.loads(raw)
