@@ -90,3 +90,28 @@ def model_files(name: str, revision: str | None = None) -> list[Path]:
 
 def env_offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false")
+
+
+def decoder_layers(model: Any) -> tuple[str, Any]:
+    """The decoder layer stack: (its module path, the ``nn.ModuleList``).
+
+    Found structurally, as the ModuleList with ``config.num_hidden_layers`` entries that
+    contain linears, so Llama, Mistral, Qwen2, Cohere and most newer decoders need no table.
+    """
+    from torch import nn
+
+    count = getattr(model.config, "num_hidden_layers", None)
+    for name, module in model.named_modules():
+        if (isinstance(module, nn.ModuleList) and len(module) > 0 and (count is None or len(module) == count)
+                and any(isinstance(m, nn.Linear) for m in module[0].modules())):
+            return name, module
+    raise LangpruneError(f"cannot find the decoder layers of {type(model).__name__}: no ModuleList of "
+                         f"{count} layers containing nn.Linear; this architecture is not supported")
+
+
+def layer_linears(layer: Any, prefix: str = "") -> dict[str, Any]:
+    """Every ``nn.Linear`` inside one decoder layer, by full module name: what gets pruned."""
+    from torch import nn
+
+    return {f"{prefix}.{name}" if prefix else name: module
+            for name, module in layer.named_modules() if isinstance(module, nn.Linear)}

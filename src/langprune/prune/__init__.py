@@ -1,0 +1,1 @@
+"""Pruning: structures, statistics, methods (pure functions) and the sequential engine."""

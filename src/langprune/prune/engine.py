@@ -1,0 +1,246 @@
+"""The sequential, memory-bounded layer-by-layer pruning driver.
+
+Calibration activations live on the CPU (one [nsamples, seqlen, hidden] buffer in the
+model dtype, overwritten in place layer after layer) and visit the compute device one
+batch at a time. Layer i is calibrated on the outputs of the already pruned layers < i.
+The keyword arguments the model hands its layers (masks, position ids, rotary
+embeddings, cache flags) are captured from a real forward, never rebuilt, so the engine
+follows whatever the installed transformers release passes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator
+
+import torch
+from torch import nn
+
+from ..errors import LangpruneError
+from ..models import decoder_layers, layer_linears
+from .methods import Method
+from .stats import LayerStatsCollector, LinearStats, ReconstructionMeter
+from .structure import Structure
+
+
+@dataclass
+class LayerReport:
+    """What one decoder layer's pruning achieved; goes into the manifest and the summary table."""
+
+    index: int
+    sparsity: float
+    seconds: float
+    rel_error: float | None
+    linears: dict[str, dict[str, float | None]] = field(default_factory=dict)
+    groups: list[list[str]] = field(default_factory=list)
+
+
+@dataclass
+class PruneResult:
+    """Keep-masks (bool, CPU) per pruned weight, kept values for weight-updating methods, reports."""
+
+    masks: dict[str, torch.Tensor]
+    values: dict[str, torch.Tensor]
+    layers: list[LayerReport]
+    timings: dict[str, float]
+
+
+class _Captured(Exception):
+    """Raised by the layer-0 hook to stop the model forward once the layer inputs are known."""
+
+    def __init__(self, args: tuple, kwargs: dict):
+        super().__init__()
+        self.args, self.kwargs = args, kwargs
+
+
+def _layer_output(out: Any) -> torch.Tensor:
+    """Decoder layers return a tensor (transformers 5) or a tuple whose first entry is it (4.x)."""
+    return out[0] if isinstance(out, (tuple, list)) else out
+
+
+def _batches(n: int, batch_size: int) -> list[slice]:
+    return [slice(start, min(start + batch_size, n)) for start in range(0, n, batch_size)]
+
+
+@contextlib.contextmanager
+def _layers_detached(model: nn.Module, layers_path: str) -> Iterator[None]:
+    """Temporarily remove the decoder stack so ``model.to`` moves only embeddings, norms and head."""
+    parent_path, _, attr = layers_path.rpartition(".")
+    parent = model.get_submodule(parent_path) if parent_path else model
+    layers = getattr(parent, attr)
+    setattr(parent, attr, nn.ModuleList())
+    try:
+        yield
+    finally:
+        setattr(parent, attr, layers)
+
+
+def place_model(model: nn.Module, device: torch.device, offload: bool) -> None:
+    """Put the whole model on ``device``, or (offload) everything except the decoder layers."""
+    if not offload:
+        model.to(device)
+        return
+    path, _ = decoder_layers(model)
+    with _layers_detached(model, path):
+        model.to(device)
+
+
+def capture_layer_inputs(model: nn.Module, input_ids: torch.Tensor, batch_size: int,
+                         device: torch.device) -> tuple[torch.Tensor, dict[int, dict[str, Any]]]:
+    """Run the real model up to decoder layer 0 for each batch.
+
+    Returns the layer-0 inputs on the CPU in the model dtype, and the keyword arguments
+    the model passed to the layer, per batch size, on ``device``.
+    """
+    _, layers = decoder_layers(model)
+    hidden_size = model.config.hidden_size
+    dtype = next(layers[0].parameters()).dtype
+    inputs = torch.empty(*input_ids.shape, hidden_size, dtype=dtype)
+    kwargs_by_size: dict[int, dict[str, Any]] = {}
+
+    def stop(module, args, kwargs):
+        raise _Captured(args, kwargs)
+
+    handle = layers[0].register_forward_pre_hook(stop, with_kwargs=True)
+    try:
+        for rows in _batches(input_ids.shape[0], batch_size):
+            try:
+                model(input_ids=input_ids[rows].to(device), use_cache=False)
+            except _Captured as captured:
+                kwargs = dict(captured.kwargs)
+                hidden = captured.args[0] if captured.args else kwargs.pop("hidden_states")
+                inputs[rows] = hidden.to("cpu", dtype)
+                kwargs_by_size.setdefault(hidden.shape[0], kwargs)
+            else:
+                raise RuntimeError("the model forward finished without reaching decoder layer 0")
+    finally:
+        handle.remove()
+    return inputs, kwargs_by_size
+
+
+def run_layer(layer: nn.Module, hidden: torch.Tensor, kwargs: dict[str, Any]) -> torch.Tensor:
+    return _layer_output(layer(hidden, **kwargs))
+
+
+def forward_layer_over(layer: nn.Module, inputs: torch.Tensor, kwargs_by_size: dict[int, dict[str, Any]],
+                       batch_size: int, device: torch.device, *, write_back: bool,
+                       before_batch: Callable[[], None] | None = None) -> None:
+    """Run ``layer`` over all stored inputs, one batch on the device at a time.
+
+    With ``write_back`` the outputs overwrite the inputs in place, so the CPU holds one
+    activation buffer however many layers there are.
+    """
+    for rows in _batches(inputs.shape[0], batch_size):
+        if before_batch is not None:
+            before_batch()
+        hidden = inputs[rows].to(device)
+        out = run_layer(layer, hidden, kwargs_by_size[hidden.shape[0]])
+        if write_back:
+            inputs[rows] = out.to("cpu", inputs.dtype)
+        del hidden, out
+
+
+def _mask_and_apply(name: str, linear: nn.Linear, method: Method, stats: LinearStats,
+                    structure: Structure) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Run the method on one linear and write the pruned weight into it."""
+    keep, new_weight = method.prune(linear.weight.data, stats.for_linear(name), structure)
+    if new_weight is None:
+        linear.weight.data.mul_(keep.to(linear.weight.device))
+    else:
+        linear.weight.data.copy_(new_weight)
+    return keep.to("cpu"), None if new_weight is None else new_weight.to("cpu")[keep.to("cpu")]
+
+
+def _prune_linears(linears: dict[str, nn.Linear], stats: dict[str, LinearStats], method: Method,
+                   structure: Structure, result: PruneResult) -> None:
+    for name, linear in linears.items():
+        keep, kept_values = _mask_and_apply(name, linear, method, stats.get(name, LinearStats(name)), structure)
+        result.masks[f"{name}.weight"] = keep
+        if method.updates_weights:
+            result.values[f"{name}.weight"] = kept_values
+
+
+def _layer_report(index: int, linears: dict[str, nn.Linear], result: PruneResult, errors: dict[str, float] | None,
+                  groups: list[list[str]], seconds: float) -> LayerReport:
+    kept = total = 0
+    per_linear: dict[str, dict[str, float | None]] = {}
+    for name in linears:
+        mask = result.masks[f"{name}.weight"]
+        kept += int(mask.sum())
+        total += mask.numel()
+        per_linear[name] = {"sparsity": 1.0 - float(mask.float().mean()),
+                            "rel_error": None if errors is None else errors[name]}
+    mean_error = None if errors is None else sum(errors.values()) / len(errors)
+    return LayerReport(index, 1.0 - kept / total, seconds, mean_error, per_linear, groups)
+
+
+def prune_model(model: nn.Module, method: Method, structure: Structure, input_ids: torch.Tensor | None = None, *,
+                batch_size: int = 1, device: str | torch.device = "cpu", offload: bool = False,
+                measure_error: bool = True, progress: bool = True,
+                on_stats: Callable[[int, dict[str, LinearStats]], None] | None = None) -> PruneResult:
+    """Prune every linear of every decoder layer of ``model`` in place, sequentially.
+
+    ``input_ids`` ([nsamples, seqlen] int64) may be None only for methods that need no
+    statistics; then no forward pass runs and no reconstruction error is measured.
+    ``on_stats(layer_index, stats)`` sees each layer's statistics (used by tests).
+    """
+    from tqdm.auto import tqdm
+
+    device = torch.device(device)
+    if method.needs and input_ids is None:
+        raise LangpruneError("this method needs calibration data: pass --calibration SHARD.safetensors")
+    layers_path, layers = decoder_layers(model)
+    names = {module: name for name, module in model.named_modules()}
+    result = PruneResult({}, {}, [], {"capture": 0.0, "stats": 0.0, "masks": 0.0, "forward": 0.0, "error": 0.0})
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        inputs = kwargs_by_size = None
+        if input_ids is not None:
+            place_model(model, device, offload)
+            started = time.perf_counter()
+            inputs, kwargs_by_size = capture_layer_inputs(model, input_ids, batch_size, device)
+            result.timings["capture"] = time.perf_counter() - started
+        for index, layer in enumerate(tqdm(layers, desc="pruning layers", unit="layer", disable=not progress)):
+            started = time.perf_counter()
+            if offload and inputs is not None:
+                layer.to(device)
+            linears = layer_linears(layer, names[layer])
+            stats: dict[str, LinearStats] = {}
+            groups: list[list[str]] = []
+            if method.needs:
+                with LayerStatsCollector(linears, method.needs) as collector:
+                    t0 = time.perf_counter()
+                    forward_layer_over(layer, inputs, kwargs_by_size, batch_size, device, write_back=False,
+                                       before_batch=collector.start_batch)
+                    result.timings["forward"] += time.perf_counter() - t0 - collector.seconds
+                    result.timings["stats"] += collector.seconds
+                stats, groups = collector.results(), list(collector.groups().values())
+                if on_stats is not None:
+                    on_stats(index, stats)
+            dense = ({name: linear.weight.detach().clone() for name, linear in linears.items()}
+                     if measure_error and inputs is not None else None)
+            t0 = time.perf_counter()
+            _prune_linears(linears, stats, method, structure, result)
+            result.timings["masks"] += time.perf_counter() - t0
+            del stats
+            errors = None
+            if inputs is not None:
+                meter = ReconstructionMeter(linears, dense) if dense is not None else contextlib.nullcontext()
+                with meter:
+                    t0 = time.perf_counter()
+                    forward_layer_over(layer, inputs, kwargs_by_size, batch_size, device, write_back=True)
+                    error_seconds = getattr(meter, "seconds", 0.0)
+                    result.timings["forward"] += time.perf_counter() - t0 - error_seconds
+                    result.timings["error"] += error_seconds
+                errors = meter.relative_errors() if dense is not None else None
+                del dense, meter
+            if offload and inputs is not None:
+                layer.to("cpu")
+            result.layers.append(_layer_report(index, linears, result, errors, groups, time.perf_counter() - started))
+        if offload and input_ids is not None:
+            model.to("cpu")
+    model.train(was_training)
+    return result

@@ -1,0 +1,162 @@
+"""Pruning methods: pure functions ``(weight, stats, structure) -> (keep_mask, new_weight | None)``.
+
+``keep_mask`` is a bool tensor shaped like ``weight`` (True = the weight survives).
+``new_weight`` is returned only by methods that change surviving weights (SparseGPT);
+everyone else's result is ``weight * keep_mask``. No I/O, no globals: adding a method
+is one function here plus one line in ``METHODS``.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+from ..errors import LangpruneError
+from .stats import HESSIAN, SUMSQ, LinearStats
+from .structure import Structure
+
+log = logging.getLogger("langprune.prune")
+
+MethodResult = tuple[torch.Tensor, "torch.Tensor | None"]
+
+SPARSEGPT_BLOCK = 128
+SPARSEGPT_DAMP = 0.01
+CHOLESKY_RETRIES = 4  # dampening tried: 0.01, 0.1, 1, 10, 100 times mean(diag H)
+
+
+def _check_groups(weight: torch.Tensor, structure: Structure, name: str) -> None:
+    if structure.is_nm and weight.shape[1] % structure.m:
+        raise LangpruneError(f"{name}: {weight.shape[1]} input columns are not divisible by M={structure.m} "
+                             f"of --structure {structure.label}; use unstructured or another M")
+
+
+def lowest_per_row(scores: torch.Tensor, count: int) -> torch.Tensor:
+    """Keep-mask pruning exactly ``count`` lowest scores in every row; ties broken by column order."""
+    keep = torch.ones_like(scores, dtype=torch.bool)
+    if count > 0:
+        order = torch.sort(scores, dim=-1, stable=True).indices[..., :count]
+        keep.scatter_(-1, order, False)
+    return keep
+
+
+def lowest_per_group(scores: torch.Tensor, n: int, m: int) -> torch.Tensor:
+    """Keep-mask pruning the ``n`` lowest scores of every ``m`` consecutive columns of each row."""
+    rows, cols = scores.shape
+    return lowest_per_row(scores.reshape(rows, cols // m, m), n).reshape(rows, cols)
+
+
+def mask_from_scores(scores: torch.Tensor, structure: Structure) -> torch.Tensor:
+    """Per-row comparison (unstructured) or per-group (N:M), as Wanda defines it."""
+    if structure.is_nm:
+        return lowest_per_group(scores, structure.n, structure.m)
+    return lowest_per_row(scores, structure.pruned_count(scores.shape[1]))
+
+
+def magnitude(weight: torch.Tensor, stats: LinearStats, structure: Structure) -> MethodResult:
+    """|W| with one threshold per matrix (unstructured) or per group of M inputs (N:M)."""
+    _check_groups(weight, structure, stats.name)
+    scores = weight.detach().abs().float()
+    if structure.is_nm:
+        return lowest_per_group(scores, structure.n, structure.m), None
+    flat = lowest_per_row(scores.reshape(1, -1), structure.pruned_count(scores.numel()))
+    return flat.reshape(scores.shape), None
+
+
+def wanda(weight: torch.Tensor, stats: LinearStats, structure: Structure) -> MethodResult:
+    """|W_ij| * ||X_j||_2 compared within each output row (Sun et al., 2024)."""
+    _check_groups(weight, structure, stats.name)
+    if stats.sumsq is None:
+        raise ValueError(f"{stats.name}: wanda needs input sum-of-squares statistics")
+    scores = weight.detach().abs().float() * stats.sumsq.to(weight.device).sqrt().unsqueeze(0)
+    return mask_from_scores(scores, structure), None
+
+
+def _damped_inverse_cholesky(hessian: torch.Tensor, name: str) -> torch.Tensor:
+    """Upper Cholesky factor of H^-1 after dampening; retry with 10x dampening before giving up."""
+    mean_diag = torch.mean(torch.diag(hessian))
+    eye = torch.eye(hessian.shape[0], dtype=hessian.dtype, device=hessian.device)
+    damp = SPARSEGPT_DAMP
+    for attempt in range(CHOLESKY_RETRIES + 1):
+        lower, info = torch.linalg.cholesky_ex(hessian + damp * mean_diag * eye)
+        if int(info) == 0:
+            inverse = torch.cholesky_inverse(lower)
+            upper, info = torch.linalg.cholesky_ex(inverse, upper=True)
+            if int(info) == 0:
+                if attempt:
+                    log.warning("%s: Cholesky succeeded only with dampening %g * mean(diag H)", name, damp)
+                return upper
+        if attempt < CHOLESKY_RETRIES:
+            log.warning("%s: Cholesky failed with dampening %g * mean(diag H); retrying with %g",
+                        name, damp, damp * 10)
+        damp *= 10
+    raise LangpruneError(f"{name}: the Hessian is not positive definite even with dampening "
+                         f"{damp / 10:g} * mean(diag H); the calibration inputs of this layer are degenerate "
+                         f"(check the shard for repeated or padding-only sequences, or use more samples)")
+
+
+def sparsegpt(weight: torch.Tensor, stats: LinearStats, structure: Structure) -> MethodResult:
+    """Optimal-brain-surgeon pruning with weight updates (Frantar & Alistarh, 2023), in fp32."""
+    _check_groups(weight, structure, stats.name)
+    if stats.hessian is None:
+        raise ValueError(f"{stats.name}: sparsegpt needs the input Hessian")
+    w = weight.detach().float().clone()
+    hessian = stats.hessian.to(w.device, torch.float32).clone()
+    dead = torch.diag(hessian) == 0
+    hessian[dead, dead] = 1.0
+    w[:, dead] = 0.0
+    hinv = _damped_inverse_cholesky(hessian, stats.name)
+    del hessian
+
+    rows, cols = w.shape
+    keep = torch.ones_like(w, dtype=torch.bool)
+    block = max(structure.m, SPARSEGPT_BLOCK // structure.m * structure.m) if structure.is_nm else SPARSEGPT_BLOCK
+    for start in range(0, cols, block):
+        end = min(start + block, cols)
+        w_block = w[:, start:end].clone()
+        h_block = hinv[start:end, start:end]
+        h_diag = torch.diag(h_block)
+        err_block = torch.zeros_like(w_block)
+        keep_block = keep[:, start:end]
+        if not structure.is_nm:
+            scores = w_block.pow(2) / h_diag.pow(2).unsqueeze(0)
+            keep_block.copy_(lowest_per_row(scores.reshape(1, -1), structure.pruned_count(scores.numel()))
+                             .reshape(scores.shape))
+        for i in range(end - start):
+            if structure.is_nm and i % structure.m == 0:
+                group = slice(i, i + structure.m)
+                scores = w_block[:, group].pow(2) / h_diag[group].pow(2).unsqueeze(0)
+                keep_block[:, group] = lowest_per_row(scores, structure.n)
+            column = w_block[:, i]
+            quantised = column * keep_block[:, i]
+            err = (column - quantised) / h_block[i, i]
+            w_block[:, i:] -= err.unsqueeze(1) * h_block[i, i:].unsqueeze(0)
+            w_block[:, i] = quantised
+            err_block[:, i] = err
+        w[:, start:end] = w_block
+        w[:, end:] -= err_block @ hinv[start:end, end:]
+    return keep, (w * keep).to(weight.dtype)
+
+
+@dataclass(frozen=True)
+class Method:
+    """A registered method: the function and which statistics the engine must collect."""
+
+    prune: Callable[[torch.Tensor, LinearStats, Structure], MethodResult]
+    needs: frozenset[str]
+    updates_weights: bool
+
+
+METHODS: dict[str, Method] = {
+    "magnitude": Method(magnitude, frozenset(), updates_weights=False),
+    "wanda": Method(wanda, frozenset({SUMSQ}), updates_weights=False),
+    "sparsegpt": Method(sparsegpt, frozenset({SUMSQ, HESSIAN}), updates_weights=True),
+}
+
+
+def get_method(name: str) -> Method:
+    if name not in METHODS:
+        raise LangpruneError(f"--method '{name}' is not one of: {', '.join(sorted(METHODS))}")
+    return METHODS[name]

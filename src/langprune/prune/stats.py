@@ -1,0 +1,176 @@
+"""Calibration statistics, accumulated in fp32 by forward hooks on a layer's linears.
+
+Linears that read the very same input tensor (Llama q/k/v and gate/up, Cohere's
+parallel q/k/v/gate/up) share one accumulator. Sharing is discovered at run time by
+tensor identity, so no architecture table is needed and a new architecture works as
+long as its linears are ``nn.Linear`` modules.
+"""
+
+from __future__ import annotations
+
+import time
+import weakref
+from dataclasses import dataclass, replace
+
+import torch
+from torch import nn
+
+SUMSQ = "sumsq"
+HESSIAN = "hessian"
+
+
+@dataclass(frozen=True)
+class LinearStats:
+    """What a method sees for one linear: its name (for error messages) and its input statistics.
+
+    ``sumsq[j]`` is the sum over calibration tokens of ``x_j ** 2``; ``hessian`` is
+    ``(2 / tokens) * sum x x^T``. Either is None when the method did not ask for it.
+    """
+
+    name: str
+    tokens: int = 0
+    sumsq: torch.Tensor | None = None
+    hessian: torch.Tensor | None = None
+
+    def for_linear(self, name: str) -> "LinearStats":
+        """The same (shared) statistics, labelled with another linear's name."""
+        return replace(self, name=name)
+
+
+class InputAccumulator:
+    """Running fp32 sums over the tokens one input tensor carries."""
+
+    def __init__(self, features: int, needs: frozenset[str], device: torch.device):
+        self.tokens = 0
+        self.sumsq = torch.zeros(features, dtype=torch.float32, device=device) if needs else None
+        self.gram = (torch.zeros(features, features, dtype=torch.float32, device=device)
+                     if HESSIAN in needs else None)
+
+    def update(self, x: torch.Tensor) -> None:
+        """Add one batch; ``x`` is [..., features] in any dtype."""
+        flat = x.detach().reshape(-1, x.shape[-1]).float()
+        self.tokens += flat.shape[0]
+        if self.gram is not None:
+            self.gram.addmm_(flat.t(), flat)
+        elif self.sumsq is not None:
+            self.sumsq.add_(flat.pow(2).sum(dim=0))
+
+    def result(self, name: str) -> LinearStats:
+        """Finalise into the published normalisation (H = 2/N sum x x^T)."""
+        if self.gram is not None:
+            hessian = self.gram * (2.0 / max(self.tokens, 1))
+            return LinearStats(name, self.tokens, sumsq=torch.diagonal(self.gram).clone(), hessian=hessian)
+        return LinearStats(name, self.tokens, sumsq=self.sumsq)
+
+
+class LayerStatsCollector:
+    """Hooks every given linear; accumulates one statistic per distinct input tensor.
+
+    Call :meth:`start_batch` before each forward of the layer. Within one forward the
+    first linear to see a tensor owns its accumulator; later linears receiving the same
+    object join that group. Only weak references are kept, so no activation outlives
+    its normal lifetime.
+    """
+
+    def __init__(self, linears: dict[str, nn.Linear], needs: frozenset[str]):
+        self.linears = linears
+        self.needs = needs
+        self.group_of: dict[str, str] = {}
+        self.accumulators: dict[str, InputAccumulator] = {}
+        self.seconds = 0.0
+        self._seen: list[tuple[weakref.ref, str]] = []
+        self._handles = []
+
+    def __enter__(self) -> "LayerStatsCollector":
+        for name, module in self.linears.items():
+            self._handles.append(module.register_forward_pre_hook(self._hook_for(name)))
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+        self._seen.clear()
+
+    def start_batch(self) -> None:
+        self._seen.clear()
+
+    def _owner_of(self, x: torch.Tensor) -> str | None:
+        for ref, owner in self._seen:
+            if ref() is x:
+                return owner
+        return None
+
+    def _hook_for(self, name: str):
+        def hook(module: nn.Module, args: tuple) -> None:
+            started = time.perf_counter()
+            x = args[0]
+            owner = self._owner_of(x)
+            if owner is None:
+                owner = name
+                self._seen.append((weakref.ref(x), name))
+                if name not in self.accumulators:
+                    self.accumulators[name] = InputAccumulator(x.shape[-1], self.needs, x.device)
+                self.accumulators[name].update(x)
+            previous = self.group_of.setdefault(name, owner)
+            if previous != owner:
+                raise RuntimeError(f"{name} read the input of {owner} in one batch and of {previous} in another")
+            self.seconds += time.perf_counter() - started
+
+        return hook
+
+    def groups(self) -> dict[str, list[str]]:
+        """Owner linear -> all linears (owner first) that read its input."""
+        out: dict[str, list[str]] = {}
+        for name, owner in self.group_of.items():
+            out.setdefault(owner, []).append(name)
+        return out
+
+    def results(self) -> dict[str, LinearStats]:
+        """Per-linear statistics; members of a group share the same tensors."""
+        finals = {owner: acc.result(owner) for owner, acc in self.accumulators.items()}
+        return {name: finals[owner].for_linear(name) for name, owner in self.group_of.items()}
+
+
+class ReconstructionMeter:
+    """Measures ||W X - W' X||^2 / ||W X||^2 per linear while the pruned layer runs.
+
+    Holds the dense weights of the layer's linears (one layer's worth of memory) and
+    uses one extra matmul per linear per batch: W X = W' X + (W - W') X.
+    """
+
+    def __init__(self, linears: dict[str, nn.Linear], dense: dict[str, torch.Tensor]):
+        self.linears = linears
+        self.delta = {name: (dense[name].to(module.weight.device) - module.weight.detach()).to(module.weight.dtype)
+                      for name, module in linears.items()}
+        self.error = {name: 0.0 for name in linears}
+        self.reference = {name: 0.0 for name in linears}
+        self.seconds = 0.0
+        self._handles = []
+
+    def __enter__(self) -> "ReconstructionMeter":
+        for name, module in self.linears.items():
+            self._handles.append(module.register_forward_hook(self._hook_for(name)))
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+
+    def _hook_for(self, name: str):
+        def hook(module: nn.Linear, args: tuple, output: torch.Tensor) -> None:
+            started = time.perf_counter()
+            diff = torch.nn.functional.linear(args[0], self.delta[name]).float()
+            pruned = output.detach().float()
+            if module.bias is not None:
+                pruned = pruned - module.bias.detach().float()
+            self.error[name] += float(diff.pow(2).sum())
+            self.reference[name] += float((pruned + diff).pow(2).sum())
+            self.seconds += time.perf_counter() - started
+
+        return hook
+
+    def relative_errors(self) -> dict[str, float]:
+        return {name: (self.error[name] / self.reference[name] if self.reference[name] > 0 else 0.0)
+                for name in self.linears}
