@@ -1,0 +1,281 @@
+"""Seed-aggregated result tables in the layouts of the paper (Tables 1, 2 and 4).
+
+The input is the tidy metrics CSV written by ``langprune evaluate gather`` (one row per
+record: model, method, structure, sparsity, calib, seed, benchmark, language, metric,
+value, n, available). Tables show ``mean ± std`` over seeds: rows are a pruning setting
+and calibration set (the dense model on top), columns are evaluation languages (and
+benchmarks for task tables). A cell whose runs were all unavailable reads ``n/a``
+rather than disappearing, so a missing benchmark is visible, not silently dropped.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import pandas as pd
+
+from ..errors import LangpruneError
+from ..io import atomic_path
+
+REQUIRED_COLUMNS = ["model", "method", "structure", "sparsity", "calib", "seed",
+                    "benchmark", "language", "metric", "value", "n", "available"]
+# Columns that name one table cell; seeds are averaged away.
+CELL_KEYS = ["model", "method", "structure", "sparsity", "calib", "benchmark", "language", "metric"]
+ROW_KEYS = ["model", "method", "structure", "sparsity", "calib"]
+PERPLEXITY_BENCHMARK = "perplexity"
+DENSE = "dense"
+NOT_AVAILABLE = "n/a"
+NO_LABEL = "-"
+
+# Methods in the order the paper discusses them; unknown methods follow alphabetically.
+METHOD_ORDER = [DENSE, "magnitude", "wanda", "sparsegpt"]
+# Task columns in the paper's order; unknown benchmarks follow alphabetically.
+BENCHMARK_ORDER = [PERPLEXITY_BENCHMARK, "arc", "belebele", "mmlu", "hellaswag", "mkqa", "udhr_mc"]
+
+
+@dataclass(frozen=True)
+class MetricInfo:
+    """How a metric is read: which direction is better, and how it is printed."""
+
+    lower_is_better: bool
+    decimals: int
+    scale: float = 1.0  # display factor: lm-eval fractions are shown as percent like the paper
+
+
+METRICS = {
+    "perplexity": MetricInfo(lower_is_better=True, decimals=2),
+    "bits_per_byte": MetricInfo(lower_is_better=True, decimals=3),
+    "acc": MetricInfo(lower_is_better=False, decimals=1, scale=100.0),
+    "acc_norm": MetricInfo(lower_is_better=False, decimals=1, scale=100.0),
+    "f1": MetricInfo(lower_is_better=False, decimals=1, scale=100.0),
+}
+# A score we know nothing about is assumed to be "higher is better", printed as recorded.
+DEFAULT_METRIC = MetricInfo(lower_is_better=False, decimals=3)
+
+
+def metric_info(metric: str) -> MetricInfo:
+    return METRICS.get(metric, DEFAULT_METRIC)
+
+
+# --------------------------------------------------------------------------- reading
+
+def read_metrics(path: str | os.PathLike) -> pd.DataFrame:
+    """Read a tidy metrics CSV, keeping labels as strings ('-' for dense calib/seed)."""
+    path = Path(path)
+    if not path.is_file():
+        raise LangpruneError(f"metrics table {path} does not exist: write it with "
+                             f"`langprune evaluate gather METRICS.json... --out {path}`")
+    df = pd.read_csv(path, dtype=str, keep_default_na=False)
+    missing = [c for c in REQUIRED_COLUMNS if c not in df.columns]
+    if missing:
+        raise LangpruneError(f"metrics table {path} lacks column(s) {', '.join(missing)}; "
+                             f"expected {', '.join(REQUIRED_COLUMNS)} (as written by `langprune evaluate gather`)")
+    return normalise_metrics(df)
+
+
+def normalise_metrics(df: pd.DataFrame) -> pd.DataFrame:
+    """Give labels one spelling and values numeric types, so grouping is exact."""
+    df = df.copy()
+    for col in CELL_KEYS + ["seed"]:
+        df[col] = df[col].fillna("").astype(str).str.strip().replace("", NO_LABEL)
+    df["value"] = pd.to_numeric(df["value"].replace({"": None, "None": None, "null": None}), errors="coerce")
+    df["available"] = df["available"].astype(str).str.strip().str.lower().isin(["true", "1", "yes"])
+    return df
+
+
+# --------------------------------------------------------------------------- aggregation
+
+def aggregate_seeds(tidy: pd.DataFrame) -> pd.DataFrame:
+    """Mean and sample std (ddof=1) over seeds per cell; unavailable runs count as missing.
+
+    ``n_seeds`` counts the runs that produced a value, ``runs`` all runs of the cell; a
+    cell with ``n_seeds == 0`` is kept (mean NaN) so tables can print it as n/a.
+    """
+    usable = tidy.assign(value=tidy["value"].where(tidy["available"]))
+    grouped = usable.groupby(CELL_KEYS, sort=False, dropna=False)["value"]
+    agg = grouped.agg(mean="mean", std="std", n_seeds="count", runs="size").reset_index()
+    return agg
+
+
+def target_language(language: str) -> str:
+    """The calibration language that 'matches' an evaluation column (EN-E, en_c -> en)."""
+    return re.split(r"[-_]", language.lower())[0]
+
+
+def single_calibrations(agg: pd.DataFrame) -> set[str]:
+    """Calibration sets that are one evaluated language; everything else (en+de, all7) is a mix."""
+    languages = {target_language(lang) for lang in agg["language"].unique()}
+    return {c for c in agg["calib"].unique() if c != NO_LABEL and c.lower() in languages}
+
+
+def is_dense(agg: pd.DataFrame) -> pd.Series:
+    return agg["method"] == DENSE
+
+
+def _order_key(value: str, order: list[str]) -> tuple:
+    return (order.index(value), "") if value in order else (len(order), value)
+
+
+def calib_sort_key(calib: str, singles: set[str]) -> tuple:
+    """Dense first, single languages, explicit mixes (en+de) by size, then named sets (all7)."""
+    if calib == NO_LABEL:
+        return (0, 0, "")
+    if calib in singles:
+        return (1, 0, calib)
+    parts = len(calib.split("+"))
+    return (2, parts, calib) if parts > 1 else (3, 0, calib)
+
+
+def sort_rows(rows: pd.DataFrame, singles: set[str]) -> pd.DataFrame:
+    """Order table rows as the paper does: dense on top, then by method and calibration."""
+    key = rows.apply(lambda r: (r["model"], _order_key(r["method"], METHOD_ORDER), r["structure"],
+                                r["sparsity"], calib_sort_key(r["calib"], singles)), axis=1)
+    return rows.iloc[sorted(range(len(rows)), key=lambda i: key.iloc[i])]
+
+
+def column_sort_key(benchmark: str, metric: str, language: str) -> tuple:
+    return (_order_key(benchmark, BENCHMARK_ORDER), metric, language.lower())
+
+
+# --------------------------------------------------------------------------- layouts
+
+def format_cell(mean: float, std: float, metric: str) -> str:
+    """'mean ± std' in the metric's display units; 'n/a' when no run produced a value."""
+    if pd.isna(mean):
+        return NOT_AVAILABLE
+    info = metric_info(metric)
+    text = f"{mean * info.scale:.{info.decimals}f}"
+    if not pd.isna(std):
+        text += f" ± {std * info.scale:.{info.decimals}f}"
+    return text
+
+
+def column_label(benchmark: str, metric: str) -> str:
+    return f"{benchmark} [{metric}]"
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    """One paper-style table: which records it shows and which calibration sets are its rows."""
+
+    name: str
+    title: str
+    select: Callable[[pd.DataFrame], pd.Series]
+    mixes: bool  # rows are mixed calibration sets (Table 4) instead of single languages
+
+
+def _perplexity_metric(metric: str) -> Callable[[pd.DataFrame], pd.Series]:
+    return lambda agg: (agg["benchmark"] == PERPLEXITY_BENCHMARK) & (agg["metric"] == metric)
+
+
+def _tasks(agg: pd.DataFrame) -> pd.Series:
+    return agg["benchmark"] != PERPLEXITY_BENCHMARK
+
+
+TABLES = [
+    TableSpec("table1_perplexity", "Perplexity per evaluation language, single-language calibration "
+              "(paper Table 1 layout; lower is better)", _perplexity_metric("perplexity"), mixes=False),
+    TableSpec("table1_bits_per_byte", "Bits per byte per evaluation language, single-language calibration "
+              "(lower is better; comparable across tokenizers)", _perplexity_metric("bits_per_byte"), mixes=False),
+    TableSpec("table2_tasks", "Task scores per benchmark and evaluation language, single-language calibration "
+              "(paper Table 2 layout; accuracy in %, higher is better)", _tasks, mixes=False),
+    TableSpec("table4_mixes_tasks", "Task scores with mixed calibration sets "
+              "(paper Table 4 layout; accuracy in %, higher is better)", _tasks, mixes=True),
+    TableSpec("table4_mixes_perplexity", "Perplexity with mixed calibration sets (lower is better)",
+              _perplexity_metric("perplexity"), mixes=True),
+]
+TABLE_NAMES = [spec.name for spec in TABLES]
+TABLE_FORMATS = ["csv", "md", "tex", "html"]
+
+
+def layout_table(agg: pd.DataFrame, spec: TableSpec) -> pd.DataFrame:
+    """Pivot aggregated cells into the spec's layout: one row per setting x calibration.
+
+    Columns are a (benchmark [metric], LANGUAGE) MultiIndex; the row labels are ordinary
+    columns (model, method, structure, sparsity, calib). The dense rows are on top.
+    """
+    singles = single_calibrations(agg)
+    cells = agg[spec.select(agg)]
+    keep_calib = cells["calib"].map(lambda c: (c not in singles) if spec.mixes else (c in singles))
+    cells = cells[is_dense(cells) | (~is_dense(cells) & keep_calib)]
+    columns = sorted({(b, m, lang) for b, m, lang in cells[["benchmark", "metric", "language"]].itertuples(index=False)},
+                     key=lambda c: column_sort_key(*c))
+    column_index = pd.MultiIndex.from_tuples([(column_label(b, m), lang.upper()) for b, m, lang in columns],
+                                             names=["benchmark", "language"])
+    rows = sort_rows(cells[ROW_KEYS].drop_duplicates(), singles)
+    text = {(tuple(r[k] for k in ROW_KEYS), (column_label(r["benchmark"], r["metric"]), r["language"].upper())):
+            format_cell(r["mean"], r["std"], r["metric"]) for _, r in cells.iterrows()}
+    body = [[text.get((tuple(row), col), NOT_AVAILABLE) for col in column_index]
+            for row in rows.itertuples(index=False)]
+    table = pd.DataFrame(body, columns=column_index)
+    labels = rows.reset_index(drop=True).assign(calib=lambda d: d["calib"].str.upper())
+    labels.columns = pd.MultiIndex.from_tuples([(k, "") for k in ROW_KEYS])
+    table.columns = pd.MultiIndex.from_tuples(list(table.columns))
+    return pd.concat([labels, table], axis=1)
+
+
+# --------------------------------------------------------------------------- writing
+
+def flat_columns(table: pd.DataFrame) -> pd.DataFrame:
+    """One header row ('perplexity [perplexity] DE' -> 'DE' when the table has one benchmark)."""
+    benchmarks = {top for top, sub in table.columns if sub != ""}
+    flat = [top if sub == "" else (sub if len(benchmarks) == 1 else f"{top} {sub}") for top, sub in table.columns]
+    out = table.copy()
+    out.columns = flat
+    return out
+
+
+def html_page(title: str, note: str, table_html: str) -> str:
+    """A small self-contained page; Snakemake's report shows HTML inline, CSV only as download."""
+    style = ("body{font-family:sans-serif;margin:1em} table{border-collapse:collapse;font-size:13px}"
+             "th,td{border:1px solid #bbb;padding:3px 6px;text-align:right;white-space:nowrap}"
+             "th{background:#eee} caption{caption-side:top;text-align:left;font-weight:bold}")
+    return (f"<!DOCTYPE html>\n<html><head><meta charset='utf-8'><title>{title}</title>"
+            f"<style>{style}</style></head><body><h3>{title}</h3><p>{note}</p>{table_html}</body></html>\n")
+
+
+def write_text(path: Path, text: str) -> Path:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return path
+
+
+def write_table_formats(table: pd.DataFrame, out_prefix: Path, title: str, note: str) -> list[Path]:
+    """Write one layout as CSV, Markdown, LaTeX and HTML (same cells, four readers)."""
+    flat = flat_columns(table)
+    written = [write_text(out_prefix.with_suffix(".csv"), flat.to_csv(index=False)),
+               write_text(out_prefix.with_suffix(".md"),
+                          f"**{title}**\n\n{note}\n\n" + (flat.to_markdown(index=False) if len(flat) else "(no rows)") + "\n")]
+    latex = table.to_latex(index=False, multicolumn=True, multicolumn_format="c", escape=True, caption=title,
+                           label=f"tab:{out_prefix.name}") if len(table.columns) else ""
+    written.append(write_text(out_prefix.with_suffix(".tex"), latex))
+    written.append(write_text(out_prefix.with_suffix(".html"),
+                              html_page(title, note, flat.to_html(index=False, border=0, na_rep=NOT_AVAILABLE))))
+    return written
+
+
+def seeds_note(agg: pd.DataFrame) -> str:
+    pruned = agg[~is_dense(agg)]
+    seeds = sorted(set(pruned["runs"])) if len(pruned) else []
+    runs = "/".join(str(s) for s in seeds) or "0"
+    return (f"Cells are mean ± sample std over {runs} pruning run(s) (seeds); a cell without ± had one run; "
+            f"'{NOT_AVAILABLE}' marks a cell no run could measure.")
+
+
+def write_tables(metrics_csv: str | os.PathLike, out_dir: str | os.PathLike,
+                 reference_dir: str | os.PathLike | None = None) -> list[Path]:
+    """Write every paper-layout table, the seed aggregate and the paper comparison into out_dir."""
+    from .paper import write_paper_comparison
+
+    out_dir = Path(out_dir)
+    agg = aggregate_seeds(read_metrics(metrics_csv))
+    note = seeds_note(agg)
+    written = [write_text(out_dir / "aggregated.csv", agg.to_csv(index=False))]
+    for spec in TABLES:
+        written += write_table_formats(layout_table(agg, spec), out_dir / spec.name, spec.title, note)
+    written += write_paper_comparison(agg, out_dir, reference_dir)
+    return written
