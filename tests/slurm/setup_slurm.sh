@@ -1,0 +1,165 @@
+#!/usr/bin/env bash
+# Start a throw-away, single-node SLURM on 127.0.0.1 with one (fake) GPU, so
+# the Snakemake profile in profiles/slurm can be tried on a laptop or in CI.
+#
+#   sudo tests/slurm/setup_slurm.sh [STATE_DIR]     # default /tmp/langprune-slurm
+#   snakemake --profile profiles/slurm ...
+#   sudo tests/slurm/stop_slurm.sh [STATE_DIR]
+#
+# Needs root (daemons run as root, packages come from apt). Everything the
+# daemons write stays under STATE_DIR. Pitfalls handled here:
+#  * the plugin runs each job's command through a nested `srun` and strips
+#    every SLURM_* variable (SLURM_CONF included) from its environment, so the
+#    config must sit where clients look by default. We leave /etc/slurm alone
+#    and link /run/slurm/conf (the second place clients look) to STATE_DIR/etc;
+#  * containers have no usable cgroup hierarchy for slurmd: use
+#    proctrack/linuxproc, task/none, jobacct_gather/none (no cgroup plugin);
+#  * no slurmdbd: AccountingStorageType=accounting_storage/none, so `sacct`
+#    knows nothing and Snakemake must poll with `squeue`. squeue forgets a job
+#    MinJobAge seconds after it ends; keep it >= 120 so no finished job is
+#    missed between two status checks;
+#  * a GPU gres needs a device file: a character device made with mknod
+#    (major 195 = nvidia) stands in for /dev/nvidia0;
+#  * slurmd must find its own NodeName: we use `hostname -s` with
+#    NodeAddr=127.0.0.1 so no DNS is needed;
+#  * ReturnToService=2 so a node that was down (e.g. after a restart) comes
+#    back by itself instead of staying DOWN.
+set -euo pipefail
+
+STATE_DIR=${1:-${LANGPRUNE_SLURM_DIR:-/tmp/langprune-slurm}}
+NODE=$(hostname -s)
+MIN_JOB_AGE=${SLURM_MIN_JOB_AGE:-300}
+
+install_packages() {
+    # Debian/Ubuntu package names; skipped when the daemons are already there.
+    if command -v slurmctld >/dev/null && command -v slurmd >/dev/null \
+        && command -v munged >/dev/null && command -v sbatch >/dev/null; then
+        return
+    fi
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends slurm-wlm munge >/dev/null
+}
+
+node_memory_mb() {
+    # Leave 1 GiB to the OS; slurmd refuses to start if RealMemory exceeds it.
+    echo $(( $(awk '/MemTotal/ {print int($2/1024)}' /proc/meminfo) - 1024 ))
+}
+
+write_munge_key() {
+    # One key shared by munged and every SLURM daemon on this host.
+    mkdir -p "$STATE_DIR/munge" /run/munge
+    if [ ! -s "$STATE_DIR/munge/munge.key" ]; then
+        dd if=/dev/urandom of="$STATE_DIR/munge/munge.key" bs=1024 count=1 status=none
+    fi
+    chmod 700 "$STATE_DIR/munge"
+    chmod 400 "$STATE_DIR/munge/munge.key"
+}
+
+make_gpu_device() {
+    # A char device with NVIDIA's major number; slurmd only checks it exists.
+    mkdir -p "$STATE_DIR/dev"
+    [ -e "$STATE_DIR/dev/nvidia0" ] || mknod "$STATE_DIR/dev/nvidia0" c 195 0
+}
+
+write_slurm_conf() {
+    local cpus mem
+    cpus=$(nproc)
+    mem=$(node_memory_mb)
+    mkdir -p "$STATE_DIR/spool/ctld" "$STATE_DIR/spool/d" "$STATE_DIR/log" "$STATE_DIR/etc"
+    cat >"$STATE_DIR/etc/slurm.conf" <<CONF
+ClusterName=langprune
+SlurmctldHost=$NODE(127.0.0.1)
+SlurmUser=root
+SlurmdUser=root
+AuthType=auth/munge
+CredType=cred/munge
+AuthInfo=socket=/run/munge/langprune.socket
+SlurmctldPort=16817
+SlurmdPort=16818
+StateSaveLocation=$STATE_DIR/spool/ctld
+SlurmdSpoolDir=$STATE_DIR/spool/d
+SlurmctldPidFile=$STATE_DIR/slurmctld.pid
+SlurmdPidFile=$STATE_DIR/slurmd.pid
+SlurmctldLogFile=$STATE_DIR/log/slurmctld.log
+SlurmdLogFile=$STATE_DIR/log/slurmd.log
+ProctrackType=proctrack/linuxproc
+TaskPlugin=task/none
+JobAcctGatherType=jobacct_gather/none
+AccountingStorageType=accounting_storage/none
+JobCompType=jobcomp/none
+SchedulerType=sched/backfill
+SelectType=select/cons_tres
+SelectTypeParameters=CR_Core_Memory
+GresTypes=gpu
+ReturnToService=2
+MinJobAge=$MIN_JOB_AGE
+MpiDefault=none
+SlurmdParameters=config_overrides
+NodeName=$NODE NodeAddr=127.0.0.1 CPUs=$cpus RealMemory=$mem Gres=gpu:1 State=UNKNOWN
+PartitionName=main Nodes=$NODE Default=YES MaxTime=INFINITE State=UP
+CONF
+    # slurmd reads gres.conf from the directory of slurm.conf.
+    cat >"$STATE_DIR/etc/gres.conf" <<CONF
+NodeName=$NODE Name=gpu File=$STATE_DIR/dev/nvidia0
+CONF
+}
+
+link_default_config() {
+    # Clients read SLURM_CONF, else /etc/slurm/slurm.conf, else this link.
+    if [ -e /etc/slurm/slurm.conf ]; then
+        echo "/etc/slurm/slurm.conf exists and would shadow this test cluster;" \
+             "move it away or use that cluster instead" >&2
+        exit 1
+    fi
+    mkdir -p /run/slurm
+    ln -sfn "$STATE_DIR/etc" /run/slurm/conf
+}
+
+start_daemons() {
+    local conf="$STATE_DIR/etc/slurm.conf"
+    munged --force --key-file="$STATE_DIR/munge/munge.key" \
+        --socket=/run/munge/langprune.socket \
+        --pid-file="$STATE_DIR/munged.pid" \
+        --log-file="$STATE_DIR/log/munged.log" \
+        --seed-file="$STATE_DIR/munge/munge.seed"
+    slurmctld -f "$conf"
+    slurmd -f "$conf" -N "$NODE"
+}
+
+wait_until_idle() {
+    # The node reports in after slurmd registers; 60 s is plenty on a laptop.
+    local state
+    for _ in $(seq 1 120); do
+        state=$(sinfo --noheader --nodes="$NODE" --format=%T 2>/dev/null || true)
+        if [ "$state" = "idle" ]; then
+            return 0
+        fi
+        sleep 0.5
+    done
+    echo "node $NODE never became idle (last state: '${state:-none}');" \
+         "see $STATE_DIR/log/" >&2
+    return 1
+}
+
+main() {
+    if [ "$(id -u)" != 0 ]; then
+        echo "run as root: the SLURM daemons and apt-get need it" >&2
+        exit 1
+    fi
+    if [ -s "$STATE_DIR/slurmctld.pid" ] && kill -0 "$(cat "$STATE_DIR/slurmctld.pid")" 2>/dev/null; then
+        echo "SLURM already running from $STATE_DIR; stop it with tests/slurm/stop_slurm.sh" >&2
+        exit 1
+    fi
+    install_packages
+    mkdir -p "$STATE_DIR"
+    write_munge_key
+    make_gpu_device
+    write_slurm_conf
+    link_default_config
+    start_daemons
+    wait_until_idle
+    echo "SLURM is up (config: /run/slurm/conf -> $STATE_DIR/etc); try: sinfo"
+}
+
+main "$@"
