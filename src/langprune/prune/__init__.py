@@ -1,1 +1,112 @@
-"""Pruning: structures, statistics, methods (pure functions) and the sequential engine."""
+"""Pruning: structures, statistics, methods (pure functions) and the sequential engine.
+
+:func:`prune_to_checkpoint` is what ``langprune prune`` calls: load the base model and
+a calibration shard, prune layer by layer, write a sparse checkpoint, print a summary.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from ..errors import LangpruneError
+
+
+def load_calibration(path: str | os.PathLike) -> tuple[Any, dict[str, Any]]:
+    """Read ``input_ids`` (int64 [nsamples, seqlen]) from a safetensors shard, plus its identity."""
+    import json
+
+    import torch
+    from safetensors import SafetensorError, safe_open
+
+    from ..io import sha256_file
+
+    path = Path(path)
+    if not path.is_file():
+        raise LangpruneError(f"--calibration '{path}' does not exist; make one with `langprune calibrate`")
+    try:
+        with safe_open(str(path), framework="pt") as shard:
+            if "input_ids" not in shard.keys():
+                raise LangpruneError(f"--calibration '{path}' has no tensor 'input_ids' (found: {sorted(shard.keys())})")
+            input_ids = shard.get_tensor("input_ids")
+            metadata = shard.metadata() or {}
+    except SafetensorError as exc:
+        raise LangpruneError(f"--calibration '{path}' is not a safetensors file: {exc}") from exc
+    if input_ids.dtype != torch.int64 or input_ids.dim() != 2 or input_ids.numel() == 0:
+        raise LangpruneError(f"--calibration '{path}': 'input_ids' must be a non-empty int64 [nsamples, seqlen] "
+                             f"tensor, got {input_ids.dtype} {list(input_ids.shape)}")
+    try:
+        shard_info = json.loads(metadata["langprune"]) if "langprune" in metadata else None
+    except ValueError:
+        shard_info = None
+    return input_ids, {"path": str(path), "sha256": sha256_file(path), "nsamples": int(input_ids.shape[0]),
+                       "seqlen": int(input_ids.shape[1]), "shard": shard_info}
+
+
+def _check_device(device: str) -> None:
+    import torch
+
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise LangpruneError(f"--device {device} requested but no CUDA GPU is visible; use --device cpu")
+    if not (device == "cpu" or device.startswith("cuda")):
+        raise LangpruneError(f"--device '{device}' is not 'cpu' or 'cuda[:N]'")
+
+
+def summary_table(layers: list) -> str:
+    """Per-layer achieved sparsity, relative reconstruction error and seconds, as text."""
+    from tabulate import tabulate
+
+    rows = [[layer.index, f"{layer.sparsity:.4f}", "-" if layer.rel_error is None else f"{layer.rel_error:.4g}",
+             f"{layer.seconds:.2f}"] for layer in layers]
+    return tabulate(rows, headers=["layer", "sparsity", "rel. error ||WX-W'X||²/||WX||²", "seconds"])
+
+
+def prune_to_checkpoint(model: str, out: str | os.PathLike, method: str, *, sparsity: float | None = None,
+                        structure: str | None = "unstructured", calibration: str | os.PathLike | None = None,
+                        device: str = "cpu", batch_size: int = 1, dtype: str | None = None, offload: bool = False,
+                        seed: int = 0, revision: str | None = None, trust_remote_code: bool = False,
+                        tags: dict[str, str] | None = None, progress: bool = True) -> Path:
+    """Prune ``model`` and write a sparse checkpoint to ``out``; prints the per-layer summary."""
+    import time
+
+    import torch
+
+    from ..checkpoint import base_weights_hash, library_versions, utc_now, write_checkpoint
+    from ..models import load_model
+    from .engine import prune_model
+    from .methods import get_method
+    from .structure import parse_structure
+
+    chosen = get_method(method)
+    parsed = parse_structure(structure, sparsity)
+    if batch_size < 1:
+        raise LangpruneError(f"--batch-size {batch_size} must be at least 1")
+    _check_device(device)
+    if chosen.needs and calibration is None:
+        raise LangpruneError(f"--method {method} needs --calibration SHARD.safetensors (only magnitude runs without)")
+    input_ids, calib_info = load_calibration(calibration) if calibration is not None else (None, None)
+    torch.manual_seed(seed)
+    started = time.perf_counter()
+    base_hash = base_weights_hash(model, revision)
+    loaded = load_model(model, dtype=dtype, device="cpu", revision=revision, trust_remote_code=trust_remote_code)
+    vocab = loaded.get_input_embeddings().num_embeddings
+    if input_ids is not None and (int(input_ids.min()) < 0 or int(input_ids.max()) >= vocab):
+        raise LangpruneError(f"--calibration '{calibration}' holds token ids outside [0, {vocab}) of '{model}': "
+                             f"it was tokenized for another model; rebuild it with this model's tokenizer")
+    result = prune_model(loaded, chosen, parsed, input_ids, batch_size=batch_size, device=device, offload=offload,
+                         progress=progress)
+    manifest = {
+        "base": {"model": str(model), "revision": revision, "weights_sha256": base_hash["sha256"],
+                 "weight_files": base_hash["files"], "dtype": str(next(loaded.parameters()).dtype).replace("torch.", ""),
+                 "architecture": type(loaded).__name__},
+        "method": method, "sparsity": parsed.sparsity, "structure": parsed.label, "seed": seed,
+        "calibration": calib_info, "tags": dict(tags or {}), "versions": library_versions(),
+        "run": {"device": device, "batch_size": batch_size, "offload": offload, "created": utc_now(),
+                "seconds": time.perf_counter() - started, "timings": result.timings},
+        "layers": [{"index": r.index, "sparsity": r.sparsity, "seconds": r.seconds, "rel_error": r.rel_error,
+                    "linears": r.linears, "shared_inputs": r.groups} for r in result.layers],
+    }
+    path = write_checkpoint(out, result.masks, result.values, manifest)
+    print(summary_table(result.layers))
+    return path

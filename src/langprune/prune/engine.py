@@ -147,7 +147,7 @@ def _mask_and_apply(name: str, linear: nn.Linear, method: Method, stats: LinearS
     """Run the method on one linear and write the pruned weight into it."""
     keep, new_weight = method.prune(linear.weight.data, stats.for_linear(name), structure)
     if new_weight is None:
-        linear.weight.data.mul_(keep.to(linear.weight.device))
+        linear.weight.data.masked_fill_(~keep.to(linear.weight.device), 0.0)
     else:
         linear.weight.data.copy_(new_weight)
     return keep.to("cpu"), None if new_weight is None else new_weight.to("cpu")[keep.to("cpu")]

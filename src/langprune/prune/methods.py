@@ -137,7 +137,7 @@ def sparsegpt(weight: torch.Tensor, stats: LinearStats, structure: Structure) ->
             err_block[:, i] = err
         w[:, start:end] = w_block
         w[:, end:] -= err_block @ hinv[start:end, end:]
-    return keep, (w * keep).to(weight.dtype)
+    return keep, w.masked_fill(~keep, 0.0).to(weight.dtype)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,239 @@
+"""Sparse checkpoints: a base model reference plus 1-bit masks (and SparseGPT's kept values).
+
+A dense copy per run is what makes a grid of hundreds of pruning runs impractical, so a
+checkpoint stores only what differs from the base: a packed keep-mask per pruned weight
+(1/16 of its bf16 bytes) and, for methods that update surviving weights, those values
+in mask order (about half the bf16 bytes at 50% sparsity). Everything is safetensors or
+JSON (never unpickled), written atomically, and tied to the base weights by a content
+hash so a checkpoint cannot silently be applied to the wrong model.
+
+Layout of ``CKPT/``: ``manifest.json``, ``masks.safetensors`` (uint8, bits packed
+big-endian per byte over the row-major flattened weight, 1 = kept),
+``values.safetensors`` (optional; 1-D kept values per weight, base dtype).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from pathlib import Path
+from typing import Any
+
+from .errors import LangpruneError
+from .io import atomic_path, read_json, sha256_bytes, sha256_file, write_json
+
+FORMAT = "langprune-sparse-checkpoint"
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+MASKS = "masks.safetensors"
+VALUES = "values.safetensors"
+
+
+# --- bit packing -------------------------------------------------------------------------
+
+def pack_mask(keep):
+    """Bool tensor -> uint8 tensor of ceil(numel / 8) bytes (1 bit per weight)."""
+    import numpy as np
+    import torch
+
+    return torch.from_numpy(np.packbits(keep.detach().to("cpu").reshape(-1).numpy()))
+
+
+def unpack_mask(packed, shape):
+    """Inverse of :func:`pack_mask` for a weight of ``shape``."""
+    import numpy as np
+    import torch
+
+    count = 1
+    for size in shape:
+        count *= int(size)
+    bits = np.unpackbits(packed.numpy(), count=count).astype(bool)
+    return torch.from_numpy(bits).reshape(tuple(shape))
+
+
+# --- base identity -----------------------------------------------------------------------
+
+def _hash_cache_path() -> Path:
+    root = os.environ.get("LANGPRUNE_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "langprune")
+    return Path(root) / "file_hashes.json"
+
+
+def cached_sha256(path: Path) -> str:
+    """SHA-256 of a file, remembered by (real path, size, mtime) so 16 GB of shards are read once."""
+    real = path.resolve()
+    stat = real.stat()
+    key = f"{real}|{stat.st_size}|{stat.st_mtime_ns}"
+    cache_file = _hash_cache_path()
+    try:
+        cache = read_json(cache_file)
+    except (OSError, ValueError):
+        cache = {}
+    if key not in cache:
+        cache[key] = sha256_file(real)
+        try:
+            write_json(cache_file, cache)
+        except OSError:
+            pass  # an unwritable cache only costs time
+    return cache[key]
+
+
+def base_weights_hash(model: str, revision: str | None = None) -> dict[str, Any]:
+    """Content hash over the base model's weight files: what a checkpoint is tied to."""
+    from .models import model_files
+
+    files = model_files(model, revision=revision)
+    per_file = {path.name: cached_sha256(path) for path in files}
+    combined = sha256_bytes("".join(f"{name}\0{digest}\n" for name, digest in sorted(per_file.items())).encode())
+    return {"sha256": combined, "files": per_file}
+
+
+def library_versions() -> dict[str, str]:
+    import safetensors
+    import torch
+    import transformers
+
+    from . import __version__
+
+    return {"langprune": __version__, "torch": torch.__version__, "transformers": transformers.__version__,
+            "safetensors": safetensors.__version__, "python": platform.python_version()}
+
+
+# --- writing -----------------------------------------------------------------------------
+
+def write_checkpoint(out: str | os.PathLike, masks: dict, values: dict, manifest: dict[str, Any]) -> Path:
+    """Write masks (+ values) and the manifest into ``out`` atomically; returns ``out``."""
+    from safetensors.torch import save_file
+
+    out = Path(out)
+    manifest = dict(manifest)
+    manifest["format"], manifest["format_version"] = FORMAT, FORMAT_VERSION
+    manifest["tensors"] = {name: {"shape": list(keep.shape), "kept": int(keep.sum())}
+                           for name, keep in sorted(masks.items())}
+    with atomic_path(out) as tmp:
+        tmp.mkdir()
+        save_file({name: pack_mask(keep) for name, keep in masks.items()}, str(tmp / MASKS))
+        if values:
+            save_file({name: value.contiguous() for name, value in values.items()}, str(tmp / VALUES))
+        for path in tmp.iterdir():
+            path.chmod(0o644)  # safetensors writes 0600; checkpoints are shared between jobs and users
+        manifest["files"] = {path.name: sha256_file(path) for path in sorted(tmp.iterdir())}
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    return out
+
+
+# --- reading -----------------------------------------------------------------------------
+
+def read_manifest(ckpt_dir: str | os.PathLike) -> dict[str, Any]:
+    """The checkpoint's manifest, after checking it is one this version understands."""
+    path = Path(ckpt_dir) / MANIFEST
+    if not path.is_file():
+        raise LangpruneError(f"'{ckpt_dir}' is not a langprune checkpoint: {MANIFEST} is missing "
+                             f"(was the pruning run interrupted? run `langprune prune` again)")
+    try:
+        manifest = read_json(path)
+    except ValueError as exc:
+        raise LangpruneError(f"{path} is not valid JSON: {exc}") from exc
+    if manifest.get("format") != FORMAT or manifest.get("format_version") != FORMAT_VERSION:
+        raise LangpruneError(f"{path}: format {manifest.get('format')!r} version {manifest.get('format_version')!r} "
+                             f"is not {FORMAT!r} version {FORMAT_VERSION}; re-run `langprune prune` with this version")
+    return manifest
+
+
+def read_masks(ckpt_dir: str | os.PathLike) -> dict[str, Any]:
+    """Keep-masks (bool tensors, True = kept) by parameter name, e.g. for mask-overlap analyses."""
+    from safetensors.torch import load_file
+
+    manifest = read_manifest(ckpt_dir)
+    packed = load_file(str(Path(ckpt_dir) / MASKS))
+    return {name: unpack_mask(packed[name], info["shape"]) for name, info in manifest["tensors"].items()}
+
+
+def _check_base(manifest: dict[str, Any], model: str, revision: str | None) -> None:
+    expected = manifest["base"]["weights_sha256"]
+    actual = base_weights_hash(model, revision)["sha256"]
+    if actual != expected:
+        raise LangpruneError(f"base model '{model}' does not match the checkpoint: its weights hash to {actual[:12]}… "
+                             f"but the checkpoint was pruned from '{manifest['base']['model']}' "
+                             f"(revision {manifest['base'].get('revision')}) hashing to {expected[:12]}…; "
+                             f"load the same base model files the checkpoint was made from")
+
+
+def apply_checkpoint(model, ckpt_dir: str | os.PathLike):
+    """Zero the pruned weights of an already loaded base model in place (and restore SparseGPT values)."""
+    import torch
+    from safetensors.torch import load_file
+
+    masks = read_masks(ckpt_dir)
+    values_path = Path(ckpt_dir) / VALUES
+    values = load_file(str(values_path)) if values_path.is_file() else {}
+    params = dict(model.named_parameters())
+    with torch.no_grad():
+        for name, keep in masks.items():
+            if name not in params or tuple(params[name].shape) != tuple(keep.shape):
+                found = tuple(params[name].shape) if name in params else "missing"
+                raise LangpruneError(f"checkpoint '{ckpt_dir}' has a mask for {name} {tuple(keep.shape)} but the "
+                                     f"model has {found}; load the base model the checkpoint was made from")
+            param = params[name]
+            keep = keep.to(param.device)
+            param.masked_fill_(~keep, 0.0)
+            if name in values:
+                param[keep] = values[name].to(param.device, param.dtype)
+    return model
+
+
+def load_pruned_model(model: str | None, checkpoint: str | os.PathLike | None = None, dtype: str | None = None,
+                      device: str = "cpu", revision: str | None = None, trust_remote_code: bool = False):
+    """Load the base model and apply ``checkpoint`` in memory (None = the dense base).
+
+    ``model`` None means the base recorded in the checkpoint. ``dtype`` None means the
+    dtype the checkpoint was pruned in, so kept SparseGPT values come back bit-exactly.
+    """
+    from .models import load_model
+
+    manifest = read_manifest(checkpoint) if checkpoint is not None else None
+    if manifest is not None:
+        base = manifest["base"]
+        model = model or base["model"]
+        revision = revision if revision is not None else base.get("revision")
+        dtype = dtype or base.get("dtype")
+        _check_base(manifest, model, revision)
+    if model is None:
+        raise LangpruneError("no model given: pass a model id or directory (or a checkpoint that names its base)")
+    loaded = load_model(model, dtype=dtype, device="cpu", revision=revision, trust_remote_code=trust_remote_code)
+    if checkpoint is not None:
+        apply_checkpoint(loaded, checkpoint)
+    if device != "cpu":
+        loaded.to(device)
+    return loaded
+
+
+def export_dense(ckpt_dir: str | os.PathLike, out_dir: str | os.PathLike, model: str | None = None,
+                 trust_remote_code: bool = False) -> Path:
+    """Write a dense Hugging Face model directory (weights + tokenizer) with the pruned weights."""
+    from .models import load_tokenizer
+
+    manifest = read_manifest(ckpt_dir)
+    pruned = load_pruned_model(model, ckpt_dir, trust_remote_code=trust_remote_code)
+    base = model or manifest["base"]["model"]
+    with atomic_path(out_dir) as tmp:
+        pruned.save_pretrained(tmp)
+        try:
+            tokenizer = load_tokenizer(base, revision=manifest["base"].get("revision"),
+                                       trust_remote_code=trust_remote_code)
+        except LangpruneError:
+            tokenizer = None  # a weights-only base (e.g. a random test model) has none to copy
+        if tokenizer is not None:
+            tokenizer.save_pretrained(tmp)
+    return Path(out_dir)
+
+
+def checkpoint_bytes(ckpt_dir: str | os.PathLike) -> dict[str, int]:
+    """Sizes of the checkpoint's tensor files, for the size targets."""
+    return {name: (Path(ckpt_dir) / name).stat().st_size for name in (MASKS, VALUES)
+            if (Path(ckpt_dir) / name).is_file()}
+
+
+def utc_now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
