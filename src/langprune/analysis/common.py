@@ -1,0 +1,91 @@
+"""Small helpers shared by the analyses: variant labels, tidy-table and figure writing."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Iterable
+
+from ..errors import LangpruneError
+from ..io import atomic_path
+
+# The labels that identify a pruned model; every tidy table starts with these columns.
+VARIANT_KEYS = ("model", "method", "structure", "sparsity", "calib", "seed")
+DENSE_TAGS = {"method": "dense", "structure": "-", "sparsity": "0", "calib": "-", "seed": "-"}
+
+
+def parse_tags(pairs: Iterable[str] | None) -> dict[str, str]:
+    """Turn repeatable ``KEY=VALUE`` flags into a dict (the team's ``--tag`` contract)."""
+    tags: dict[str, str] = {}
+    for pair in pairs or ():
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise LangpruneError(f"--tag '{pair}' is not KEY=VALUE (e.g. --tag calib=de)")
+        tags[key] = value
+    return tags
+
+
+def variant_label(tags: dict[str, Any]) -> dict[str, str]:
+    """The VARIANT_KEYS of a tag dict as strings ('-' where a tag is missing)."""
+    return {key: str(tags.get(key, "-")) for key in VARIANT_KEYS}
+
+
+def checkpoint_tags(checkpoint: str | os.PathLike | None) -> dict[str, str]:
+    """Tags of a checkpoint from its manifest; the dense model gets the dense tags."""
+    if checkpoint is None:
+        return dict(DENSE_TAGS)
+    from ..checkpoint import read_manifest
+
+    manifest = read_manifest(checkpoint)
+    return {key: str(value) for key, value in (manifest.get("tags") or {}).items()}
+
+
+def write_csv(frame, path: str | os.PathLike) -> Path:
+    """Write a DataFrame atomically with a stable float format (byte-identical reruns)."""
+    with atomic_path(path) as tmp:
+        frame.to_csv(tmp, index=False, float_format="%.6g")
+    return Path(path)
+
+
+def write_text(text: str, path: str | os.PathLike) -> Path:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return Path(path)
+
+
+def save_figure(fig, path: str | os.PathLike) -> Path:
+    """Save a matplotlib figure atomically without timestamps (deterministic PNG bytes)."""
+    import matplotlib.pyplot as plt
+
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight", metadata={"Software": None})
+    plt.close(fig)
+    return Path(path)
+
+
+def use_headless_backend() -> None:
+    """Figures are written to files only; never try to open a window."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+
+
+def language_colors(languages: Iterable[str]) -> dict[str, Any]:
+    """One stable colour per calibration language, the same in every figure."""
+    import matplotlib.pyplot as plt
+
+    palette = plt.get_cmap("tab10").colors
+    return {lang: palette[i % len(palette)] for i, lang in enumerate(sorted(languages))}
+
+
+def variant_title(row: dict[str, Any]) -> str:
+    """A short human title for a (method, structure, sparsity) group."""
+    return f"{row['method']} {row['structure']} {row['sparsity']}"
+
+
+def sort_languages(languages: Iterable[str], order: Iterable[str] | None = None) -> list[str]:
+    """Languages in the user's order where given, else alphabetical; mixes (e.g. all7) last."""
+    languages = list(dict.fromkeys(languages))
+    order = list(order or [])
+    rank = {lang: i for i, lang in enumerate(order)}
+    return sorted(languages, key=lambda lang: (lang not in rank, rank.get(lang, 0), len(lang) > 2, lang))

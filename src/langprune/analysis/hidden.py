@@ -1,0 +1,268 @@
+"""Probe text in, hidden states out: one hooked forward pass per (model, probe set).
+
+The dense model's file keeps every layer's mean-pooled state per passage (the reference the
+pruned models are compared with) and its MLP activation probabilities (for LAPE). A pruned
+model's file keeps only its final embedding and its per-layer distance to that reference, so
+a paper-sized grid does not store a full set of hidden states per checkpoint.
+
+Pooling: mean over the passage's real tokens (special tokens such as BOS excluded, because
+the first-token "attention sink" state is huge and would dominate every distance).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import LangpruneError
+from ..io import atomic_path, sha256_bytes
+
+FORMAT = "langprune-probe-states/1"
+
+
+def split_passages(text: str) -> list[str]:
+    """Passages of a probe file: blocks separated by blank lines, or lines if there are none."""
+    blocks = [b.strip() for b in text.replace("\r\n", "\n").split("\n\n")]
+    blocks = [b for b in blocks if b]
+    if len(blocks) <= 1:
+        blocks = [line.strip() for line in text.splitlines() if line.strip()]
+    return blocks
+
+
+def probe_dir(source: str) -> Path:
+    """Accept the project's ``text:DIR`` source syntax or a plain directory."""
+    path = Path(source[len("text:"):] if source.startswith("text:") else source)
+    if not path.is_dir():
+        raise LangpruneError(f"--probe '{source}' is not a directory of <lang>.txt files (text:DIR)")
+    return path
+
+
+def read_probe(source: str, languages: list[str], max_passages: int | None = None) -> dict[str, list[str]]:
+    """Parallel probe passages per language, cut to the same count so passage i means the same in all."""
+    root = probe_dir(source)
+    texts: dict[str, list[str]] = {}
+    for lang in languages:
+        file, folder = root / f"{lang}.txt", root / lang
+        if file.is_file():
+            passages = split_passages(file.read_text(encoding="utf-8"))
+        elif folder.is_dir():
+            passages = [p for f in sorted(folder.glob("*.txt")) for p in split_passages(f.read_text(encoding="utf-8"))]
+        else:
+            raise LangpruneError(f"probe text for language '{lang}' not found: expected {file} or {folder}/")
+        if not passages:
+            raise LangpruneError(f"probe text {file} for language '{lang}' is empty")
+        texts[lang] = passages
+    count = min(len(p) for p in texts.values())
+    if max_passages:
+        count = min(count, max_passages)
+    return {lang: passages[:count] for lang, passages in texts.items()}
+
+
+def probe_fingerprint(texts: dict[str, list[str]], max_length: int) -> str:
+    """Hash of exactly what was fed to the model, so a pruned run can check it used the dense run's probe."""
+    return sha256_bytes(json.dumps([texts, max_length], ensure_ascii=False, sort_keys=True).encode())
+
+
+def decoder_parts(model) -> tuple[list[Any], Any]:
+    """The decoder layers (found like the pruning engine finds them) and the final norm before the LM head."""
+    from ..models import decoder_layers
+
+    _, layers = decoder_layers(model)
+    base = model.get_decoder() if hasattr(model, "get_decoder") else getattr(model, "model", model)
+    norm = getattr(base, "norm", None)
+    if norm is None:
+        raise LangpruneError(f"cannot find the final norm of {type(model).__name__} (expected model.norm); "
+                             "the final-embedding analysis supports llama-style decoders")
+    return list(layers), norm
+
+
+@dataclass
+class _Capture:
+    """Hook state for one batch: which tokens count, and what the hooks saw."""
+
+    valid: Any = None  # [batch, seq] float mask of pooled tokens
+    layer_means: list = field(default_factory=list)
+    final_mean: Any = None
+    active: list = field(default_factory=list)
+
+    def pool(self, hidden):
+        weights = self.valid.to(hidden.dtype).unsqueeze(-1)
+        return (hidden * weights).sum(1).float() / weights.sum(1).clamp_min(1).float()
+
+
+def _first(output):
+    return output[0] if isinstance(output, (tuple, list)) else output
+
+
+def _install_hooks(model, capture: _Capture, activations: bool) -> list[Any]:
+    """Hooks that pool each layer's output and count positive MLP gate pre-activations.
+
+    act(x) > 0 exactly when x > 0 for SiLU, GELU and ReLU, so the gate projection's output
+    sign is the neuron's "activated" test of Tang et al. (2024) without relying on how the
+    activation module is shared.
+    """
+    import torch
+
+    layers, norm = decoder_parts(model)
+    handles = []
+    for index, layer in enumerate(layers):
+        handles.append(layer.register_forward_hook(
+            lambda _m, _i, out, index=index: capture.layer_means.__setitem__(index, capture.pool(_first(out)))))
+        if activations:
+            gate = getattr(getattr(layer, "mlp", None), "gate_proj", None)
+            if gate is None:
+                raise LangpruneError(f"layer {index} has no mlp.gate_proj; neuron analysis needs a gated MLP")
+            handles.append(gate.register_forward_hook(
+                lambda _m, _i, out, index=index: capture.active.__setitem__(
+                    index, ((out > 0) & capture.valid.bool().unsqueeze(-1)).sum((0, 1)).to("cpu", torch.int64))))
+    handles.append(norm.register_forward_hook(
+        lambda _m, _i, out: setattr(capture, "final_mean", capture.pool(_first(out)))))
+    return handles
+
+
+def collect_states(model, tokenizer, passages: list[str], *, max_length: int = 256, batch_size: int = 8,
+                   activations: bool = False) -> dict[str, Any]:
+    """Run the passages through the model once; return pooled states (and activation counts).
+
+    Returns ``layers`` [n_layers, n_passages, hidden], ``final`` [n_passages, hidden] and, with
+    ``activations``, ``active`` [n_layers, intermediate] (tokens on which each neuron fired) and
+    ``tokens`` (pooled token count).
+    """
+    import torch
+
+    layers, _ = decoder_parts(model)
+    device = next(model.parameters()).device
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = "right"
+    capture = _Capture()
+    handles = _install_hooks(model, capture, activations)
+    per_layer, finals, active, tokens = [[] for _ in layers], [], None, 0
+    try:
+        with torch.inference_mode():
+            for start in range(0, len(passages), batch_size):
+                batch = tokenizer(passages[start:start + batch_size], return_tensors="pt", padding=True,
+                                  truncation=True, max_length=max_length, return_special_tokens_mask=True)
+                special = batch.pop("special_tokens_mask")
+                valid = batch["attention_mask"] * (1 - special)
+                capture.valid = valid.to(device)
+                capture.layer_means = [None] * len(layers)
+                capture.active = [None] * len(layers)
+                model(**{k: v.to(device) for k, v in batch.items()}, use_cache=False)
+                for index, pooled in enumerate(capture.layer_means):
+                    per_layer[index].append(pooled.cpu())
+                finals.append(capture.final_mean.cpu())
+                if activations:
+                    counts = torch.stack(capture.active)
+                    active = counts if active is None else active + counts
+                    tokens += int(valid.sum())
+    finally:
+        for handle in handles:
+            handle.remove()
+    states = {"layers": torch.stack([torch.cat(chunks) for chunks in per_layer]), "final": torch.cat(finals)}
+    if activations:
+        states["active"] = active
+        states["tokens"] = torch.tensor(tokens, dtype=torch.int64)
+    return states
+
+
+def write_states(path: str | os.PathLike, tensors: dict[str, Any], meta: dict[str, Any]) -> Path:
+    """One safetensors file; tensor names are ``<kind>.<lang>``; metadata JSON under 'langprune'."""
+    from safetensors.torch import save_file
+
+    meta = {**meta, "format": FORMAT}
+    with atomic_path(path) as tmp:
+        save_file({k: v.contiguous() for k, v in sorted(tensors.items())}, str(tmp),
+                  metadata={"langprune": json.dumps(meta, sort_keys=True)})
+    return Path(path)
+
+
+def read_states(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Tensors and metadata of a probe-states file, with a clear error for anything else."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            meta = json.loads((handle.metadata() or {}).get("langprune", "{}"))
+            tensors = {key: handle.get_tensor(key) for key in handle.keys()}
+    except (OSError, ValueError, json.JSONDecodeError) as exc:
+        raise LangpruneError(f"cannot read probe states '{path}': {exc}") from exc
+    if meta.get("format") != FORMAT:
+        raise LangpruneError(f"'{path}' is not a probe-states file written by `langprune analyze hidden`")
+    return tensors, meta
+
+
+def by_language(tensors: dict[str, Any], kind: str) -> dict[str, Any]:
+    """``{lang: tensor}`` for tensors named ``<kind>.<lang>``."""
+    prefix = f"{kind}."
+    return {key[len(prefix):]: value for key, value in tensors.items() if key.startswith(prefix)}
+
+
+def load_variants(paths: list[str], need: str) -> list[tuple[dict, dict]]:
+    """(labels, tensors) of several probe-states files, checked to share one probe set."""
+    variants, fingerprints = [], set()
+    for path in paths:
+        tensors, meta = read_states(path)
+        if not by_language(tensors, need):
+            raise LangpruneError(f"'{path}' has no '{need}' states; pass pruned-model files written with --reference")
+        fingerprints.add(meta.get("probe_sha256"))
+        variants.append((meta["tags"], tensors))
+    if len(fingerprints) > 1:
+        raise LangpruneError("the probe-states files were computed on different probe text; recompute them together")
+    return variants
+
+
+def load_analysis_model(model_name: str, checkpoint: str | None, dtype: str | None, device: str):
+    """The dense model, or base plus checkpoint built in memory by the pruning stage's loader."""
+    from ..checkpoint import load_pruned_model
+
+    return load_pruned_model(model_name, checkpoint, dtype=dtype, device=device)
+
+
+def run_hidden(*, model: str, probe: str, languages: list[str], out: str, checkpoint: str | None = None,
+               reference: str | None = None, tags: dict[str, str] | None = None, max_passages: int | None = 200,
+               max_length: int = 256, batch_size: int = 8, dtype: str | None = None, device: str = "cpu",
+               seed: int = 0) -> Path:
+    """`langprune analyze hidden`: probe states of one model (dense, or pruned with a dense reference).
+
+    Without ``reference`` the file keeps every layer's pooled states and activation counts
+    (the dense reference). With it, it keeps the final embedding and the per-layer drift.
+    """
+    import torch
+
+    from .common import checkpoint_tags, variant_label
+    from .drift import layer_distance
+    from ..models import load_tokenizer
+
+    torch.manual_seed(seed)
+    texts = read_probe(probe, languages, max_passages)
+    fingerprint = probe_fingerprint(texts, max_length)
+    ref_tensors = None
+    if reference is not None:
+        ref_tensors, ref_meta = read_states(reference)
+        if ref_meta.get("probe_sha256") != fingerprint:
+            raise LangpruneError(f"--reference '{reference}' was computed on other probe text, languages or "
+                                 "--max-length; rerun `langprune analyze hidden` for the dense model with the same flags")
+    net = load_analysis_model(model, checkpoint, dtype, device)
+    tokenizer = load_tokenizer(model)
+    label = variant_label({**checkpoint_tags(checkpoint), "model": model, **(tags or {})})
+    tensors: dict[str, Any] = {}
+    for lang in languages:
+        states = collect_states(net, tokenizer, texts[lang], max_length=max_length, batch_size=batch_size,
+                                activations=ref_tensors is None)
+        tensors[f"final.{lang}"] = states["final"]
+        if ref_tensors is None:
+            tensors[f"layers.{lang}"] = states["layers"]
+            tensors[f"active.{lang}"] = states["active"]
+            tensors[f"tokens.{lang}"] = states["tokens"]
+        else:
+            dense_layers = ref_tensors[f"layers.{lang}"]
+            tensors[f"drift.{lang}"] = layer_distance(states["layers"], dense_layers)
+            tensors[f"dense_norm.{lang}"] = dense_layers.norm(dim=-1).mean(-1)
+    meta = {"tags": label, "languages": languages, "n_passages": len(texts[languages[0]]),
+            "max_length": max_length, "probe_sha256": fingerprint, "checkpoint": checkpoint,
+            "reference": None if reference is None else str(reference)}
+    return write_states(out, tensors, meta)

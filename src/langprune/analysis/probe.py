@@ -1,0 +1,49 @@
+"""Parallel probe text for the real models: Belebele passages (the paper's choice).
+
+Belebele (Bandarkar et al., 2023) asks several questions about each FLORES-200 passage and
+its rows are aligned across languages, so the unique passages in order of first appearance are
+parallel. They are disjoint from mC4, the calibration source. Needs the hub (or its cache).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..errors import LangpruneError
+from ..io import atomic_path
+
+BELEBELE = "facebook/belebele"
+BELEBELE_CONFIG = {"ar": "arb_Arab", "de": "deu_Latn", "en": "eng_Latn", "es": "spa_Latn", "ru": "rus_Cyrl",
+                   "sw": "swh_Latn", "zh": "zho_Hans", "fr": "fra_Latn", "ja": "jpn_Jpan", "hi": "hin_Deva"}
+
+
+def unique_passages(rows, max_passages: int | None) -> list[str]:
+    """Passages in order of first appearance, one per source link (several questions share one)."""
+    seen, passages = set(), []
+    for row in rows:
+        if row["link"] in seen:
+            continue
+        seen.add(row["link"])
+        passages.append(" ".join(row["flores_passage"].split()))
+        if max_passages and len(passages) >= max_passages:
+            break
+    return passages
+
+
+def write_belebele_probe(*, languages: list[str], out: str, max_passages: int | None = 200) -> Path:
+    """Write ``OUT/<lang>.txt`` (passages separated by blank lines) for ``langprune analyze hidden``."""
+    from datasets import load_dataset
+
+    missing = [lang for lang in languages if lang not in BELEBELE_CONFIG]
+    if missing:
+        raise LangpruneError(f"no Belebele config known for {', '.join(missing)}; known: {', '.join(BELEBELE_CONFIG)}")
+    with atomic_path(out) as tmp:
+        tmp.mkdir()
+        for lang in languages:
+            try:
+                rows = load_dataset(BELEBELE, BELEBELE_CONFIG[lang], split="test")
+            except Exception as exc:  # noqa: BLE001 - any hub/cache miss has one fix
+                raise LangpruneError(f"cannot load {BELEBELE} ({BELEBELE_CONFIG[lang]}): {exc}; pre-download it "
+                                     "into the Hugging Face cache (HF_HOME) on a machine with internet") from exc
+            (tmp / f"{lang}.txt").write_text("\n\n".join(unique_passages(rows, max_passages)) + "\n", encoding="utf-8")
+    return Path(out)

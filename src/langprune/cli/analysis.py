@@ -1,0 +1,126 @@
+"""`langprune analyze ...`: the section-5 analyses (argument parsing only)."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def _languages(value: str) -> list[str]:
+    return [part.strip() for part in value.split(",") if part.strip()]
+
+
+def _hidden(args):
+    from ..analysis.common import parse_tags
+    from ..analysis.hidden import run_hidden
+
+    run_hidden(model=args.model, checkpoint=args.checkpoint, probe=args.probe, languages=args.languages,
+               reference=args.reference, out=args.out, tags=parse_tags(args.tag), max_passages=args.max_passages,
+               max_length=args.max_length, batch_size=args.batch_size, dtype=args.dtype, device=args.device,
+               seed=args.seed)
+
+
+def _features(args):
+    from ..analysis.features import run_features
+
+    run_features(dense=args.dense, inputs=args.inputs, rank=args.rank, out_table=args.out_table,
+                 out_figure=args.out_figure, out_summary=args.out_summary, out_check=args.out_check,
+                 languages=args.languages)
+
+
+def _drift(args):
+    from ..analysis.drift import run_drift
+
+    run_drift(inputs=args.inputs, out_table=args.out_table, out_figure=args.out_figure,
+              out_summary=args.out_summary, out_benefit=args.out_benefit, languages=args.languages)
+
+
+def _masks(args):
+    from ..analysis.masks import run_masks
+
+    run_masks(checkpoints=args.checkpoints, out_table=args.out_table, out_matrix=args.out_matrix,
+              out_layers=args.out_layers, out_types=args.out_types, out_figure=args.out_figure,
+              languages=args.languages)
+
+
+def _neurons(args):
+    from ..analysis.neurons import run_neurons
+
+    run_neurons(dense=args.dense, checkpoints=args.checkpoints, top_rate=args.top_rate,
+                filter_rate=args.filter_rate, activation_bar=args.activation_bar, out_table=args.out_table,
+                out_neurons=args.out_neurons, out_figure=args.out_figure, out_summary=args.out_summary,
+                languages=args.languages)
+
+
+def _probe_text(args):
+    from ..analysis.probe import write_belebele_probe
+
+    write_belebele_probe(languages=args.languages, out=args.out, max_passages=args.max_passages)
+
+
+def register(subparsers) -> None:
+    analyze = subparsers.add_parser("analyze", help="hidden states, LSAR features, drift, mask overlap, neurons")
+    sub = analyze.add_subparsers(dest="analysis", required=True, metavar="ANALYSIS")
+    order = argparse.ArgumentParser(add_help=False)
+    order.add_argument("--languages", type=_languages, help="comma-separated language order for figures")
+
+    p = sub.add_parser("hidden", help="probe states of one model: one hooked forward pass per probe language")
+    p.add_argument("--model", required=True, help="base model id or directory")
+    p.add_argument("--checkpoint", help="sparse checkpoint directory (omit for the dense model)")
+    p.add_argument("--probe", required=True, help="text:DIR (or DIR) with parallel <lang>.txt probe passages")
+    p.add_argument("--languages", required=True, type=_languages, help="comma-separated probe languages")
+    p.add_argument("--reference", help="the dense model's probe states; with it, store drift instead of all layers")
+    p.add_argument("--max-passages", type=int, default=200, help="passages per language (paper: 200)")
+    p.add_argument("--max-length", type=int, default=256, help="tokens per passage")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--dtype", default=None)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--tag", action="append", metavar="KEY=VALUE", help="label (repeatable), overrides manifest tags")
+    p.add_argument("--out", required=True, help="output .safetensors")
+    p.set_defaults(func=_hidden)
+
+    p = sub.add_parser("features", parents=[order], help="LSAR language-specific/agnostic change (Figure 1)")
+    p.add_argument("--dense", required=True, help="dense probe states (fits the language subspace)")
+    p.add_argument("inputs", nargs="+", help="pruned models' probe states")
+    p.add_argument("--rank", type=int, default=None, help="subspace rank (default: number of languages - 1)")
+    p.add_argument("--out-table", required=True)
+    p.add_argument("--out-figure", required=True)
+    p.add_argument("--out-summary", required=True, help="plain-text check of the paper's two claims")
+    p.add_argument("--out-check", help="the same check as CSV")
+    p.set_defaults(func=_features)
+
+    p = sub.add_parser("drift", parents=[order], help="layer-wise dense vs pruned drift (Figure 2)")
+    p.add_argument("inputs", nargs="+", help="pruned models' probe states")
+    p.add_argument("--out-table", required=True)
+    p.add_argument("--out-figure", required=True)
+    p.add_argument("--out-summary", required=True, help="plain text: layers that gain from target calibration")
+    p.add_argument("--out-benefit", help="per-layer benefit of target-language calibration (CSV)")
+    p.set_defaults(func=_drift)
+
+    p = sub.add_parser("masks", parents=[order], help="IoU of pruned sets between calibration languages")
+    p.add_argument("checkpoints", nargs="+", help="sparse checkpoint directories")
+    p.add_argument("--out-table", required=True, help="pair x layer x linear type")
+    p.add_argument("--out-matrix", required=True, help="language x language")
+    p.add_argument("--out-layers", required=True, help="per layer, cross-language vs same-language")
+    p.add_argument("--out-types", required=True, help="per linear type, cross-language vs same-language")
+    p.add_argument("--out-figure", required=True)
+    p.set_defaults(func=_masks)
+
+    p = sub.add_parser("neurons", parents=[order], help="LAPE language-specific neurons vs calibration language")
+    p.add_argument("--dense", required=True, help="dense probe states (activation counts)")
+    p.add_argument("checkpoints", nargs="+", help="sparse checkpoint directories")
+    p.add_argument("--top-rate", type=float, default=0.01, help="share of all neurons kept by lowest LAPE")
+    p.add_argument("--filter-rate", type=float, default=0.95, help="quantile a neuron's top probability must exceed")
+    p.add_argument("--activation-bar", type=float, default=0.95,
+                   help="quantile a probability must exceed to assign the neuron to that language")
+    p.add_argument("--out-table", required=True)
+    p.add_argument("--out-neurons", required=True, help="list of selected neurons")
+    p.add_argument("--out-figure", required=True)
+    p.add_argument("--out-summary", required=True)
+    p.set_defaults(func=_neurons)
+
+    p = sub.add_parser("probe-text", help="write parallel Belebele passages as a probe text directory")
+    p.add_argument("--languages", required=True, type=_languages)
+    p.add_argument("--max-passages", type=int, default=200)
+    p.add_argument("--out", required=True, help="directory for <lang>.txt")
+    p.set_defaults(func=_probe_text)
