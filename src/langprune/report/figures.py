@@ -28,6 +28,7 @@ from .tables import (PERPLEXITY_BENCHMARK, aggregate_seeds, calib_sort_key,
 SETTING_KEYS = ["model", "method", "structure", "sparsity"]
 COLUMN_KEYS = ["benchmark", "metric", "language"]
 NA_COLOUR = "#d9d9d9"
+SUMMARY_FORMATS = ["csv", "md", "html"]  # target_best.<ext>; target_best_columns.csv beside
 
 
 @dataclass(frozen=True)

@@ -27,6 +27,7 @@ REFERENCE_TABLES = {
 PAPER_MODELS = ["Llama-3-8B-Instruct", "Aya-23-8B"]
 PAPER_STRUCTURE = "unstructured"
 PAPER_SPARSITY = 0.5
+COMPARISON_FORMATS = ["csv", "md", "html"]
 JOIN_KEYS = ["paper_model", "method", "calib", "benchmark", "language", "metric"]
 
 

@@ -30,6 +30,8 @@ PERPLEXITY_BENCHMARK = "perplexity"
 DENSE = "dense"
 NOT_AVAILABLE = "n/a"
 NO_LABEL = "-"
+# Calibration names of runs that read no calibration data (dense, magnitude): reference rows.
+UNCALIBRATED = {NO_LABEL, "none"}
 
 # Methods in the order the paper discusses them; unknown methods follow alphabetically.
 METHOD_ORDER = [DENSE, "magnitude", "wanda", "sparsegpt"]
@@ -116,14 +118,19 @@ def is_dense(agg: pd.DataFrame) -> pd.Series:
     return agg["method"] == DENSE
 
 
+def is_reference_row(agg: pd.DataFrame) -> pd.Series:
+    """Dense and calibration-free runs (magnitude): shown in every table, above the calibrated rows."""
+    return is_dense(agg) | agg["calib"].isin(UNCALIBRATED)
+
+
 def _order_key(value: str, order: list[str]) -> tuple:
     return (order.index(value), "") if value in order else (len(order), value)
 
 
 def calib_sort_key(calib: str, singles: set[str]) -> tuple:
     """Dense first, single languages, explicit mixes (en+de) by size, then named sets (all7)."""
-    if calib == NO_LABEL:
-        return (0, 0, "")
+    if calib in UNCALIBRATED:
+        return (0, 0, calib)
     if calib in singles:
         return (1, 0, calib)
     parts = len(calib.split("+"))
@@ -166,6 +173,7 @@ class TableSpec:
     title: str
     select: Callable[[pd.DataFrame], pd.Series]
     mixes: bool  # rows are mixed calibration sets (Table 4) instead of single languages
+    per_benchmark: bool = False  # column headers name the benchmark (task tables)
 
 
 def _perplexity_metric(metric: str) -> Callable[[pd.DataFrame], pd.Series]:
@@ -182,9 +190,9 @@ TABLES = [
     TableSpec("table1_bits_per_byte", "Bits per byte per evaluation language, single-language calibration "
               "(lower is better; comparable across tokenizers)", _perplexity_metric("bits_per_byte"), mixes=False),
     TableSpec("table2_tasks", "Task scores per benchmark and evaluation language, single-language calibration "
-              "(paper Table 2 layout; accuracy in %, higher is better)", _tasks, mixes=False),
+              "(paper Table 2 layout; accuracy in %, higher is better)", _tasks, mixes=False, per_benchmark=True),
     TableSpec("table4_mixes_tasks", "Task scores with mixed calibration sets "
-              "(paper Table 4 layout; accuracy in %, higher is better)", _tasks, mixes=True),
+              "(paper Table 4 layout; accuracy in %, higher is better)", _tasks, mixes=True, per_benchmark=True),
     TableSpec("table4_mixes_perplexity", "Perplexity with mixed calibration sets (lower is better)",
               _perplexity_metric("perplexity"), mixes=True),
 ]
@@ -196,12 +204,13 @@ def layout_table(agg: pd.DataFrame, spec: TableSpec) -> pd.DataFrame:
     """Pivot aggregated cells into the spec's layout: one row per setting x calibration.
 
     Columns are a (benchmark [metric], LANGUAGE) MultiIndex; the row labels are ordinary
-    columns (model, method, structure, sparsity, calib). The dense rows are on top.
+    columns (model, method, structure, sparsity, calib). The dense row is on top; runs
+    without calibration data (magnitude, calib 'none') appear in every table.
     """
     singles = single_calibrations(agg)
     cells = agg[spec.select(agg)]
     keep_calib = cells["calib"].map(lambda c: (c not in singles) if spec.mixes else (c in singles))
-    cells = cells[is_dense(cells) | (~is_dense(cells) & keep_calib)]
+    cells = cells[is_reference_row(cells) | keep_calib]
     columns = sorted({(b, m, lang) for b, m, lang in cells[["benchmark", "metric", "language"]].itertuples(index=False)},
                      key=lambda c: column_sort_key(*c))
     column_index = pd.MultiIndex.from_tuples([(column_label(b, m), lang.upper()) for b, m, lang in columns],
@@ -220,10 +229,9 @@ def layout_table(agg: pd.DataFrame, spec: TableSpec) -> pd.DataFrame:
 
 # --------------------------------------------------------------------------- writing
 
-def flat_columns(table: pd.DataFrame) -> pd.DataFrame:
-    """One header row ('perplexity [perplexity] DE' -> 'DE' when the table has one benchmark)."""
-    benchmarks = {top for top, sub in table.columns if sub != ""}
-    flat = [top if sub == "" else (sub if len(benchmarks) == 1 else f"{top} {sub}") for top, sub in table.columns]
+def flat_columns(table: pd.DataFrame, per_benchmark: bool) -> pd.DataFrame:
+    """One header row: 'arc [acc] DE' in task tables, just 'DE' in single-metric tables."""
+    flat = [top if sub == "" else (f"{top} {sub}" if per_benchmark else sub) for top, sub in table.columns]
     out = table.copy()
     out.columns = flat
     return out
@@ -244,9 +252,10 @@ def write_text(path: Path, text: str) -> Path:
     return path
 
 
-def write_table_formats(table: pd.DataFrame, out_prefix: Path, title: str, note: str) -> list[Path]:
+def write_table_formats(table: pd.DataFrame, out_prefix: Path, title: str, note: str,
+                        per_benchmark: bool = False) -> list[Path]:
     """Write one layout as CSV, Markdown, LaTeX and HTML (same cells, four readers)."""
-    flat = flat_columns(table)
+    flat = flat_columns(table, per_benchmark)
     written = [write_text(out_prefix.with_suffix(".csv"), flat.to_csv(index=False)),
                write_text(out_prefix.with_suffix(".md"),
                           f"**{title}**\n\n{note}\n\n" + (flat.to_markdown(index=False) if len(flat) else "(no rows)") + "\n")]
@@ -276,6 +285,7 @@ def write_tables(metrics_csv: str | os.PathLike, out_dir: str | os.PathLike,
     note = seeds_note(agg)
     written = [write_text(out_dir / "aggregated.csv", agg.to_csv(index=False))]
     for spec in TABLES:
-        written += write_table_formats(layout_table(agg, spec), out_dir / spec.name, spec.title, note)
+        written += write_table_formats(layout_table(agg, spec), out_dir / spec.name, spec.title, note,
+                                       spec.per_benchmark)
     written += write_paper_comparison(agg, out_dir, reference_dir)
     return written
