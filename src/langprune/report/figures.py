@@ -89,6 +89,8 @@ def build_grid(agg: pd.DataFrame, setting: dict, family: Family) -> Grid | None:
 def best_mask(values: pd.DataFrame, lower_is_better: np.ndarray) -> np.ndarray:
     """True where a cell is its column's best (ties all marked); NaN cells never are."""
     signed = values.to_numpy(dtype=float) * np.where(lower_is_better, 1.0, -1.0)
+    if signed.size == 0:
+        return np.zeros(signed.shape, dtype=bool)
     with np.errstate(invalid="ignore"):
         column_best = np.nanmin(np.where(np.isnan(signed), np.inf, signed), axis=0)
     return np.isclose(signed, column_best, rtol=1e-12, atol=0.0) & ~np.isnan(signed)
@@ -215,6 +217,7 @@ def column_labels(values: pd.DataFrame) -> list[str]:
 
 def draw_heatmap(grid: Grid, relative: bool, title: str):
     """Render one heatmap as a matplotlib Figure (no pyplot state, Agg canvas)."""
+    from matplotlib import colormaps
     from matplotlib.colors import TwoSlopeNorm
     from matplotlib.figure import Figure
     from matplotlib.patches import Rectangle
@@ -233,8 +236,7 @@ def draw_heatmap(grid: Grid, relative: bool, title: str):
     fig = Figure(figsize=(max(5.0, 1.0 + 0.85 * ncols), max(3.0, 1.6 + 0.45 * nrows)), dpi=110)
     ax = fig.add_subplot()
     masked = np.ma.masked_invalid(colour)
-    image = ax.imshow(masked, cmap=cmap, norm=norm, aspect="auto")
-    image.cmap.set_bad(NA_COLOUR)
+    image = ax.imshow(masked, cmap=colormaps[cmap].with_extremes(bad=NA_COLOUR), norm=norm, aspect="auto")
     best = best_mask(grid.values, lower)
     target = target_mask(grid.values)
     for i, row in enumerate(cell_text(values, relative)):

@@ -18,11 +18,11 @@ import pandas as pd
 from .tables import (CELL_KEYS, DENSE, NO_LABEL, PERPLEXITY_BENCHMARK, html_page, metric_info,
                      write_text)
 
-# file -> (benchmark column or fixed benchmark, metric, value column)
+# file -> (column naming the benchmark, or None for a one-benchmark file; that benchmark; metric; value column)
 REFERENCE_TABLES = {
-    "table1_perplexity.csv": (PERPLEXITY_BENCHMARK, "perplexity", "perplexity"),
-    "table2_downstream_acc.csv": ("task", "acc", "accuracy"),
-    "table3_mkqa_f1.csv": ("mkqa", "f1", "f1"),
+    "table1_perplexity.csv": (None, PERPLEXITY_BENCHMARK, "perplexity", "perplexity"),
+    "table2_downstream_acc.csv": ("task", None, "acc", "accuracy"),
+    "table3_mkqa_f1.csv": (None, "mkqa", "f1", "f1"),
 }
 PAPER_MODELS = ["Llama-3-8B-Instruct", "Aya-23-8B"]
 PAPER_STRUCTURE = "unstructured"
@@ -44,7 +44,7 @@ def reference_dir(explicit: str | os.PathLike | None = None) -> Path | None:
 def load_reference(directory: Path) -> pd.DataFrame:
     """All paper numbers as one long table in display units (percent for accuracy/F1)."""
     frames = []
-    for name, (benchmark, metric, value_column) in REFERENCE_TABLES.items():
+    for name, (benchmark_column, benchmark, metric, value_column) in REFERENCE_TABLES.items():
         path = directory / name
         if not path.is_file():
             continue
@@ -53,7 +53,7 @@ def load_reference(directory: Path) -> pd.DataFrame:
             "paper_model": raw["model"],
             "method": raw["method"].str.lower(),
             "calib": raw["calibration"].str.lower(),
-            "benchmark": raw[benchmark].str.lower() if benchmark in raw.columns else benchmark,
+            "benchmark": raw[benchmark_column].str.lower() if benchmark_column else benchmark,
             "language": raw["eval_language"].str.lower(),
             "metric": metric,
             "paper": pd.to_numeric(raw[value_column], errors="coerce"),

@@ -213,8 +213,7 @@ def layout_table(agg: pd.DataFrame, spec: TableSpec) -> pd.DataFrame:
     cells = cells[is_reference_row(cells) | keep_calib]
     columns = sorted({(b, m, lang) for b, m, lang in cells[["benchmark", "metric", "language"]].itertuples(index=False)},
                      key=lambda c: column_sort_key(*c))
-    column_index = pd.MultiIndex.from_tuples([(column_label(b, m), lang.upper()) for b, m, lang in columns],
-                                             names=["benchmark", "language"])
+    column_index = two_level_index([(column_label(b, m), lang.upper()) for b, m, lang in columns])
     rows = sort_rows(cells[ROW_KEYS].drop_duplicates(), singles)
     text = {(tuple(r[k] for k in ROW_KEYS), (column_label(r["benchmark"], r["metric"]), r["language"].upper())):
             format_cell(r["mean"], r["std"], r["metric"]) for _, r in cells.iterrows()}
@@ -222,9 +221,14 @@ def layout_table(agg: pd.DataFrame, spec: TableSpec) -> pd.DataFrame:
             for row in rows.itertuples(index=False)]
     table = pd.DataFrame(body, columns=column_index)
     labels = rows.reset_index(drop=True).assign(calib=lambda d: d["calib"].str.upper())
-    labels.columns = pd.MultiIndex.from_tuples([(k, "") for k in ROW_KEYS])
-    table.columns = pd.MultiIndex.from_tuples(list(table.columns))
+    labels.columns = two_level_index([(k, "") for k in ROW_KEYS])
+    table.columns = two_level_index(list(table.columns))
     return pd.concat([labels, table], axis=1)
+
+
+def two_level_index(pairs: list[tuple[str, str]]) -> pd.MultiIndex:
+    """(top, sub) column labels; also for a table without value columns (no tasks were run)."""
+    return pd.MultiIndex.from_arrays([[p[0] for p in pairs], [p[1] for p in pairs]])
 
 
 # --------------------------------------------------------------------------- writing
