@@ -5,7 +5,11 @@
 
 import os
 
-configfile: "config/config.yaml"
+# The embedded default, unless a config was given (`--configfile` replaces it
+# rather than being merged into it, so config/paper.yaml carries no toy keys).
+if not config:
+
+    configfile: "config/config.yaml"
 
 
 include: "workflow/rules/common.smk"

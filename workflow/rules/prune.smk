@@ -31,5 +31,5 @@ rule prune:
     shell:
         "langprune prune --model {params.model} {params.calibration} --method {wildcards.method} "
         "--sparsity {wildcards.sparsity} --structure {params.structure} --dtype {params.dtype} "
-        "--device {params.device} --batch-size {params.batch_size} {params.offload} {params.tags} "
+        "--device {params.device} --batch-size {params.batch_size} --seed {wildcards.seed} {params.offload} {params.tags} "
         "--out {output} > {log} 2>&1"
