@@ -42,4 +42,4 @@ def check_mc4_languages(codes: list[str]) -> None:
     unknown = [c for c in codes if c not in MC4_LANGUAGES]
     if unknown:
         raise LangpruneError(
-            f"unknown mC4 language code(s): {', '.join(unknown)}; mC4 has: {' '.join(MC4_LANGUAGES)}")
+            f"unknown language code(s): {', '.join(unknown)}; known (mC4) codes: {' '.join(MC4_LANGUAGES)}")

@@ -4,8 +4,8 @@ Both sides are normalised (NFKC, lowercase) and split into words, with every CJK
 character its own word (no spaces to split on). Any ``window``-word sequence present in
 both is an overlap. Calibration text is recovered by decoding the shard's token rows
 with the shard's own tokenizer, so the check needs nothing but the shard file.
-The window is long (32 words by default) so that shared boilerplate phrases do not count,
-while any reused passage does.
+The window is long (32 words by default, shortened to the shortest calibration sample) so
+that shared boilerplate phrases do not count, while any reused passage does.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from pathlib import Path
 from ..errors import LangpruneError
 
 DEFAULT_WINDOW = 32
+MIN_WINDOW = 4
 WORD = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff]|[^\W\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff]+")
 
 
@@ -25,9 +26,8 @@ def words(text: str) -> list[str]:
     return WORD.findall(unicodedata.normalize("NFKC", text).lower())
 
 
-def window_hashes(text: str, window: int = DEFAULT_WINDOW) -> dict[int, int]:
-    """Hash of every ``window``-word sequence -> index of its first word (to quote an example)."""
-    ws = words(text)
+def window_hashes(ws: list[str], window: int) -> dict[int, int]:
+    """Hash of every ``window``-word sequence of ``ws`` -> index of its first word (to quote an example)."""
     return {hash(tuple(ws[i:i + window])): i for i in range(max(0, len(ws) - window + 1))}
 
 
@@ -41,20 +41,28 @@ def calibration_texts(shard: str | Path) -> list[str]:
     return [tokenizer.decode(row) for row in ids.tolist()]
 
 
+def effective_window(samples: list[list[str]], window: int) -> int:
+    """``window``, shortened to the shortest calibration sample so short-seqlen shards are checked too."""
+    return max(MIN_WINDOW, min([window] + [len(ws) for ws in samples]))
+
+
 def check_disjoint(eval_texts: dict[str, str], shards: list[str | Path], window: int = DEFAULT_WINDOW) -> None:
-    """Raise if any evaluation language shares a ``window``-word sequence with any calibration shard."""
-    if window < 1:
-        raise LangpruneError(f"--overlap-window must be positive, not {window}")
+    """Raise if any evaluation language shares a word window with any calibration shard."""
+    if window < MIN_WINDOW:
+        raise LangpruneError(f"--overlap-window must be at least {MIN_WINDOW}, not {window}")
+    eval_words = {lang: words(text) for lang, text in eval_texts.items()}
     for shard in shards:
+        samples = [words(t) for t in calibration_texts(shard)]
+        size = effective_window(samples, window)
         calib: set[int] = set()
-        for text in calibration_texts(shard):
-            calib.update(window_hashes(text, window))
-        for lang, text in eval_texts.items():
-            hashes = window_hashes(text, window)
+        for ws in samples:
+            calib.update(window_hashes(ws, size))
+        for lang, ws in eval_words.items():
+            hashes = window_hashes(ws, size)
             shared = calib.intersection(hashes)
             if shared:
                 start = min(hashes[h] for h in shared)
-                example = " ".join(words(text)[start:start + window])
+                example = " ".join(ws[start:start + size])
                 raise LangpruneError(
                     f"evaluation text for '{lang}' overlaps calibration shard {shard}: {len(shared)} shared "
-                    f"{window}-word windows (e.g. '{example[:120]}'); evaluate on held-out text")
+                    f"{size}-word windows (e.g. '{example[:120]}'); evaluate on held-out text")

@@ -8,9 +8,11 @@ UTF-8 file per document (sorted by name).
 
 from __future__ import annotations
 
+import itertools
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 from ..errors import LangpruneError
 from ..io import sha256_bytes
@@ -74,6 +76,9 @@ class TextDirSource:
             raise LangpruneError(f"the corpus for '{lang}' in {self.root} is empty")
         return docs[:limit]
 
+    def iter_documents(self, lang: str, split: str = "train") -> Iterator[Document]:
+        return iter(self.documents(lang, split))
+
 
 def mc4_data_files(lang: str, split: str, shards: int = 1) -> list[str]:
     """Hub paths of the first ``shards`` json.gz files of one mC4 language and split.
@@ -108,24 +113,24 @@ class Mc4Source:
     def check_languages(self, codes: list[str]) -> None:
         check_mc4_languages(codes)
 
-    def documents(self, lang: str, split: str = "train", limit: int | None = None) -> list[Document]:
-        """The first ``limit`` (default ``max_documents``) documents of the split, in file order."""
+    def iter_documents(self, lang: str, split: str = "train") -> Iterator[Document]:
+        """Documents of the split in file order, streamed (nothing is downloaded beyond what is read)."""
         import datasets
 
         self.check_languages([lang])
         files = mc4_data_files(lang, split, self.shards)
-        limit = self.max_documents if limit is None else limit
         try:
             stream = datasets.load_dataset(MC4_REPO, data_files=files, split="train", streaming=True)
-            docs = []
             for i, row in enumerate(stream):
-                if len(docs) >= limit:
-                    break
-                docs.append(Document(f"mc4/{lang}/{split}/{i}", row["text"]))
-        except (OSError, ValueError, ConnectionError, FileNotFoundError) as exc:
+                yield Document(f"mc4/{lang}/{split}/{i}", row["text"])
+        except (OSError, ValueError, ConnectionError) as exc:
             raise _offline_dataset_error(lang, split, files, exc) from exc
+
+    def documents(self, lang: str, split: str = "train", limit: int | None = None) -> list[Document]:
+        """The first ``limit`` (default ``max_documents``) documents of the split."""
+        docs = list(itertools.islice(self.iter_documents(lang, split), limit or self.max_documents))
         if not docs:
-            raise LangpruneError(f"mC4 '{lang}' ({split}) returned no documents from {files}")
+            raise LangpruneError(f"mC4 '{lang}' ({split}) returned no documents")
         return docs
 
 

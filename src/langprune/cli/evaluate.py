@@ -1,0 +1,102 @@
+"""`langprune evaluate perplexity|tasks|make-mc|gather` (argument parsing only)."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def _common_model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", required=True, help="base model (hub id or local dir)")
+    p.add_argument("--checkpoint", help="sparse checkpoint dir; omit for the dense model")
+    p.add_argument("--dtype", default=None, help="auto (default), float32, bfloat16, float16")
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--batch-size", type=int, default=1)
+    p.add_argument("--tag", action="append", default=[], metavar="KEY=VALUE",
+                   help="label written into the metrics JSON (repeatable); updates the checkpoint's tags")
+    p.add_argument("--out", required=True, help="metrics JSON path")
+
+
+def run_perplexity(args: argparse.Namespace) -> int:
+    from ..data.languages import parse_languages
+    from ..evaluate.perplexity import evaluate_perplexity
+    from ..evaluate.results import parse_tags
+
+    doc = evaluate_perplexity(args.model, args.source, parse_languages(args.languages), args.seqlen,
+                              args.max_tokens, args.out, checkpoint=args.checkpoint,
+                              calibration=args.calibration, dtype=args.dtype, device=args.device,
+                              batch_size=args.batch_size, tags=parse_tags(args.tag),
+                              overlap_window=args.overlap_window)
+    for rec in doc["records"]:
+        print(f"{rec['language']}\t{rec['metric']}\t{rec['value']:.4f}\t(n={rec['n']})")
+    return 0
+
+
+def run_tasks(args: argparse.Namespace) -> int:
+    from ..data.languages import parse_languages
+    from ..evaluate.harness import evaluate_tasks
+    from ..evaluate.results import parse_tags
+
+    doc = evaluate_tasks(args.model, args.tasks.split(","), parse_languages(args.languages), args.out,
+                         checkpoint=args.checkpoint, limit=args.limit, batch_size=args.batch_size,
+                         max_length=args.max_length, task_data=args.task_data, dtype=args.dtype,
+                         device=args.device, tags=parse_tags(args.tag))
+    for rec in doc["records"]:
+        value = "n/a" if rec["value"] is None else f"{rec['value']:.4f}"
+        print(f"{rec['benchmark']}\t{rec['language']}\t{rec['metric']}\t{value}\t(n={rec['n']})")
+    return 0
+
+
+def run_make_mc(args: argparse.Namespace) -> int:
+    from ..data.languages import parse_languages
+    from ..evaluate.mc import make_mc
+
+    counts = make_mc(args.source, parse_languages(args.languages), args.n_items, args.seed, args.out)
+    print(f"wrote {args.out}: {counts}")
+    return 0
+
+
+def run_gather(args: argparse.Namespace) -> int:
+    from ..evaluate.results import gather_to_csv
+
+    rows = gather_to_csv(args.metrics, args.out)
+    print(f"wrote {args.out}: {rows} rows")
+    return 0
+
+
+def register(subparsers) -> None:
+    ev = subparsers.add_parser("evaluate", help="perplexity, lm-eval tasks, toy MC items, metrics table")
+    sub = ev.add_subparsers(dest="evaluate_command", required=True, metavar="EVALUATION")
+
+    p = sub.add_parser("perplexity", help="token perplexity and bits-per-byte per language")
+    _common_model_args(p)
+    p.add_argument("--source", required=True, help="mc4 (validation split) or text:DIR of held-out text")
+    p.add_argument("--languages", required=True)
+    p.add_argument("--seqlen", type=int, required=True)
+    p.add_argument("--max-tokens", type=int, required=True, help="token budget per language")
+    p.add_argument("--calibration", nargs="*", default=[], metavar="SHARD",
+                   help="calibration shard(s) the evaluation text must not overlap")
+    p.add_argument("--overlap-window", type=int, default=None, help="words per hashed window (default 32)")
+    p.set_defaults(func=run_perplexity)
+
+    p = sub.add_parser("tasks", help="zero-shot lm-eval tasks (arc, hellaswag, mmlu, belebele, mkqa, udhr_mc)")
+    _common_model_args(p)
+    p.add_argument("--tasks", required=True, help="comma-separated benchmarks, e.g. arc,belebele,mkqa")
+    p.add_argument("--languages", required=True)
+    p.add_argument("--limit", type=int, default=None, help="items per task (for tests); default all")
+    p.add_argument("--max-length", type=int, default=None, help="context length for lm-eval (default: model's)")
+    p.add_argument("--task-data", action="append", default=[], metavar="DIR",
+                   help="local task data: DIR/<task>/<split>.jsonl, DIR/<task>.jsonl, or the registry's file")
+    p.set_defaults(func=run_tasks)
+
+    p = sub.add_parser("make-mc", help="build the toy udhr_mc multiple-choice items from held-out text")
+    p.add_argument("--source", required=True, help="text:DIR (or mc4 validation)")
+    p.add_argument("--languages", required=True)
+    p.add_argument("--n-items", type=int, required=True)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True, help="output directory of <lang>.jsonl")
+    p.set_defaults(func=run_make_mc)
+
+    p = sub.add_parser("gather", help="tidy CSV from metrics JSON files")
+    p.add_argument("metrics", nargs="+", help="metrics JSON files")
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=run_gather)

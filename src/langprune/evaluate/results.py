@@ -1,0 +1,97 @@
+"""Metrics JSON (one per evaluation run) and the tidy table gathered from many of them.
+
+A metrics JSON names the model, the checkpoint and the sha256 of its manifest, the tags
+(checkpoint manifest tags updated by the run's own ``--tag``), and one record per
+(benchmark, language, metric). Pairs a benchmark lacks are records with
+``available: false`` and ``value: null``, so gaps stay visible in every table.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .. import __version__
+from ..errors import LangpruneError
+from ..io import read_json, sha256_file, write_json
+
+# Columns every tidy row has, in this order; other tags follow.
+LABEL_COLUMNS = ["model", "method", "structure", "sparsity", "calib", "seed"]
+RECORD_COLUMNS = ["benchmark", "language", "metric", "value", "n", "available"]
+DENSE_LABELS = {"method": "dense", "structure": "-", "sparsity": "0", "calib": "-", "seed": "-"}
+
+
+def parse_tags(pairs: list[str] | None) -> dict[str, str]:
+    """``["model=llama", "seed=0"]`` -> dict; the ``--tag KEY=VALUE`` flag of evaluate and prune."""
+    tags = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise LangpruneError(f"--tag '{pair}' must look like KEY=VALUE")
+        tags[key] = value
+    return tags
+
+
+def checkpoint_identity(checkpoint: str | Path | None) -> tuple[str | None, dict]:
+    """``(sha256 of manifest.json, manifest)`` of a checkpoint, or ``(None, {})`` for the dense model."""
+    if checkpoint is None:
+        return None, {}
+    manifest = Path(checkpoint) / "manifest.json"
+    if not manifest.is_file():
+        raise LangpruneError(f"--checkpoint '{checkpoint}' has no manifest.json; is it a langprune checkpoint?")
+    return sha256_file(manifest), read_json(manifest)
+
+
+def record(benchmark: str, language: str, metric: str, value: float | None, n: int, available: bool = True,
+           **extra) -> dict:
+    return {"benchmark": benchmark, "language": language, "metric": metric,
+            "value": None if value is None else float(value), "n": int(n), "available": bool(available), **extra}
+
+
+def write_metrics(out: str | Path, *, kind: str, model: str, checkpoint: str | Path | None, records: list[dict],
+                  tags: dict[str, str] | None = None, settings: dict | None = None) -> dict:
+    """Write one evaluation's metrics JSON atomically and return it."""
+    checkpoint_hash, manifest = checkpoint_identity(checkpoint)
+    merged_tags = {**{str(k): str(v) for k, v in (manifest.get("tags") or {}).items()}, **(tags or {})}
+    doc = {"kind": kind, "model": model, "checkpoint": None if checkpoint is None else str(checkpoint),
+           "checkpoint_hash": checkpoint_hash, "tags": merged_tags, "settings": settings or {},
+           "records": records, "langprune_version": __version__}
+    write_json(out, doc)
+    return doc
+
+
+def _labels(doc: dict) -> dict[str, str]:
+    """Label columns of one metrics JSON: tags first, dense defaults when there is no checkpoint."""
+    labels = dict(DENSE_LABELS) if doc.get("checkpoint") is None else {k: None for k in DENSE_LABELS}
+    labels["model"] = doc.get("model")
+    labels.update(doc.get("tags") or {})
+    return labels
+
+
+def gather(paths: list[str | Path]):
+    """Tidy ``pandas.DataFrame``: one row per record of every metrics JSON, with its labels."""
+    import pandas as pd
+
+    rows = []
+    for path in paths:
+        doc = read_json(path)
+        if "records" not in doc:
+            raise LangpruneError(f"'{path}' is not a langprune metrics JSON (no 'records')")
+        labels = _labels(doc)
+        for rec in doc["records"]:
+            rows.append({**labels, **{k: rec.get(k) for k in RECORD_COLUMNS},
+                         "checkpoint_hash": doc.get("checkpoint_hash"), "file": str(path)})
+    frame = pd.DataFrame(rows)
+    extra = sorted(c for c in frame.columns if c not in LABEL_COLUMNS + RECORD_COLUMNS)
+    return frame.reindex(columns=LABEL_COLUMNS + RECORD_COLUMNS + extra)
+
+
+def gather_to_csv(paths: list[str | Path], out: str | Path) -> int:
+    """Write the tidy table as CSV (atomically); returns the number of rows."""
+    from ..io import atomic_path
+
+    if not paths:
+        raise LangpruneError("gather needs at least one metrics JSON")
+    frame = gather(paths)
+    with atomic_path(out) as tmp:
+        frame.to_csv(tmp, index=False)
+    return len(frame)
