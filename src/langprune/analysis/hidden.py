@@ -222,22 +222,26 @@ def load_analysis_model(model_name: str, checkpoint: str | None, dtype: str | No
     return load_pruned_model(model_name, checkpoint, dtype=dtype, device=device)
 
 
-def run_hidden(*, model: str, probe: str, languages: list[str], out: str, checkpoint: str | None = None,
-               reference: str | None = None, tags: dict[str, str] | None = None, max_passages: int | None = 200,
-               max_length: int = 256, batch_size: int = 8, dtype: str | None = None, device: str = "cpu",
-               seed: int = 0) -> Path:
-    """`langprune analyze hidden`: probe states of one model (dense, or pruned with a dense reference).
+def run_hidden(*, model: str, probe: str, languages: list[str], outs: list[str],
+               checkpoints: list[str] | None = None, reference: str | None = None,
+               tags: dict[str, str] | None = None, max_passages: int | None = 200, max_length: int = 256,
+               batch_size: int = 8, dtype: str | None = None, device: str = "cpu", seed: int = 0) -> list[Path]:
+    """`langprune analyze hidden`: probe states of the dense model, or of pruned checkpoints against it.
 
-    Without ``reference`` the file keeps every layer's pooled states and activation counts
-    (the dense reference). With it, it keeps the final embedding and the per-layer drift.
+    Without checkpoints: one file with every layer's pooled states and the activation counts
+    (the dense reference). With checkpoints (and ``reference``, the dense file): one file per
+    checkpoint with its final embedding and per-layer drift. Several checkpoints in one call
+    share the tokenizer, the probe text and one process start.
     """
     import torch
 
-    from .common import checkpoint_tags, variant_label
-    from .drift import layer_distance
     from ..models import load_tokenizer
 
-    torch.manual_seed(seed)
+    runs = list(zip(checkpoints, outs)) if checkpoints else [(None, outs[0])]
+    if (checkpoints and len(checkpoints) != len(outs)) or (not checkpoints and len(outs) != 1):
+        raise LangpruneError("give one --out per --checkpoint (or one --out for the dense model)")
+    if checkpoints and reference is None:
+        raise LangpruneError("pruned checkpoints need --reference, the dense model's probe states")
     texts = read_probe(probe, languages, max_passages)
     fingerprint = probe_fingerprint(texts, max_length)
     ref_tensors = None
@@ -246,23 +250,41 @@ def run_hidden(*, model: str, probe: str, languages: list[str], out: str, checkp
         if ref_meta.get("probe_sha256") != fingerprint:
             raise LangpruneError(f"--reference '{reference}' was computed on other probe text, languages or "
                                  "--max-length; rerun `langprune analyze hidden` for the dense model with the same flags")
-    net = load_analysis_model(model, checkpoint, dtype, device)
     tokenizer = load_tokenizer(model)
-    label = variant_label({**checkpoint_tags(checkpoint), "model": model, **(tags or {})})
+    written = []
+    for checkpoint, out in runs:
+        torch.manual_seed(seed)
+        net = load_analysis_model(model, checkpoint, dtype, device)
+        tensors = probe_tensors(net, tokenizer, texts, ref_tensors, max_length=max_length, batch_size=batch_size)
+        meta = {"tags": _labels(model, checkpoint, tags), "languages": languages,
+                "n_passages": len(texts[languages[0]]), "max_length": max_length, "probe_sha256": fingerprint,
+                "checkpoint": checkpoint, "reference": reference}
+        written.append(write_states(out, tensors, meta))
+        del net
+    return written
+
+
+def _labels(model: str, checkpoint: str | None, tags: dict[str, str] | None) -> dict[str, str]:
+    from .common import checkpoint_tags, variant_label
+
+    return variant_label({"model": model, **checkpoint_tags(checkpoint), **(tags or {})})
+
+
+def probe_tensors(net, tokenizer, texts: dict[str, list[str]], reference: dict | None, *, max_length: int,
+                  batch_size: int) -> dict[str, Any]:
+    """Tensors to store for one model: full reference states (dense) or final embedding + drift (pruned)."""
+    from .drift import layer_distance
+
     tensors: dict[str, Any] = {}
-    for lang in languages:
-        states = collect_states(net, tokenizer, texts[lang], max_length=max_length, batch_size=batch_size,
-                                activations=ref_tensors is None)
+    for lang, passages in texts.items():
+        states = collect_states(net, tokenizer, passages, max_length=max_length, batch_size=batch_size,
+                                activations=reference is None)
         tensors[f"final.{lang}"] = states["final"]
-        if ref_tensors is None:
-            tensors[f"layers.{lang}"] = states["layers"]
-            tensors[f"active.{lang}"] = states["active"]
-            tensors[f"tokens.{lang}"] = states["tokens"]
+        if reference is None:
+            for kind in ("layers", "active", "tokens"):
+                tensors[f"{kind}.{lang}"] = states[kind]
         else:
-            dense_layers = ref_tensors[f"layers.{lang}"]
+            dense_layers = reference[f"layers.{lang}"]
             tensors[f"drift.{lang}"] = layer_distance(states["layers"], dense_layers)
             tensors[f"dense_norm.{lang}"] = dense_layers.norm(dim=-1).mean(-1)
-    meta = {"tags": label, "languages": languages, "n_passages": len(texts[languages[0]]),
-            "max_length": max_length, "probe_sha256": fingerprint, "checkpoint": checkpoint,
-            "reference": None if reference is None else str(reference)}
-    return write_states(out, tensors, meta)
+    return tensors

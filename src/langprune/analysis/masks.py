@@ -62,11 +62,34 @@ def iou(intersection, count_a, count_b) -> float:
     return float(intersection / union) if union else float("nan")
 
 
-def pruned_masks(checkpoint: str) -> dict[str, object]:
-    """Boolean masks (True = pruned) per pruned linear, read through the checkpoint module."""
-    from ..checkpoint import read_masks
+class PrunedMasks:
+    """A checkpoint's masks as True = pruned, one linear at a time (a paper-sized model's masks
+    unpacked together would not fit in memory). Keys are module names without '.weight'."""
 
-    return {name.removesuffix(".weight"): ~kept.bool() for name, kept in read_masks(checkpoint).items()}
+    def __init__(self, checkpoint: str):
+        from ..checkpoint import MASKS, read_manifest
+
+        self.path = Path(checkpoint) / MASKS
+        self.shapes = {name.removesuffix(".weight"): (name, shape["shape"])
+                       for name, shape in read_manifest(checkpoint)["tensors"].items()}
+
+    def __iter__(self):
+        return iter(self.shapes)
+
+    def __len__(self):
+        return len(self.shapes)
+
+    def __getitem__(self, name: str):
+        from safetensors import safe_open
+
+        from ..checkpoint import unpack_mask
+
+        key, shape = self.shapes[name]
+        with safe_open(str(self.path), framework="pt") as handle:
+            return ~unpack_mask(handle.get_tensor(key), shape)
+
+    def items(self):
+        return ((name, self[name]) for name in self)
 
 
 def overlap_counts(masks_by_checkpoint: list[dict[str, object]]) -> Iterator[tuple[int, str, object, object]]:
@@ -192,7 +215,7 @@ def run_masks(*, checkpoints: list[str], out_table: str, out_matrix: str, out_la
         if len(items) < 2:
             continue
         labels = [label for label, _ in items]
-        tables.append(overlap_table(labels, [pruned_masks(path) for _, path in items]))
+        tables.append(overlap_table(labels, [PrunedMasks(path) for _, path in items]))
     if not tables:
         raise LangpruneError("mask overlap needs at least two checkpoints of the same model, method, "
                              "structure and sparsity")

@@ -66,9 +66,10 @@ def neuron_pruned_counts(masks: dict[str, object]) -> dict[tuple[int, str], obje
     from .masks import layer_index, linear_type
 
     counts = {}
-    for name, pruned in masks.items():
+    for name in masks:
         kind = linear_type(name)
         if kind in NEURON_AXIS:
+            pruned = masks[name]
             counts[(layer_index(name), kind)] = (pruned.sum(NEURON_AXIS[kind]), pruned.shape[NEURON_AXIS[kind]])
     return counts
 
@@ -170,7 +171,7 @@ def run_neurons(*, dense: str, checkpoints: list[str], out_table: str, out_neuro
 
     from .common import checkpoint_tags, variant_label
     from .hidden import by_language, read_states
-    from .masks import pruned_masks
+    from .masks import PrunedMasks
 
     tensors, meta = read_states(dense)
     active, tokens = by_language(tensors, "active"), by_language(tensors, "tokens")
@@ -184,7 +185,7 @@ def run_neurons(*, dense: str, checkpoints: list[str], out_table: str, out_neuro
     rows = []
     for path in checkpoints:
         label = variant_label(checkpoint_tags(path))
-        rows.extend(pruned_share_rows(label, neuron_pruned_counts(pruned_masks(path)), selection))
+        rows.extend(pruned_share_rows(label, neuron_pruned_counts(PrunedMasks(path)), selection))
     table = pd.DataFrame(rows, columns=[*VARIANT_KEYS, "neuron_language", "linear_type", "n_neurons",
                                         "pruned_weights", "weights", "pruned_share"])
     check = protection_check(table)

@@ -13,8 +13,8 @@ def _hidden(args):
     from ..analysis.common import parse_tags
     from ..analysis.hidden import run_hidden
 
-    run_hidden(model=args.model, checkpoint=args.checkpoint, probe=args.probe, languages=args.languages,
-               reference=args.reference, out=args.out, tags=parse_tags(args.tag), max_passages=args.max_passages,
+    run_hidden(model=args.model, checkpoints=args.checkpoint, probe=args.probe, languages=args.languages,
+               reference=args.reference, outs=args.out, tags=parse_tags(args.tag), max_passages=args.max_passages,
                max_length=args.max_length, batch_size=args.batch_size, dtype=args.dtype, device=args.device,
                seed=args.seed)
 
@@ -65,7 +65,7 @@ def register(subparsers) -> None:
 
     p = sub.add_parser("hidden", help="probe states of one model: one hooked forward pass per probe language")
     p.add_argument("--model", required=True, help="base model id or directory")
-    p.add_argument("--checkpoint", help="sparse checkpoint directory (omit for the dense model)")
+    p.add_argument("--checkpoint", nargs="+", help="sparse checkpoint directories (omit for the dense model)")
     p.add_argument("--probe", required=True, help="text:DIR (or DIR) with parallel <lang>.txt probe passages")
     p.add_argument("--languages", required=True, type=_languages, help="comma-separated probe languages")
     p.add_argument("--reference", help="the dense model's probe states; with it, store drift instead of all layers")
@@ -76,7 +76,7 @@ def register(subparsers) -> None:
     p.add_argument("--device", default="cpu")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--tag", action="append", metavar="KEY=VALUE", help="label (repeatable), overrides manifest tags")
-    p.add_argument("--out", required=True, help="output .safetensors")
+    p.add_argument("--out", nargs="+", required=True, help="output .safetensors, one per checkpoint")
     p.set_defaults(func=_hidden)
 
     p = sub.add_parser("features", parents=[order], help="LSAR language-specific/agnostic change (Figure 1)")
