@@ -7,10 +7,20 @@ a calibration shard, prune layer by layer, write a sparse checkpoint, print a su
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ..errors import LangpruneError
+
+
+@dataclass
+class PruneOutcome:
+    """A finished run: where the checkpoint is, the pruned model in memory, the engine's report."""
+
+    path: Path
+    model: Any
+    result: Any
 
 
 def load_calibration(path: str | os.PathLike) -> tuple[Any, dict[str, Any]]:
@@ -66,7 +76,7 @@ def prune_to_checkpoint(model: str, out: str | os.PathLike, method: str, *, spar
                         structure: str | None = "unstructured", calibration: str | os.PathLike | None = None,
                         device: str = "cpu", batch_size: int = 1, dtype: str | None = None, offload: bool = False,
                         seed: int = 0, revision: str | None = None, trust_remote_code: bool = False,
-                        tags: dict[str, str] | None = None, progress: bool = True) -> Path:
+                        tags: dict[str, str] | None = None, progress: bool = True) -> PruneOutcome:
     """Prune ``model`` and write a sparse checkpoint to ``out``; prints the per-layer summary."""
     import time
 
@@ -109,4 +119,4 @@ def prune_to_checkpoint(model: str, out: str | os.PathLike, method: str, *, spar
     }
     path = write_checkpoint(out, result.masks, result.values, manifest)
     print(summary_table(result.layers))
-    return path
+    return PruneOutcome(path, loaded, result)

@@ -1,0 +1,168 @@
+"""The pruning methods and structures as pure functions, against their published definitions."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+import torch
+
+from langprune.errors import LangpruneError
+from langprune.prune.methods import METHODS, get_method
+from langprune.prune.stats import HESSIAN, SUMSQ, InputAccumulator
+from langprune.prune.structure import n_of_m, parse_structure, unstructured
+
+
+def _stats(x: torch.Tensor, name: str = "layer.lin"):
+    acc = InputAccumulator(x.shape[-1], frozenset({SUMSQ, HESSIAN}), x.device)
+    acc.update(x)
+    return acc.result(name)
+
+
+def _correlated_inputs(tokens: int, features: int, seed: int = 0) -> torch.Tensor:
+    """Inputs with strongly correlated, unequally scaled features (where OBS updates pay off)."""
+    g = torch.Generator().manual_seed(seed)
+    latent = torch.randn(tokens, features // 4, generator=g)
+    mixing = torch.randn(features // 4, features, generator=g)
+    scale = torch.rand(features, generator=g) * 3 + 0.1
+    return (latent @ mixing + 0.1 * torch.randn(tokens, features, generator=g)) * scale
+
+
+def _recon_error(w: torch.Tensor, w_new: torch.Tensor, x: torch.Tensor) -> float:
+    return float(((x @ w.T - x @ w_new.T) ** 2).sum() / ((x @ w.T) ** 2).sum())
+
+
+def _pruned_weight(method: str, w, stats, structure):
+    keep, new = METHODS[method].prune(w, stats, structure)
+    return keep, (w * keep if new is None else new)
+
+
+@pytest.fixture(scope="module")
+def layer():
+    torch.manual_seed(0)
+    w = torch.randn(24, 64)
+    x = _correlated_inputs(512, 64)
+    return w, x, _stats(x)
+
+
+@pytest.mark.parametrize("method", sorted(METHODS))
+@pytest.mark.parametrize("sparsity", [0.3, 0.5, 0.77])
+def test_unstructured_sparsity_is_exact(layer, method, sparsity):
+    w, _, stats = layer
+    keep, _ = METHODS[method].prune(w, stats, unstructured(sparsity))
+    if method == "wanda":  # per output row
+        assert (keep.shape[1] - keep.sum(dim=1) == int(64 * sparsity)).all()
+    elif method == "magnitude":  # one threshold per matrix
+        assert keep.numel() - int(keep.sum()) == int(keep.numel() * sparsity)
+    else:  # sparsegpt: per block of 128 columns over the whole block (one block here)
+        assert keep.numel() - int(keep.sum()) == int(keep.numel() * sparsity)
+
+
+@pytest.mark.parametrize("method", sorted(METHODS))
+@pytest.mark.parametrize("n,m", [(2, 4), (4, 8), (1, 4)])
+def test_nm_sparsity_is_exact_per_group(layer, method, n, m):
+    w, _, stats = layer
+    keep, new = METHODS[method].prune(w, stats, n_of_m(n, m))
+    pruned_per_group = (~keep).reshape(w.shape[0], -1, m).sum(dim=-1)
+    assert (pruned_per_group == n).all()
+    if new is not None:
+        assert (new[~keep] == 0).all()
+
+
+def test_wanda_matches_brute_force_definition():
+    # Weights on a coarse grid and repeated input norms force ties; ties go to the lower column.
+    g = torch.Generator().manual_seed(3)
+    w = torch.randint(-3, 4, (16, 40), generator=g).float()
+    x = torch.randint(0, 3, (50, 40), generator=g).float()
+    stats = _stats(x)
+    for structure in (unstructured(0.5), unstructured(0.35), n_of_m(2, 4)):
+        keep, new = METHODS["wanda"].prune(w, stats, structure)
+        assert new is None
+        norms = [float(x[:, j].pow(2).sum().sqrt()) for j in range(40)]
+        expected = torch.ones_like(keep)
+        for i in range(16):
+            width = structure.m if structure.is_nm else 40
+            count = structure.n if structure.is_nm else int(40 * structure.sparsity)
+            for start in range(0, 40, width):
+                cols = range(start, start + width)
+                ranked = sorted(cols, key=lambda j: (abs(float(w[i, j])) * norms[j], j))
+                for j in ranked[:count]:
+                    expected[i, j] = False
+        assert torch.equal(keep, expected), structure
+
+
+@pytest.mark.parametrize("structure", [unstructured(0.5), n_of_m(2, 4)])
+def test_sparsegpt_beats_wanda_and_magnitude_on_correlated_inputs(layer, structure):
+    w, x, stats = layer
+    errors = {m: _recon_error(w, _pruned_weight(m, w, stats, structure)[1], x) for m in METHODS}
+    assert errors["sparsegpt"] < errors["wanda"]
+    assert errors["sparsegpt"] < errors["magnitude"]
+
+
+def test_sparsegpt_at_zero_sparsity_keeps_weights(layer):
+    w, _, stats = layer
+    keep, new = METHODS["sparsegpt"].prune(w, stats, unstructured(0.0))
+    assert keep.all()
+    torch.testing.assert_close(new, w, rtol=1e-5, atol=1e-5)
+
+
+def test_sparsegpt_handles_dead_inputs_and_multiple_blocks():
+    torch.manual_seed(1)
+    w = torch.randn(8, 300)  # three blocks of 128, the last one partial
+    x = _correlated_inputs(400, 300)
+    x[:, [5, 200]] = 0.0
+    keep, new = METHODS["sparsegpt"].prune(w, _stats(x), unstructured(0.5))
+    assert torch.isfinite(new).all()
+    assert (new[:, [5, 200]] == 0).all()
+    for start in (0, 128, 256):  # per block over the whole block
+        block = keep[:, start:start + 128]
+        assert block.numel() - int(block.sum()) == int(block.numel() * 0.5)
+
+
+def test_masks_are_deterministic(layer):
+    w, _, stats = layer
+    for method in METHODS:
+        first = METHODS[method].prune(w, stats, unstructured(0.5))
+        second = METHODS[method].prune(w.clone(), stats, unstructured(0.5))
+        assert torch.equal(first[0], second[0])
+        if first[1] is not None:
+            assert torch.equal(first[1], second[1])
+
+
+def test_cholesky_retries_with_more_dampening_then_names_the_layer(caplog):
+    from langprune.prune.stats import LinearStats
+
+    w = torch.randn(4, 3)
+    barely_indefinite = LinearStats("model.layers.7.mlp.down_proj", 10, hessian=torch.diag(torch.tensor([1.0, 1.0, -0.05])))
+    with caplog.at_level(logging.WARNING, logger="langprune.prune"):
+        keep, new = METHODS["sparsegpt"].prune(w, barely_indefinite, unstructured(0.34))
+    assert torch.isfinite(new).all()
+    assert any("retrying" in r.message and "down_proj" in r.message for r in caplog.records)
+
+    hopeless = LinearStats("model.layers.7.mlp.down_proj", 10, hessian=torch.diag(torch.tensor([1.0, 1.0, -100.0])))
+    with pytest.raises(LangpruneError, match=r"model\.layers\.7\.mlp\.down_proj.*not positive definite"):
+        METHODS["sparsegpt"].prune(w, hopeless, unstructured(0.5))
+
+
+def test_nm_needs_divisible_columns(layer):
+    _, _, stats = layer
+    with pytest.raises(LangpruneError, match="not divisible by M=8"):
+        METHODS["wanda"].prune(torch.randn(4, 12), stats, n_of_m(4, 8))
+
+
+@pytest.mark.parametrize("text,sparsity,message", [
+    ("unstructured", 0.0, r"\(0, 1\)"), ("unstructured", 1.0, r"\(0, 1\)"), ("unstructured", -0.2, r"\(0, 1\)"),
+    ("unstructured", None, "--sparsity is required"), ("4:2", None, "0 < N < M"), ("0:4", None, "0 < N < M"),
+    ("2-4", None, "not 'unstructured' or N:M"), ("2:4", 0.7, "contradicts"),
+])
+def test_bad_structures_are_clear_errors(text, sparsity, message):
+    with pytest.raises(LangpruneError, match=message):
+        parse_structure(text, sparsity)
+
+
+def test_structures_parse():
+    assert parse_structure("2:4", None) == n_of_m(2, 4)
+    assert parse_structure(" 4:8 ", 0.5).label == "4:8"
+    assert parse_structure("unstructured", 0.5).sparsity == 0.5
+    with pytest.raises(LangpruneError, match="--method 'obs'"):
+        get_method("obs")
