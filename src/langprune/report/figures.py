@@ -255,9 +255,9 @@ def draw_heatmap(grid: Grid, relative: bool, title: str):
     ax.set_ylabel("calibration set")
     ax.set_title(title, fontsize=9)
     fig.colorbar(image, ax=ax, label=bar_label, shrink=0.8)
-    fig.text(0.01, 0.005, "black box: best calibration in the column; orange dashes: calibration = "
+    fig.text(0.01, 0.005, "black box: best calibration in the column\norange dashes: calibration = "
              "evaluation language; grey: n/a", fontsize=7)
-    fig.tight_layout(rect=(0, 0.03, 1, 1))
+    fig.tight_layout(rect=(0, 0.06, 1, 1))
     return fig
 
 
