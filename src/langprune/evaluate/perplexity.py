@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
 from ..errors import LangpruneError
 
@@ -85,13 +86,37 @@ def eval_text(source, lang: str, max_tokens: int) -> str:
     return DOCUMENT_JOINER.join(parts)
 
 
+def calibration_shards(explicit: list[str], checkpoint: str | None) -> list[str]:
+    """Shards the evaluation text must not overlap: those given, plus the checkpoint's own.
+
+    The checkpoint's manifest records the shard it was calibrated on; it is checked when the
+    file is still there with the recorded hash, and a missing one is reported, not ignored.
+    """
+    import sys
+
+    from ..io import sha256_file
+    from .results import checkpoint_identity
+
+    shards = list(explicit)
+    recorded = (checkpoint_identity(checkpoint)[1].get("calibration") or {})
+    path = recorded.get("path")
+    if path and str(path) not in map(str, shards):
+        if Path(path).is_file() and sha256_file(path) == recorded.get("sha256"):
+            shards.append(str(path))
+        else:
+            print(f"warning: the calibration shard recorded in {checkpoint} ({path}) is missing or changed; "
+                  f"pass --calibration SHARD to check the evaluation text against it", file=sys.stderr)
+    return shards
+
+
 def evaluate_perplexity(model: str, source: str, languages: list[str], seqlen: int, max_tokens: int, out: str,
                         *, checkpoint: str | None = None, calibration: list[str] = (), dtype: str | None = None,
                         device: str = "cpu", batch_size: int = 1, tags: dict | None = None,
                         overlap_window: int | None = None) -> dict:
     """Perplexity and bits-per-byte of ``model`` (+ ``checkpoint``) per language; writes the metrics JSON.
 
-    Evaluation text is first checked to be disjoint from every ``calibration`` shard.
+    Evaluation text is first checked to be disjoint from every ``calibration`` shard and
+    from the shard recorded in the checkpoint's manifest.
     """
     from ..data.overlap import DEFAULT_WINDOW, check_disjoint
     from ..data.sources import parse_source
@@ -104,7 +129,8 @@ def evaluate_perplexity(model: str, source: str, languages: list[str], seqlen: i
     src = parse_source(source)
     src.check_languages(languages)
     texts = {lang: eval_text(src, lang, max_tokens) for lang in languages}
-    check_disjoint(texts, list(calibration), overlap_window or DEFAULT_WINDOW)
+    shards = calibration_shards(list(calibration), checkpoint)
+    check_disjoint(texts, shards, overlap_window or DEFAULT_WINDOW)
     tokenizer = load_tokenizer(model)
     windows = {lang: make_windows(texts[lang], tokenizer, seqlen, max_tokens, lang) for lang in languages}
     lm = load_evaluated_model(model, checkpoint, dtype=dtype, device=device)
@@ -117,6 +143,6 @@ def evaluate_perplexity(model: str, source: str, languages: list[str], seqlen: i
     del lm
     free_memory()
     settings = {"source": src.spec, "languages": languages, "seqlen": seqlen, "max_tokens": max_tokens,
-                "calibration": [str(c) for c in calibration], "dtype": dtype, "batch_size": batch_size}
+                "calibration": shards, "dtype": dtype, "batch_size": batch_size}
     return write_metrics(out, kind="perplexity", model=model, checkpoint=checkpoint, records=records, tags=tags,
                          settings=settings)

@@ -41,6 +41,16 @@ def checkpoint_identity(checkpoint: str | Path | None) -> tuple[str | None, dict
     return sha256_file(manifest), read_json(manifest)
 
 
+def pruning_labels(manifest: dict) -> dict[str, str]:
+    """Label columns recorded by the checkpoint itself, used where the run has no tag for them."""
+    if not manifest:
+        return {}
+    labels = {k: str(manifest[k]) for k in ("method", "structure", "sparsity", "seed") if manifest.get(k) is not None}
+    shard = (manifest.get("calibration") or {}).get("shard") or {}
+    labels["calib"] = "-".join(shard.get("languages") or []) or "-"
+    return labels
+
+
 def record(benchmark: str, language: str, metric: str, value: float | None, n: int, available: bool = True,
            **extra) -> dict:
     return {"benchmark": benchmark, "language": language, "metric": metric,
@@ -53,16 +63,18 @@ def write_metrics(out: str | Path, *, kind: str, model: str, checkpoint: str | P
     checkpoint_hash, manifest = checkpoint_identity(checkpoint)
     merged_tags = {**{str(k): str(v) for k, v in (manifest.get("tags") or {}).items()}, **(tags or {})}
     doc = {"kind": kind, "model": model, "checkpoint": None if checkpoint is None else str(checkpoint),
-           "checkpoint_hash": checkpoint_hash, "tags": merged_tags, "settings": settings or {},
+           "checkpoint_hash": checkpoint_hash, "tags": merged_tags, "pruning": pruning_labels(manifest),
+           "settings": settings or {},
            "records": records, "langprune_version": __version__}
     write_json(out, doc)
     return doc
 
 
 def _labels(doc: dict) -> dict[str, str]:
-    """Label columns of one metrics JSON: tags first, dense defaults when there is no checkpoint."""
+    """Label columns of one metrics JSON: tags, else the checkpoint's own labels, else dense defaults."""
     labels = dict(DENSE_LABELS) if doc.get("checkpoint") is None else {k: None for k in DENSE_LABELS}
     labels["model"] = doc.get("model")
+    labels.update(doc.get("pruning") or {})
     labels.update(doc.get("tags") or {})
     return labels
 
