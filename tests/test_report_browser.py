@@ -67,7 +67,7 @@ def workflow_dir(tmp_path_factory) -> Path:
     metrics.parent.mkdir(parents=True)
     write_tidy_metrics(metrics, MODEL)
     (workdir / "Snakefile").write_text(f'include: "{REPORT_RULES}"\n\n'
-                                       f'rule all:\n    input:\n        report_targets(["{MODEL}"]),\n')
+                                       f'rule all:\n    input:\n        expand(REPORT_TARGETS, model=["{MODEL}"]),\n')
     snakemake(workdir, "--cores", "2")
     snakemake(workdir, "--report", "report.html")
     return workdir
