@@ -196,24 +196,19 @@ def test_write_summary_files(metrics_csv, tmp_path):
     assert len(pd.read_csv(tmp_path / "target_best_columns.csv")) == 5
 
 
-REFERENCE_ROWS = """model,method,calibration,eval_language,perplexity
-Llama-3-8B-Instruct,dense,-,DE,9.6
-Llama-3-8B-Instruct,dense,-,EN,9.4
-Llama-3-8B-Instruct,wanda,DE,DE,15.0
-Llama-3-8B-Instruct,wanda,DE,EN,14.5
-Llama-3-8B-Instruct,wanda,EN,DE,17.6
-Llama-3-8B-Instruct,wanda,EN,EN,14.5
-"""
+def reference_rows() -> pd.DataFrame:
+    """A few of the paper's Table 1 cells, keyed like paper.paper_reference()."""
+    rows = [("dense", "-", "de", 9.6), ("dense", "-", "en", 9.4), ("wanda", "de", "de", 15.0),
+            ("wanda", "de", "en", 14.5), ("wanda", "en", "de", 17.6), ("wanda", "en", "en", 14.5)]
+    return pd.DataFrame([dict(paper_model="Llama-3-8B-Instruct", method=m, calib=c, benchmark="perplexity",
+                              language=lang, metric="perplexity", paper=v) for m, c, lang, v in rows])
 
 
 def test_paper_comparison_matches_model_names_and_units(tmp_path):
-    reference = tmp_path / "reference"
-    reference.mkdir()
-    (reference / "table1_perplexity.csv").write_text(REFERENCE_ROWS)
     ours = pd.read_csv(write_tidy_metrics(tmp_path / "m.csv", model="meta-llama/Meta-Llama-3-8B-Instruct"),
                        dtype=str, keep_default_na=False)
     agg = tables.aggregate_seeds(tables.normalise_metrics(ours))
-    comparison = paper.compare_with_paper(agg, paper.load_reference(reference))
+    comparison = paper.compare_with_paper(agg, reference_rows())
     assert len(comparison) == 6  # dense DE/EN + wanda {de,en} x {DE,EN}; SW and en+de have no paper value
     row = comparison[(comparison["calib"] == "de") & (comparison["language"] == "de")].iloc[0]
     assert (row["ours"], row["paper"], row["difference"]) == pytest.approx((11.0, 15.0, -4.0))
@@ -221,11 +216,15 @@ def test_paper_comparison_matches_model_names_and_units(tmp_path):
     assert set(summary["cells"]) == {2, 4}
 
 
+def test_paper_reference_is_in_our_units():
+    reference = paper.paper_reference()
+    arc = reference[(reference["paper_model"] == "Llama-3-8B-Instruct") & (reference["method"] == "dense")
+                    & (reference["benchmark"] == "arc") & (reference["language"] == "en-e")]
+    assert arc["paper"].tolist() == pytest.approx([0.759])  # 75.9 % in the paper, a fraction like lm-eval's
+
+
 def test_paper_comparison_explains_an_empty_match(metrics_csv, tmp_path):
-    reference = tmp_path / "reference"
-    reference.mkdir()
-    (reference / "table1_perplexity.csv").write_text(REFERENCE_ROWS)
-    tables.write_tables(metrics_csv, tmp_path / "out", reference_dir=reference)
+    tables.write_tables(metrics_csv, tmp_path / "out", reference=reference_rows())
     assert "nothing to compare" in (tmp_path / "out" / "paper_comparison.md").read_text()
 
 

@@ -1,7 +1,7 @@
 # Aggregation and report: the tidy metrics table of each model -> paper-layout tables,
 # the "target language best" summary, heatmaps and the paper comparison. Every table and
 # figure is flagged for `snakemake --report` with a caption from workflow/report/.
-# Targets for `rule all`: expand(REPORT_TARGETS, model=<model names>).
+# Targets for `rule all`: report_targets(models) = expand(REPORT_TARGETS, model=models).
 
 from langprune.report.figures import SUMMARY_FORMATS
 from langprune.report.paper import COMPARISON_FORMATS
@@ -26,6 +26,11 @@ REPORT_OUTPUTS = {
 }
 # Every table, summary and heatmap folder of one model, with a {model} wildcard.
 REPORT_TARGETS = [f"results/tables/{{model}}/{name}.{ext}" for name, ext in REPORT_OUTPUTS] + [REPORT_HEATMAPS]
+
+
+def report_targets(models):
+    """The report's final outputs for `rule all` (the Snakefile's `<stage>_targets(models)` convention)."""
+    return expand(REPORT_TARGETS, model=models)
 
 
 rule report_tables:

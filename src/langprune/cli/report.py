@@ -8,7 +8,7 @@ import argparse
 def _tables(args: argparse.Namespace) -> None:
     from ..report.tables import write_tables
 
-    write_tables(args.metrics, args.out_dir, reference_dir=args.reference_dir)
+    write_tables(args.metrics, args.out_dir)
 
 
 def _figures(args: argparse.Namespace) -> None:
@@ -34,9 +34,7 @@ def register(subparsers) -> None:
         sub.set_defaults(func=func)
         return sub
 
-    tables = add("tables", "paper-layout tables (CSV, Markdown, LaTeX, HTML) and the paper comparison", _tables)
-    tables.add_argument("--reference-dir", default=None,
-                        help="folder with the paper's CSVs (default: $LANGPRUNE_REFERENCE_DIR or langprune/reference)")
+    add("tables", "paper-layout tables (CSV, Markdown, LaTeX, HTML) and the paper comparison", _tables)
     figures = add("figures", "calibration x evaluation-language heatmaps (PNG), absolute and relative to dense",
                   _figures)
     figures.add_argument("--model", default=None, help="model to draw when the CSV holds several")

@@ -3,27 +3,17 @@
 Only runs whose model is named like one of the paper's (Llama-3-8B-Instruct, Aya-23-8B,
 also as ``org/Meta-Llama-3-8B-Instruct``) and pruned at 50% unstructured sparsity are
 comparable; for anything else (the toy default) the comparison says so and stays empty.
-The reference CSVs ship in ``langprune/reference/``; another folder can be named with
-``reference_dir`` or the ``LANGPRUNE_REFERENCE_DIR`` environment variable.
+The paper's numbers come from ``langprune.reference`` (shipped CSVs, in langprune's units).
 """
 
 from __future__ import annotations
 
-import os
-from importlib import resources
 from pathlib import Path
 
 import pandas as pd
 
-from .tables import (CELL_KEYS, DENSE, NO_LABEL, PERPLEXITY_BENCHMARK, html_page, metric_info,
-                     write_text)
+from .tables import CELL_KEYS, DENSE, NO_LABEL, html_page, metric_info, write_text
 
-# file -> (column naming the benchmark, or None for a one-benchmark file; that benchmark; metric; value column)
-REFERENCE_TABLES = {
-    "table1_perplexity.csv": (None, PERPLEXITY_BENCHMARK, "perplexity", "perplexity"),
-    "table2_downstream_acc.csv": ("task", None, "acc", "accuracy"),
-    "table3_mkqa_f1.csv": (None, "mkqa", "f1", "f1"),
-}
 PAPER_MODELS = ["Llama-3-8B-Instruct", "Aya-23-8B"]
 PAPER_STRUCTURE = "unstructured"
 PAPER_SPARSITY = 0.5
@@ -31,34 +21,15 @@ COMPARISON_FORMATS = ["csv", "md", "html"]
 JOIN_KEYS = ["paper_model", "method", "calib", "benchmark", "language", "metric"]
 
 
-def reference_dir(explicit: str | os.PathLike | None = None) -> Path | None:
-    """The first folder holding the paper CSVs: argument, environment, installed package."""
-    candidates = [explicit, os.environ.get("LANGPRUNE_REFERENCE_DIR"),
-                  resources.files("langprune") / "reference"]
-    for candidate in candidates:
-        if candidate and (Path(str(candidate)) / "table1_perplexity.csv").is_file():
-            return Path(str(candidate))
-    return None
+def paper_reference() -> pd.DataFrame:
+    """All of the paper's numbers as one long table keyed like our cells (values in our units)."""
+    from ..reference import TABLES, load_reference
 
-
-def load_reference(directory: Path) -> pd.DataFrame:
-    """All paper numbers as one long table in display units (percent for accuracy/F1)."""
-    frames = []
-    for name, (benchmark_column, benchmark, metric, value_column) in REFERENCE_TABLES.items():
-        path = directory / name
-        if not path.is_file():
-            continue
-        raw = pd.read_csv(path, dtype=str, keep_default_na=False)
-        frames.append(pd.DataFrame({
-            "paper_model": raw["model"],
-            "method": raw["method"].str.lower(),
-            "calib": raw["calibration"].str.lower(),
-            "benchmark": raw[benchmark_column].str.lower() if benchmark_column else benchmark,
-            "language": raw["eval_language"].str.lower(),
-            "metric": metric,
-            "paper": pd.to_numeric(raw[value_column], errors="coerce"),
-        }))
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=JOIN_KEYS + ["paper"])
+    tidy = pd.concat([load_reference(name, tidy=True) for name in TABLES], ignore_index=True)
+    tidy = tidy.rename(columns={"model": "paper_model", "value": "paper"})
+    for key in ["method", "calib", "benchmark", "language"]:
+        tidy[key] = tidy[key].astype(str).str.lower()
+    return tidy[JOIN_KEYS + ["paper"]]
 
 
 def paper_model_for(model: str) -> str | None:
@@ -76,9 +47,6 @@ def comparable_cells(agg: pd.DataFrame) -> pd.DataFrame:
     ours = agg[in_setting & agg["mean"].notna()].copy()
     ours["paper_model"] = ours["model"].map(paper_model_for)
     ours = ours[ours["paper_model"].notna()]
-    scale = ours["metric"].map(lambda m: metric_info(m).scale).astype(float)
-    ours["ours"] = ours["mean"] * scale
-    ours["ours_std"] = ours["std"] * scale
     for key in ["method", "calib", "benchmark", "language"]:
         ours[key] = ours[key].str.lower()
     ours.loc[ours["method"] == DENSE, "calib"] = NO_LABEL
@@ -86,9 +54,12 @@ def comparable_cells(agg: pd.DataFrame) -> pd.DataFrame:
 
 
 def compare_with_paper(agg: pd.DataFrame, reference: pd.DataFrame) -> pd.DataFrame:
-    """One row per cell present in both: ours (display units), paper, ours - paper."""
-    ours = comparable_cells(agg)
-    merged = ours.merge(reference, on=JOIN_KEYS, how="inner")
+    """One row per cell present in both: ours, paper, ours - paper, in display units (% for accuracy)."""
+    merged = comparable_cells(agg).merge(reference, on=JOIN_KEYS, how="inner")
+    scale = merged["metric"].map(lambda m: metric_info(m).scale).astype(float)
+    merged["ours"] = merged["mean"] * scale
+    merged["ours_std"] = merged["std"] * scale
+    merged["paper"] = merged["paper"] * scale
     merged["difference"] = merged["ours"] - merged["paper"]
     columns = CELL_KEYS + ["n_seeds", "ours", "ours_std", "paper", "difference"]
     return merged[columns].sort_values(CELL_KEYS).reset_index(drop=True)
@@ -112,17 +83,12 @@ def agreement_summary(comparison: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=keys + ["cells", "mean_difference", "mean_abs_difference", "spearman"])
 
 
-def write_paper_comparison(agg: pd.DataFrame, out_dir: Path,
-                           reference: str | os.PathLike | None = None) -> list[Path]:
+def write_paper_comparison(agg: pd.DataFrame, out_dir: Path, reference: pd.DataFrame | None = None) -> list[Path]:
     """Write paper_comparison.{csv,md,html}; empty with an explanation when nothing matches."""
-    directory = reference_dir(reference)
-    table = load_reference(directory) if directory else pd.DataFrame(columns=JOIN_KEYS + ["paper"])
-    comparison = compare_with_paper(agg, table)
+    comparison = compare_with_paper(agg, paper_reference() if reference is None else reference)
     summary = agreement_summary(comparison)
     title = "Comparison with the paper (50% unstructured, Tables 1-3)"
-    if directory is None:
-        note = "The paper's reference CSVs were not found (langprune/reference/); nothing compared."
-    elif comparison.empty:
+    if comparison.empty:
         note = (f"No result here is from a paper model ({', '.join(PAPER_MODELS)}) at 50% unstructured "
                 "sparsity, so there is nothing to compare (expected for the toy default).")
     else:

@@ -280,8 +280,11 @@ def seeds_note(agg: pd.DataFrame) -> str:
 
 
 def write_tables(metrics_csv: str | os.PathLike, out_dir: str | os.PathLike,
-                 reference_dir: str | os.PathLike | None = None) -> list[Path]:
-    """Write every paper-layout table, the seed aggregate and the paper comparison into out_dir."""
+                 reference: pd.DataFrame | None = None) -> list[Path]:
+    """Write every paper-layout table, the seed aggregate and the paper comparison into out_dir.
+
+    ``reference`` replaces the paper's numbers (a frame like ``paper.paper_reference()``).
+    """
     from .paper import write_paper_comparison
 
     out_dir = Path(out_dir)
@@ -291,5 +294,5 @@ def write_tables(metrics_csv: str | os.PathLike, out_dir: str | os.PathLike,
     for spec in TABLES:
         written += write_table_formats(layout_table(agg, spec), out_dir / spec.name, spec.title, note,
                                        spec.per_benchmark)
-    written += write_paper_comparison(agg, out_dir, reference_dir)
+    written += write_paper_comparison(agg, out_dir, reference)
     return written
