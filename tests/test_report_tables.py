@@ -247,3 +247,20 @@ def test_tables_without_task_results_are_written_empty(tmp_path):
     assert "\\begin{tabular}" in (tmp_path / "out" / "table4_mixes_tasks.tex").read_text()
     written = figures.write_figures(path, tmp_path / "figs")
     assert not [p for p in written if p.name.startswith("tasks")]
+
+
+def test_count_reproduces_the_papers_statements_from_its_own_tables():
+    """On the paper's numbers the count gives its claims: SparseGPT target-best in 18 of 25 task
+    columns (Aya-23-8B, the model with a complete table) and Llama-3 Wanda perplexity best on the
+    target except for Chinese (6 of 7)."""
+    reference = paper.paper_reference().rename(columns={"paper_model": "model", "paper": "mean"})
+    pruned = reference["method"] != "dense"
+    agg = reference.assign(structure=np.where(pruned, "unstructured", "-"), sparsity=np.where(pruned, "0.5", "-"),
+                           std=np.nan, n_seeds=1, runs=1)
+    columns = figures.target_best_columns(agg)
+    summary = figures.target_best_summary(columns).set_index(["model", "method", "metric"])
+    assert summary.loc[("Aya-23-8B", "sparsegpt", "acc"), "statement"] == "18 of 25 columns"
+    assert summary.loc[("Llama-3-8B-Instruct", "wanda", "perplexity"), "statement"] == "6 of 7 columns"
+    zh = columns[(columns["model"] == "Llama-3-8B-Instruct") & (columns["method"] == "wanda")
+                 & (columns["metric"] == "perplexity") & (columns["language"] == "zh")].iloc[0]
+    assert zh["best_single"] == "ru"
