@@ -94,6 +94,13 @@ def test_single_and_mixed_calibrations_are_told_apart(agg):
     assert tables.single_calibrations(agg) == {"de", "en", "sw"}
 
 
+def test_language_codes_are_one_spelling(metrics_csv):
+    shouting = pd.read_csv(metrics_csv, dtype=str, keep_default_na=False)
+    shouting[["calib", "language"]] = shouting[["calib", "language"]].apply(lambda col: col.str.upper())
+    agg = tables.aggregate_seeds(tables.normalise_metrics(shouting))
+    assert tables.single_calibrations(agg) == {"de", "en", "sw"}
+
+
 def table_by_name(agg, name):
     (spec,) = [s for s in tables.TABLES if s.name == name]
     return tables.flat_columns(tables.layout_table(agg, spec), spec.per_benchmark)

@@ -84,6 +84,8 @@ def normalise_metrics(df: pd.DataFrame) -> pd.DataFrame:
     df = df.copy()
     for col in CELL_KEYS + ["seed"]:
         df[col] = df[col].fillna("").astype(str).str.strip().replace("", NO_LABEL)
+    for col in ["calib", "language"]:  # 'DE' and 'de' name one language; tables print upper case
+        df[col] = df[col].str.lower()
     df["value"] = pd.to_numeric(df["value"].replace({"": None, "None": None, "null": None}), errors="coerce")
     df["available"] = df["available"].astype(str).str.strip().str.lower().isin(["true", "1", "yes"])
     return df
@@ -111,7 +113,7 @@ def target_language(language: str) -> str:
 def single_calibrations(agg: pd.DataFrame) -> set[str]:
     """Calibration sets that are one evaluated language; everything else (en+de, all7) is a mix."""
     languages = {target_language(lang) for lang in agg["language"].unique()}
-    return {c for c in agg["calib"].unique() if c != NO_LABEL and c.lower() in languages}
+    return {c for c in agg["calib"].unique() if c in languages}
 
 
 def is_dense(agg: pd.DataFrame) -> pd.Series:
