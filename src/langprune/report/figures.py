@@ -69,11 +69,15 @@ def pruned_settings(agg: pd.DataFrame) -> list[dict]:
     return [dict(zip(SETTING_KEYS, row)) for row in pruned.itertuples(index=False)]
 
 
+def in_setting(agg: pd.DataFrame, setting: dict) -> pd.Series:
+    """Rows of one model and pruning setting (method, structure, sparsity)."""
+    return pd.Series(np.logical_and.reduce([agg[k] == v for k, v in setting.items()]), index=agg.index)
+
+
 def build_grid(agg: pd.DataFrame, setting: dict, family: Family) -> Grid | None:
     """Pivot one setting's cells; None when the setting has no value in this family."""
     chosen = family.select(agg)
-    match = np.logical_and.reduce([agg[k] == v for k, v in setting.items()])
-    cells = agg[chosen & match]
+    cells = agg[chosen & in_setting(agg, setting)]
     if cells.empty or cells["mean"].isna().all():
         return None
     singles = single_calibrations(agg)
@@ -91,8 +95,7 @@ def best_mask(values: pd.DataFrame, lower_is_better: np.ndarray) -> np.ndarray:
     signed = values.to_numpy(dtype=float) * np.where(lower_is_better, 1.0, -1.0)
     if signed.size == 0:
         return np.zeros(signed.shape, dtype=bool)
-    with np.errstate(invalid="ignore"):
-        column_best = np.nanmin(np.where(np.isnan(signed), np.inf, signed), axis=0)
+    column_best = np.where(np.isnan(signed), np.inf, signed).min(axis=0)
     return np.isclose(signed, column_best, rtol=1e-12, atol=0.0) & ~np.isnan(signed)
 
 
@@ -288,7 +291,7 @@ def write_figures(metrics_csv: str | os.PathLike, out_dir: str | os.PathLike,
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
     for setting in pruned_settings(agg):
-        seeds = int(agg[np.logical_and.reduce([agg[k] == v for k, v in setting.items()])]["runs"].max())
+        seeds = int(agg[in_setting(agg, setting)]["runs"].max())
         for family in FAMILIES:
             grid = build_grid(agg, setting, family)
             if grid is None:
