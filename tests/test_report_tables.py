@@ -141,6 +141,7 @@ def test_write_tables_writes_every_format(metrics_csv, tmp_path):
     assert "\\begin{tabular}" in latex and "udhr\\_mc" in latex and "n/a" in latex
     markdown = (out / "table1_perplexity.md").read_text()
     assert "| 11.00 ± 1.41" in markdown
+    assert "| 20.00 " in markdown  # printed as formatted, not re-parsed as the number 20
     assert "<table" in (out / "table1_bits_per_byte.html").read_text()
     assert (out / "paper_comparison.csv").exists()
 

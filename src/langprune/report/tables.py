@@ -264,7 +264,7 @@ def write_table_formats(table: pd.DataFrame, out_prefix: Path, title: str, note:
     flat = flat_columns(table, per_benchmark)
     written = [write_text(out_prefix.with_suffix(".csv"), flat.to_csv(index=False)),
                write_text(out_prefix.with_suffix(".md"),
-                          f"**{title}**\n\n{note}\n\n" + (flat.to_markdown(index=False) if len(flat) else "(no rows)") + "\n")]
+                          f"**{title}**\n\n{note}\n\n" + (flat.to_markdown(index=False, disable_numparse=True) if len(flat) else "(no rows)") + "\n")]
     latex = table.to_latex(index=False, multicolumn=True, multicolumn_format="c", escape=True, caption=title,
                            label=f"tab:{out_prefix.name}") if len(table.columns) else ""
     written.append(write_text(out_prefix.with_suffix(".tex"), latex))
