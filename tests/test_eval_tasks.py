@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import random
 
 import pytest
 
@@ -10,7 +11,7 @@ from langprune.cli import main
 from langprune.errors import LangpruneError
 from langprune.evaluate import harness
 from langprune.evaluate.harness import evaluate_tasks, local_data_files
-from langprune.evaluate.mc import build_items, sentences
+from langprune.evaluate.mc import build_items, passages
 from langprune.evaluate.registry import TaskEntry, load_registry, select
 from langprune.io import read_json
 
@@ -72,17 +73,19 @@ def test_hub_task_data_missing_offline_is_one_clear_error(tmp_path, tiny_llama_d
         evaluate_tasks(str(tiny_llama_dir), ["udhr_mc"], ["de"], tmp_path / "x.json", limit=1)
 
 
-def test_mc_items_come_from_consecutive_sentences():
-    docs = ["One a. Two b. Three c.", "Four d! Five e? Six f.", "七。八。"]
-    assert sentences(docs[2]) == ["七。", "八。"]
-    items = build_items(docs, 3, __import__("random").Random(0), "xx")
-    pairs = {("One a.", "Two b."), ("Two b.", "Three c."), ("Four d!", "Five e?"), ("Five e?", "Six f."),
-             ("七。", "八。")}
+def test_mc_items_come_from_consecutive_passages():
+    docs = [" ".join(f"w{i}" for i in range(40)), " ".join(f"v{i}" for i in range(20)), "人人生而自由在尊严和权利上一律平等。"]
+    assert passages(docs[0], 8)[:2] == ["w0 w1 w2 w3 w4 w5 w6 w7", "w8 w9 w10 w11 w12 w13 w14 w15"]
+    assert passages(docs[2], 4) == ["人人生而自由在尊", "严和权利上一律平", "等。"]
+    items = build_items(docs, 6, random.Random(0), "xx")
+    pairs = {(a, b) for d in docs for a, b in zip(passages(d), passages(d)[1:])}
+    assert len(pairs) == 4 + 2 + 1 and len({it["context"] for it in items}) == 6
     for item in items:
         assert len(item["choices"]) == 4 and len(set(item["choices"])) == 4
         assert (item["context"], item["choices"][item["label"]]) in pairs
-    with pytest.raises(LangpruneError, match="5 consecutive sentence pairs.*--n-items"):
-        build_items(docs, 6, __import__("random").Random(0), "xx")
+    assert build_items(docs, 6, random.Random(0), "xx") == items
+    with pytest.raises(LangpruneError, match="7 consecutive passage pairs.*--n-items"):
+        build_items(docs, 8, random.Random(0), "xx")
 
 
 MKQA_ROWS = [

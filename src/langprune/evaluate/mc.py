@@ -1,9 +1,12 @@
-"""The toy multiple-choice benchmark ``udhr_mc``: which sentence continues the context?
+"""The toy multiple-choice benchmark ``udhr_mc``: which passage continues the context?
 
-Built from held-out text so it needs no download: each item takes two consecutive
-sentences of one document (context, true continuation) and three other sentences of the
-same language as distractors, in a seeded random order. The answer is only recoverable
-from the language itself, so accuracy tracks how well the model still knows it.
+Built from held-out text so it needs no download. Each document is cut into short
+passages of ``PASSAGE_WORDS`` words (``2 * PASSAGE_WORDS`` characters for text written
+without spaces, e.g. Chinese); fixed-size passages rather than sentences give enough items
+from a few paragraphs. An item takes two consecutive passages (context, true continuation)
+and three other passages of the same language as distractors, in a seeded random order.
+The answer is only recoverable from the language itself, so accuracy tracks how well the
+model still knows it.
 """
 
 from __future__ import annotations
@@ -17,22 +20,26 @@ from ..errors import LangpruneError
 from ..io import atomic_path
 
 CHOICES = 4
-SENTENCE_END = re.compile(r"(?<=[.!?;؟؛])\s+|(?<=[。！？；])")
+PASSAGE_WORDS = 8
+CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af]")
 
 
-def sentences(text: str) -> list[str]:
-    """Sentences of one document (split after ., !, ?, ; and their Arabic and CJK forms)."""
-    return [s.strip() for s in SENTENCE_END.split(text) if s and s.strip()]
+def passages(text: str, size: int = PASSAGE_WORDS) -> list[str]:
+    """Consecutive passages of ``size`` words (or ``2 * size`` characters for unspaced scripts)."""
+    words, joiner = text.split(), " "
+    if len(CJK.findall(text)) * 2 > len(text):  # unspaced script: passages of characters
+        words, size, joiner = list("".join(words)), 2 * size, ""
+    return [joiner.join(words[i:i + size]) for i in range(0, len(words), size)]
 
 
 def build_items(documents: list[str], n_items: int, rng: random.Random, lang: str) -> list[dict]:
-    """``n_items`` items of (context, 4 choices, label) from consecutive sentence pairs of the documents."""
-    per_doc = [sentences(d) for d in documents]
+    """``n_items`` items of (context, 4 choices, label) from consecutive passage pairs of the documents."""
+    per_doc = [passages(d) for d in documents]
     pairs = [(s[i], s[i + 1]) for s in per_doc for i in range(len(s) - 1) if s[i] != s[i + 1]]
     pool = sorted({x for s in per_doc for x in s})
     if len(pairs) < n_items or len(pool) < CHOICES + 1:
-        raise LangpruneError(f"'{lang}': the text has {len(pairs)} consecutive sentence pairs and {len(pool)} distinct "
-                             f"sentences; {n_items} items need {n_items} pairs and {CHOICES + 1} sentences. "
+        raise LangpruneError(f"'{lang}': the text has {len(pairs)} consecutive passage pairs and {len(pool)} distinct "
+                             f"passages; {n_items} items need {n_items} pairs and {CHOICES + 1} passages. "
                              f"Add text or lower --n-items")
     items = []
     for k, (context, answer) in enumerate(rng.sample(pairs, n_items)):
