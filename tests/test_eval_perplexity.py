@@ -102,3 +102,13 @@ def test_bad_budgets_and_languages_are_clear_errors(tmp_path, tiny_llama_dir, te
         evaluate_perplexity(str(tiny_llama_dir), f"text:{text_splits['eval']}", ["de"], 16, 8, tmp_path / "x")
     with pytest.raises(LangpruneError, match="xx not found"):
         evaluate_perplexity(str(tiny_llama_dir), f"text:{text_splits['eval']}", ["xx"], 16, 64, tmp_path / "x")
+
+
+def test_uncached_hub_model_offline_is_a_clear_error_naming_it(tmp_path, text_splits, capsys):
+    code = main(["evaluate", "perplexity", "--model", "no-such-org/no-such-model", "--source",
+                 f"text:{text_splits['eval']}", "--languages", "de", "--seqlen", "16", "--max-tokens", "64",
+                 "--out", str(tmp_path / "x.json")])
+    err = capsys.readouterr().err
+    first = err.splitlines()[0]
+    assert code == 2 and first.startswith("langprune evaluate: error: cannot load 'no-such-org/no-such-model'")
+    assert "huggingface-cli download no-such-org/no-such-model" in first
