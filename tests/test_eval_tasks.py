@@ -95,14 +95,27 @@ MKQA_ROWS = [
                                    ("legs of a spider", "8", "number")])]
 
 
+def write_arc_copies(root) -> None:
+    """Local copies in the hub datasets' columns: Okapi m_arc (German) and ai2_arc (English)."""
+    okapi = [{"id": str(i), "instruction": f"Frage {i}?", "option_a": "ja", "option_b": "nein", "option_c": "vielleicht",
+              "option_d": "nie", "option_e": None, "answer": "ABCD"[i % 4]} for i in range(3)]
+    (root / "arc_de").mkdir(parents=True)
+    (root / "arc_de" / "test.jsonl").write_text("".join(json.dumps(d) + "\n" for d in okapi))
+    ai2 = [{"id": str(i), "question": f"Question {i}?", "answerKey": "B",
+            "choices": {"text": ["yes", "no", "maybe"], "label": ["A", "B", "C"]}} for i in range(3)]
+    for task in ("arc_easy", "arc_challenge"):
+        (root / f"{task}.jsonl").write_text("".join(json.dumps(d) + "\n" for d in ai2))
+
+
 @pytest.fixture(scope="module")
 def run(tmp_path_factory, tiny_llama_dir, text_splits):
-    """One lm-eval run over udhr_mc and MKQA in de, en, sw (MKQA has no sw), with a spy on the call."""
+    """One lm-eval run: udhr_mc, MKQA and ARC (local copies) in de, en, sw (no sw for MKQA, ARC), call spied on."""
     root = tmp_path_factory.mktemp("tasks")
     assert main(["evaluate", "make-mc", "--source", f"text:{text_splits['eval']}", "--languages", "de,en,sw",
                  "--n-items", "6", "--seed", "0", "--out", str(root / "mc")]) == 0
     (root / "mkqa").mkdir()
     (root / "mkqa" / "mkqa.jsonl").write_text("".join(json.dumps(r) + "\n" for r in MKQA_ROWS))
+    write_arc_copies(root / "hub")
     calls = []
     real = __import__("lm_eval").simple_evaluate
 
@@ -113,8 +126,9 @@ def run(tmp_path_factory, tiny_llama_dir, text_splits):
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr("lm_eval.simple_evaluate", spy)
         out = root / "tasks.json"
-        assert main(["evaluate", "tasks", "--model", str(tiny_llama_dir), "--tasks", "udhr_mc,mkqa",
+        assert main(["evaluate", "tasks", "--model", str(tiny_llama_dir), "--tasks", "udhr_mc,mkqa,arc",
                      "--languages", "de,en,sw", "--task-data", str(root / "mc"), "--task-data", str(root / "mkqa"),
+                     "--task-data", str(root / "hub"),
                      "--limit", "4", "--batch-size", "2", "--max-length", "128", "--tag", "model=tiny",
                      "--out", str(out)]) == 0
     return {"doc": read_json(out), "calls": calls, "mc": root / "mc"}
@@ -130,13 +144,16 @@ def test_lm_eval_runs_zero_shot_without_cache_or_bootstrap(run):
 def test_records_cover_every_pair_with_gaps_marked(run):
     records = {(r["benchmark"], r["language"]): r for r in run["doc"]["records"]}
     assert sorted(records) == sorted([("udhr_mc", "de"), ("udhr_mc", "en"), ("udhr_mc", "sw"), ("mkqa", "de"),
-                                      ("mkqa", "en"), ("mkqa", "sw")])
+                                      ("mkqa", "en"), ("mkqa", "sw"), ("arc", "de"), ("arc", "en-e"),
+                                      ("arc", "en-c"), ("arc", "sw")])
     for key in [("udhr_mc", "de"), ("udhr_mc", "en"), ("udhr_mc", "sw")]:
         assert records[key]["available"] and records[key]["n"] == 4 and 0 <= records[key]["value"] <= 1
         assert records[key]["metric"] == "acc"
     assert records[("mkqa", "en")]["metric"] == "f1" and records[("mkqa", "en")]["n"] == 2
     assert 0 <= records[("mkqa", "en")]["value"] <= 1
-    for key in [("mkqa", "sw")]:
+    for key, task in [(("arc", "de"), "arc_de"), (("arc", "en-e"), "arc_easy"), (("arc", "en-c"), "arc_challenge")]:
+        assert records[key]["task"] == task and records[key]["n"] == 3 and records[key]["available"]
+    for key in [("mkqa", "sw"), ("arc", "sw")]:
         assert records[key]["available"] is False and records[key]["value"] is None and records[key]["n"] == 0
     assert run["doc"]["tags"] == {"model": "tiny"} and run["doc"]["checkpoint"] is None
 
