@@ -65,8 +65,10 @@ def test_protection_compares_own_calibration_with_the_others():
 
     base = {"model": "m", "method": "wanda", "structure": "unstructured", "sparsity": "0.5", "seed": "0",
             "linear_type": "mlp"}
-    rows = [{**base, "calib": c, "neuron_language": n, "pruned_share": s}
-            for c, n, s in [("de", "de", 0.40), ("en", "de", 0.50), ("de", "en", 0.55), ("en", "en", 0.60)]]
+    rows = [{**base, "calib": c, "neuron_language": n, "pruned_share": s, "n_neurons": k}
+            for c, n, s, k in [("de", "de", 0.40, 3), ("en", "de", 0.50, 3), ("de", "en", 0.55, 2),
+                               ("en", "en", 0.60, 2), ("de", "sw", float("nan"), 0), ("sw", "sw", float("nan"), 0)]]
     check = protection_check(pd.DataFrame(rows)).set_index("neuron_language")
+    assert "sw" not in check.index  # no Swahili neurons: nothing to protect
     assert check.loc["de", "protection"] == pytest.approx(0.10) and check.loc["de", "own_is_lowest"]
     assert check.loc["en", "protection"] == pytest.approx(-0.05) and not check.loc["en", "own_is_lowest"]

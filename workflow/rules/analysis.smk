@@ -131,7 +131,7 @@ rule analysis_hidden_dense:
     log:
         "logs/analysis/{model}/hidden_dense.log",
     shell:
-        "langprune analyze hidden {params.flags} --out {output} > {log} 2>&1"
+        "langprune analyze hidden {params.flags} --threads {threads} --out {output} > {log} 2>&1"
 
 
 if ANALYSIS_GROUPED:
@@ -157,7 +157,7 @@ if ANALYSIS_GROUPED:
             "logs/analysis/{model}/hidden_pruned.log",
         shell:
             "langprune analyze hidden {params.flags} --reference {input.dense} "
-            "--checkpoint {input.checkpoints} --out {output} > {log} 2>&1"
+            "--checkpoint {input.checkpoints} --threads {threads} --out {output} > {log} 2>&1"
 
 else:
 
@@ -182,7 +182,7 @@ else:
             "logs/analysis/{model}/hidden/{method}_{structure}_{sparsity}/{calib}/seed{seed}.log",
         shell:
             "langprune analyze hidden {params.flags} --reference {input.dense} "
-            "--checkpoint {input.checkpoint} --out {output} > {log} 2>&1"
+            "--checkpoint {input.checkpoint} --threads {threads} --out {output} > {log} 2>&1"
 
 
 rule analysis_features:
@@ -227,6 +227,7 @@ rule analysis_masks:
         **analysis_outputs("masks"),
     params:
         languages=",".join(ANALYSIS_LANGUAGES),
+    threads: ANALYSIS.get("resources", {}).get("threads", 1)
     resources:
         mem_mb=analysis_resources("mem_mb"),
     conda:
@@ -236,7 +237,7 @@ rule analysis_masks:
     shell:
         "langprune analyze masks {input} --languages {params.languages} --out-table {output.table} "
         "--out-matrix {output.matrix} --out-layers {output.layers} --out-types {output.types} "
-        "--out-figure {output.figure} > {log} 2>&1"
+        "--out-figure {output.figure} --threads {threads} > {log} 2>&1"
 
 
 rule analysis_neurons:
@@ -250,6 +251,7 @@ rule analysis_neurons:
         top_rate=ANALYSIS_NEURONS["top_rate"],
         filter_rate=ANALYSIS_NEURONS["filter_rate"],
         activation_bar=ANALYSIS_NEURONS["activation_bar"],
+    threads: ANALYSIS.get("resources", {}).get("threads", 1)
     resources:
         mem_mb=analysis_resources("mem_mb"),
     conda:
@@ -260,4 +262,4 @@ rule analysis_neurons:
         "langprune analyze neurons --dense {input.dense} {input.checkpoints} --languages {params.languages} "
         "--top-rate {params.top_rate} --filter-rate {params.filter_rate} --activation-bar {params.activation_bar} "
         "--out-table {output.table} --out-neurons {output.neurons} --out-summary {output.summary} "
-        "--out-figure {output.figure} > {log} 2>&1"
+        "--out-figure {output.figure} --threads {threads} > {log} 2>&1"

@@ -78,6 +78,18 @@ def language_colors(languages: Iterable[str]) -> dict[str, Any]:
     return {lang: palette[i % len(palette)] for i, lang in enumerate(sorted(languages))}
 
 
+def legend_for_all(fig, axes) -> None:
+    """One legend of calibration sets beside the figure, collected from every panel (rows may differ)."""
+    entries: dict[str, object] = {}
+    for ax in axes.flat:
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            entries.setdefault(label, handle)
+    ordered = sort_languages(entries)
+    fig.legend([entries[k] for k in ordered], ordered, title="calibration", loc="center left",
+               bbox_to_anchor=(1.0, 0.5), fontsize=7)
+    fig.tight_layout()
+
+
 def variant_title(row: dict[str, Any]) -> str:
     """A short human title for a (method, structure, sparsity) group."""
     return f"{row['method']} {row['structure']} {row['sparsity']}"
@@ -89,3 +101,12 @@ def sort_languages(languages: Iterable[str], order: Iterable[str] | None = None)
     order = list(order or [])
     rank = {lang: i for i, lang in enumerate(order)}
     return sorted(languages, key=lambda lang: (lang not in rank, rank.get(lang, 0), len(lang) > 2, lang))
+
+
+def limit_threads(threads: int | None) -> None:
+    """Use the CPU threads the scheduler granted: on a shared 2-core machine, torch's default of
+    one thread per core makes small forwards several times slower under contention."""
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .common import VARIANT_KEYS, language_colors, save_figure, sort_languages, use_headless_backend, \
-    variant_title, write_csv, write_text
+from .common import (VARIANT_KEYS, language_colors, legend_for_all, save_figure, sort_languages,
+                     use_headless_backend, variant_title, write_csv, write_text)
 
 GROUP_KEYS = ("model", "method", "structure", "sparsity")
 
@@ -100,6 +100,7 @@ def plot_drift(table, languages_order=None):
     """One row per pruning variant, one panel per evaluation language, one line per calibration language."""
     use_headless_backend()
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     mean = table.groupby([*GROUP_KEYS, "calib", "eval_language", "layer"], as_index=False)["drift"].mean()
     groups = list(mean.groupby(list(GROUP_KEYS)))
@@ -117,13 +118,12 @@ def plot_drift(table, languages_order=None):
             ax.set_title(f"eval {lang}" + (f"\n{variant_title(dict(zip(GROUP_KEYS, key)))}" if col == 0 else ""),
                          fontsize=8)
             ax.tick_params(labelsize=7)
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
             if col == 0:
                 ax.set_ylabel("mean |dense - pruned|", fontsize=7)
             if row == len(groups) - 1:
                 ax.set_xlabel("layer", fontsize=7)
-    handles, labels = axes[0][0].get_legend_handles_labels()
-    fig.legend(handles, labels, title="calibration", loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=7)
-    fig.tight_layout()
+    legend_for_all(fig, axes)
     return fig
 
 

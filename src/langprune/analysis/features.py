@@ -17,8 +17,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import LangpruneError
-from .common import VARIANT_KEYS, language_colors, save_figure, sort_languages, use_headless_backend, \
-    variant_title, write_csv, write_text
+from .common import (VARIANT_KEYS, language_colors, legend_for_all, save_figure, sort_languages,
+                     use_headless_backend, variant_title, write_csv, write_text)
 
 GROUP_KEYS = ("model", "method", "structure", "sparsity")
 COMPONENTS = ("agnostic", "specific")
@@ -87,13 +87,16 @@ def observation_check(table):
       calibration languages; claim 1 holds when the agnostic spread is below the specific one.
     - ``*_target_min``: share of evaluation languages whose own-language calibration gives the
       smallest change; claim 2 holds for s when that share is above one half.
-    Seeds are averaged first; mixed calibration sets take part in the spread only.
+    Seeds are averaged first; mixed calibration sets take part in the spread only. Variants with
+    a single calibration set (magnitude pruning reads none) have nothing to compare and are left out.
     """
     import pandas as pd
 
     mean = table.groupby([*GROUP_KEYS, "calib", "eval_language", "component"], as_index=False)["change"].mean()
     rows = []
     for key, block in mean.groupby(list(GROUP_KEYS)):
+        if block["calib"].nunique() < 2:
+            continue
         row = dict(zip(GROUP_KEYS, key))
         for component in COMPONENTS:
             part = block[block["component"] == component]
@@ -102,11 +105,13 @@ def observation_check(table):
             hits = [bool(g.loc[g["change"].idxmin(), "calib"] == lang)
                     for lang, g in part.groupby("eval_language") if lang in set(g["calib"])]
             row[f"{component}_target_min"] = float(sum(hits) / len(hits)) if hits else float("nan")
-            row[f"n_target_languages"] = len(hits)
+            row["n_target_languages"] = len(hits)
         row["agnostic_stable"] = bool(row["agnostic_spread"] < row["specific_spread"])
         row["specific_target_least"] = bool(row["specific_target_min"] > 0.5)
         rows.append(row)
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows, columns=[*GROUP_KEYS, "agnostic_spread", "agnostic_target_min", "n_target_languages",
+                                       "specific_spread", "specific_target_min", "agnostic_stable",
+                                       "specific_target_least"])
 
 
 def describe_observations(check) -> str:
@@ -122,7 +127,7 @@ def describe_observations(check) -> str:
             f"{row['specific_target_min']:.0%} of {row['n_target_languages']} evaluation languages "
             f"(of a: {row['agnostic_target_min']:.0%}) -> claim "
             f"{'holds' if row['specific_target_least'] else 'does not hold'}.")
-    return "\n".join(lines) + "\n" if lines else "No pruned model to compare.\n"
+    return "\n".join(lines) + "\n" if lines else "No pruning variant with two or more calibration sets to compare.\n"
 
 
 def plot_features(table, languages_order=None):
@@ -135,12 +140,12 @@ def plot_features(table, languages_order=None):
         ["mean", "std"])
     groups = list(stats.groupby(list(GROUP_KEYS)))
     evals = sort_languages(stats["eval_language"].unique(), languages_order)
-    calibs = sort_languages(stats["calib"].unique(), languages_order)
-    colors = language_colors(calibs)
-    width = 0.8 / len(calibs)
+    colors = language_colors(stats["calib"].unique())
     fig, axes = plt.subplots(len(groups), 2, figsize=(max(6, 1.1 * len(evals)) * 2, 2.8 * len(groups)),
                              squeeze=False)
     for row, (key, block) in enumerate(groups):
+        calibs = sort_languages(block["calib"].unique(), languages_order)
+        width = 0.8 / len(calibs)
         for col, component in enumerate(COMPONENTS):
             ax = axes[row][col]
             for i, calib in enumerate(calibs):
@@ -154,9 +159,7 @@ def plot_features(table, languages_order=None):
                          fontsize=8)
             ax.set_ylabel("mean ||Δ|| vs dense", fontsize=7)
             ax.set_xlabel("evaluation language", fontsize=7)
-    handles, labels = axes[0][0].get_legend_handles_labels()
-    fig.legend(handles, labels, title="calibration", loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=7)
-    fig.tight_layout()
+    legend_for_all(fig, axes)
     return fig
 
 

@@ -215,17 +215,40 @@ def load_variants(paths: list[str], need: str) -> list[tuple[dict, dict]]:
     return variants
 
 
-def load_analysis_model(model_name: str, checkpoint: str | None, dtype: str | None, device: str):
-    """The dense model, or base plus checkpoint built in memory by the pruning stage's loader."""
-    from ..checkpoint import load_pruned_model
+def analysis_models(model: str, checkpoints: list[str] | None, dtype: str | None, device: str):
+    """Yield (checkpoint, model in memory): the base is loaded once and each checkpoint applied to it.
 
-    return load_pruned_model(model_name, checkpoint, dtype=dtype, device=device)
+    Weights a checkpoint touches are restored from a copy of the base before the next one is
+    applied, so a job over many checkpoints pays one model load. Each checkpoint's manifest
+    must name these base weights (same check as ``load_pruned_model``).
+    """
+    from ..checkpoint import apply_checkpoint, base_weights_hash, load_pruned_model, read_manifest
+
+    net = load_pruned_model(model, None, dtype=dtype, device=device)
+    if not checkpoints:
+        yield None, net
+        return
+    base_hash = base_weights_hash(model)["sha256"]
+    params = dict(net.named_parameters())
+    originals: dict[str, Any] = {}
+    for checkpoint in checkpoints:
+        manifest = read_manifest(checkpoint)
+        if manifest["base"]["weights_sha256"] != base_hash:
+            raise LangpruneError(f"checkpoint '{checkpoint}' was pruned from '{manifest['base']['model']}', whose "
+                                 f"weights differ from --model '{model}'; pass the base model it was made from")
+        for name, weight in originals.items():
+            params[name].data.copy_(weight)
+        for name in manifest["tensors"]:
+            if name not in originals:
+                originals[name] = params[name].detach().clone()
+        yield checkpoint, apply_checkpoint(net, checkpoint)
 
 
 def run_hidden(*, model: str, probe: str, languages: list[str], outs: list[str],
                checkpoints: list[str] | None = None, reference: str | None = None,
                tags: dict[str, str] | None = None, max_passages: int | None = 200, max_length: int = 256,
-               batch_size: int = 8, dtype: str | None = None, device: str = "cpu", seed: int = 0) -> list[Path]:
+               batch_size: int = 8, dtype: str | None = None, device: str = "cpu", seed: int = 0,
+               threads: int | None = None) -> list[Path]:
     """`langprune analyze hidden`: probe states of the dense model, or of pruned checkpoints against it.
 
     Without checkpoints: one file with every layer's pooled states and the activation counts
@@ -236,8 +259,9 @@ def run_hidden(*, model: str, probe: str, languages: list[str], outs: list[str],
     import torch
 
     from ..models import load_tokenizer
+    from .common import limit_threads
 
-    runs = list(zip(checkpoints, outs)) if checkpoints else [(None, outs[0])]
+    limit_threads(threads)
     if (checkpoints and len(checkpoints) != len(outs)) or (not checkpoints and len(outs) != 1):
         raise LangpruneError("give one --out per --checkpoint (or one --out for the dense model)")
     if checkpoints and reference is None:
@@ -252,15 +276,13 @@ def run_hidden(*, model: str, probe: str, languages: list[str], outs: list[str],
                                  "--max-length; rerun `langprune analyze hidden` for the dense model with the same flags")
     tokenizer = load_tokenizer(model)
     written = []
-    for checkpoint, out in runs:
+    for out, (checkpoint, net) in zip(outs, analysis_models(model, checkpoints, dtype, device)):
         torch.manual_seed(seed)
-        net = load_analysis_model(model, checkpoint, dtype, device)
         tensors = probe_tensors(net, tokenizer, texts, ref_tensors, max_length=max_length, batch_size=batch_size)
         meta = {"tags": _labels(model, checkpoint, tags), "languages": languages,
                 "n_passages": len(texts[languages[0]]), "max_length": max_length, "probe_sha256": fingerprint,
                 "checkpoint": checkpoint, "reference": reference}
         written.append(write_states(out, tensors, meta))
-        del net
     return written
 
 

@@ -159,6 +159,7 @@ def plot_masks(matrix, curve, languages_order=None):
     use_headless_backend()
     import matplotlib.pyplot as plt
     import numpy as np
+    from matplotlib.ticker import MaxNLocator
 
     groups = list(matrix.groupby(list(GROUP_KEYS)))
     curves = dict(list(curve.groupby(list(GROUP_KEYS))))
@@ -186,6 +187,7 @@ def plot_masks(matrix, curve, languages_order=None):
             ax.axhline(random_iou(float(key[3])), color="grey", linestyle=":", label="random masks")
         except ValueError:
             pass
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("layer", fontsize=8)
         ax.set_ylabel("IoU of pruned sets", fontsize=8)
         ax.set_title("per layer: cross-language vs seed baseline", fontsize=8)
@@ -206,10 +208,13 @@ def group_checkpoints(checkpoints: list[str]) -> dict[tuple, list[tuple[dict, st
 
 
 def run_masks(*, checkpoints: list[str], out_table: str, out_matrix: str, out_layers: str, out_types: str,
-              out_figure: str, languages: list[str] | None = None) -> list[Path]:
+              out_figure: str, languages: list[str] | None = None, threads: int | None = None) -> list[Path]:
     """`langprune analyze masks`: pairwise IoU tables (per layer x type, language matrix, per layer, per type) + figure."""
     import pandas as pd
 
+    from .common import limit_threads
+
+    limit_threads(threads)
     tables = []
     for items in group_checkpoints(checkpoints).values():
         if len(items) < 2:

@@ -7,7 +7,8 @@ tokens of k on which its activation is positive. Normalising those probabilities
 gives a distribution whose entropy is low when the neuron fires for few languages. As in that
 paper: drop neurons whose highest probability is not above the ``filter_rate`` quantile of all
 probabilities, keep the ``top_rate`` share of all neurons with the lowest entropy, and assign
-each kept neuron to every language whose probability exceeds the ``activation_bar`` quantile.
+each kept neuron to every language whose probability reaches the ``activation_bar`` quantile
+(both thresholds inclusive, so that saturated probabilities of 1 still qualify).
 
 A neuron's weights are its row in gate_proj and up_proj and its column in down_proj. Per
 checkpoint the table gives the share of those weights that were pruned, per neuron language
@@ -49,7 +50,8 @@ def select_language_neurons(probability, languages: list[str], *, top_rate: floa
 
     flat = probability.flatten().float()
     entropy = lape(probability)
-    frequent = probability.amax(-1) > torch.quantile(flat, filter_rate)
+    # ">=": a small model's probabilities saturate at 1, and a strict ">" would then admit nothing
+    frequent = probability.amax(-1) >= torch.quantile(flat, filter_rate)
     entropy = torch.where(frequent, entropy, torch.full_like(entropy, float("inf")))
     count = min(int(round(entropy.numel() * top_rate)), int(frequent.sum()))
     chosen = torch.zeros(entropy.numel(), dtype=torch.bool)
@@ -58,7 +60,7 @@ def select_language_neurons(probability, languages: list[str], *, top_rate: floa
         chosen[order[:count]] = True
     chosen = chosen.view_as(entropy)
     bar = torch.quantile(flat, activation_bar)
-    return {lang: chosen & (probability[..., k] > bar) for k, lang in enumerate(languages)}
+    return {lang: chosen & (probability[..., k] >= bar) for k, lang in enumerate(languages)}
 
 
 def neuron_pruned_counts(masks: dict[str, object]) -> dict[tuple[int, str], object]:
@@ -98,10 +100,11 @@ def protection_check(table):
 
     ``protection`` = mean share under other calibration languages minus the share under the
     neuron's own language (positive: calibrating in a language prunes fewer of its neurons' weights).
+    Languages without selected neurons are left out.
     """
     import pandas as pd
 
-    mlp = table[(table["linear_type"] == "mlp") & (table["neuron_language"] != "all")]
+    mlp = table[(table["linear_type"] == "mlp") & (table["neuron_language"] != "all") & (table["n_neurons"] > 0)]
     mean = mlp.groupby([*GROUP_KEYS, "neuron_language", "calib"], as_index=False)["pruned_share"].mean()
     rows = []
     for key, block in mean.groupby([*GROUP_KEYS, "neuron_language"]):
@@ -144,19 +147,23 @@ def plot_neurons(table, languages_order=None):
     groups = list(mean.groupby(list(GROUP_KEYS)))
     fig, axes = plt.subplots(1, len(groups), figsize=(5.5 * len(groups), 4.5), squeeze=False)
     for col, (key, block) in enumerate(groups):
-        rows = [*sort_languages([l for l in block["neuron_language"].unique() if l != "all"], languages_order), "all"]
+        counts = mlp.drop_duplicates("neuron_language").set_index("neuron_language")["n_neurons"]
+        rows = [*sort_languages([lang for lang in block["neuron_language"].unique()
+                                 if lang != "all" and counts[lang] > 0], languages_order), "all"]
         cols = sort_languages(block["calib"].unique(), languages_order)
         grid = block.pivot(index="neuron_language", columns="calib", values="pruned_share").reindex(
             index=rows, columns=cols).to_numpy(dtype=float)
         ax = axes[0][col]
-        image = ax.imshow(grid, cmap="magma_r", aspect="auto")
+        baseline = float(np.nanmean(grid[-1]))  # the "all neurons" share: white in the colour scale
+        spread = max(float(np.nanmax(np.abs(grid - baseline))), 1e-6)
+        image = ax.imshow(grid, cmap="coolwarm", aspect="auto", vmin=baseline - spread, vmax=baseline + spread)
         for (i, j), value in np.ndenumerate(grid):
             if not np.isnan(value):
-                ax.text(j, i, f"{value:.3f}", ha="center", va="center", fontsize=6, color="tab:blue")
+                ax.text(j, i, f"{value:.3f}", ha="center", va="center", fontsize=6)
         ax.set_xticks(range(len(cols)), cols, fontsize=8)
-        ax.set_yticks(range(len(rows)), rows, fontsize=8)
+        ax.set_yticks(range(len(rows)), [f"{lang} ({counts[lang]})" for lang in rows], fontsize=8)
         ax.set_xlabel("calibration language", fontsize=8)
-        ax.set_ylabel("language of the neurons", fontsize=8)
+        ax.set_ylabel("language of the neurons (count)", fontsize=8)
         ax.set_title(f"share of neuron weights pruned\n{variant_title(dict(zip(GROUP_KEYS, key)))}", fontsize=8)
         fig.colorbar(image, ax=ax, shrink=0.8)
     fig.tight_layout()
@@ -165,14 +172,15 @@ def plot_neurons(table, languages_order=None):
 
 def run_neurons(*, dense: str, checkpoints: list[str], out_table: str, out_neurons: str, out_figure: str,
                 out_summary: str, top_rate: float = 0.01, filter_rate: float = 0.95, activation_bar: float = 0.95,
-                languages: list[str] | None = None) -> list[Path]:
+                languages: list[str] | None = None, threads: int | None = None) -> list[Path]:
     """`langprune analyze neurons`: LAPE neuron selection on the dense model, pruned shares per checkpoint."""
     import pandas as pd
 
-    from .common import checkpoint_tags, variant_label
+    from .common import checkpoint_tags, limit_threads, variant_label
     from .hidden import by_language, read_states
     from .masks import PrunedMasks
 
+    limit_threads(threads)
     tensors, meta = read_states(dense)
     active, tokens = by_language(tensors, "active"), by_language(tensors, "tokens")
     if not active:

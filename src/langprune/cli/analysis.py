@@ -16,7 +16,7 @@ def _hidden(args):
     run_hidden(model=args.model, checkpoints=args.checkpoint, probe=args.probe, languages=args.languages,
                reference=args.reference, outs=args.out, tags=parse_tags(args.tag), max_passages=args.max_passages,
                max_length=args.max_length, batch_size=args.batch_size, dtype=args.dtype, device=args.device,
-               seed=args.seed)
+               seed=args.seed, threads=args.threads)
 
 
 def _features(args):
@@ -39,7 +39,7 @@ def _masks(args):
 
     run_masks(checkpoints=args.checkpoints, out_table=args.out_table, out_matrix=args.out_matrix,
               out_layers=args.out_layers, out_types=args.out_types, out_figure=args.out_figure,
-              languages=args.languages)
+              languages=args.languages, threads=args.threads)
 
 
 def _neurons(args):
@@ -48,7 +48,7 @@ def _neurons(args):
     run_neurons(dense=args.dense, checkpoints=args.checkpoints, top_rate=args.top_rate,
                 filter_rate=args.filter_rate, activation_bar=args.activation_bar, out_table=args.out_table,
                 out_neurons=args.out_neurons, out_figure=args.out_figure, out_summary=args.out_summary,
-                languages=args.languages)
+                languages=args.languages, threads=args.threads)
 
 
 def _probe_text(args):
@@ -62,8 +62,10 @@ def register(subparsers) -> None:
     sub = analyze.add_subparsers(dest="analysis", required=True, metavar="ANALYSIS")
     order = argparse.ArgumentParser(add_help=False)
     order.add_argument("--languages", type=_languages, help="comma-separated language order for figures")
+    cpu = argparse.ArgumentParser(add_help=False)
+    cpu.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
 
-    p = sub.add_parser("hidden", help="probe states of one model: one hooked forward pass per probe language")
+    p = sub.add_parser("hidden", parents=[cpu], help="probe states of one model: one hooked forward pass per probe language")
     p.add_argument("--model", required=True, help="base model id or directory")
     p.add_argument("--checkpoint", nargs="+", help="sparse checkpoint directories (omit for the dense model)")
     p.add_argument("--probe", required=True, help="text:DIR (or DIR) with parallel <lang>.txt probe passages")
@@ -97,7 +99,7 @@ def register(subparsers) -> None:
     p.add_argument("--out-benefit", help="per-layer benefit of target-language calibration (CSV)")
     p.set_defaults(func=_drift)
 
-    p = sub.add_parser("masks", parents=[order], help="IoU of pruned sets between calibration languages")
+    p = sub.add_parser("masks", parents=[order, cpu], help="IoU of pruned sets between calibration languages")
     p.add_argument("checkpoints", nargs="+", help="sparse checkpoint directories")
     p.add_argument("--out-table", required=True, help="pair x layer x linear type")
     p.add_argument("--out-matrix", required=True, help="language x language")
@@ -106,7 +108,7 @@ def register(subparsers) -> None:
     p.add_argument("--out-figure", required=True)
     p.set_defaults(func=_masks)
 
-    p = sub.add_parser("neurons", parents=[order], help="LAPE language-specific neurons vs calibration language")
+    p = sub.add_parser("neurons", parents=[order, cpu], help="LAPE language-specific neurons vs calibration language")
     p.add_argument("--dense", required=True, help="dense probe states (activation counts)")
     p.add_argument("checkpoints", nargs="+", help="sparse checkpoint directories")
     p.add_argument("--top-rate", type=float, default=0.01, help="share of all neurons kept by lowest LAPE")
