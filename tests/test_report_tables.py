@@ -159,6 +159,13 @@ def test_target_best_count_k_of_n(agg):
     assert by_column.loc[("acc", "de"), "best_single"] == "de / sw"
 
 
+def test_columns_where_every_calibration_ties_are_not_counted(metrics_csv):
+    tied = pd.read_csv(metrics_csv, dtype=str, keep_default_na=False)
+    tied.loc[(tied["metric"] == "acc") & (tied["language"] == "en") & (tied["value"] != ""), "value"] = "0.0"
+    columns = figures.target_best_columns(tables.aggregate_seeds(tables.normalise_metrics(tied)))
+    assert set(columns[columns["metric"] == "acc"]["language"]) == {"de"}  # the de/sw tie still counts
+
+
 def test_best_mask_marks_ties_and_respects_direction():
     values = pd.DataFrame([[1.0, 5.0], [1.0, np.nan], [3.0, 7.0]])
     assert figures.best_mask(values, np.array([True, True])).tolist() == [[True, True], [True, False],

@@ -117,6 +117,7 @@ def target_best_columns(agg: pd.DataFrame) -> pd.DataFrame:
 
     ``target_is_best``: the target-language calibration is (one of) the best single-language
     calibrations, the paper's criterion; ``best_overall`` also considers mixes (en+de, all7).
+    A column where all calibrations tie (e.g. a task at chance, all 0%) is left out.
     """
     singles = single_calibrations(agg)
     records = []
@@ -134,6 +135,8 @@ def target_best_columns(agg: pd.DataFrame) -> pd.DataFrame:
                 if target not in single.index or pd.isna(single.at[target, (benchmark, metric, language)]):
                     continue
                 winners = [c for i, c in enumerate(single.index) if best_single[i, j]]
+                if len(winners) == single.iloc[:, j].notna().sum() > 1:
+                    continue  # every calibration scores the same: the column cannot tell them apart
                 overall = [c for i, c in enumerate(grid.values.index) if best_all[i, j]]
                 records.append({**setting, "benchmark": benchmark, "metric": metric, "language": language,
                                 "target": target, "best_single": " / ".join(winners), "target_is_best": target in winners,
@@ -175,7 +178,8 @@ def write_summary(metrics_csv: str | os.PathLike, out_dir: str | os.PathLike) ->
     note = ("For each evaluation column (benchmark x language) of each pruning setting, the single-language "
             "calibration with the best seed-mean score is found (lowest perplexity, highest accuracy); "
             "the count is the number of columns where that is the evaluation language itself, like the paper's "
-            "'26 of 50'. Columns whose own language was not used for calibration are not counted.")
+            "'26 of 50'. Columns whose own language was not used for calibration, or where every calibration "
+            "scores the same, are not counted.")
     body_md = summary.to_markdown(index=False, floatfmt=".2f") if len(summary) else "(no comparable columns)"
     return [
         write_text(out_dir / "target_best.csv", summary.to_csv(index=False)),
