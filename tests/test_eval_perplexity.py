@@ -75,7 +75,7 @@ def test_evaluating_calibration_text_is_an_error(tmp_path, tiny_llama_dir, text_
     assert main(["calibrate", "--tokenizer", str(tiny_llama_dir), "--source", f"text:{text_splits['calib']}",
                  "--languages", "ru", "--nsamples", "4", "--seqlen", "32", "--packing", "concat",
                  "--out", str(shard)]) == 0
-    common = dict(languages=["ru"], seqlen=16, max_tokens=1000, calibration=[str(shard)])  # reads all documents
+    common = dict(languages=["ru"], seqlen=16, max_tokens=10**6, calibration=[str(shard)])  # reads all documents
     with pytest.raises(LangpruneError, match="'ru' overlaps calibration shard"):
         evaluate_perplexity(str(tiny_llama_dir), f"text:{text_splits['calib']}", out=tmp_path / "x.json", **common)
     evaluate_perplexity(str(tiny_llama_dir), f"text:{text_splits['eval']}", out=tmp_path / "ok.json", **common)

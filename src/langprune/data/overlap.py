@@ -65,4 +65,5 @@ def check_disjoint(eval_texts: dict[str, str], shards: list[str | Path], window:
                 example = " ".join(ws[start:start + size])
                 raise LangpruneError(
                     f"evaluation text for '{lang}' overlaps calibration shard {shard}: {len(shared)} shared "
-                    f"{size}-word windows (e.g. '{example[:120]}'); evaluate on held-out text")
+                    f"{size}-word windows (e.g. '{example[:120]}'); evaluate on held-out text (or raise "
+                    f"--overlap-window if this is boilerplate both splits share)")

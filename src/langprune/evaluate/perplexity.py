@@ -17,7 +17,6 @@ from pathlib import Path
 from ..errors import LangpruneError
 
 DOCUMENT_JOINER = "\n\n"
-CHARS_PER_TOKEN_BOUND = 16
 
 
 @dataclass(frozen=True)
@@ -70,19 +69,19 @@ def language_metrics(nll: float, tokens: int, scored_bytes: int) -> dict[str, fl
     return {"perplexity": math.exp(nll / tokens), "bits_per_byte": nll / (math.log(2) * scored_bytes)}
 
 
-def eval_text(source, lang: str, max_tokens: int) -> str:
+def eval_text(source, lang: str, tokenizer, max_tokens: int) -> str:
     """Held-out text of one language (mC4 validation, or a text:DIR, which is its own split).
 
-    Documents are read in order until their characters reach ``CHARS_PER_TOKEN_BOUND *
-    max_tokens``, enough for the token budget at any realistic tokenizer, so streaming mC4
-    stops early and the overlap check covers what is scored.
+    Documents are read in order until they hold ``max_tokens`` tokens, plus one more
+    document as a margin for tokens merging across joins, so streaming mC4 stops early
+    and the overlap check covers exactly the text that can be scored.
     """
-    parts, chars = [], 0
+    parts, tokens = [], 0
     for doc in source.iter_documents(lang, split="validation"):
         parts.append(doc.text)
-        chars += len(doc.text)
-        if chars >= CHARS_PER_TOKEN_BOUND * max_tokens:
+        if tokens >= max_tokens:
             break
+        tokens += len(tokenizer(doc.text, add_special_tokens=False)["input_ids"])
     return DOCUMENT_JOINER.join(parts)
 
 
@@ -128,10 +127,10 @@ def evaluate_perplexity(model: str, source: str, languages: list[str], seqlen: i
         raise LangpruneError(f"need --seqlen >= 2 and --max-tokens >= --seqlen (got {seqlen}, {max_tokens})")
     src = parse_source(source)
     src.check_languages(languages)
-    texts = {lang: eval_text(src, lang, max_tokens) for lang in languages}
+    tokenizer = load_tokenizer(model)
+    texts = {lang: eval_text(src, lang, tokenizer, max_tokens) for lang in languages}
     shards = calibration_shards(list(calibration), checkpoint)
     check_disjoint(texts, shards, overlap_window or DEFAULT_WINDOW)
-    tokenizer = load_tokenizer(model)
     windows = {lang: make_windows(texts[lang], tokenizer, seqlen, max_tokens, lang) for lang in languages}
     lm = load_evaluated_model(model, checkpoint, dtype=dtype, device=device)
     records = []
