@@ -120,3 +120,22 @@ def test_cli_runs_and_reports_user_errors(setup, tmp_path, capsys):
     with pytest.raises(LangpruneError, match="other probe text"):
         run_hidden(outs=[str(out / "p.safetensors")], checkpoints=setup["checkpoints"][:1], reference=setup["dense"],
                    **{**setup["common"], "max_length": 32})
+
+
+def test_hooked_states_match_the_model_outputs_and_ignore_padding(tiny_llama_dir):
+    from langprune.analysis.hidden import collect_states
+    from langprune.checkpoint import load_pruned_model
+    from langprune.models import load_tokenizer
+
+    model, tokenizer = load_pruned_model(str(tiny_llama_dir)), load_tokenizer(str(tiny_llama_dir))
+    passages = [SAMPLE_TEXT["en"], SAMPLE_TEXT["de"][:30], SAMPLE_TEXT["sw"] * 2]
+    batched = collect_states(model, tokenizer, passages, batch_size=3, activations=True)
+    single = collect_states(model, tokenizer, passages, batch_size=1, activations=True)
+    assert torch.allclose(batched["layers"], single["layers"], atol=1e-5)  # padding does not leak into the mean
+    assert torch.equal(batched["active"], single["active"]) and int(batched["tokens"]) == int(single["tokens"])
+    ids = tokenizer(passages[0], return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        hidden = model(input_ids=ids, output_hidden_states=True).hidden_states
+    expected = torch.stack([h[0].float().mean(0) for h in hidden[1:]])  # tiny tokenizer adds no BOS
+    assert torch.allclose(single["layers"][:-1, 0], expected[:-1], atol=1e-5)
+    assert torch.allclose(single["final"][0], expected[-1], atol=1e-5)

@@ -5,9 +5,13 @@
 # Target list for `rule all`: analysis_targets(models).
 #
 # Config (all optional; `analysis:` in the config file):
-#   probe: text:DIR | belebele     parallel probe text (default text:results/toy/text/probe)
+#   probe: text:DIR | belebele     parallel probe text (default: the toy corpus's held-out UDHR
+#                                  articles text:results/toy/text/probe when `toy:` is configured,
+#                                  else Belebele passages, the paper's choice)
 #   languages: [..]                probe/evaluation languages (default: top-level `languages`)
 #   methods: [..]                  pruning methods analysed (default: all of pruning.methods)
+#   calibrations: [..]             calibration sets analysed (default: all of calibration.sets;
+#                                  the paper's figures use the monolingual ones)
 #   max_passages: 200              passages per language
 #   max_length: 256                tokens per passage
 #   batch_size: 8
@@ -19,8 +23,9 @@
 
 ANALYSIS = config.get("analysis", {})
 ANALYSIS_LANGUAGES = ANALYSIS.get("languages", LANGUAGES)
-ANALYSIS_PROBE = ANALYSIS.get("probe", "text:results/toy/text/probe")
+ANALYSIS_PROBE = ANALYSIS.get("probe", "text:results/toy/text/probe" if config.get("toy") else "belebele")
 ANALYSIS_METHODS = ANALYSIS.get("methods", PRUNING["methods"])
+ANALYSIS_CALIBRATIONS = [*ANALYSIS.get("calibrations", CALIB["sets"]), NO_CALIB]
 ANALYSIS_NEURONS = {"top_rate": 0.01, "filter_rate": 0.95, "activation_bar": 0.95, **ANALYSIS.get("neurons", {})}
 ANALYSIS_GROUPED = ANALYSIS.get("one_job_per_model", all(m["gpu"] == 0 for m in MODELS.values()))
 ANALYSIS_DIR = "results/analysis/{model}"
@@ -51,8 +56,9 @@ def analysis_probe_input(wildcards=None):
 
 
 def analysis_variants(model):
-    """Pruned variants (path parts below results/checkpoints/<model>/) of the analysed methods."""
-    return [v for v in checkpoint_variants(model) if v.split("_", 1)[0] in ANALYSIS_METHODS]
+    """Pruned variants (path parts below results/checkpoints/<model>/) of the analysed methods and calibrations."""
+    return [v for v in checkpoint_variants(model)
+            if v.split("_", 1)[0] in ANALYSIS_METHODS and v.split("/")[1] in ANALYSIS_CALIBRATIONS]
 
 
 def analysis_checkpoints(wildcards):

@@ -89,8 +89,9 @@ class _Capture:
     active: list = field(default_factory=list)
 
     def pool(self, hidden):
-        weights = self.valid.to(hidden.dtype).unsqueeze(-1)
-        return (hidden * weights).sum(1).float() / weights.sum(1).clamp_min(1).float()
+        """Mean over pooled tokens, summed in float32 (bf16 sums over hundreds of tokens lose digits)."""
+        weights = self.valid.float().unsqueeze(-1)
+        return (hidden.float() * weights).sum(1) / weights.sum(1).clamp_min(1)
 
 
 def _first(output):
