@@ -1,0 +1,83 @@
+"""The DAG as Snakemake plans it: lint, the paper grid's job count per rule, the toy default's."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SNAKEMAKE = Path(sys.executable).with_name("snakemake")
+
+
+def run_snakemake(*args: str, workdir: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    cmd = [str(SNAKEMAKE), "-s", str(REPO / "Snakefile"), "--directory", str(workdir), "--cores", "2", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+
+
+def job_counts(output: str) -> dict[str, int]:
+    """Rule -> planned jobs, from the 'Job stats' table of a dry run."""
+    table = output.split("Job stats:", 1)[1]
+    counts = {}
+    for line in table.splitlines()[3:]:
+        match = re.fullmatch(r"(\w+)\s+(\d+)", line.strip())
+        if not match:
+            break
+        counts[match.group(1)] = int(match.group(2))
+    return counts
+
+
+def dry_run(tmp_path: Path, configfile: str) -> dict[str, int]:
+    proc = run_snakemake("--dry-run", "--configfile", str(REPO / configfile), workdir=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return job_counts(proc.stdout)
+
+
+# Rule files of this part of the workflow; report.smk and analysis.smk are linted by their own tests.
+LINTED_FILES = ("Snakefile", "common.smk", "data.smk", "prune.smk", "evaluate.smk")
+
+
+def test_lint_reports_nothing_for_the_workflow_rules(tmp_path):
+    proc = run_snakemake("--lint", "--configfile", str(REPO / "config" / "config.yaml"), workdir=tmp_path)
+    output = proc.stdout + proc.stderr
+    assert "Lints for" in output or proc.returncode == 0, output[-3000:]  # lint ran (and parsed the workflow)
+    flagged = re.findall(r"Lints for (?:snakefile (\S+):|rule \w+ \(line \d+, (\S+)\):)", output)
+    ours = [path for pair in flagged for path in pair if path and Path(path).name in LINTED_FILES]
+    assert not ours, output[-3000:]
+
+
+def test_paper_grid_job_count_of_every_rule(tmp_path):
+    counts = dry_run(tmp_path, "config/paper.yaml")
+    models, tokenizers, seeds, structures, methods = 2, 2, 3, 2, 2
+    calib_sets = 7 + 12  # single languages + Table 4 mixes
+    checkpoints = models * methods * structures * calib_sets * seeds
+    benchmarks = 1 + 5  # perplexity + arc, belebele, mmlu, hellaswag, mkqa
+    assert checkpoints == 456
+    assert counts["calibration_shard"] == tokenizers * calib_sets * seeds
+    assert counts["prune"] == checkpoints
+    assert counts["evaluate_pruned"] == checkpoints * benchmarks
+    assert counts["evaluate_dense"] == models * benchmarks
+    assert counts["gather_metrics"] == models
+    for rule in ("report_tables", "report_summary", "report_figures"):
+        assert counts[rule] == models
+    assert counts["all"] == 1
+    # no toy assets on the paper grid
+    assert not {"fetch_udhr", "toy_corpus", "toy_tokenizer", "toy_model", "multiple_choice_items"} & set(counts)
+
+
+def test_toy_default_job_count_of_every_rule(tmp_path):
+    counts = dry_run(tmp_path, "config/config.yaml")
+    seeds, calib_sets = 2, 8  # seven languages + all7
+    calibrated = 2 * calib_sets * seeds  # wanda, sparsegpt
+    checkpoints = calibrated + 1  # + one magnitude reference
+    assert counts["calibration_shard"] == calib_sets * seeds
+    assert counts["prune"] == checkpoints
+    assert counts["evaluate_pruned"] == checkpoints * 2  # perplexity + udhr_mc
+    assert counts["evaluate_dense"] == 2
+    for rule in ("fetch_udhr", "toy_corpus", "toy_tokenizer", "toy_model", "multiple_choice_items", "gather_metrics"):
+        assert counts[rule] == 1
