@@ -137,3 +137,27 @@ def test_mc4_file_names_and_offline_error():
         "multilingual/c4-de-validation.tfrecord-00001-of-*.json.gz"]
     with pytest.raises(LangpruneError, match="allenai/c4.*huggingface-cli download allenai/c4 --repo-type dataset"):
         Mc4Source().documents("sw", "validation", limit=1)
+
+
+def test_mc4_reads_files_from_the_hub_cache_offline(tmp_path, tiny_tokenizer_dir):
+    """A copied HF cache (as `huggingface-cli download` leaves it) is enough; no network is touched."""
+    import gzip
+
+    commit = "0" * 40
+    repo = tmp_path / "datasets--allenai--c4"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(commit)
+    folder = repo / "snapshots" / commit / "multilingual"
+    folder.mkdir(parents=True)
+    rows = [{"text": f"Habari ya dunia {i}. " * (5 + i), "timestamp": "x", "url": f"u{i}"} for i in range(12)]
+    with gzip.open(folder / "c4-sw.tfrecord-00000-of-00512.json.gz", "wt") as f:
+        f.writelines(json.dumps(r) + "\n" for r in rows)
+    source = Mc4Source(cache_dir=str(tmp_path))
+    docs = source.documents("sw", "train", limit=10)
+    assert [d.id for d in docs[:2]] == ["mc4/sw/train/0", "mc4/sw/train/1"] and docs[3].text == rows[3]["text"]
+    assert len(docs) == 10
+    from langprune.data.shards import language_rng, sample_documents
+    from transformers import AutoTokenizer
+
+    sample = sample_documents(docs, AutoTokenizer.from_pretrained(tiny_tokenizer_dir), 3, 12, language_rng(0, "sw"), "sw")
+    assert len(sample.windows) == 3 and all(len(w) == 12 for w in sample.windows)

@@ -99,12 +99,30 @@ def _offline_dataset_error(lang: str, split: str, files: list[str], exc: Excepti
         f"({type(exc).__name__}: {exc})")
 
 
+def cached_files(patterns: list[str], cache_dir: str | None = None) -> list[str] | None:
+    """Local paths of ``patterns`` in the Hugging Face hub cache of allenai/c4, or None if any is missing.
+
+    Files fetched with ``huggingface-cli download`` are read from disk, so a cluster without
+    internet works from a copied HF_HOME.
+    """
+    from huggingface_hub import snapshot_download
+
+    try:
+        root = Path(snapshot_download(MC4_REPO, repo_type="dataset", allow_patterns=patterns, local_files_only=True,
+                                      cache_dir=cache_dir))
+    except Exception:  # noqa: BLE001 - any failure means "not cached"
+        return None
+    found = [sorted(root.glob(pattern)) for pattern in patterns]
+    return [str(paths[0]) for paths in found] if all(found) else None
+
+
 @dataclass(frozen=True)
 class Mc4Source:
-    """``mc4``: streamed from the hub; calibration reads ``train``, evaluation ``validation``."""
+    """``mc4``: calibration reads ``train``, evaluation ``validation``; from the hub cache, else streamed."""
 
     shards: int = 1
     max_documents: int = 100_000
+    cache_dir: str | None = None
 
     @property
     def spec(self) -> str:
@@ -114,13 +132,17 @@ class Mc4Source:
         check_mc4_languages(codes)
 
     def iter_documents(self, lang: str, split: str = "train") -> Iterator[Document]:
-        """Documents of the split in file order, streamed (nothing is downloaded beyond what is read)."""
+        """Documents of the split in file order, streamed (nothing is read beyond what is consumed)."""
         import datasets
 
         self.check_languages([lang])
         files = mc4_data_files(lang, split, self.shards)
+        local = cached_files(files, self.cache_dir)
         try:
-            stream = datasets.load_dataset(MC4_REPO, data_files=files, split="train", streaming=True)
+            if local is not None:
+                stream = datasets.load_dataset("json", data_files=local, split="train", streaming=True)
+            else:
+                stream = datasets.load_dataset(MC4_REPO, data_files=files, split="train", streaming=True)
             for i, row in enumerate(stream):
                 yield Document(f"mc4/{lang}/{split}/{i}", row["text"])
         except (OSError, ValueError, ConnectionError) as exc:
