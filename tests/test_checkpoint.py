@@ -13,10 +13,11 @@ from transformers import AutoModelForCausalLM
 
 from conftest import build_model
 from langprune.checkpoint import (MASKS, VALUES, apply_checkpoint, checkpoint_bytes, export_dense, load_pruned_model,
-                                  pack_mask, read_manifest, read_masks, unpack_mask)
+                                  read_manifest, read_masks)
 from langprune.cli import main
 from langprune.errors import LangpruneError
 from langprune.prune import prune_to_checkpoint
+from langprune.prune.masks import PackedMasks, pack_mask, unpack_mask
 
 
 @pytest.fixture(autouse=True)
@@ -55,6 +56,9 @@ def test_pack_unpack_round_trip():
     packed = pack_mask(keep)
     assert packed.dtype == torch.uint8 and packed.numel() == (13 * 7 + 7) // 8
     assert torch.equal(unpack_mask(packed, (13, 7)), keep)
+    masks = PackedMasks()
+    masks.add("w", keep)
+    assert torch.equal(masks["w"], keep) and masks.kept["w"] == int(keep.sum())
 
 
 @pytest.mark.parametrize("arch,method,structure", [("llama", "sparsegpt", "unstructured"), ("cohere", "wanda", "2:4"),

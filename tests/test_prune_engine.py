@@ -116,8 +116,7 @@ def test_offload_and_batch_size_give_the_same_masks(arch_dirs):
         model = _load(arch_dirs["cohere"])
         runs.append(prune_model(model, METHODS["wanda"], unstructured(0.5), ids, batch_size=batch_size,
                                 offload=offload, progress=False))
-    assert torch.equal(runs[0].masks["model.layers.1.mlp.down_proj.weight"],
-                       runs[1].masks["model.layers.1.mlp.down_proj.weight"])
+    assert all(torch.equal(runs[0].masks[n], runs[1].masks[n]) for n in runs[0].masks)  # bit-identical
     agree = [float((runs[0].masks[n] == runs[2].masks[n]).float().mean()) for n in runs[0].masks]
     assert min(agree) > 0.99  # only fp summation order differs
 

@@ -23,34 +23,13 @@ from typing import Any
 
 from .errors import LangpruneError
 from .io import atomic_path, read_json, sha256_bytes, sha256_file, write_json
+from .prune.masks import PackedMasks, unpack_mask
 
 FORMAT = "langprune-sparse-checkpoint"
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 MASKS = "masks.safetensors"
 VALUES = "values.safetensors"
-
-
-# --- bit packing -------------------------------------------------------------------------
-
-def pack_mask(keep):
-    """Bool tensor -> uint8 tensor of ceil(numel / 8) bytes (1 bit per weight)."""
-    import numpy as np
-    import torch
-
-    return torch.from_numpy(np.packbits(keep.detach().to("cpu").reshape(-1).numpy()))
-
-
-def unpack_mask(packed, shape):
-    """Inverse of :func:`pack_mask` for a weight of ``shape``."""
-    import numpy as np
-    import torch
-
-    count = 1
-    for size in shape:
-        count *= int(size)
-    bits = np.unpackbits(packed.numpy(), count=count).astype(bool)
-    return torch.from_numpy(bits).reshape(tuple(shape))
 
 
 # --- base identity -----------------------------------------------------------------------
@@ -102,18 +81,25 @@ def library_versions() -> dict[str, str]:
 
 # --- writing -----------------------------------------------------------------------------
 
-def write_checkpoint(out: str | os.PathLike, masks: dict, values: dict, manifest: dict[str, Any]) -> Path:
+def kept_values(model, masks: PackedMasks) -> dict:
+    """The surviving entries of each pruned weight, 1-D in mask order, in the model's dtype, on the CPU."""
+    params = dict(model.named_parameters())
+    return {name: params[name].detach()[masks[name].to(params[name].device)].to("cpu") for name in masks}
+
+
+def write_checkpoint(out: str | os.PathLike, masks: PackedMasks, values: dict | None,
+                     manifest: dict[str, Any]) -> Path:
     """Write masks (+ values) and the manifest into ``out`` atomically; returns ``out``."""
     from safetensors.torch import save_file
 
     out = Path(out)
     manifest = dict(manifest)
     manifest["format"], manifest["format_version"] = FORMAT, FORMAT_VERSION
-    manifest["tensors"] = {name: {"shape": list(keep.shape), "kept": int(keep.sum())}
-                           for name, keep in sorted(masks.items())}
+    manifest["tensors"] = {name: {"shape": list(masks.shapes[name]), "kept": masks.kept[name]}
+                           for name in sorted(masks)}
     with atomic_path(out) as tmp:
         tmp.mkdir()
-        save_file({name: pack_mask(keep) for name, keep in masks.items()}, str(tmp / MASKS))
+        save_file(dict(masks.packed), str(tmp / MASKS))
         if values:
             save_file({name: value.contiguous() for name, value in values.items()}, str(tmp / VALUES))
         for path in tmp.iterdir():

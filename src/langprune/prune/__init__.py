@@ -82,7 +82,7 @@ def prune_to_checkpoint(model: str, out: str | os.PathLike, method: str, *, spar
 
     import torch
 
-    from ..checkpoint import base_weights_hash, library_versions, utc_now, write_checkpoint
+    from ..checkpoint import base_weights_hash, kept_values, library_versions, utc_now, write_checkpoint
     from ..models import load_model
     from .engine import prune_model
     from .methods import get_method
@@ -117,6 +117,7 @@ def prune_to_checkpoint(model: str, out: str | os.PathLike, method: str, *, spar
         "layers": [{"index": r.index, "sparsity": r.sparsity, "seconds": r.seconds, "rel_error": r.rel_error,
                     "linears": r.linears, "shared_inputs": r.groups} for r in result.layers],
     }
-    path = write_checkpoint(out, result.masks, result.values, manifest)
+    values = kept_values(loaded, result.masks) if chosen.updates_weights else None
+    path = write_checkpoint(out, result.masks, values, manifest)
     print(summary_table(result.layers))
     return PruneOutcome(path, loaded, result)

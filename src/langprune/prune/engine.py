@@ -20,6 +20,7 @@ from torch import nn
 
 from ..errors import LangpruneError
 from ..models import decoder_layers, layer_linears
+from .masks import PackedMasks
 from .methods import Method
 from .stats import LayerStatsCollector, LinearStats, ReconstructionMeter
 from .structure import Structure
@@ -39,10 +40,9 @@ class LayerReport:
 
 @dataclass
 class PruneResult:
-    """Keep-masks (bool, CPU) per pruned weight, kept values for weight-updating methods, reports."""
+    """Keep-masks per pruned weight (packed; the pruned weights themselves are in the model), reports."""
 
-    masks: dict[str, torch.Tensor]
-    values: dict[str, torch.Tensor]
+    masks: PackedMasks
     layers: list[LayerReport]
     timings: dict[str, float]
 
@@ -143,35 +143,30 @@ def forward_layer_over(layer: nn.Module, inputs: torch.Tensor, kwargs_by_size: d
 
 
 def _mask_and_apply(name: str, linear: nn.Linear, method: Method, stats: LinearStats,
-                    structure: Structure) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Run the method on one linear and write the pruned weight into it."""
+                    structure: Structure) -> torch.Tensor:
+    """Run the method on one linear, write the pruned weight into it, return the keep-mask."""
     keep, new_weight = method.prune(linear.weight.data, stats.for_linear(name), structure)
     if new_weight is None:
         linear.weight.data.masked_fill_(~keep.to(linear.weight.device), 0.0)
     else:
         linear.weight.data.copy_(new_weight)
-    return keep.to("cpu"), None if new_weight is None else new_weight.to("cpu")[keep.to("cpu")]
+    return keep
 
 
 def _prune_linears(linears: dict[str, nn.Linear], stats: dict[str, LinearStats], method: Method,
                    structure: Structure, result: PruneResult) -> None:
     for name, linear in linears.items():
-        keep, kept_values = _mask_and_apply(name, linear, method, stats.get(name, LinearStats(name)), structure)
-        result.masks[f"{name}.weight"] = keep
-        if method.updates_weights:
-            result.values[f"{name}.weight"] = kept_values
+        keep = _mask_and_apply(name, linear, method, stats.get(name, LinearStats(name)), structure)
+        result.masks.add(f"{name}.weight", keep)
 
 
 def _layer_report(index: int, linears: dict[str, nn.Linear], result: PruneResult, errors: dict[str, float] | None,
                   groups: list[list[str]], seconds: float) -> LayerReport:
-    kept = total = 0
-    per_linear: dict[str, dict[str, float | None]] = {}
-    for name in linears:
-        mask = result.masks[f"{name}.weight"]
-        kept += int(mask.sum())
-        total += mask.numel()
-        per_linear[name] = {"sparsity": 1.0 - float(mask.float().mean()),
-                            "rel_error": None if errors is None else errors[name]}
+    masks = result.masks
+    kept = sum(masks.kept[f"{name}.weight"] for name in linears)
+    total = sum(linear.weight.numel() for linear in linears.values())
+    per_linear = {name: {"sparsity": masks.sparsity(f"{name}.weight"),
+                         "rel_error": None if errors is None else errors[name]} for name in linears}
     mean_error = None if errors is None else sum(errors.values()) / len(errors)
     return LayerReport(index, 1.0 - kept / total, seconds, mean_error, per_linear, groups)
 
@@ -193,7 +188,7 @@ def prune_model(model: nn.Module, method: Method, structure: Structure, input_id
         raise LangpruneError("this method needs calibration data: pass --calibration SHARD.safetensors")
     layers_path, layers = decoder_layers(model)
     names = {module: name for name, module in model.named_modules()}
-    result = PruneResult({}, {}, [], {"capture": 0.0, "stats": 0.0, "masks": 0.0, "forward": 0.0, "error": 0.0})
+    result = PruneResult(PackedMasks(), [], {"capture": 0.0, "stats": 0.0, "masks": 0.0, "forward": 0.0, "error": 0.0})
     was_training = model.training
     model.eval()
     with torch.no_grad():

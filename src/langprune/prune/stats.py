@@ -63,7 +63,25 @@ class InputAccumulator:
         return LinearStats(name, self.tokens, sumsq=self.sumsq)
 
 
-class LayerStatsCollector:
+class _Hooks:
+    """Context manager that installs one hook per linear on entry and removes them all on exit."""
+
+    linears: dict[str, nn.Linear]
+
+    def _install(self, name: str, module: nn.Linear):
+        raise NotImplementedError
+
+    def __enter__(self):
+        self._handles = [self._install(name, module) for name, module in self.linears.items()]
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []
+
+
+class LayerStatsCollector(_Hooks):
     """Hooks every given linear; accumulates one statistic per distinct input tensor.
 
     Call :meth:`start_batch` before each forward of the layer. Within one forward the
@@ -79,18 +97,9 @@ class LayerStatsCollector:
         self.accumulators: dict[str, InputAccumulator] = {}
         self.seconds = 0.0
         self._seen: list[tuple[weakref.ref, str]] = []
-        self._handles = []
 
-    def __enter__(self) -> "LayerStatsCollector":
-        for name, module in self.linears.items():
-            self._handles.append(module.register_forward_pre_hook(self._hook_for(name)))
-        return self
-
-    def __exit__(self, *exc) -> None:
-        for handle in self._handles:
-            handle.remove()
-        self._handles.clear()
-        self._seen.clear()
+    def _install(self, name: str, module: nn.Linear):
+        return module.register_forward_pre_hook(self._hook_for(name))
 
     def start_batch(self) -> None:
         self._seen.clear()
@@ -132,7 +141,7 @@ class LayerStatsCollector:
         return {name: finals[owner].for_linear(name) for name, owner in self.group_of.items()}
 
 
-class ReconstructionMeter:
+class ReconstructionMeter(_Hooks):
     """Measures ||W X - W' X||^2 / ||W X||^2 per linear while the pruned layer runs.
 
     Holds the dense weights of the layer's linears (one layer's worth of memory) and
@@ -146,17 +155,9 @@ class ReconstructionMeter:
         self.error = {name: 0.0 for name in linears}
         self.reference = {name: 0.0 for name in linears}
         self.seconds = 0.0
-        self._handles = []
 
-    def __enter__(self) -> "ReconstructionMeter":
-        for name, module in self.linears.items():
-            self._handles.append(module.register_forward_hook(self._hook_for(name)))
-        return self
-
-    def __exit__(self, *exc) -> None:
-        for handle in self._handles:
-            handle.remove()
-        self._handles.clear()
+    def _install(self, name: str, module: nn.Linear):
+        return module.register_forward_hook(self._hook_for(name))
 
     def _hook_for(self, name: str):
         def hook(module: nn.Linear, args: tuple, output: torch.Tensor) -> None:

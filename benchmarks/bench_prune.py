@@ -1,0 +1,221 @@
+"""Pruning benchmarks: wall time, peak memory, and the engine's overhead over plain forward passes.
+
+CPU (default):
+  1. each method on a small random Llama at two calibration sizes, each run in a fresh
+     subprocess so its peak RSS is its own;
+  2. the 4-layer, 512-hidden model with 64 x 256 calibration tokens: time spent in
+     statistics + masks relative to the calibration forward passes themselves;
+  3. CPU memory growth during pruning beyond the stored layer inputs.
+GPU (``--gpu``): a model with Llama-3-8B layer shapes from a config (random weights, no
+download), reporting seconds per layer and peak GPU memory for Wanda and SparseGPT at
+128 x 8192. ``--layers`` and ``--nsamples/--seqlen/--hidden...`` shrink it for a dry run.
+
+    .venv/bin/python benchmarks/bench_prune.py            # CPU tables
+    .venv/bin/python benchmarks/bench_prune.py --gpu      # on a GPU machine
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+METHODS = ("magnitude", "wanda", "sparsegpt")
+SMALL = dict(hidden=512, layers=4, heads=8, kv_heads=2, intermediate=1408, vocab=8192)
+LLAMA3_8B = dict(hidden=4096, layers=32, heads=32, kv_heads=8, intermediate=14336, vocab=128256)
+
+
+def build_random_model(shape: dict, dtype: str = "float32", device: str = "cpu", seed: int = 0):
+    """A Llama with the given shapes and random weights, created directly on ``device``."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    torch.manual_seed(seed)
+    config = AutoConfig.for_model("llama", vocab_size=shape["vocab"], hidden_size=shape["hidden"],
+                                  num_hidden_layers=shape["layers"], num_attention_heads=shape["heads"],
+                                  num_key_value_heads=shape["kv_heads"], intermediate_size=shape["intermediate"],
+                                  max_position_embeddings=8192, rope_theta=500000.0)
+    with torch.device(device):
+        model = AutoModelForCausalLM.from_config(config, dtype=getattr(torch, dtype))
+    return model.eval()
+
+
+def _ids(nsamples: int, seqlen: int, vocab: int, seed: int = 0):
+    import torch
+
+    return torch.randint(0, vocab, (nsamples, seqlen), generator=torch.Generator().manual_seed(seed))
+
+
+def _rss_bytes() -> int:
+    import psutil
+
+    return psutil.Process().memory_info().rss
+
+
+def _peak_rss_bytes() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
+
+
+def child_run(method: str, nsamples: int, seqlen: int, batch_size: int) -> dict:
+    """One pruning run in this (fresh) process: wall seconds, peak RSS, memory growth, engine timings."""
+    import torch
+
+    from langprune.prune.engine import prune_model
+    from langprune.prune.methods import get_method
+    from langprune.prune.structure import unstructured
+
+    model = build_random_model(SMALL)
+    ids = _ids(nsamples, seqlen, SMALL["vocab"])
+    rss_before = _rss_bytes()
+    started = time.perf_counter()
+    result = prune_model(model, get_method(method), unstructured(0.5), ids, batch_size=batch_size, progress=False)
+    wall = time.perf_counter() - started
+    stored_inputs = nsamples * seqlen * SMALL["hidden"] * 4
+    batch_inputs = batch_size * seqlen * SMALL["hidden"] * 4
+    growth = _peak_rss_bytes() - rss_before
+    return {"method": method, "nsamples": nsamples, "seqlen": seqlen, "batch_size": batch_size, "wall_s": wall,
+            "peak_rss_mib": _peak_rss_bytes() / 2**20, "growth_mib": growth / 2**20,
+            "stored_inputs_mib": stored_inputs / 2**20, "batch_inputs_mib": batch_inputs / 2**20,
+            "threads": torch.get_num_threads(), "timings": result.timings}
+
+
+def _in_subprocess(method: str, nsamples: int, seqlen: int, batch_size: int, threads: int) -> dict:
+    cmd = [sys.executable, __file__, "--threads", str(threads), "--child", method, str(nsamples), str(seqlen),
+           str(batch_size)]
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def plain_forward_seconds(nsamples: int, seqlen: int, batch_size: int) -> float:
+    """The engine's forward passes without statistics or masks: capture, then two passes per layer."""
+    import torch
+
+    from langprune.models import decoder_layers
+    from langprune.prune.engine import capture_layer_inputs, forward_layer_over
+
+    model = build_random_model(SMALL)
+    ids = _ids(nsamples, seqlen, SMALL["vocab"])
+    device = torch.device("cpu")
+    started = time.perf_counter()
+    with torch.no_grad():
+        inputs, kwargs = capture_layer_inputs(model, ids, batch_size, device)
+        for layer in decoder_layers(model)[1]:
+            forward_layer_over(layer, inputs, kwargs, batch_size, device, write_back=False)
+            forward_layer_over(layer, inputs, kwargs, batch_size, device, write_back=True)
+    return time.perf_counter() - started
+
+
+def overhead_check(nsamples: int = 64, seqlen: int = 256, batch_size: int = 8) -> list[dict]:
+    """Statistics + masks time relative to the calibration forward passes (target: <= 25%)."""
+    import torch
+
+    from langprune.prune.engine import prune_model
+    from langprune.prune.methods import get_method
+    from langprune.prune.structure import unstructured
+
+    plain = plain_forward_seconds(nsamples, seqlen, batch_size)
+    rows = []
+    for method in ("wanda", "sparsegpt"):
+        model = build_random_model(SMALL)
+        ids = _ids(nsamples, seqlen, SMALL["vocab"])
+        started = time.perf_counter()
+        result = prune_model(model, get_method(method), unstructured(0.5), ids, batch_size=batch_size,
+                             measure_error=False, progress=False)
+        wall = time.perf_counter() - started
+        t = result.timings
+        rows.append({"method": method, "plain_forward_s": plain, "engine_wall_s": wall,
+                     "wall_overhead": wall / plain - 1, "stats_s": t["stats"], "masks_s": t["masks"],
+                     "forward_s": t["forward"] + t["capture"],
+                     "stats_masks_overhead": (t["stats"] + t["masks"]) / (t["forward"] + t["capture"]),
+                     "threads": torch.get_num_threads()})
+    return rows
+
+
+def gpu_run(method: str, shape: dict, nsamples: int, seqlen: int, batch_size: int, device: str,
+            offload: bool) -> dict:
+    """Prune the 8B-shaped model on ``device``; seconds per layer and peak device memory."""
+    import torch
+
+    from langprune.prune.engine import prune_model
+    from langprune.prune.methods import get_method
+    from langprune.prune.structure import unstructured
+
+    model = build_random_model(shape, dtype="bfloat16", device="cpu" if offload else device)
+    ids = _ids(nsamples, seqlen, shape["vocab"])
+    if device.startswith("cuda"):
+        torch.cuda.reset_peak_memory_stats()
+    started = time.perf_counter()
+    result = prune_model(model, get_method(method), unstructured(0.5), ids, batch_size=batch_size, device=device,
+                         offload=offload, progress=False)
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    wall = time.perf_counter() - started
+    per_layer = [layer.seconds for layer in result.layers]
+    peak = torch.cuda.max_memory_allocated() / 2**30 if device.startswith("cuda") else _peak_rss_bytes() / 2**30
+    return {"method": method, "device": torch.cuda.get_device_name() if device.startswith("cuda") else "cpu",
+            "layers": shape["layers"], "nsamples": nsamples, "seqlen": seqlen, "batch_size": batch_size,
+            "offload": offload, "wall_s": wall, "capture_s": result.timings["capture"],
+            "s_per_layer": sum(per_layer) / len(per_layer),
+            "projected_32_layers_min": (result.timings["capture"] + 32 * sum(per_layer) / len(per_layer)) / 60,
+            "peak_device_gib": peak, "mean_rel_error": sum(l.rel_error for l in result.layers) / len(per_layer)}
+
+
+def _table(rows: list[dict], columns: list[str]) -> str:
+    from tabulate import tabulate
+
+    return tabulate([[row[c] for c in columns] for row in rows], headers=columns, floatfmt=".3g")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
+    parser.add_argument("--gpu", action="store_true", help="Llama-3-8B shapes on a GPU")
+    parser.add_argument("--device", default="cuda")
+    parser.add_argument("--layers", type=int, default=LLAMA3_8B["layers"], help="decoder layers to build (--gpu)")
+    parser.add_argument("--nsamples", type=int, default=128)
+    parser.add_argument("--seqlen", type=int, default=8192)
+    parser.add_argument("--batch-size", type=int, default=1)
+    parser.add_argument("--offload", action="store_true")
+    parser.add_argument("--shape", default=None, help="JSON overriding 8B shapes, for a CPU dry run of --gpu")
+    parser.add_argument("--sizes", default="16x128,64x256", help="CPU calibration sizes NxS,NxS")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch CPU threads (1 keeps timings stable on a shared machine; 0 = torch default)")
+    args = parser.parse_args(argv)
+    if args.threads > 0:
+        import torch
+
+        torch.set_num_threads(args.threads)
+
+    if args.child:
+        method, nsamples, seqlen, batch_size = args.child[0], *map(int, args.child[1:])
+        print(json.dumps(child_run(method, nsamples, seqlen, batch_size)))
+        return 0
+    print(f"# bench_prune {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
+    if args.gpu:
+        shape = {**LLAMA3_8B, "layers": args.layers, **json.loads(args.shape or "{}")}
+        rows = [gpu_run(m, shape, args.nsamples, args.seqlen, args.batch_size, args.device, args.offload)
+                for m in ("wanda", "sparsegpt")]
+        print(_table(rows, ["method", "device", "layers", "nsamples", "seqlen", "batch_size", "offload", "capture_s",
+                            "s_per_layer", "projected_32_layers_min", "peak_device_gib", "mean_rel_error"]))
+        return 0
+
+    sizes = [tuple(map(int, size.split("x"))) for size in args.sizes.split(",")]
+    runs = [_in_subprocess(m, n, s, 8, args.threads) for n, s in sizes for m in METHODS]
+    print("\n## Wall time and peak RSS (4 layers, hidden 512, fp32, batch 8, each run in a fresh process)")
+    print(_table(runs, ["method", "nsamples", "seqlen", "wall_s", "peak_rss_mib", "threads"]))
+    print("\n## CPU memory growth during pruning (peak RSS minus RSS before pruning)")
+    print(_table(runs, ["method", "nsamples", "seqlen", "growth_mib", "stored_inputs_mib", "batch_inputs_mib"]))
+    print("\n## Statistics + masks overhead vs the calibration forward passes (64 x 256, batch 8)")
+    print(_table(overhead_check(), ["method", "plain_forward_s", "engine_wall_s", "wall_overhead", "forward_s",
+                                    "stats_s", "masks_s", "stats_masks_overhead"]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,50 @@
+"""Keep-masks stored at one bit per weight, in memory as on disk.
+
+A bool mask costs a byte per weight (7 GB for an 8B model); packed it costs 1/8 of
+that, which is what lets the engine hold every layer's mask until the checkpoint is
+written. Bits are packed big-endian per byte over the row-major flattened weight.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+
+import numpy as np
+import torch
+
+
+def pack_mask(keep: torch.Tensor) -> torch.Tensor:
+    """Bool tensor -> uint8 tensor of ceil(numel / 8) bytes."""
+    return torch.from_numpy(np.packbits(keep.detach().to("cpu").reshape(-1).numpy()))
+
+
+def unpack_mask(packed: torch.Tensor, shape) -> torch.Tensor:
+    """Inverse of :func:`pack_mask` for a weight of ``shape``."""
+    count = int(np.prod(shape, dtype=np.int64))
+    return torch.from_numpy(np.unpackbits(packed.numpy(), count=count).astype(bool)).reshape(tuple(shape))
+
+
+class PackedMasks(Mapping):
+    """Parameter name -> bool keep-mask (True = kept), stored packed; unpacked on access."""
+
+    def __init__(self) -> None:
+        self.packed: dict[str, torch.Tensor] = {}
+        self.shapes: dict[str, tuple[int, ...]] = {}
+        self.kept: dict[str, int] = {}
+
+    def add(self, name: str, keep: torch.Tensor) -> None:
+        self.packed[name] = pack_mask(keep)
+        self.shapes[name] = tuple(keep.shape)
+        self.kept[name] = int(keep.sum())
+
+    def sparsity(self, name: str) -> float:
+        return 1.0 - self.kept[name] / int(np.prod(self.shapes[name], dtype=np.int64))
+
+    def __getitem__(self, name: str) -> torch.Tensor:
+        return unpack_mask(self.packed[name], self.shapes[name])
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.packed)
+
+    def __len__(self) -> int:
+        return len(self.packed)
