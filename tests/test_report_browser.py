@@ -49,13 +49,13 @@ def chromium() -> str:
     return shutil.which("chromium")
 
 
-def snakemake(workdir: Path, *args: str) -> subprocess.CompletedProcess:
+def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
     """Run the venv's snakemake with the venv's `langprune` first on PATH."""
     bin_dir = Path(sys.executable).parent
     env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}", "HF_HUB_OFFLINE": "1"}
     done = subprocess.run([str(bin_dir / "snakemake"), *args], cwd=workdir, env=env, capture_output=True,
                           text=True, timeout=300)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert done.returncode == 0 or not check, done.stdout[-3000:] + done.stderr[-3000:]
     return done
 
 
@@ -67,7 +67,7 @@ def workflow_dir(tmp_path_factory) -> Path:
     metrics.parent.mkdir(parents=True)
     write_tidy_metrics(metrics, MODEL)
     (workdir / "Snakefile").write_text(f'include: "{REPORT_RULES}"\n\n'
-                                       f'rule all:\n    input:\n        expand(REPORT_TARGETS, model=["{MODEL}"]),\n')
+                                       f'rule all:\n    input:\n        report_targets(["{MODEL}"]),\n')
     snakemake(workdir, "--cores", "2")
     snakemake(workdir, "--report", "report.html")
     return workdir
