@@ -1,9 +1,10 @@
 """MKQA (closed-book QA) scoring: answer normalisation and token F1, as in the MKQA paper.
 
 Normalisation: NFKC + lowercase, punctuation removed, articles of the answer language
-removed, whitespace collapsed; CJK characters (Chinese, Japanese, Korean) are each a
-token because those languages write without spaces. F1 is the best over all gold answers
-(and their aliases). An empty gold ("no answer") scores 1 only against an empty
+removed, whitespace collapsed; Chinese and Japanese characters are each a token because
+those languages write without spaces (Korean keeps its space-separated words; Thai and
+Khmer, not in the paper, are not segmented). F1 is the best over all gold answers (and
+their aliases). An empty gold ("no answer") scores 1 only against an empty
 prediction, and an empty prediction scores 0 against any non-empty gold.
 """
 
@@ -26,7 +27,7 @@ ARTICLES = {
     "da": ["en", "et"],
     "no": ["en", "et", "ei"],
 }
-CJK = r"\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff"
+CJK = r"\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"  # kana and Han; Korean keeps its spaces
 TOKEN = re.compile(rf"[{CJK}]|[^\s{CJK}]+")
 
 
