@@ -127,11 +127,45 @@ start_daemons() {
     slurmd -f "$conf" -N "$NODE"
 }
 
+port_in_use() {
+    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
+}
+
+refuse_second_cluster() {
+    # Two test clusters would share ports, the munge socket and /run/slurm/conf.
+    local port
+    for port in 16817 16818; do
+        if port_in_use "$port"; then
+            echo "port $port is taken: another SLURM (maybe a test cluster, see" \
+                 "$(readlink /run/slurm/conf 2>/dev/null || echo 'no /run/slurm/conf')) is running;" \
+                 "stop it with tests/slurm/stop_slurm.sh STATE_DIR" >&2
+            exit 1
+        fi
+    done
+}
+
+check_alive() {
+    # Daemons fork before they fail (bad config, taken port): check each PID.
+    local daemon pidfile
+    for daemon in munged slurmctld slurmd; do
+        pidfile="$STATE_DIR/$daemon.pid"
+        for _ in $(seq 1 20); do
+            [ -s "$pidfile" ] && break
+            sleep 0.25
+        done
+        if ! { [ -s "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null; }; then
+            echo "$daemon did not stay up; see $STATE_DIR/log/$daemon.log" >&2
+            return 1
+        fi
+    done
+}
+
 wait_until_idle() {
     # The node reports in after slurmd registers; 60 s is plenty on a laptop.
     local state
     for _ in $(seq 1 120); do
-        state=$(sinfo --noheader --nodes="$NODE" --format=%T 2>/dev/null || true)
+        state=$(SLURM_CONF="$STATE_DIR/etc/slurm.conf" \
+            sinfo --noheader --nodes="$NODE" --format=%T 2>/dev/null || true)
         if [ "$state" = "idle" ]; then
             return 0
         fi
@@ -147,17 +181,15 @@ main() {
         echo "run as root: the SLURM daemons and apt-get need it" >&2
         exit 1
     fi
-    if [ -s "$STATE_DIR/slurmctld.pid" ] && kill -0 "$(cat "$STATE_DIR/slurmctld.pid")" 2>/dev/null; then
-        echo "SLURM already running from $STATE_DIR; stop it with tests/slurm/stop_slurm.sh" >&2
-        exit 1
-    fi
     install_packages
+    refuse_second_cluster
     mkdir -p "$STATE_DIR"
     write_munge_key
     make_gpu_device
     write_slurm_conf
     link_default_config
     start_daemons
+    check_alive
     wait_until_idle
     echo "SLURM is up (config: /run/slurm/conf -> $STATE_DIR/etc); try: sinfo"
 }

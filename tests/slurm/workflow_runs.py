@@ -1,0 +1,182 @@
+"""Helpers shared by the SLURM and rerun tests: a reduced copy of the embedded
+default in a scratch working directory, runs of the real Snakefile on it, and
+readers for what Snakemake did or plans to do.
+
+The working directory holds only `config/config.yaml` (the reduced default,
+read by the Snakefile's `configfile:`), the UDHR archive cache and, after a
+run, `results/`, `logs/` and `.snakemake/`; the workflow code is the
+repository's own, passed with `--snakefile`.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+SNAKEFILE = REPO / "Snakefile"
+SNAKEMAKE = [sys.executable, "-m", "snakemake"]
+
+
+def reduced_default() -> dict:
+    """The embedded default cut to two languages calibrated one at a time (the
+    mask-overlap analysis needs two checkpoints), one seed, Wanda only,
+    perplexity only and a few training steps: every stage of the real DAG
+    (toy data, shards, pruning, dense and pruned evaluation, tables, analysis,
+    report) in about twenty small jobs."""
+    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    config["languages"] = ["de", "en"]
+    config["toy"]["languages"] = ["de", "en", "es"]  # es: text for a language added later
+    config["toy"]["threads"] = 1
+    config["toy"]["model"].update(steps=20, batch_size=4, seqlen=32)
+    config["calibration"].update(nsamples=4, seqlen=32, seeds=[0], sets={"de": ["de"], "en": ["en"]})
+    config["pruning"]["methods"] = ["wanda"]
+    config["evaluation"]["perplexity"].update(seqlen=32, max_tokens=512)
+    config["evaluation"].pop("multiple_choice", None)
+    config["evaluation"]["tasks"] = {}
+    return config
+
+
+def with_changes(config: dict, **changes) -> dict:
+    """A deep copy of ``config`` with dotted keys replaced, e.g.
+    ``with_changes(c, **{"calibration.seeds": [0, 1]})``."""
+    changed = copy.deepcopy(config)
+    for dotted, value in changes.items():
+        *parents, leaf = dotted.split(".")
+        node = changed
+        for key in parents:
+            node = node[key]
+        node[leaf] = value
+    return changed
+
+
+def make_workdir(workdir: Path, config: dict) -> Path:
+    """A working directory whose default config is ``config``; the UDHR archive
+    is copied from the repository's cache when there is one, so no download."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    write_config(workdir, config)
+    archive = config.get("toy", {}).get("archive")
+    if archive and (REPO / archive).exists() and not (workdir / archive).exists():
+        (workdir / archive).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(REPO / archive, workdir / archive)
+    return workdir
+
+
+def write_config(workdir: Path, config: dict) -> None:
+    """Replace the working directory's default config (the Snakefile reads it)."""
+    (workdir / "config").mkdir(exist_ok=True)
+    (workdir / "config" / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+
+
+def snakemake_env(extra: dict | None = None) -> dict:
+    """The environment every run gets: offline hub, quiet tokenizers, the venv
+    first on PATH so rules find `langprune`."""
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    env.update(extra or {})
+    return env
+
+
+def snakemake(workdir: Path, *args: str, env: dict | None = None, timeout: int = 600,
+              check: bool = True) -> subprocess.CompletedProcess:
+    """Run the repository's Snakefile in ``workdir``; on failure the error
+    carries Snakemake's output so a test failure says what went wrong."""
+    command = [*SNAKEMAKE, "--snakefile", str(SNAKEFILE), "--directory", str(workdir), *args]
+    result = subprocess.run(command, cwd=workdir, env=snakemake_env(env), capture_output=True,
+                            text=True, timeout=timeout)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{' '.join(command)} failed ({result.returncode}):\n"
+                             f"{result.stdout[-6000:]}\n{result.stderr[-6000:]}")
+    return result
+
+
+def run_locally(workdir: Path, *args: str, cores: int = 2, **kwargs) -> subprocess.CompletedProcess:
+    """A plain local run, the way `make demo` runs the workflow."""
+    return snakemake(workdir, "--cores", str(cores), *args, **kwargs)
+
+
+_JOB_HEADER = re.compile(r"^(?:local)?rule (\w+):$")
+_JOB_OUTPUT = re.compile(r"^\s+output: (.+)$")
+
+
+def planned_jobs(workdir: Path, *args: str, **kwargs) -> set[tuple[str, str]]:
+    """The jobs a dry run would execute, as (rule, first output) pairs, parsed
+    from Snakemake's job listing (`rule NAME:` then `    output: PATH, ...`).
+    The target rule `all` has no output and is reported as (all, "")."""
+    result = snakemake(workdir, "--dry-run", "--cores", "1", *args, **kwargs)
+    jobs, rule = set(), None
+    for line in result.stdout.splitlines() + [""]:
+        header = _JOB_HEADER.match(line)
+        if header:
+            if rule is not None:
+                jobs.add((rule, ""))
+            rule = header.group(1)
+            continue
+        output = _JOB_OUTPUT.match(line)
+        if rule is not None and output:
+            jobs.add((rule, output.group(1).split(", ")[0]))
+            rule = None
+        elif rule is not None and not line.startswith(" "):
+            jobs.add((rule, ""))
+            rule = None
+    return jobs
+
+
+def rules_of(jobs: set[tuple[str, str]]) -> dict[str, int]:
+    """How many planned jobs each rule has."""
+    counts: dict[str, int] = {}
+    for rule, _ in jobs:
+        counts[rule] = counts.get(rule, 0) + 1
+    return counts
+
+
+def output_mtimes(root: Path) -> dict[str, int]:
+    """Modification time (ns) of every file under ``root``/results, to prove
+    that a run rewrote nothing it had already made."""
+    results = root / "results"
+    return {str(path.relative_to(root)): path.stat().st_mtime_ns
+            for path in results.rglob("*") if path.is_file()}
+
+
+# Rules that compute one artifact per grid point (or per model); a rerun must
+# never redo one whose output exists. Every other rule aggregates over the grid
+# (metrics table, report tables and figures, cross-checkpoint analyses) and
+# reruns whenever the grid grows.
+PER_POINT_RULES = frozenset({
+    "toy_corpus", "toy_tokenizer", "toy_model", "multiple_choice_items", "calibration_shard",
+    "prune", "evaluate_dense", "evaluate_pruned", "analysis_hidden_dense", "analysis_hidden_pruned",
+})
+
+
+def is_aggregate(rule: str) -> bool:
+    return rule not in PER_POINT_RULES
+
+
+_REFERENCE_RUNS: dict[Path, Path] = {}
+
+
+def reference_run(scratch: Path) -> Path:
+    """One completed local run of the reduced default per test session, with
+    cacheable outputs stored in ``scratch``/cache (the between-workflow cache).
+    Callers copy it (``copy_run``) before changing anything."""
+    if scratch not in _REFERENCE_RUNS:
+        workdir = make_workdir(scratch / "reference", reduced_default())
+        cache = scratch / "cache"
+        cache.mkdir(exist_ok=True)
+        run_locally(workdir, "--cache", env={"SNAKEMAKE_OUTPUT_CACHE": str(cache)})
+        _REFERENCE_RUNS[scratch] = workdir
+    return _REFERENCE_RUNS[scratch]
+
+
+def copy_run(source: Path, target: Path) -> Path:
+    """A copy of a completed working directory, timestamps and Snakemake's
+    metadata included, that a test may change freely."""
+    shutil.copytree(source, target, symlinks=True)
+    return target
