@@ -15,6 +15,7 @@ from langprune.evaluate.mkqa import best_f1, mkqa_docs, normalize_answer, token_
     ("El Niño", "es", ["niño"]),
     ("柏林市", "zh_cn", ["柏", "林", "市"]),
     ("Berlin（柏林）", "zh_cn", ["berlin", "柏", "林"]),
+    ("서울 특별시", "ko", ["서울", "특별시"]),
     ("...", "en", []),
     ("", "en", []),
 ])
