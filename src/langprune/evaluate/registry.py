@@ -1,6 +1,6 @@
 """The benchmark registry: which lm-eval task measures (benchmark, language), kept as data.
 
-``registry.csv`` holds one row per pair; a benchmark or language is added by adding a
+``tasks/registry.csv`` holds one row per pair; a benchmark or language is added by adding a
 row. Rows with no task are pairs that do not exist (SW for ARC, ...): they are still
 returned so that results report them as not available instead of dropping them.
 """
@@ -13,8 +13,8 @@ from pathlib import Path
 
 from ..errors import LangpruneError
 
-REGISTRY_FILE = Path(__file__).with_name("registry.csv")
 TASKS_DIR = Path(__file__).with_name("tasks")
+REGISTRY_FILE = TASKS_DIR / "registry.csv"  # beside the task YAMLs, so it ships as package data with them
 
 
 @dataclass(frozen=True)
