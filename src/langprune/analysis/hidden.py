@@ -83,7 +83,7 @@ def decoder_parts(model) -> tuple[list[Any], Any]:
 class _Capture:
     """Hook state for one batch: which tokens count, and what the hooks saw."""
 
-    valid: Any = None  # [batch, seq] float mask of pooled tokens
+    valid: Any = None  # [batch, seq] 0/1 mask of pooled tokens
     layer_means: list = field(default_factory=list)
     final_mean: Any = None
     active: list = field(default_factory=list)
@@ -93,34 +93,43 @@ class _Capture:
         weights = self.valid.float().unsqueeze(-1)
         return (hidden.float() * weights).sum(1) / weights.sum(1).clamp_min(1)
 
+    def layer_hook(self, index: int):
+        def hook(_module, _inputs, output):
+            self.layer_means[index] = self.pool(_first(output))
+        return hook
+
+    def final_hook(self, _module, _inputs, output):
+        self.final_mean = self.pool(_first(output))
+
+    def gate_hook(self, index: int):
+        """Count, per neuron, the pooled tokens on which the gate pre-activation is positive.
+
+        act(x) > 0 exactly when x > 0 for SiLU, GELU and ReLU, so the gate projection's sign is
+        the "activated" test of Tang et al. (2024) without relying on how the activation module
+        is shared between layers.
+        """
+        import torch
+
+        def hook(_module, _inputs, output):
+            fired = (output > 0) & self.valid.bool().unsqueeze(-1)
+            self.active[index] = fired.sum((0, 1)).to("cpu", torch.int64)
+        return hook
+
 
 def _first(output):
     return output[0] if isinstance(output, (tuple, list)) else output
 
 
 def _install_hooks(model, capture: _Capture, activations: bool) -> list[Any]:
-    """Hooks that pool each layer's output and count positive MLP gate pre-activations.
-
-    act(x) > 0 exactly when x > 0 for SiLU, GELU and ReLU, so the gate projection's output
-    sign is the neuron's "activated" test of Tang et al. (2024) without relying on how the
-    activation module is shared.
-    """
-    import torch
-
+    """Hooks that pool each layer's output and the final norm's, and (optionally) count MLP activations."""
     layers, norm = decoder_parts(model)
-    handles = []
-    for index, layer in enumerate(layers):
-        handles.append(layer.register_forward_hook(
-            lambda _m, _i, out, index=index: capture.layer_means.__setitem__(index, capture.pool(_first(out)))))
-        if activations:
-            gate = getattr(getattr(layer, "mlp", None), "gate_proj", None)
-            if gate is None:
-                raise LangpruneError(f"layer {index} has no mlp.gate_proj; neuron analysis needs a gated MLP")
-            handles.append(gate.register_forward_hook(
-                lambda _m, _i, out, index=index: capture.active.__setitem__(
-                    index, ((out > 0) & capture.valid.bool().unsqueeze(-1)).sum((0, 1)).to("cpu", torch.int64))))
-    handles.append(norm.register_forward_hook(
-        lambda _m, _i, out: setattr(capture, "final_mean", capture.pool(_first(out)))))
+    gates = [getattr(getattr(layer, "mlp", None), "gate_proj", None) for layer in layers]
+    if activations and any(gate is None for gate in gates):
+        raise LangpruneError("a decoder layer has no mlp.gate_proj; the neuron analysis needs a gated MLP")
+    handles = [layer.register_forward_hook(capture.layer_hook(i)) for i, layer in enumerate(layers)]
+    handles.append(norm.register_forward_hook(capture.final_hook))
+    if activations:
+        handles += [gate.register_forward_hook(capture.gate_hook(i)) for i, gate in enumerate(gates)]
     return handles
 
 

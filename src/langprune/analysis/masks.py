@@ -93,14 +93,14 @@ class PrunedMasks:
 
 
 def overlap_counts(masks_by_checkpoint: list[dict[str, object]]) -> Iterator[tuple[int, str, object, object]]:
-    """Per (layer, linear type): pruned counts [N] and intersections [N, N], summed over linears of that kind."""
+    """Per pruned linear: (layer, linear type, pruned counts [N], pairwise intersections [N, N])."""
+    import torch
+
     names = sorted(masks_by_checkpoint[0], key=lambda n: (layer_index(n), n))
     for other in masks_by_checkpoint[1:]:
         if set(other) != set(names):
             raise LangpruneError("checkpoints of one pruning variant prune different linears; "
                                  "they cannot be compared weight by weight")
-    import torch
-
     for name in names:
         stacked = torch.stack([masks[name].bool() for masks in masks_by_checkpoint])
         counts, inter = pair_counts(stacked)
@@ -111,11 +111,11 @@ def overlap_table(labels: list[dict], masks_by_checkpoint: list[dict[str, object
     """Tidy rows per checkpoint pair x (layer, linear type): intersection, union, iou, pair kind."""
     import pandas as pd
 
-    totals: dict[tuple[int, str], list] = {}
+    totals: dict[tuple[int, str], tuple] = {}  # linears of one kind in one layer are pooled
     for layer, kind, counts, inter in overlap_counts(masks_by_checkpoint):
-        acc = totals.setdefault((layer, kind), [counts * 0, inter * 0])
-        acc[0] += counts
-        acc[1] += inter
+        if (layer, kind) in totals:
+            counts, inter = counts + totals[layer, kind][0], inter + totals[layer, kind][1]
+        totals[layer, kind] = (counts, inter)
     rows = []
     for (layer, kind), (counts, inter) in sorted(totals.items()):
         for i in range(len(labels)):
