@@ -122,12 +122,14 @@ def test_cli_runs_and_reports_user_errors(setup, tmp_path, capsys):
                    **{**setup["common"], "max_length": 32})
 
 
-def test_hooked_states_match_the_model_outputs_and_ignore_padding(tiny_llama_dir):
+@pytest.mark.parametrize("arch", ["llama", "cohere"])  # the paper's two model families
+def test_hooked_states_match_the_model_outputs_and_ignore_padding(arch, request):
     from langprune.analysis.hidden import collect_states
     from langprune.checkpoint import load_pruned_model
     from langprune.models import load_tokenizer
 
-    model, tokenizer = load_pruned_model(str(tiny_llama_dir)), load_tokenizer(str(tiny_llama_dir))
+    model_dir = str(request.getfixturevalue(f"tiny_{arch}_dir"))
+    model, tokenizer = load_pruned_model(model_dir), load_tokenizer(model_dir)
     passages = [SAMPLE_TEXT["en"], SAMPLE_TEXT["de"][:30], SAMPLE_TEXT["sw"] * 2]
     batched = collect_states(model, tokenizer, passages, batch_size=3, activations=True)
     single = collect_states(model, tokenizer, passages, batch_size=1, activations=True)
