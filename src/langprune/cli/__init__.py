@@ -38,7 +38,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         result = args.func(args)
     except LangpruneError as exc:
-        print(f"langprune {args.command}: error: {exc}", file=sys.stderr)
+        # One line, whatever the wrapped library put in its message.
+        print(f"langprune {args.command}: error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 2
     return int(result or 0)
 
