@@ -141,3 +141,17 @@ def test_hooked_states_match_the_model_outputs_and_ignore_padding(arch, request)
     expected = torch.stack([h[0].float().mean(0) for h in hidden[1:]])  # tiny tokenizer adds no BOS
     assert torch.allclose(single["layers"][:-1, 0], expected[:-1], atol=1e-5)
     assert torch.allclose(single["final"][0], expected[-1], atol=1e-5)
+
+
+def test_dense_model_against_its_own_reference_has_no_drift(setup, tiny_llama_dir):
+    from langprune.analysis.hidden import probe_tensors, read_probe
+    from langprune.checkpoint import load_pruned_model
+    from langprune.models import load_tokenizer
+
+    reference, _ = read_states(setup["dense"])
+    texts = read_probe(setup["common"]["probe"], LANGS)
+    tensors = probe_tensors(load_pruned_model(str(tiny_llama_dir)), load_tokenizer(str(tiny_llama_dir)), texts,
+                            reference, max_length=64, batch_size=4)  # all languages share batches here
+    for lang in LANGS:
+        assert torch.allclose(tensors[f"final.{lang}"], reference[f"final.{lang}"], atol=1e-5)
+        assert float(tensors[f"drift.{lang}"].max()) < 1e-4

@@ -304,19 +304,29 @@ def _labels(model: str, checkpoint: str | None, tags: dict[str, str] | None) -> 
 
 def probe_tensors(net, tokenizer, texts: dict[str, list[str]], reference: dict | None, *, max_length: int,
                   batch_size: int) -> dict[str, Any]:
-    """Tensors to store for one model: full reference states (dense) or final embedding + drift (pruned)."""
+    """Tensors to store for one model: full reference states (dense) or final embedding + drift (pruned).
+
+    The dense pass runs language by language (activation counts are per language); a pruned
+    pass batches all languages together, since pooled states do not depend on batch company.
+    """
     from .drift import layer_distance
 
     tensors: dict[str, Any] = {}
-    for lang, passages in texts.items():
-        states = collect_states(net, tokenizer, passages, max_length=max_length, batch_size=batch_size,
-                                activations=reference is None)
-        tensors[f"final.{lang}"] = states["final"]
-        if reference is None:
-            for kind in ("layers", "active", "tokens"):
+    if reference is None:
+        for lang, passages in texts.items():
+            states = collect_states(net, tokenizer, passages, max_length=max_length, batch_size=batch_size,
+                                    activations=True)
+            for kind in ("final", "layers", "active", "tokens"):
                 tensors[f"{kind}.{lang}"] = states[kind]
-        else:
-            dense_layers = reference[f"layers.{lang}"]
-            tensors[f"drift.{lang}"] = layer_distance(states["layers"], dense_layers)
-            tensors[f"dense_norm.{lang}"] = dense_layers.norm(dim=-1).mean(-1)
+        return tensors
+    states = collect_states(net, tokenizer, [p for passages in texts.values() for p in passages],
+                            max_length=max_length, batch_size=batch_size)
+    start = 0
+    for lang, passages in texts.items():
+        span = slice(start, start + len(passages))
+        start += len(passages)
+        dense_layers = reference[f"layers.{lang}"]
+        tensors[f"final.{lang}"] = states["final"][span].contiguous()
+        tensors[f"drift.{lang}"] = layer_distance(states["layers"][:, span], dense_layers)
+        tensors[f"dense_norm.{lang}"] = dense_layers.norm(dim=-1).mean(-1)
     return tensors
