@@ -69,7 +69,7 @@ def summary_table(layers: list) -> str:
 
     rows = [[layer.index, f"{layer.sparsity:.4f}", "-" if layer.rel_error is None else f"{layer.rel_error:.4g}",
              f"{layer.seconds:.2f}"] for layer in layers]
-    return tabulate(rows, headers=["layer", "sparsity", "rel. error ||WX-W'X||²/||WX||²", "seconds"])
+    return tabulate(rows, headers=["layer", "sparsity", "rel. error ||WX-W'X||²/||WX||² (mean of linears)", "seconds"])
 
 
 def prune_to_checkpoint(model: str, out: str | os.PathLike, method: str, *, sparsity: float | None = None,

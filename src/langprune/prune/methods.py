@@ -132,7 +132,7 @@ def sparsegpt(weight: torch.Tensor, stats: LinearStats, structure: Structure) ->
             column = w_block[:, i]
             quantised = column * keep_block[:, i]
             err = (column - quantised) / h_block[i, i]
-            w_block[:, i:] -= err.unsqueeze(1) * h_block[i, i:].unsqueeze(0)
+            w_block[:, i:].addr_(err, h_block[i, i:], alpha=-1.0)
             w_block[:, i] = quantised
             err_block[:, i] = err
         w[:, start:end] = w_block

@@ -144,13 +144,15 @@ class LayerStatsCollector(_Hooks):
 class ReconstructionMeter(_Hooks):
     """Measures ||W X - W' X||^2 / ||W X||^2 per linear while the pruned layer runs.
 
-    Holds the dense weights of the layer's linears (one layer's worth of memory) and
-    uses one extra matmul per linear per batch: W X = W' X + (W - W') X.
+    Takes ownership of a copy of the layer's dense weights (one layer's worth of memory,
+    overwritten with W - W') and uses one extra matmul per linear per batch:
+    W X = W' X + (W - W') X.
     """
 
     def __init__(self, linears: dict[str, nn.Linear], dense: dict[str, torch.Tensor]):
         self.linears = linears
-        self.delta = {name: (dense[name].to(module.weight.device) - module.weight.detach()).to(module.weight.dtype)
+        # W - W' computed into the dense copy itself: no second layer-sized buffer.
+        self.delta = {name: dense[name].to(module.weight.device).sub_(module.weight.detach())
                       for name, module in linears.items()}
         self.error = {name: 0.0 for name in linears}
         self.reference = {name: 0.0 for name in linears}
