@@ -171,6 +171,44 @@ def _layer_report(index: int, linears: dict[str, nn.Linear], result: PruneResult
     return LayerReport(index, 1.0 - kept / total, seconds, mean_error, per_linear, groups)
 
 
+@dataclass
+class _Calibration:
+    """The stored layer inputs (CPU) and how to feed them to the device."""
+
+    inputs: torch.Tensor
+    kwargs_by_size: dict[int, dict[str, Any]]
+    batch_size: int
+    device: torch.device
+
+    def run(self, layer: nn.Module, *, write_back: bool, before_batch: Callable[[], None] | None = None) -> None:
+        forward_layer_over(layer, self.inputs, self.kwargs_by_size, self.batch_size, self.device,
+                           write_back=write_back, before_batch=before_batch)
+
+
+def _collect_stats(layer: nn.Module, linears: dict[str, nn.Linear], method: Method, calib: _Calibration,
+                   timings: dict[str, float]) -> tuple[dict[str, LinearStats], list[list[str]]]:
+    """Forward the dense layer over all inputs with hooks; returns per-linear stats and shared-input groups."""
+    with LayerStatsCollector(linears, method.needs) as collector:
+        started = time.perf_counter()
+        calib.run(layer, write_back=False, before_batch=collector.start_batch)
+        timings["forward"] += time.perf_counter() - started - collector.seconds
+        timings["stats"] += collector.seconds
+    return collector.results(), list(collector.groups().values())
+
+
+def _propagate(layer: nn.Module, linears: dict[str, nn.Linear], dense: dict[str, torch.Tensor] | None,
+               calib: _Calibration, timings: dict[str, float]) -> dict[str, float] | None:
+    """Run the pruned layer over all inputs, replacing them by its outputs; measure errors if ``dense`` is given."""
+    meter = ReconstructionMeter(linears, dense) if dense is not None else contextlib.nullcontext()
+    with meter:
+        started = time.perf_counter()
+        calib.run(layer, write_back=True)
+        error_seconds = getattr(meter, "seconds", 0.0)
+        timings["forward"] += time.perf_counter() - started - error_seconds
+        timings["error"] += error_seconds
+    return meter.relative_errors() if dense is not None else None
+
+
 def prune_model(model: nn.Module, method: Method, structure: Structure, input_ids: torch.Tensor | None = None, *,
                 batch_size: int = 1, device: str | torch.device = "cpu", offload: bool = False,
                 measure_error: bool = True, progress: bool = True,
@@ -186,56 +224,42 @@ def prune_model(model: nn.Module, method: Method, structure: Structure, input_id
     device = torch.device(device)
     if method.needs and input_ids is None:
         raise LangpruneError("this method needs calibration data: pass --calibration SHARD.safetensors")
-    layers_path, layers = decoder_layers(model)
+    _, layers = decoder_layers(model)
     names = {module: name for name, module in model.named_modules()}
     result = PruneResult(PackedMasks(), [], {"capture": 0.0, "stats": 0.0, "masks": 0.0, "forward": 0.0, "error": 0.0})
+    timings = result.timings
     was_training = model.training
     model.eval()
     with torch.no_grad():
-        inputs = kwargs_by_size = None
+        calib = None
         if input_ids is not None:
             place_model(model, device, offload)
             started = time.perf_counter()
-            inputs, kwargs_by_size = capture_layer_inputs(model, input_ids, batch_size, device)
-            result.timings["capture"] = time.perf_counter() - started
+            calib = _Calibration(*capture_layer_inputs(model, input_ids, batch_size, device), batch_size, device)
+            timings["capture"] = time.perf_counter() - started
         for index, layer in enumerate(tqdm(layers, desc="pruning layers", unit="layer", disable=not progress)):
             started = time.perf_counter()
-            if offload and inputs is not None:
+            if offload and calib is not None:
                 layer.to(device)
             linears = layer_linears(layer, names[layer])
             stats: dict[str, LinearStats] = {}
             groups: list[list[str]] = []
             if method.needs:
-                with LayerStatsCollector(linears, method.needs) as collector:
-                    t0 = time.perf_counter()
-                    forward_layer_over(layer, inputs, kwargs_by_size, batch_size, device, write_back=False,
-                                       before_batch=collector.start_batch)
-                    result.timings["forward"] += time.perf_counter() - t0 - collector.seconds
-                    result.timings["stats"] += collector.seconds
-                stats, groups = collector.results(), list(collector.groups().values())
+                stats, groups = _collect_stats(layer, linears, method, calib, timings)
                 if on_stats is not None:
                     on_stats(index, stats)
             dense = ({name: linear.weight.detach().clone() for name, linear in linears.items()}
-                     if measure_error and inputs is not None else None)
+                     if measure_error and calib is not None else None)
             t0 = time.perf_counter()
             _prune_linears(linears, stats, method, structure, result)
-            result.timings["masks"] += time.perf_counter() - t0
+            timings["masks"] += time.perf_counter() - t0
             del stats
-            errors = None
-            if inputs is not None:
-                meter = ReconstructionMeter(linears, dense) if dense is not None else contextlib.nullcontext()
-                with meter:
-                    t0 = time.perf_counter()
-                    forward_layer_over(layer, inputs, kwargs_by_size, batch_size, device, write_back=True)
-                    error_seconds = getattr(meter, "seconds", 0.0)
-                    result.timings["forward"] += time.perf_counter() - t0 - error_seconds
-                    result.timings["error"] += error_seconds
-                errors = meter.relative_errors() if dense is not None else None
-                del dense, meter
-            if offload and inputs is not None:
+            errors = _propagate(layer, linears, dense, calib, timings) if calib is not None else None
+            del dense
+            if offload and calib is not None:
                 layer.to("cpu")
             result.layers.append(_layer_report(index, linears, result, errors, groups, time.perf_counter() - started))
-        if offload and input_ids is not None:
+        if offload and calib is not None:
             model.to("cpu")
     model.train(was_training)
     return result
