@@ -81,10 +81,15 @@ def test_observation_check_reads_the_claims_from_the_table():
         label = {"model": "m", "method": "wanda", "structure": "unstructured", "sparsity": "0.5",
                  "calib": calib, "seed": "0"}
         variants.append((label, final))
+    # a mixed calibration set that moves nothing is plotted but, as in the paper, not compared
+    mix = {"model": "m", "method": "wanda", "structure": "unstructured", "sparsity": "0.5", "calib": "all4",
+           "seed": "0"}
+    variants.append((mix, {f"final.{lang}": embeddings[lang].float() for lang in LANGS}))
     dense = {lang: e.float() for lang, e in embeddings.items()}
     table = features_table(dense, variants)
     assert set(table["component"]) == {"agnostic", "specific"}
-    assert len(table) == len(LANGS) * len(LANGS) * 2
+    assert len(table) == (len(LANGS) + 1) * len(LANGS) * 2
     check = observation_check(table).iloc[0]
     assert check["specific_target_min"] == 1.0 and check["specific_target_least"]
+    assert check["specific_target_languages"] == "ar de en sw"
     assert check["agnostic_stable"]

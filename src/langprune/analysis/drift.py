@@ -44,11 +44,13 @@ def target_benefit(table):
     ``benefit`` = mean drift under other calibration languages minus drift under the target
     language (positive: target calibration moves the layer less); ``relative_benefit`` divides
     by the others' mean; ``target_is_best`` marks layers where no other calibration does better.
-    Seeds are averaged first. Only evaluation languages that were also calibration languages count.
+    Seeds are averaged first. Only evaluation languages that were also calibration languages count,
+    and "other" means the other monolingual calibrations (mixes are shown, not compared).
     """
     import pandas as pd
 
     mean = table.groupby([*GROUP_KEYS, "calib", "eval_language", "layer"], as_index=False)["drift"].mean()
+    mean = mean[mean["calib"].isin(set(mean["eval_language"]))]  # monolingual calibrations only
     rows = []
     for key, block in mean.groupby([*GROUP_KEYS, "eval_language", "layer"]):
         lang = key[len(GROUP_KEYS)]

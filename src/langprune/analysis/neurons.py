@@ -100,12 +100,13 @@ def protection_check(table):
 
     ``protection`` = mean share under other calibration languages minus the share under the
     neuron's own language (positive: calibrating in a language prunes fewer of its neurons' weights).
-    Languages without selected neurons are left out.
+    Languages without selected neurons are left out; mixed calibration sets are not compared.
     """
     import pandas as pd
 
     mlp = table[(table["linear_type"] == "mlp") & (table["neuron_language"] != "all") & (table["n_neurons"] > 0)]
     mean = mlp.groupby([*GROUP_KEYS, "neuron_language", "calib"], as_index=False)["pruned_share"].mean()
+    mean = mean[mean["calib"].isin(set(table["neuron_language"]))]  # monolingual calibrations only
     rows = []
     for key, block in mean.groupby([*GROUP_KEYS, "neuron_language"]):
         lang = key[-1]
