@@ -161,7 +161,8 @@ def collect_states(model, tokenizer, passages: list[str], *, max_length: int = 2
                 capture.valid = valid.to(device)
                 capture.layer_means = [None] * len(layers)
                 capture.active = [None] * len(layers)
-                model(**{k: v.to(device) for k, v in batch.items()}, use_cache=False)
+                model(input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device),
+                      use_cache=False)
                 for index, pooled in enumerate(capture.layer_means):
                     per_layer[index].append(pooled.cpu())
                 finals.append(capture.final_mean.cpu())
