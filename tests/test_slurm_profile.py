@@ -17,6 +17,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import yaml
 
 from slurm import workflow_runs as wf
 
@@ -174,6 +175,14 @@ def test_profile_without_site_settings_leaves_them_to_slurm():
     assert "slurm_account" not in profile["default-resources"]
     assert "slurm_partition" not in profile["default-resources"]
     assert "set-resources" not in profile
+
+
+def test_local_profile_runs_one_gpu_job_at_a_time(tmp_path):
+    local = wf.REPO / "profiles" / "local"
+    assert yaml.safe_load((local / "config.yaml").read_text())["resources"] == {"gpu": 1}
+    workdir = wf.make_workdir(tmp_path, wf.reduced_default())
+    run = wf.snakemake(workdir, "--profile", str(local), "--dry-run")
+    assert "Using profile" in run.stdout + run.stderr and "rule prune:" in run.stdout
 
 
 def test_profile_names_every_gpu_rule_of_the_workflow(tmp_path):
