@@ -104,7 +104,7 @@ def plain_forward_seconds(nsamples: int, seqlen: int, batch_size: int) -> float:
     import torch
 
     from langprune.models import decoder_layers
-    from langprune.prune.engine import capture_layer_inputs, forward_layer_over
+    from langprune.prune.engine import capture_layer_inputs, forward_layer_over, layer_kwargs
 
     model = build_random_model(SMALL)
     ids = _ids(nsamples, seqlen, SMALL["vocab"])
@@ -112,9 +112,10 @@ def plain_forward_seconds(nsamples: int, seqlen: int, batch_size: int) -> float:
     started = time.perf_counter()
     with torch.no_grad():
         inputs, kwargs = capture_layer_inputs(model, ids, batch_size, device)
-        for layer in decoder_layers(model)[1]:
-            forward_layer_over(layer, inputs, kwargs, batch_size, device, write_back=False)
-            forward_layer_over(layer, inputs, kwargs, batch_size, device, write_back=True)
+        for index, layer in enumerate(decoder_layers(model)[1]):
+            for write_back in (False, True):
+                forward_layer_over(layer, inputs, layer_kwargs(kwargs, index), batch_size, device,
+                                   write_back=write_back)
     return time.perf_counter() - started
 
 

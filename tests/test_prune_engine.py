@@ -35,21 +35,40 @@ def _ids(n=6, seqlen=24, seed=0):
     return torch.randint(3, 320, (n, seqlen), generator=torch.Generator().manual_seed(seed))
 
 
-@pytest.mark.parametrize("arch", sorted(EXPECTED_SHARED))
-def test_captured_kwargs_replay_the_real_forward(arch_dirs, arch):
-    model = _load(arch_dirs[arch])
-    ids = _ids()
+def _assert_replay_matches_forward(model, ids):
     with torch.no_grad():
         hidden = model(ids, output_hidden_states=True).hidden_states
         inputs, kwargs = capture_layer_inputs(model, ids, batch_size=4, device=torch.device("cpu"))
         _, layers = decoder_layers(model)
-        assert set(kwargs) == {4, 2}  # one set of kwargs per batch size seen
+        assert set(kwargs) == {4, ids.shape[0] - 4}  # one set of kwargs per batch size seen
+        assert all(len(per_layer) == len(layers) for per_layer in kwargs.values())
         torch.testing.assert_close(inputs, hidden[0])
         x = inputs[:4]
         for index, layer in enumerate(layers):
-            x = run_layer(layer, x, kwargs[4])
+            x = run_layer(layer, x, kwargs[4][index])
             if index < len(layers) - 1:  # the last entry of hidden_states is after the final norm
                 torch.testing.assert_close(x, hidden[index + 1][:4], rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("arch", sorted(EXPECTED_SHARED))
+def test_captured_kwargs_replay_the_real_forward(arch_dirs, arch):
+    model = _load(arch_dirs[arch])
+    _assert_replay_matches_forward(model, _ids())
+    for layer in decoder_layers(model)[1]:
+        assert "forward" not in vars(layer)  # the recorders are gone
+
+
+def test_per_layer_kwargs_follow_mixed_attention_types():
+    """Qwen2 with sliding-window layers passes each layer its own mask; replay must too."""
+    from transformers import AutoConfig
+
+    config = AutoConfig.for_model("qwen2", vocab_size=320, hidden_size=32, num_hidden_layers=3, num_attention_heads=4,
+                                  num_key_value_heads=2, intermediate_size=64, use_sliding_window=True,
+                                  sliding_window=4, max_window_layers=1, attn_implementation="eager")
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(config).eval()
+    assert len(set(model.config.layer_types)) == 2
+    _assert_replay_matches_forward(model, _ids(n=6, seqlen=16))
 
 
 @pytest.mark.parametrize("arch", sorted(EXPECTED_SHARED))
@@ -60,7 +79,7 @@ def test_shared_input_groups_are_discovered(arch_dirs, arch):
     linears = layer_linears(layers[0], "model.layers.0")
     with torch.no_grad(), LayerStatsCollector(linears, frozenset({SUMSQ})) as collector:
         collector.start_batch()
-        run_layer(layers[0], inputs, kwargs[2])
+        run_layer(layers[0], inputs, kwargs[2][0])
     groups = [{name.rsplit(".", 1)[-1] for name in members} for members in collector.groups().values()]
     assert sorted(map(sorted, groups)) == sorted(map(sorted, EXPECTED_SHARED[arch]))
     stats = collector.results()
@@ -68,8 +87,8 @@ def test_shared_input_groups_are_discovered(arch_dirs, arch):
     assert stats["model.layers.0.self_attn.q_proj"].sumsq.dtype == torch.float32
 
 
-@pytest.mark.parametrize("arch", ["llama", "cohere"])
-@pytest.mark.parametrize("method", sorted(METHODS))
+@pytest.mark.parametrize("arch,method", [(arch, method) for arch in ("llama", "cohere") for method in sorted(METHODS)]
+                         + [("qwen2", "sparsegpt"), ("mistral", "wanda")])
 def test_prunes_only_decoder_linears(arch_dirs, arch, method):
     model = _load(arch_dirs[arch])
     before = {name: p.detach().clone() for name, p in model.named_parameters()}

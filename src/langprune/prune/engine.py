@@ -3,9 +3,10 @@
 Calibration activations live on the CPU (one [nsamples, seqlen, hidden] buffer in the
 model dtype, overwritten in place layer after layer) and visit the compute device one
 batch at a time. Layer i is calibrated on the outputs of the already pruned layers < i.
-The keyword arguments the model hands its layers (masks, position ids, rotary
-embeddings, cache flags) are captured from a real forward, never rebuilt, so the engine
-follows whatever the installed transformers release passes.
+The keyword arguments the model hands each layer (masks, position ids, rotary
+embeddings, cache flags) are captured from a real forward of the model with its layers
+bypassed, never rebuilt, so the engine follows whatever the installed transformers
+release passes.
 """
 
 from __future__ import annotations
@@ -47,14 +48,6 @@ class PruneResult:
     timings: dict[str, float]
 
 
-class _Captured(Exception):
-    """Raised by the layer-0 hook to stop the model forward once the layer inputs are known."""
-
-    def __init__(self, args: tuple, kwargs: dict):
-        super().__init__()
-        self.args, self.kwargs = args, kwargs
-
-
 def _layer_output(out: Any) -> torch.Tensor:
     """Decoder layers return a tensor (transformers 5) or a tuple whose first entry is it (4.x)."""
     return out[0] if isinstance(out, (tuple, list)) else out
@@ -87,36 +80,58 @@ def place_model(model: nn.Module, device: torch.device, offload: bool) -> None:
         model.to(device)
 
 
-def capture_layer_inputs(model: nn.Module, input_ids: torch.Tensor, batch_size: int,
-                         device: torch.device) -> tuple[torch.Tensor, dict[int, dict[str, Any]]]:
-    """Run the real model up to decoder layer 0 for each batch.
+@contextlib.contextmanager
+def _layers_as_recorders(layers: nn.ModuleList, record: Callable[..., None]) -> Iterator[None]:
+    """Temporarily make every decoder layer an identity that records what the model passes it.
 
-    Returns the layer-0 inputs on the CPU in the model dtype, and the keyword arguments
-    the model passed to the layer, per batch size, on ``device``.
+    The model then runs embeddings, mask and rotary set-up for real while the layers cost
+    nothing (and need not be on the device), so per-layer arguments (e.g. Qwen2's sliding
+    or full attention masks) are captured exactly as the installed transformers builds them.
+    """
+    def recorder(index: int):
+        def forward(*args, **kwargs):
+            hidden = args[0] if args else kwargs.pop("hidden_states")
+            record(index, hidden, kwargs)
+            return hidden
+
+        return forward
+
+    for index, layer in enumerate(layers):
+        layer.forward = recorder(index)  # instance attribute shadows the class method
+    try:
+        yield
+    finally:
+        for layer in layers:
+            del layer.forward
+
+
+def capture_layer_inputs(model: nn.Module, input_ids: torch.Tensor, batch_size: int,
+                         device: torch.device) -> tuple[torch.Tensor, dict[int, list[dict[str, Any]]]]:
+    """Run the real model (decoder layers bypassed) for each batch.
+
+    Returns the layer-0 inputs on the CPU in the model dtype, and per batch size the
+    keyword arguments the model passed to each decoder layer (on ``device``).
     """
     _, layers = decoder_layers(model)
-    hidden_size = model.config.hidden_size
     dtype = next(layers[0].parameters()).dtype
-    inputs = torch.empty(*input_ids.shape, hidden_size, dtype=dtype)
-    kwargs_by_size: dict[int, dict[str, Any]] = {}
+    inputs = torch.empty(*input_ids.shape, model.config.hidden_size, dtype=dtype)
+    kwargs_by_size: dict[int, list[dict[str, Any]]] = {}
+    batch: dict[int, dict[str, Any]] = {}
 
-    def stop(module, args, kwargs):
-        raise _Captured(args, kwargs)
+    def record(index: int, hidden: torch.Tensor, kwargs: dict[str, Any]) -> None:
+        if index == 0:
+            batch["hidden"] = hidden
+        batch.setdefault("kwargs", []).append(kwargs)
 
-    handle = layers[0].register_forward_pre_hook(stop, with_kwargs=True)
-    try:
+    body = model.base_model  # the decoder without lm_head: no logits are computed
+    with _layers_as_recorders(layers, record):
         for rows in _batches(input_ids.shape[0], batch_size):
-            try:
-                model(input_ids=input_ids[rows].to(device), use_cache=False)
-            except _Captured as captured:
-                kwargs = dict(captured.kwargs)
-                hidden = captured.args[0] if captured.args else kwargs.pop("hidden_states")
-                inputs[rows] = hidden.to("cpu", dtype)
-                kwargs_by_size.setdefault(hidden.shape[0], kwargs)
-            else:
-                raise RuntimeError("the model forward finished without reaching decoder layer 0")
-    finally:
-        handle.remove()
+            batch.clear()
+            body(input_ids=input_ids[rows].to(device), use_cache=False)
+            if len(batch.get("kwargs", [])) != len(layers):
+                raise RuntimeError(f"the model called {len(batch.get('kwargs', []))} of {len(layers)} decoder layers")
+            inputs[rows] = batch["hidden"].to("cpu", dtype)
+            kwargs_by_size.setdefault(batch["hidden"].shape[0], batch["kwargs"])
     return inputs, kwargs_by_size
 
 
@@ -129,7 +144,8 @@ def forward_layer_over(layer: nn.Module, inputs: torch.Tensor, kwargs_by_size: d
                        before_batch: Callable[[], None] | None = None) -> None:
     """Run ``layer`` over all stored inputs, one batch on the device at a time.
 
-    With ``write_back`` the outputs overwrite the inputs in place, so the CPU holds one
+    ``kwargs_by_size`` holds this layer's keyword arguments per batch size. With
+    ``write_back`` the outputs overwrite the inputs in place, so the CPU holds one
     activation buffer however many layers there are.
     """
     for rows in _batches(inputs.shape[0], batch_size):
@@ -140,6 +156,11 @@ def forward_layer_over(layer: nn.Module, inputs: torch.Tensor, kwargs_by_size: d
         if write_back:
             inputs[rows] = out.to("cpu", inputs.dtype)
         del hidden, out
+
+
+def layer_kwargs(kwargs_by_size: dict[int, list[dict[str, Any]]], index: int) -> dict[int, dict[str, Any]]:
+    """Layer ``index``'s keyword arguments per batch size."""
+    return {size: per_layer[index] for size, per_layer in kwargs_by_size.items()}
 
 
 def _mask_and_apply(name: str, linear: nn.Linear, method: Method, stats: LinearStats,
@@ -176,33 +197,34 @@ class _Calibration:
     """The stored layer inputs (CPU) and how to feed them to the device."""
 
     inputs: torch.Tensor
-    kwargs_by_size: dict[int, dict[str, Any]]
+    kwargs_by_size: dict[int, list[dict[str, Any]]]
     batch_size: int
     device: torch.device
 
-    def run(self, layer: nn.Module, *, write_back: bool, before_batch: Callable[[], None] | None = None) -> None:
-        forward_layer_over(layer, self.inputs, self.kwargs_by_size, self.batch_size, self.device,
-                           write_back=write_back, before_batch=before_batch)
+    def run(self, layer: nn.Module, index: int, *, write_back: bool,
+            before_batch: Callable[[], None] | None = None) -> None:
+        forward_layer_over(layer, self.inputs, layer_kwargs(self.kwargs_by_size, index), self.batch_size,
+                           self.device, write_back=write_back, before_batch=before_batch)
 
 
-def _collect_stats(layer: nn.Module, linears: dict[str, nn.Linear], method: Method, calib: _Calibration,
+def _collect_stats(layer: nn.Module, index: int, linears: dict[str, nn.Linear], method: Method, calib: _Calibration,
                    timings: dict[str, float]) -> tuple[dict[str, LinearStats], list[list[str]]]:
     """Forward the dense layer over all inputs with hooks; returns per-linear stats and shared-input groups."""
     with LayerStatsCollector(linears, method.needs) as collector:
         started = time.perf_counter()
-        calib.run(layer, write_back=False, before_batch=collector.start_batch)
+        calib.run(layer, index, write_back=False, before_batch=collector.start_batch)
         timings["forward"] += time.perf_counter() - started - collector.seconds
         timings["stats"] += collector.seconds
     return collector.results(), list(collector.groups().values())
 
 
-def _propagate(layer: nn.Module, linears: dict[str, nn.Linear], dense: dict[str, torch.Tensor] | None,
+def _propagate(layer: nn.Module, index: int, linears: dict[str, nn.Linear], dense: dict[str, torch.Tensor] | None,
                calib: _Calibration, timings: dict[str, float]) -> dict[str, float] | None:
     """Run the pruned layer over all inputs, replacing them by its outputs; measure errors if ``dense`` is given."""
     meter = ReconstructionMeter(linears, dense) if dense is not None else contextlib.nullcontext()
     with meter:
         started = time.perf_counter()
-        calib.run(layer, write_back=True)
+        calib.run(layer, index, write_back=True)
         error_seconds = getattr(meter, "seconds", 0.0)
         timings["forward"] += time.perf_counter() - started - error_seconds
         timings["error"] += error_seconds
@@ -245,7 +267,7 @@ def prune_model(model: nn.Module, method: Method, structure: Structure, input_id
             stats: dict[str, LinearStats] = {}
             groups: list[list[str]] = []
             if method.needs:
-                stats, groups = _collect_stats(layer, linears, method, calib, timings)
+                stats, groups = _collect_stats(layer, index, linears, method, calib, timings)
                 if on_stats is not None:
                     on_stats(index, stats)
             dense = ({name: linear.weight.detach().clone() for name, linear in linears.items()}
@@ -254,7 +276,7 @@ def prune_model(model: nn.Module, method: Method, structure: Structure, input_id
             _prune_linears(linears, stats, method, structure, result)
             timings["masks"] += time.perf_counter() - t0
             del stats
-            errors = _propagate(layer, linears, dense, calib, timings) if calib is not None else None
+            errors = _propagate(layer, index, linears, dense, calib, timings) if calib is not None else None
             del dense
             if offload and calib is not None:
                 layer.to("cpu")
