@@ -146,3 +146,23 @@ def test_magnitude_runs_without_calibration_and_others_refuse(arch_dirs):
     assert all(r.rel_error is None and r.sparsity == 0.5 for r in result.layers)
     with pytest.raises(LangpruneError, match="--calibration"):
         prune_model(model, METHODS["wanda"], unstructured(0.5), None, progress=False)
+
+
+def test_method_warnings_reach_the_layer_report(arch_dirs, monkeypatch):
+    """A Cholesky retry is reported per layer (and so in the manifest), not only on stderr."""
+    real_cholesky = torch.linalg.cholesky_ex
+    state = {"fail_next": True}
+
+    def first_attempt_fails(matrix, upper=False):
+        """Every linear's first factorisation reports failure; the retry and the inverse succeed."""
+        if upper:
+            state["fail_next"] = True
+        elif state["fail_next"]:
+            state["fail_next"] = False
+            return matrix, torch.tensor(1)
+        return real_cholesky(matrix, upper=upper)
+
+    monkeypatch.setattr(torch.linalg, "cholesky_ex", first_attempt_fails)
+    model = _load(arch_dirs["llama"])
+    result = prune_model(model, METHODS["sparsegpt"], unstructured(0.5), _ids(n=2), batch_size=2, progress=False)
+    assert all(any("retrying" in w for w in layer.warnings) for layer in result.layers)

@@ -115,7 +115,7 @@ def prune_to_checkpoint(model: str, out: str | os.PathLike, method: str, *, spar
         "run": {"device": device, "batch_size": batch_size, "offload": offload, "created": utc_now(),
                 "seconds": time.perf_counter() - started, "timings": result.timings},
         "layers": [{"index": r.index, "sparsity": r.sparsity, "seconds": r.seconds, "rel_error": r.rel_error,
-                    "linears": r.linears, "shared_inputs": r.groups} for r in result.layers],
+                    "linears": r.linears, "shared_inputs": r.groups, "warnings": r.warnings} for r in result.layers],
     }
     values = kept_values(loaded, result.masks) if chosen.updates_weights else None
     path = write_checkpoint(out, result.masks, values, manifest)

@@ -12,6 +12,7 @@ release passes.
 from __future__ import annotations
 
 import contextlib
+import logging
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
@@ -37,6 +38,7 @@ class LayerReport:
     rel_error: float | None
     linears: dict[str, dict[str, float | None]] = field(default_factory=dict)
     groups: list[list[str]] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -181,6 +183,28 @@ def _prune_linears(linears: dict[str, nn.Linear], stats: dict[str, LinearStats],
         result.masks.add(f"{name}.weight", keep)
 
 
+class _WarningLog(logging.Handler):
+    """Collects the methods' warnings (e.g. Cholesky retries) so they reach the manifest, not just stderr."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+@contextlib.contextmanager
+def _method_warnings() -> Iterator[list[str]]:
+    handler = _WarningLog()
+    logger = logging.getLogger("langprune.prune")
+    logger.addHandler(handler)
+    try:
+        yield handler.messages
+    finally:
+        logger.removeHandler(handler)
+
+
 def _layer_report(index: int, linears: dict[str, nn.Linear], result: PruneResult, errors: dict[str, float] | None,
                   groups: list[list[str]], seconds: float) -> LayerReport:
     masks = result.masks
@@ -273,14 +297,17 @@ def prune_model(model: nn.Module, method: Method, structure: Structure, input_id
             dense = ({name: linear.weight.detach().clone() for name, linear in linears.items()}
                      if measure_error and calib is not None else None)
             t0 = time.perf_counter()
-            _prune_linears(linears, stats, method, structure, result)
+            with _method_warnings() as warnings:
+                _prune_linears(linears, stats, method, structure, result)
             timings["masks"] += time.perf_counter() - t0
             del stats
             errors = _propagate(layer, index, linears, dense, calib, timings) if calib is not None else None
             del dense
             if offload and calib is not None:
                 layer.to("cpu")
-            result.layers.append(_layer_report(index, linears, result, errors, groups, time.perf_counter() - started))
+            report = _layer_report(index, linears, result, errors, groups, time.perf_counter() - started)
+            report.warnings = warnings
+            result.layers.append(report)
         if offload and calib is not None:
             model.to("cpu")
     model.train(was_training)
