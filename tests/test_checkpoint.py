@@ -139,6 +139,10 @@ def test_cli_prune_and_export(tmp_path, tiny_llama_dir, shard, capsys):
     rc = main(["prune", "--model", str(tiny_llama_dir), "--method", "magnitude", "--structure", "2:4",
                "--out", str(tmp_path / "mag")])
     assert rc == 0 and read_manifest(tmp_path / "mag")["calibration"] is None
+    rc = main(["prune", "--model", str(tiny_llama_dir), "--calibration", str(shard), "--method", "sparsegpt",
+               "--structure", "4:8", "--no-error", "--offload", "--out", str(tmp_path / "sgpt")])
+    layers = read_manifest(tmp_path / "sgpt")["layers"]
+    assert rc == 0 and all(layer["rel_error"] is None and layer["sparsity"] == 0.5 for layer in layers)
 
 
 @pytest.mark.parametrize("extra,message", [

@@ -19,7 +19,8 @@ def _prune(args) -> int:
     prune_to_checkpoint(args.model, args.out, args.method, sparsity=args.sparsity, structure=args.structure,
                         calibration=args.calibration, device=args.device, batch_size=args.batch_size,
                         dtype=args.dtype, offload=args.offload, seed=args.seed, revision=args.revision,
-                        trust_remote_code=args.trust_remote_code, tags=dict(args.tag))
+                        trust_remote_code=args.trust_remote_code, tags=dict(args.tag),
+                        measure_error=not args.no_error)
     print(args.out)
     return 0
 
@@ -49,6 +50,8 @@ def register(subparsers) -> None:
     p.add_argument("--seed", type=int, default=0, help="torch seed (recorded in the manifest)")
     p.add_argument("--revision", default=None, help="hub revision of --model")
     p.add_argument("--trust-remote-code", action="store_true", help="allow model code from the hub (off by default)")
+    p.add_argument("--no-error", action="store_true",
+                   help="skip measuring the per-layer reconstruction error (saves one matmul per linear and batch)")
     p.add_argument("--tag", type=parse_tag, action="append", default=[], metavar="KEY=VALUE",
                    help="label stored in manifest.json tags (repeatable)")
     p.set_defaults(func=_prune)

@@ -76,8 +76,13 @@ def prune_to_checkpoint(model: str, out: str | os.PathLike, method: str, *, spar
                         structure: str | None = "unstructured", calibration: str | os.PathLike | None = None,
                         device: str = "cpu", batch_size: int = 1, dtype: str | None = None, offload: bool = False,
                         seed: int = 0, revision: str | None = None, trust_remote_code: bool = False,
-                        tags: dict[str, str] | None = None, progress: bool = True) -> PruneOutcome:
-    """Prune ``model`` and write a sparse checkpoint to ``out``; prints the per-layer summary."""
+                        tags: dict[str, str] | None = None, progress: bool = True,
+                        measure_error: bool = True) -> PruneOutcome:
+    """Prune ``model`` and write a sparse checkpoint to ``out``; prints the per-layer summary.
+
+    ``measure_error=False`` skips the reconstruction-error matmuls (one per linear and
+    batch in the propagation pass) for the largest runs.
+    """
     import time
 
     import torch
@@ -105,7 +110,7 @@ def prune_to_checkpoint(model: str, out: str | os.PathLike, method: str, *, spar
         raise LangpruneError(f"--calibration '{calibration}' holds token ids outside [0, {vocab}) of '{model}': "
                              f"it was tokenized for another model; rebuild it with this model's tokenizer")
     result = prune_model(loaded, chosen, parsed, input_ids, batch_size=batch_size, device=device, offload=offload,
-                         progress=progress)
+                         progress=progress, measure_error=measure_error)
     manifest = {
         "base": {"model": str(model), "revision": revision, "weights_sha256": base_hash["sha256"],
                  "weight_files": base_hash["files"], "dtype": str(next(loaded.parameters()).dtype).replace("torch.", ""),
