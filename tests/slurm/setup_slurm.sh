@@ -57,9 +57,15 @@ write_munge_key() {
 }
 
 make_gpu_device() {
-    # A char device with NVIDIA's major number; slurmd only checks it exists.
+    # A char device with NVIDIA's major number. Where mknod is not allowed (a
+    # container without CAP_MKNOD) a plain file still gives a schedulable GPU
+    # gres; slurmd then logs "not a valid character or block device".
     mkdir -p "$STATE_DIR/dev"
-    [ -e "$STATE_DIR/dev/nvidia0" ] || mknod "$STATE_DIR/dev/nvidia0" c 195 0
+    [ -e "$STATE_DIR/dev/nvidia0" ] && return
+    if ! mknod "$STATE_DIR/dev/nvidia0" c 195 0 2>/dev/null; then
+        echo "mknod not permitted; using a plain file as the GPU device" >&2
+        touch "$STATE_DIR/dev/nvidia0"
+    fi
 }
 
 write_slurm_conf() {
