@@ -14,6 +14,7 @@ import re
 import shutil
 import stat
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -117,7 +118,7 @@ def test_reduced_default_through_slurm_profile(slurm_cluster, local_run, tmp_pat
         "--slurm-init-seconds-before-status-checks", "2",
         "--jobs", "4", "--retries", "0",
         "--set-resources", *[f"{rule}:gpu=1" for rule in GPU_RULES],
-        env={"PATH": f"{shim}{os.pathsep}{Path(os.sys.executable).parent}{os.pathsep}{os.environ['PATH']}"},
+        env={"PATH": f"{shim}{os.pathsep}{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"},
         timeout=900,
     )
     output = run.stdout + run.stderr
