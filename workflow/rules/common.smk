@@ -2,6 +2,8 @@
 # Rules elsewhere only pick inputs and parameters through the helpers below; the
 # work itself is done by `langprune` commands.
 
+import re
+
 from snakemake.utils import validate
 
 validate(config, schema="../schemas/config.schema.yaml", set_default=True)
