@@ -113,3 +113,15 @@ def text_splits(tmp_path_factory) -> dict[str, Path]:
     """Disjoint calibration and evaluation text dirs (text:DIR sources) for all seven languages."""
     root = tmp_path_factory.mktemp("text")
     return {split: write_shuffled_corpus(root / split, split) for split in ("calib", "eval")}
+
+
+def unavailable(reason: str, requirement: str):
+    """Skip a test whose system dependency is missing, unless the run insists on it.
+
+    CI sets LANGPRUNE_REQUIRE_<REQUIREMENT>=1 so that a missing SLURM or Chromium
+    fails the run instead of passing it silently.
+    """
+    variable = f"LANGPRUNE_REQUIRE_{requirement.upper()}"
+    if os.environ.get(variable) == "1":
+        pytest.fail(f"{requirement} required ({variable}=1) but {reason}")
+    pytest.skip(reason)

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import unavailable
 from test_report_tables import write_tidy_metrics
 
 REPO = Path(__file__).resolve().parents[1]
@@ -39,13 +40,13 @@ def chromium() -> str:
         if found := shutil.which(name):
             return found
     if os.geteuid() != 0:
-        pytest.skip("chromium is not installed and installing it needs root: apt-get install chromium")
+        unavailable("chromium is not installed and installing it needs root: apt-get install chromium", "chromium")
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     for command in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", "chromium"]):
         done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=1500)
         if done.returncode != 0:
-            pytest.skip(f"could not install chromium from Debian's packages ({' '.join(command)}): "
-                        f"{done.stderr.strip()[-300:]}")
+            unavailable(f"could not install chromium from Debian's packages ({' '.join(command)}): "
+                        f"{done.stderr.strip()[-300:]}", "chromium")
     return shutil.which("chromium")
 
 

@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from conftest import unavailable
 from slurm import workflow_runs as wf
 
 SETUP = wf.REPO / "tests" / "slurm" / "setup_slurm.sh"
@@ -32,9 +33,7 @@ GPU_RULES = ("prune",)
 
 def cannot_have_slurm(reason: str):
     """Skip, unless the caller (CI) insists on a real SLURM."""
-    if os.environ.get("LANGPRUNE_REQUIRE_SLURM") == "1":
-        pytest.fail(f"SLURM required (LANGPRUNE_REQUIRE_SLURM=1) but {reason}")
-    pytest.skip(reason)
+    unavailable(reason, "slurm")
 
 
 @pytest.fixture(scope="module")
