@@ -179,3 +179,10 @@ def test_udhr_mc_accuracy_matches_our_own_loglikelihoods(run, tiny_llama_dir):
                for it in items]
     record = next(r for r in run["doc"]["records"] if r["benchmark"] == "udhr_mc" and r["language"] == "en")
     assert record["value"] == pytest.approx(sum(correct) / len(correct))
+
+
+def test_project_tasks_alone_skip_indexing_lm_evals_own():
+    own = harness.task_manager(include_defaults=False)
+    assert "arc_easy" not in own.task_index  # lm-eval's YAMLs were not indexed
+    assert harness.manager_for(select(["udhr_mc", "mkqa"], ["de", "zh"])) is own
+    assert harness.manager_for(select(["udhr_mc", "arc"], ["de"])) is harness.task_manager()
