@@ -6,7 +6,7 @@ import pytest
 
 from langprune.errors import LangpruneError
 from langprune.toy.corpus import assign_articles, build_corpus, parse_split
-from langprune.toy.udhr import DECLARATION_FILES, PREAMBLE, read_declarations, verify_archive
+from langprune.toy.udhr import DECLARATION_FILES, PREAMBLE, parse_articles, read_declarations, verify_archive
 
 PAPER_LANGUAGES = ["ar", "de", "en", "es", "ru", "sw", "zh"]
 
@@ -65,3 +65,18 @@ def test_tampered_archive_is_refused(tmp_path, udhr_archive):
     tampered.write_bytes(udhr_archive.read_bytes() + b"\0")
     with pytest.raises(LangpruneError, match="SHA-256"):
         verify_archive(tampered)
+
+
+def test_list_items_wrapping_paragraphs_are_read_once():
+    html = """<html><body><article data-number="23"><h3>Article 23</h3><ol>
+      <li><p>Everyone has the right to work.</p></li><li>Everyone has the right to equal pay.</li></ol>
+      <p>Everyone has the right to form trade unions.</p></article></body></html>"""
+    assert parse_articles(html) == {23: "Everyone has the right to work.\nEveryone has the right to equal pay.\n"
+                                        "Everyone has the right to form trade unions."}
+
+
+def test_no_language_repeats_a_line_within_an_article(udhr_archive):
+    for lang, articles in read_declarations(udhr_archive, PAPER_LANGUAGES).items():
+        for number, text in articles.items():
+            lines = text.splitlines()
+            assert len(lines) == len(set(lines)), f"{lang} article {number} repeats a line"

@@ -83,7 +83,8 @@ def parse_articles(html: str) -> dict[int, str]:
     blocks = [(PREAMBLE, node) for node in root.xpath("//header")]
     blocks += [(int(node.get("data-number")), node) for node in root.xpath("//article[@data-number]")]
     for number, node in blocks:
-        lines = [" ".join(p.text_content().split()) for p in node.xpath(".//p | .//li")]
+        # A list item may wrap its own <p>: take each text block once, never both.
+        lines = [" ".join(p.text_content().split()) for p in node.xpath(".//p[not(ancestor::li)] | .//li")]
         text = "\n".join(line for line in lines if line)
         if text:
             articles[number] = text
