@@ -104,7 +104,9 @@ def analysis_resources(key):
 
 if ANALYSIS_PROBE == "belebele":
 
+    # Belebele comes from the hub, which compute nodes often cannot reach: run on the submit host.
     rule analysis_probe_text:
+        localrule: True
         output:
             directory(BELEBELE_PROBE),
         params:

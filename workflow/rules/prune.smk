@@ -1,6 +1,9 @@
 # Pruning: one sparse checkpoint per (model, method, structure, sparsity,
 # calibration set, seed). Magnitude reads no calibration data and runs once per
 # (model, structure, sparsity) under calib "none", seed 0 (see common.smk).
+# Checkpoints are cached between workflows (docs/reruns.md). The cache key
+# covers params but not wildcards, so the shell line reads every value that
+# shapes the checkpoint from params.
 
 
 rule prune:
@@ -9,8 +12,13 @@ rule prune:
         calibration=prune_calibration,
     output:
         directory("results/checkpoints/{model}/{method}_{structure}_{sparsity}/{calib}/seed{seed}"),
+    cache: "omit-software"
     params:
         model=lambda wc: MODELS[wc.model]["path"],
+        revision=revision_flag,
+        method=lambda wc: wc.method,
+        sparsity=lambda wc: wc.sparsity,
+        seed=lambda wc: int(wc.seed),
         calibration=lambda wc, input: f"--calibration {input.calibration}" if input.calibration else "",
         structure=lambda wc: STRUCTURE_NAMES[wc.structure],
         dtype=lambda wc: MODELS[wc.model]["dtype"],
@@ -29,7 +37,7 @@ rule prune:
     log:
         "logs/prune/{model}/{method}_{structure}_{sparsity}/{calib}/seed{seed}.log",
     shell:
-        "langprune prune --model {params.model} {params.calibration} --method {wildcards.method} "
-        "--sparsity {wildcards.sparsity} --structure {params.structure} --dtype {params.dtype} "
-        "--device {params.device} --batch-size {params.batch_size} --seed {wildcards.seed} {params.offload} {params.tags} "
+        "langprune prune --model {params.model} {params.revision} {params.calibration} --method {params.method} "
+        "--sparsity {params.sparsity} --structure {params.structure} --dtype {params.dtype} "
+        "--device {params.device} --batch-size {params.batch_size} --seed {params.seed} {params.offload} {params.tags} "
         "--out {output} > {log} 2>&1"
