@@ -81,3 +81,23 @@ def test_toy_default_job_count_of_every_rule(tmp_path):
     assert counts["evaluate_dense"] == 2
     for rule in ("fetch_udhr", "toy_corpus", "toy_tokenizer", "toy_model", "multiple_choice_items", "gather_metrics"):
         assert counts[rule] == 1
+
+
+def test_pinned_revision_reaches_pruning_and_both_evaluations(tmp_path):
+    import yaml
+
+    config = yaml.safe_load((REPO / "config" / "paper.yaml").read_text())
+    name = next(iter(config["models"]))
+    config["models"] = {name: {**config["models"][name], "revision": "abc123"}}
+    configfile = tmp_path / "pinned.yaml"
+    configfile.write_text(yaml.safe_dump(config))
+    proc = run_snakemake("--dry-run", "--printshellcmds", "--configfile", str(configfile), workdir=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    commands = [line.split("Shell command:", 1)[1].strip() for line in proc.stdout.splitlines()
+                if "Shell command: langprune " in line]
+    for kind in ("langprune prune ", "langprune evaluate perplexity ", "langprune evaluate tasks "):
+        chosen = [c for c in commands if c.startswith(kind)]
+        assert chosen and all("--revision abc123" in c for c in chosen), kind
+    dense = [c for c in commands if c.startswith(("langprune evaluate perplexity", "langprune evaluate tasks"))
+             and "--checkpoint" not in c]
+    assert dense and all("--revision abc123" in c for c in dense)

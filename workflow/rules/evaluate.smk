@@ -36,6 +36,7 @@ rule evaluate_pruned:
         model=lambda wc: MODELS[wc.model]["path"],
         command=benchmark_command,
         device=device,
+        revision=revision_flag,
         tags=lambda wc: tags(model=wc.model),
     threads: stage_threads("evaluation")
     resources:
@@ -48,7 +49,7 @@ rule evaluate_pruned:
         "logs/evaluate/{model}/{method}_{structure}_{sparsity}/{calib}/seed{seed}/{benchmark}.log",
     shell:
         "langprune evaluate {params.command} --model {params.model} --checkpoint {input.checkpoint} "
-        "--device {params.device} {params.tags} --out {output} > {log} 2>&1"
+        "--device {params.device} {params.revision} {params.tags} --out {output} > {log} 2>&1"
 
 
 rule evaluate_dense:
@@ -64,6 +65,7 @@ rule evaluate_dense:
         model=lambda wc: MODELS[wc.model]["path"],
         command=benchmark_command,
         device=device,
+        revision=revision_flag,
         tags=lambda wc: tags(model=wc.model, method="dense", structure="-", sparsity="0", calib="-", seed="-"),
     threads: stage_threads("evaluation")
     resources:
@@ -76,7 +78,7 @@ rule evaluate_dense:
         "logs/evaluate/{model}/dense/{benchmark}.log",
     shell:
         "langprune evaluate {params.command} --model {params.model} "
-        "--device {params.device} {params.tags} --out {output} > {log} 2>&1"
+        "--device {params.device} {params.revision} {params.tags} --out {output} > {log} 2>&1"
 
 
 rule gather_metrics:

@@ -8,6 +8,8 @@ import argparse
 def _common_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, help="base model (hub id or local dir)")
     p.add_argument("--checkpoint", help="sparse checkpoint dir; omit for the dense model")
+    p.add_argument("--revision", default=None,
+                   help="hub revision of --model (default: the checkpoint's recorded one, else the main branch)")
     p.add_argument("--dtype", default=None, help="auto (default), float32, bfloat16, float16")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--batch-size", type=int, default=1)
@@ -25,7 +27,7 @@ def run_perplexity(args: argparse.Namespace) -> int:
                               args.max_tokens, args.out, checkpoint=args.checkpoint,
                               calibration=args.calibration, dtype=args.dtype, device=args.device,
                               batch_size=args.batch_size, tags=parse_tags(args.tag),
-                              overlap_window=args.overlap_window)
+                              overlap_window=args.overlap_window, revision=args.revision)
     for rec in doc["records"]:
         print(f"{rec['language']}\t{rec['metric']}\t{rec['value']:.4f}\t(n={rec['n']})")
     return 0
@@ -39,7 +41,7 @@ def run_tasks(args: argparse.Namespace) -> int:
     doc = evaluate_tasks(args.model, args.tasks.split(","), parse_languages(args.languages), args.out,
                          checkpoint=args.checkpoint, limit=args.limit, batch_size=args.batch_size,
                          max_length=args.max_length, task_data=args.task_data, dtype=args.dtype,
-                         device=args.device, tags=parse_tags(args.tag))
+                         device=args.device, revision=args.revision, tags=parse_tags(args.tag))
     for rec in doc["records"]:
         value = "n/a" if rec["value"] is None else f"{rec['value']:.4f}"
         print(f"{rec['benchmark']}\t{rec['language']}\t{rec['metric']}\t{value}\t(n={rec['n']})")

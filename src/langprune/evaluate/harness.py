@@ -131,7 +131,7 @@ def score(entry: TaskEntry, results: dict) -> tuple[float | None, int]:
 def evaluate_tasks(model: str, benchmarks: list[str], languages: list[str], out: str, *,
                    checkpoint: str | None = None, limit: int | None = None, batch_size: int = 1,
                    max_length: int | None = None, task_data: list[str] = (), dtype: str | None = None,
-                   device: str = "cpu", tags: dict | None = None) -> dict:
+                   device: str = "cpu", revision: str | None = None, tags: dict | None = None) -> dict:
     """Zero-shot accuracy / F1 of ``model`` (+ ``checkpoint``) on benchmarks x languages; writes metrics JSON."""
     from lm_eval import simple_evaluate
     from lm_eval.models.huggingface import HFLM
@@ -152,8 +152,9 @@ def evaluate_tasks(model: str, benchmarks: list[str], languages: list[str], out:
     tasks = build_tasks(runnable, list(task_data))
     results = {"results": {}, "n-samples": {}}
     if tasks:
-        lm_model = load_evaluated_model(model, checkpoint, dtype=dtype, device=device)
-        lm = HFLM(pretrained=lm_model, tokenizer=load_tokenizer(model), batch_size=batch_size, max_length=max_length)
+        lm_model = load_evaluated_model(model, checkpoint, dtype=dtype, device=device, revision=revision)
+        lm = HFLM(pretrained=lm_model, tokenizer=load_tokenizer(model, revision=revision), batch_size=batch_size,
+                  max_length=max_length)
         results = simple_evaluate(model=lm, tasks=list(tasks.values()), num_fewshot=0, batch_size=batch_size,
                                   limit=limit, bootstrap_iters=0, log_samples=False, use_cache=None,
                                   cache_requests=False, task_manager=manager_for(runnable))
@@ -165,6 +166,6 @@ def evaluate_tasks(model: str, benchmarks: list[str], languages: list[str], out:
         records.append(record(entry.benchmark, entry.label, entry.metric, value, n, entry.available and value is not None,
                               task=entry.task))
     settings = {"benchmarks": benchmarks, "languages": languages, "limit": limit, "batch_size": batch_size,
-                "max_length": max_length, "num_fewshot": 0, "task_data": [str(d) for d in task_data], "dtype": dtype}
+                "max_length": max_length, "num_fewshot": 0, "revision": revision, "task_data": [str(d) for d in task_data], "dtype": dtype}
     return write_metrics(out, kind="tasks", model=model, checkpoint=checkpoint, records=records, tags=tags,
                          settings=settings)

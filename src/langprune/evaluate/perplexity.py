@@ -111,7 +111,7 @@ def calibration_shards(explicit: list[str], checkpoint: str | None) -> list[str]
 def evaluate_perplexity(model: str, source: str, languages: list[str], seqlen: int, max_tokens: int, out: str,
                         *, checkpoint: str | None = None, calibration: list[str] = (), dtype: str | None = None,
                         device: str = "cpu", batch_size: int = 1, tags: dict | None = None,
-                        overlap_window: int | None = None) -> dict:
+                        overlap_window: int | None = None, revision: str | None = None) -> dict:
     """Perplexity and bits-per-byte of ``model`` (+ ``checkpoint``) per language; writes the metrics JSON.
 
     Evaluation text is first checked to be disjoint from every ``calibration`` shard and
@@ -127,12 +127,12 @@ def evaluate_perplexity(model: str, source: str, languages: list[str], seqlen: i
         raise LangpruneError(f"need --seqlen >= 2 and --max-tokens >= --seqlen (got {seqlen}, {max_tokens})")
     src = parse_source(source)
     src.check_languages(languages)
-    tokenizer = load_tokenizer(model)
+    tokenizer = load_tokenizer(model, revision=revision)
     texts = {lang: eval_text(src, lang, tokenizer, max_tokens) for lang in languages}
     shards = calibration_shards(list(calibration), checkpoint)
     check_disjoint(texts, shards, overlap_window or DEFAULT_WINDOW)
     windows = {lang: make_windows(texts[lang], tokenizer, seqlen, max_tokens, lang) for lang in languages}
-    lm = load_evaluated_model(model, checkpoint, dtype=dtype, device=device)
+    lm = load_evaluated_model(model, checkpoint, dtype=dtype, device=device, revision=revision)
     records = []
     for lang in languages:
         nll, tokens = summed_nll(lm, windows[lang].input_ids, batch_size, device)
@@ -142,6 +142,7 @@ def evaluate_perplexity(model: str, source: str, languages: list[str], seqlen: i
     del lm
     free_memory()
     settings = {"source": src.spec, "languages": languages, "seqlen": seqlen, "max_tokens": max_tokens,
+                "revision": revision,
                 "calibration": shards, "dtype": dtype, "batch_size": batch_size}
     return write_metrics(out, kind="perplexity", model=model, checkpoint=checkpoint, records=records, tags=tags,
                          settings=settings)
