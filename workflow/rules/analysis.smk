@@ -21,85 +21,8 @@
 #                                  when no model needs a GPU, since process start-up dominates on CPU)
 #   resources: {mem_mb, runtime, threads}
 
-ANALYSIS = config.get("analysis", {})
-ANALYSIS_LANGUAGES = ANALYSIS.get("languages", LANGUAGES)
-ANALYSIS_PROBE = ANALYSIS.get("probe", "text:results/toy/text/probe" if config.get("toy") else "belebele")
-ANALYSIS_METHODS = ANALYSIS.get("methods", PRUNING["methods"])
-ANALYSIS_CALIBRATIONS = [*ANALYSIS.get("calibrations", CALIB["sets"]), NO_CALIB]
-ANALYSIS_NEURONS = {"top_rate": 0.01, "filter_rate": 0.95, "activation_bar": 0.95, **ANALYSIS.get("neurons", {})}
-ANALYSIS_GROUPED = ANALYSIS.get("one_job_per_model", all(m["gpu"] == 0 for m in MODELS.values()))
-ANALYSIS_DIR = "results/analysis/{model}"
-ANALYSIS_DENSE = f"{ANALYSIS_DIR}/hidden/dense.safetensors"
-ANALYSIS_PRUNED = f"{ANALYSIS_DIR}/hidden/{{method}}_{{structure}}_{{sparsity}}/{{calib}}/seed{{seed}}.safetensors"
-ANALYSIS_CHECKPOINT = "results/checkpoints/{model}/{variant}"
-BELEBELE_PROBE = "results/analysis/probe/belebele"
 
-# name -> (outputs, caption): every file an analysis writes, flagged for the report.
-ANALYSIS_OUTPUTS = {
-    "features": {"table": "features.csv", "check": "features_check.csv", "summary": "features.txt",
-                 "figure": "features.png"},
-    "drift": {"table": "drift.csv", "benefit": "drift_benefit.csv", "summary": "drift.txt", "figure": "drift.png"},
-    "masks": {"table": "masks.csv", "matrix": "masks_matrix.csv", "layers": "masks_layers.csv",
-              "types": "masks_types.csv", "figure": "masks.png"},
-    "neurons": {"table": "neurons.csv", "neurons": "neurons_list.csv", "summary": "neurons.txt",
-                "figure": "neurons.png"},
-}
-
-
-def analysis_probe():
-    """The probe source as `langprune analyze hidden` takes it."""
-    return f"text:{BELEBELE_PROBE}" if ANALYSIS_PROBE == "belebele" else ANALYSIS_PROBE
-
-
-def analysis_probe_input(wildcards=None):
-    return [BELEBELE_PROBE] if ANALYSIS_PROBE == "belebele" else text_source_input(ANALYSIS_PROBE)
-
-
-def analysis_variants(model):
-    """Pruned variants (path parts below results/checkpoints/<model>/) of the analysed methods and calibrations."""
-    return [v for v in checkpoint_variants(model)
-            if v.split("_", 1)[0] in ANALYSIS_METHODS and v.split("/")[1] in ANALYSIS_CALIBRATIONS]
-
-
-def analysis_checkpoints(wildcards):
-    return [ANALYSIS_CHECKPOINT.format(model=wildcards.model, variant=v) for v in analysis_variants(wildcards.model)]
-
-
-def analysis_pruned_states(wildcards):
-    return [f"{ANALYSIS_DIR}/hidden/{v}.safetensors".format(model=wildcards.model)
-            for v in analysis_variants(wildcards.model)]
-
-
-def analysis_outputs(name):
-    """Named outputs of one analysis; figures and tables flagged for the report with a caption."""
-    outputs = {}
-    for key, file in ANALYSIS_OUTPUTS[name].items():
-        path = f"{ANALYSIS_DIR}/{file}"
-        outputs[key] = report(path, caption=f"../report/analysis_{name}.rst", category="Analysis",
-                              subcategory="{model}", labels={"model": "{model}", "analysis": name, "file": file})
-    return outputs
-
-
-def analysis_targets(models):
-    """Every table, summary and figure of the analyses of the given models (for `rule all`)."""
-    return [f"{ANALYSIS_DIR}/{file}".format(model=model) for model in models
-            for files in ANALYSIS_OUTPUTS.values() for file in files.values()]
-
-
-def analysis_hidden_flags(wildcards):
-    """Flags shared by every `langprune analyze hidden` call of a model."""
-    return (f"--model {MODELS[wildcards.model]['path']} --probe {analysis_probe()} "
-            f"--languages {','.join(ANALYSIS_LANGUAGES)} --max-passages {ANALYSIS.get('max_passages', 200)} "
-            f"--max-length {ANALYSIS.get('max_length', 256)} --batch-size {ANALYSIS.get('batch_size', 8)} "
-            f"--dtype {MODELS[wildcards.model]['dtype']} --device {device(wildcards)} --tag model={wildcards.model}")
-
-
-def analysis_resources(key):
-    def resource(wildcards, attempt):
-        base = ANALYSIS.get("resources", {}).get(key, 2000 if key == "mem_mb" else 10)
-        return int(base * MODELS[wildcards.model]["scale"] * attempt)
-
-    return resource
+include: "analysis_common.smk"
 
 
 if ANALYSIS_PROBE == "belebele":
