@@ -7,7 +7,6 @@ Everything else in langprune is architecture-agnostic.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -86,10 +85,6 @@ def model_files(name: str, revision: str | None = None) -> list[Path]:
     if not files:
         raise LangpruneError(f"no weight files (*.safetensors) found in '{path}'")
     return files
-
-
-def env_offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false")
 
 
 def decoder_layers(model: Any) -> tuple[str, Any]:
