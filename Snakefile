@@ -8,6 +8,16 @@ import os
 # The embedded default, unless a config was given (`--configfile` replaces it
 # rather than being merged into it, so config/paper.yaml carries no toy keys).
 if not config:
+    # Snakemake's own loader names no line or column for a YAML mistake: read the file strictly first.
+    if os.path.exists("config/config.yaml"):
+        from langprune.config import load_config_file
+        from langprune.errors import LangpruneError
+        from snakemake.exceptions import WorkflowError
+
+        try:
+            load_config_file("config/config.yaml")
+        except LangpruneError as _config_error:
+            raise WorkflowError(str(_config_error)) from None
 
     configfile: "config/config.yaml"
 

@@ -1,8 +1,10 @@
 # Settings, paths and input functions of the analysis stage (rules in analysis.smk).
 
+from langprune.config import default_probe
+
 ANALYSIS = config.get("analysis", {})
 ANALYSIS_LANGUAGES = ANALYSIS.get("languages", LANGUAGES)
-ANALYSIS_PROBE = ANALYSIS.get("probe", "text:results/toy/text/probe" if config.get("toy") else "belebele")
+ANALYSIS_PROBE = ANALYSIS.get("probe", default_probe(config))
 ANALYSIS_METHODS = ANALYSIS.get("methods", PRUNING["methods"])
 ANALYSIS_CALIBRATIONS = [*ANALYSIS.get("calibrations", CALIB["sets"]), NO_CALIB]
 ANALYSIS_NEURONS = {"top_rate": 0.01, "filter_rate": 0.95, "activation_bar": 0.95, **ANALYSIS.get("neurons", {})}

@@ -2,11 +2,25 @@
 # Rules elsewhere only pick inputs and parameters through the helpers below; the
 # work itself is done by `langprune` commands.
 
+import os
 import re
 
+from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
-validate(config, schema="../schemas/config.schema.yaml", set_default=True)
+from langprune.config import BUILT_DIRS, SCHEMA_RELPATH, check_workflow_config
+from langprune.errors import LangpruneError
+
+
+# Reject a bad config before any job is planned, in one line that starts with the key to fix:
+# each config file is read again strictly (Snakemake's YAML loader silently keeps the last of
+# two equal keys), then the schema and cross-key checks of `langprune config check` run.
+try:
+    check_workflow_config(config, workflow.configfiles, os.path.join(workflow.basedir, SCHEMA_RELPATH),
+                          root=os.getcwd())
+except LangpruneError as _config_error:
+    raise WorkflowError(str(_config_error)) from None
+validate(config, schema="../schemas/config.schema.yaml", set_default=True)  # valid now; fills in defaults
 
 MODELS = config["models"]
 TOKENIZERS = config["tokenizers"]
@@ -45,18 +59,6 @@ wildcard_constraints:
     calib=_alternatives(list(CALIB["sets"]) + [NO_CALIB]),
     seed=r"\d+",
     benchmark=_alternatives(BENCHMARKS),
-
-
-for _name, _model in MODELS.items():
-    if _model["tokenizer"] not in TOKENIZERS:
-        raise ValueError(
-            f"config key models.{_name}.tokenizer: '{_model['tokenizer']}' is not a key of tokenizers "
-            f"({', '.join(TOKENIZERS)})"
-        )
-
-
-# Directories the workflow builds itself (the embedded default's toy assets).
-BUILT_DIRS = ["results/toy/text", "results/toy/tokenizer", "results/toy/model", "results/toy/mc"]
 
 
 def local_dependency(path):
