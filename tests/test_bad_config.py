@@ -209,6 +209,14 @@ def test_yaml_merge_keys_are_no_duplicates(tmp_path):
     assert load_config_file(path)["other"] == {"mem_mb": 100, "runtime": 2}
 
 
+def test_yte_template_keys_are_no_duplicates(tmp_path):
+    """Snakemake's YAML templating repeats `?else` in one mapping; that is not a duplicate key."""
+    path = tmp_path / "yte.yaml"
+    path.write_text("__use_yte__: true\npruning:\n  ?if True:\n    batch_size: 4\n  ?else:\n    batch_size: 2\n"
+                    "  ?if False:\n    offload: true\n  ?else:\n    offload: false\n")
+    assert "?else" in load_config_file(path)["pruning"]
+
+
 # ---- the real workflow: a few `snakemake -n` runs ------------------------------------------------
 
 def snakemake_dry_run(workdir: Path, *args: str) -> subprocess.CompletedProcess:

@@ -55,6 +55,8 @@ def _check_duplicate_keys(loader: yaml.SafeLoader, node: yaml.Node, path: list, 
             if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *anchor` merges, it is no key of its own
                 continue
             key = loader.construct_object(key_node, deep=True)
+            if isinstance(key, str) and key.startswith("?"):  # Snakemake's YAML templating (yte): `?if`, `?else`
+                continue
             try:
                 first = seen.get(key)
             except TypeError:  # an unhashable key: YAML's own constructor reports it
