@@ -195,6 +195,13 @@ def test_cross_key_mistake_fails_at_parse_time(config, start, fragment, tmp_path
     assert fragment in str(error.value)
 
 
+def test_default_analysis_settings_do_not_block_a_one_set_run(tmp_path):
+    """With `analysis:` left to its defaults, one set and one seed (nothing for the mask overlap to
+    compare) stay valid: targets without the analysis, such as the metrics tables, still build."""
+    check_config(changed(**{"languages": ["de"], "calibration.seeds": [0], "calibration.sets": {"de": ["de"]},
+                            "pruning.methods": ["wanda"]}), SCHEMA, root=tmp_path)
+
+
 def test_existing_text_dir_must_hold_every_language(tmp_path):
     text_dir(tmp_path / "corpus", ["de"])
     with pytest.raises(LangpruneError, match=r"^config key calibration.sets: language\(s\) en not found in .*corpus"):

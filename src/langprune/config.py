@@ -218,7 +218,7 @@ def _check_text_source(config: dict, key: str, source: str, languages: list[str]
         if part and part not in toy["split"]:
             raise LangpruneError(
                 f"config key {key}: '{source}' is the toy corpus part '{part}', but toy.split has no '{part}' "
-                f"(parts: {', '.join(toy['split'])}); add it to toy.split or choose another part")
+                f"(parts: {', '.join(toy['split'])}); add it to toy.split or read another part")
         missing = [lang for lang in languages if lang not in toy["languages"]]
         if missing:
             raise LangpruneError(
@@ -271,20 +271,20 @@ def _check_analysis(config: dict) -> None:
     if unknown:
         raise LangpruneError(f"config key analysis.calibrations: {', '.join(unknown)} not in calibration.sets "
                              f"({', '.join(sets)})")
+    # Set explicitly, the analysis settings must leave something to compare. (Left to their defaults,
+    # a one-set run stays valid: targets without the analysis, e.g. the metrics tables, still build.)
     # Mask overlap compares checkpoints of one method (and structure, sparsity): it needs two.
     calibrations = analysis.get("calibrations", list(sets))
     runs = [1 if method == "magnitude" else len(calibrations) * len(config["calibration"]["seeds"])
             for method in analysis.get("methods", methods)]
-    if runs and max(runs) < 2:
+    if ("methods" in analysis or "calibrations" in analysis) and max(runs, default=0) < 2:
         raise LangpruneError(
             "config key analysis.calibrations: the mask-overlap analysis compares at least two checkpoints of one "
-            "method, but analysis.methods x analysis.calibrations x calibration.seeds gives one each; "
-            "analyse two calibration sets or two seeds")
-    probe_languages = analysis.get("languages", config["languages"])
-    if len(probe_languages) < 2:
-        key = "analysis.languages" if "languages" in analysis else "languages"
-        raise LangpruneError(f"config key {key}: the language-subspace analysis needs at least two probe "
-                             f"languages, got {', '.join(probe_languages)}")
+            "method, but analysis.methods x analysis.calibrations x calibration.seeds gives at most one (magnitude "
+            "has one per structure and sparsity); analyse wanda or sparsegpt with two calibration sets or two seeds")
+    if len(analysis.get("languages", [None, None])) < 2:
+        raise LangpruneError(f"config key analysis.languages: the language-subspace analysis needs at least two "
+                             f"probe languages, got {', '.join(analysis['languages'])}")
 
 
 def check_references(config: dict, root: str | os.PathLike = ".") -> None:
