@@ -53,7 +53,7 @@ EXPECTED = {
     "18_model_path_empty": (KEY + "models.toy.path:", "should be non-empty"),
     "19_model_dtype_float64": (KEY + "models.toy.dtype:", "'float64' is not one of"),
     "20_model_gpu_negative": (KEY + "models.toy.gpu:", "-1 is less than the minimum of 0"),
-    "21_model_name_with_slash": (KEY + "models:", "'org/toy' does not match"),
+    "21_model_name_with_slash": (KEY + "models.org/toy:", "the name 'org/toy' does not match"),
     "22_seeds_not_list": (KEY + "calibration.seeds:", "0 is not of type 'array'"),
     "23_seeds_duplicate": (KEY + "calibration.seeds:", "has non-unique elements"),
     "24_resources_mem_string": (KEY + "pruning.resources.mem_mb:", "'2G' is not of type 'integer'"),
@@ -210,10 +210,12 @@ def test_existing_text_dir_must_hold_every_language(tmp_path):
     check_config(user_text_config("text:corpus"), SCHEMA, root=tmp_path)
 
 
-def test_yaml_merge_keys_are_no_duplicates(tmp_path):
+def test_yaml_merge_keys_and_aliases_are_no_duplicates(tmp_path):
     path = tmp_path / "merge.yaml"
-    path.write_text("base: &base {mem_mb: 100, runtime: 1}\nother:\n  <<: *base\n  runtime: 2\n")
-    assert load_config_file(path)["other"] == {"mem_mb": 100, "runtime": 2}
+    path.write_text("base: &base {mem_mb: 100, runtime: 1}\nother:\n  <<: *base\n  runtime: 2\n"
+                    "again: *base\nloop: &loop [1, *loop]\n")
+    config = load_config_file(path)
+    assert config["other"] == {"mem_mb": 100, "runtime": 2} and config["again"] == config["base"]
 
 
 def test_yte_template_keys_are_no_duplicates(tmp_path):

@@ -47,8 +47,15 @@ def _key_path(parts) -> str:
     return text
 
 
-def _check_duplicate_keys(loader: yaml.SafeLoader, node: yaml.Node, path: list, where: str) -> None:
-    """Walk the composed YAML tree; the first key that occurs twice in one mapping is an error."""
+def _check_duplicate_keys(loader: yaml.SafeLoader, node: yaml.Node, path: list, where: str,
+                          visited: set[int] | None = None) -> None:
+    """Walk the composed YAML tree; the first key that occurs twice in one mapping is an error.
+
+    An aliased node (``*anchor``) is walked once: YAML allows recursive ones."""
+    visited = set() if visited is None else visited
+    if id(node) in visited:
+        return
+    visited.add(id(node))
     if isinstance(node, yaml.MappingNode):
         seen: dict[Any, yaml.Node] = {}
         for key_node, value_node in node.value:
@@ -67,10 +74,10 @@ def _check_duplicate_keys(loader: yaml.SafeLoader, node: yaml.Node, path: list, 
                     f"and again at line {key_node.start_mark.line + 1}; YAML would silently keep only the last one. "
                     f"Keep one of them")
             seen[key] = key_node
-            _check_duplicate_keys(loader, value_node, [*path, key], where)
+            _check_duplicate_keys(loader, value_node, [*path, key], where, visited)
     elif isinstance(node, yaml.SequenceNode):
         for index, item in enumerate(node.value):
-            _check_duplicate_keys(loader, item, [*path, index], where)
+            _check_duplicate_keys(loader, item, [*path, index], where, visited)
 
 
 def load_config_file(path: str | os.PathLike) -> dict:
@@ -145,6 +152,10 @@ def _schema_message(error) -> str:
         missing = next((k for k in error.validator_value if k not in error.instance), None)
         if missing is not None:
             return f"config key {_key_path([*path, missing])}: missing; it is required"
+    if "propertyNames" in error.relative_schema_path and isinstance(error.instance, str):
+        # jsonschema reports a bad name at its mapping; name the key itself
+        return (f"config key {_key_path([*path, error.instance])}: the name {error.message} "
+                f"(schema rule 'propertyNames')")
     message = " ".join(error.message.split())
     if len(message) > MAX_MESSAGE:
         message = message[:MAX_MESSAGE - 1] + "…"
