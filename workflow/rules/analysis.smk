@@ -97,7 +97,7 @@ else:
             model=model_input,
             probe=analysis_probe_input,
             dense=ANALYSIS_DENSE,
-            checkpoint="results/checkpoints/{model}/{method}_{structure}_{sparsity}/{calib}/seed{seed}",
+            checkpoint=variant.pruned_pattern(variant.CHECKPOINT_DIR),
         output:
             ANALYSIS_PRUNED,
         params:

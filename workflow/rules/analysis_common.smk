@@ -4,13 +4,12 @@ ANALYSIS = config.get("analysis", {})
 ANALYSIS_LANGUAGES = ANALYSIS.get("languages", LANGUAGES)
 ANALYSIS_PROBE = ANALYSIS.get("probe", "text:results/toy/text/probe" if config.get("toy") else "belebele")
 ANALYSIS_METHODS = ANALYSIS.get("methods", PRUNING["methods"])
-ANALYSIS_CALIBRATIONS = [*ANALYSIS.get("calibrations", CALIB["sets"]), NO_CALIB]
+ANALYSIS_CALIBRATIONS = [*ANALYSIS.get("calibrations", CALIB["sets"]), variant.UNCALIBRATED]
 ANALYSIS_NEURONS = {"top_rate": 0.01, "filter_rate": 0.95, "activation_bar": 0.95, **ANALYSIS.get("neurons", {})}
 ANALYSIS_GROUPED = ANALYSIS.get("one_job_per_model", all(m["gpu"] == 0 for m in MODELS.values()))
 ANALYSIS_DIR = "results/analysis/{model}"
 ANALYSIS_DENSE = f"{ANALYSIS_DIR}/hidden/dense.safetensors"
-ANALYSIS_PRUNED = f"{ANALYSIS_DIR}/hidden/{{method}}_{{structure}}_{{sparsity}}/{{calib}}/seed{{seed}}.safetensors"
-ANALYSIS_CHECKPOINT = "results/checkpoints/{model}/{variant}"
+ANALYSIS_PRUNED = f"{ANALYSIS_DIR}/hidden/{variant.VARIANT_PATH}.safetensors"
 BELEBELE_PROBE = "results/analysis/probe/belebele"
 
 # name -> (outputs, caption): every file an analysis writes, flagged for the report.
@@ -36,12 +35,12 @@ def analysis_probe_input(wildcards=None):
 
 def analysis_variants(model):
     """Pruned variants (path parts below results/checkpoints/<model>/) of the analysed methods and calibrations."""
-    return [v for v in checkpoint_variants(model)
-            if v.split("_", 1)[0] in ANALYSIS_METHODS and v.split("/")[1] in ANALYSIS_CALIBRATIONS]
+    return [v for v in checkpoint_variants(model) if variant.parse_variant_path(v)["method"] in ANALYSIS_METHODS
+            and variant.parse_variant_path(v)["calib"] in ANALYSIS_CALIBRATIONS]
 
 
 def analysis_checkpoints(wildcards):
-    return [ANALYSIS_CHECKPOINT.format(model=wildcards.model, variant=v) for v in analysis_variants(wildcards.model)]
+    return [variant.CHECKPOINT_DIR.format(model=wildcards.model, variant=v) for v in analysis_variants(wildcards.model)]
 
 
 def analysis_pruned_states(wildcards):

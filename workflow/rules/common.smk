@@ -6,6 +6,8 @@ import re
 
 from snakemake.utils import validate
 
+from langprune import variant
+
 validate(config, schema="../schemas/config.schema.yaml", set_default=True)
 
 MODELS = config["models"]
@@ -15,14 +17,8 @@ PRUNING = config["pruning"]
 EVALUATION = config["evaluation"]
 LANGUAGES = config["languages"]
 
-# Structures as they appear in paths: ':' is a bad path character ("2:4" -> "2of4").
-STRUCTURE_PATHS = {s: s.replace(":", "of") for s in PRUNING["structures"]}
-STRUCTURE_NAMES = {path: s for s, path in STRUCTURE_PATHS.items()}
-
-# Magnitude pruning reads no calibration data: one job per (model, structure,
-# sparsity), filed under this calibration name and seed, shown as a reference.
-NO_CALIB = "none"
-NO_CALIB_SEED = 0
+# Magnitude pruning reads no calibration data: one job per (model, structure, sparsity),
+# filed under calibration variant.UNCALIBRATED and seed variant.UNCALIBRATED_SEED.
 
 CONDA_ENV = "../../envs/langprune.yaml"
 
@@ -40,9 +36,9 @@ wildcard_constraints:
     model=_alternatives(MODELS),
     tokenizer=_alternatives(TOKENIZERS),
     method=_alternatives(PRUNING["methods"]),
-    structure=_alternatives(STRUCTURE_PATHS.values()),
+    structure=_alternatives(variant.structure_slug(s) for s in PRUNING["structures"]),
     sparsity=_alternatives(PRUNING["sparsities"]),
-    calib=_alternatives(list(CALIB["sets"]) + [NO_CALIB]),
+    calib=_alternatives([*CALIB["sets"], variant.UNCALIBRATED]),
     seed=r"\d+",
     benchmark=_alternatives(BENCHMARKS),
 
@@ -84,7 +80,7 @@ def calib_languages(wildcards):
 
 
 def shard_path(model, calib, seed):
-    return f"results/shards/{MODELS[model]['tokenizer']}/{calib}/seed{seed}.safetensors"
+    return variant.SHARD_FILE.format(tokenizer=MODELS[model]["tokenizer"], calib=calib, seed=seed)
 
 
 def prune_calibration(wildcards):
@@ -124,31 +120,34 @@ def stage_threads(stage):
     return config.get(stage, {}).get("resources", {}).get("threads", 1)
 
 
-def tags(**values):
-    """`--tag k=v ...` for the labels every metrics row carries."""
-    return " ".join(f"--tag {key}={value}" for key, value in values.items())
+def pruned_tags(wildcards):
+    """`--tag ...` for every label of a pruned variant (its structure spelled '2:4', not '2of4')."""
+    return variant.tag_flags({"model": wildcards.model, "method": wildcards.method,
+                              "structure": variant.structure_from_slug(wildcards.structure),
+                              "sparsity": wildcards.sparsity, "calib": wildcards.calib, "seed": wildcards.seed})
 
 
 def checkpoint_variants(model):
     """Every pruned variant of a model as its path part below results/checkpoints/<model>/."""
     variants = []
     for method in PRUNING["methods"]:
-        for structure in STRUCTURE_PATHS.values():
+        for structure in PRUNING["structures"]:
             for sparsity in PRUNING["sparsities"]:
-                runs = ([(NO_CALIB, NO_CALIB_SEED)] if method == "magnitude"
+                runs = ([(variant.UNCALIBRATED, variant.UNCALIBRATED_SEED)] if method == "magnitude"
                         else [(c, s) for c in CALIB["sets"] for s in CALIB["seeds"]])
-                variants += [f"{method}_{structure}_{sparsity}/{calib}/seed{seed}" for calib, seed in runs]
+                variants += [variant.variant_path(method, structure, sparsity, calib, seed) for calib, seed in runs]
     return variants
 
 
 def metrics_files(model):
     """Every metrics JSON of one model: dense once, then each pruned variant."""
-    variants = ["dense"] + checkpoint_variants(model)
-    return [f"results/metrics/{model}/{variant}/{benchmark}.json" for variant in variants for benchmark in BENCHMARKS]
+    variants = [variant.DENSE] + checkpoint_variants(model)
+    return [variant.METRICS_FILE.format(model=model, variant=v, benchmark=benchmark)
+            for v in variants for benchmark in BENCHMARKS]
 
 
 def metrics_tables():
-    return [f"results/tables/{model}/metrics.csv" for model in MODELS]
+    return [variant.METRICS_TABLE.format(model=model) for model in MODELS]
 
 
 def benchmark_inputs(wildcards):

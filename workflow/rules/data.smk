@@ -71,7 +71,7 @@ rule calibration_shard:
         tokenizer=tokenizer_input,
         text=text_source_input(CALIB["source"]),
     output:
-        "results/shards/{tokenizer}/{calib}/seed{seed}.safetensors",
+        variant.SHARD_FILE,
     cache: "omit-software"
     params:
         tokenizer=lambda wc: TOKENIZERS[wc.tokenizer],

@@ -1,8 +1,8 @@
 # Evaluation: per checkpoint and once per dense model, perplexity (+ bits per byte)
 # and each configured lm-eval benchmark; then one tidy metrics table per model.
 
-CHECKPOINT = "results/checkpoints/{model}/{method}_{structure}_{sparsity}/{calib}/seed{seed}"
-PRUNED_METRICS = "results/metrics/{model}/{method}_{structure}_{sparsity}/{calib}/seed{seed}/{benchmark}.json"
+PRUNED_METRICS = variant.pruned_pattern(variant.METRICS_FILE)
+DENSE_METRICS = variant.METRICS_FILE.replace("{variant}", variant.DENSE)
 
 if MC:
 
@@ -28,7 +28,7 @@ if MC:
 rule evaluate_pruned:
     input:
         model=model_input,
-        checkpoint=CHECKPOINT,
+        checkpoint=variant.pruned_pattern(variant.CHECKPOINT_DIR),
         data=benchmark_inputs,
     output:
         PRUNED_METRICS,
@@ -37,7 +37,7 @@ rule evaluate_pruned:
         command=benchmark_command,
         device=device,
         revision=revision_flag,
-        tags=lambda wc: tags(model=wc.model),
+        tags=lambda wc: variant.tag_flags({"model": wc.model}),
     threads: stage_threads("evaluation")
     resources:
         gpu=gpus,
@@ -57,7 +57,7 @@ rule evaluate_dense:
         model=model_input,
         data=benchmark_inputs,
     output:
-        "results/metrics/{model}/dense/{benchmark}.json",
+        DENSE_METRICS,
     # Cached between workflows (docs/reruns.md): the key covers params, not wildcards;
     # the benchmark is named inside params.command, the model by params.model.
     cache: "omit-software"
@@ -66,7 +66,7 @@ rule evaluate_dense:
         command=benchmark_command,
         device=device,
         revision=revision_flag,
-        tags=lambda wc: tags(model=wc.model, method="dense", structure="-", sparsity="0", calib="-", seed="-"),
+        tags=lambda wc: variant.tag_flags({"model": wc.model, **variant.DENSE_LABELS}),
     threads: stage_threads("evaluation")
     resources:
         gpu=gpus,
@@ -85,7 +85,7 @@ rule gather_metrics:
     input:
         lambda wc: metrics_files(wc.model),
     output:
-        "results/tables/{model}/metrics.csv",
+        variant.METRICS_TABLE,
     conda:
         CONDA_ENV
     log:

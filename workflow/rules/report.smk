@@ -3,13 +3,14 @@
 # figure is flagged for `snakemake --report` with a caption from workflow/report/.
 # Targets for `rule all`: report_targets(models) = expand(REPORT_TARGETS, model=models).
 
+from langprune import variant
 from langprune.report.figures import SUMMARY_FORMATS
 from langprune.report.paper import COMPARISON_FORMATS
 from langprune.report.tables import TABLE_FORMATS, TABLE_NAMES
 
 REPORT_CONDA_ENV = "../../envs/langprune.yaml"
-REPORT_METRICS = "results/tables/{model}/metrics.csv"
-REPORT_HEATMAPS = "results/figures/{model}/heatmaps"
+REPORT_METRICS = variant.METRICS_TABLE
+REPORT_HEATMAPS = variant.HEATMAP_DIR
 # Table files per rule: {table name: formats}, written as results/tables/{model}/<name>.<format>.
 REPORT_TABLE_FILES = {**{name: TABLE_FORMATS for name in TABLE_NAMES}, "paper_comparison": COMPARISON_FORMATS}
 REPORT_SUMMARY_FILES = {"target_best": SUMMARY_FORMATS}

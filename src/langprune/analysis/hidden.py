@@ -19,6 +19,7 @@ from typing import Any
 
 from ..errors import LangpruneError
 from ..io import atomic_path, sha256_bytes
+from ..variant import variant_labels
 
 FORMAT = "langprune-probe-states/1"
 
@@ -298,9 +299,9 @@ def run_hidden(*, model: str, probe: str, languages: list[str], outs: list[str],
 
 
 def _labels(model: str, checkpoint: str | None, tags: dict[str, str] | None) -> dict[str, str]:
-    from .common import checkpoint_tags, variant_label
+    from .common import checkpoint_tags
 
-    return variant_label({"model": model, **checkpoint_tags(checkpoint), **(tags or {})})
+    return variant_labels({"model": model, **checkpoint_tags(checkpoint), **(tags or {})})
 
 
 def probe_tensors(net, tokenizer, texts: dict[str, list[str]], reference: dict | None, *, max_length: int,

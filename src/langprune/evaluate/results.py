@@ -13,22 +13,11 @@ from pathlib import Path
 from .. import __version__
 from ..errors import LangpruneError
 from ..io import read_json, sha256_file, write_json
+from ..variant import DENSE_LABELS, LABEL_KEYS, canonical_calib, mix_name
 
 # Columns every tidy row has, in this order; other tags follow.
-LABEL_COLUMNS = ["model", "method", "structure", "sparsity", "calib", "seed"]
+LABEL_COLUMNS = LABEL_KEYS
 RECORD_COLUMNS = ["benchmark", "language", "metric", "value", "n", "available"]
-DENSE_LABELS = {"method": "dense", "structure": "-", "sparsity": "0", "calib": "-", "seed": "-"}
-
-
-def parse_tags(pairs: list[str] | None) -> dict[str, str]:
-    """``["model=llama", "seed=0"]`` -> dict; the ``--tag KEY=VALUE`` flag of evaluate and prune."""
-    tags = {}
-    for pair in pairs or []:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise LangpruneError(f"--tag '{pair}' must look like KEY=VALUE")
-        tags[key] = value
-    return tags
 
 
 def checkpoint_identity(checkpoint: str | Path | None) -> tuple[str | None, dict]:
@@ -47,7 +36,7 @@ def pruning_labels(manifest: dict) -> dict[str, str]:
         return {}
     labels = {k: str(manifest[k]) for k in ("method", "structure", "sparsity", "seed") if manifest.get(k) is not None}
     shard = (manifest.get("calibration") or {}).get("shard") or {}
-    labels["calib"] = "-".join(shard.get("languages") or []) or "-"
+    labels["calib"] = mix_name(shard.get("languages") or [])
     return labels
 
 
@@ -76,6 +65,8 @@ def _labels(doc: dict) -> dict[str, str]:
     labels["model"] = doc.get("model")
     labels.update(doc.get("pruning") or {})
     labels.update(doc.get("tags") or {})
+    if labels["calib"] is not None:
+        labels["calib"] = canonical_calib(labels["calib"])
     return labels
 
 

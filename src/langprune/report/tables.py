@@ -20,18 +20,14 @@ import pandas as pd
 
 from ..errors import LangpruneError
 from ..io import atomic_path
+from ..variant import DENSE, LABEL_KEYS, NOT_APPLICABLE, SETTING_KEYS, canonical_calib, is_uncalibrated, mix_parts
 
-REQUIRED_COLUMNS = ["model", "method", "structure", "sparsity", "calib", "seed",
-                    "benchmark", "language", "metric", "value", "n", "available"]
-# Columns that name one table cell; seeds are averaged away.
-CELL_KEYS = ["model", "method", "structure", "sparsity", "calib", "benchmark", "language", "metric"]
-ROW_KEYS = ["model", "method", "structure", "sparsity", "calib"]
+REQUIRED_COLUMNS = [*LABEL_KEYS, "benchmark", "language", "metric", "value", "n", "available"]
+# Columns that name one table row and cell; seeds are averaged away.
+ROW_KEYS = [*SETTING_KEYS, "calib"]
+CELL_KEYS = [*ROW_KEYS, "benchmark", "language", "metric"]
 PERPLEXITY_BENCHMARK = "perplexity"
-DENSE = "dense"
 NOT_AVAILABLE = "n/a"
-NO_LABEL = "-"
-# Calibration names of runs that read no calibration data (dense, magnitude): reference rows.
-UNCALIBRATED = {NO_LABEL, "none"}
 
 # Methods in the order the paper discusses them; unknown methods follow alphabetically.
 METHOD_ORDER = [DENSE, "magnitude", "wanda", "sparsegpt"]
@@ -66,7 +62,7 @@ def metric_info(metric: str) -> MetricInfo:
 # --------------------------------------------------------------------------- reading
 
 def read_metrics(path: str | os.PathLike) -> pd.DataFrame:
-    """Read a tidy metrics CSV, keeping labels as strings ('-' for dense calib/seed)."""
+    """Read a tidy metrics CSV, keeping labels as strings ('-' for the dense model's structure and seed)."""
     path = Path(path)
     if not path.is_file():
         raise LangpruneError(f"metrics table {path} does not exist: write it with "
@@ -83,9 +79,9 @@ def normalise_metrics(df: pd.DataFrame) -> pd.DataFrame:
     """Give labels one spelling and values numeric types, so grouping is exact."""
     df = df.copy()
     for col in CELL_KEYS + ["seed"]:
-        df[col] = df[col].fillna("").astype(str).str.strip().replace("", NO_LABEL)
-    for col in ["calib", "language"]:  # 'DE' and 'de' name one language; tables print upper case
-        df[col] = df[col].str.lower()
+        df[col] = df[col].fillna("").astype(str).str.strip().replace("", NOT_APPLICABLE)
+    df["calib"] = df["calib"].map(canonical_calib)  # 'DE' and 'de' name one language; tables print upper case
+    df["language"] = df["language"].str.lower()
     df["value"] = pd.to_numeric(df["value"].replace({"": None, "None": None, "null": None}), errors="coerce")
     df["available"] = df["available"].astype(str).str.strip().str.lower().isin(["true", "1", "yes"])
     return df
@@ -122,7 +118,7 @@ def is_dense(agg: pd.DataFrame) -> pd.Series:
 
 def is_reference_row(agg: pd.DataFrame) -> pd.Series:
     """Dense and calibration-free runs (magnitude): shown in every table, above the calibrated rows."""
-    return is_dense(agg) | agg["calib"].isin(UNCALIBRATED)
+    return is_dense(agg) | agg["calib"].map(is_uncalibrated)
 
 
 def _order_key(value: str, order: list[str]) -> tuple:
@@ -131,11 +127,11 @@ def _order_key(value: str, order: list[str]) -> tuple:
 
 def calib_sort_key(calib: str, singles: set[str]) -> tuple:
     """Dense first, single languages, explicit mixes (en+de) by size, then named sets (all7)."""
-    if calib in UNCALIBRATED:
+    if is_uncalibrated(calib):
         return (0, 0, calib)
     if calib in singles:
         return (1, 0, calib)
-    parts = len(calib.split("+"))
+    parts = len(mix_parts(calib))
     return (2, parts, calib) if parts > 1 else (3, 0, calib)
 
 
