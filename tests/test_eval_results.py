@@ -5,6 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
+from langprune.checkpoint import FORMAT, FORMAT_VERSION
 from langprune.cli import main
 from langprune.errors import LangpruneError
 from langprune.evaluate.results import gather, record, write_metrics
@@ -18,7 +19,7 @@ def runs(tmp_path):
     ckpt = tmp_path / "ckpt"
     ckpt.mkdir()
     write_json(ckpt / "manifest.json", {
-        "method": "wanda", "structure": "2:4", "sparsity": 0.5, "seed": 1, "tags": {"calib": "de", "model": "m"},
+        "format": FORMAT, "format_version": FORMAT_VERSION, "method": "wanda", "structure": "2:4", "sparsity": 0.5, "seed": 1, "tags": {"calib": "de", "model": "m"},
         "calibration": {"path": "x", "shard": {"languages": ["ar", "de"]}}})
     pruned = write_metrics(tmp_path / "p.json", kind="tasks", model="org/m", checkpoint=ckpt, tags={"seed": "2"},
                            records=[record("arc", "de", "acc", 0.25, 100), record("arc", "sw", "acc", None, 0, False)])

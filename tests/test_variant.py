@@ -6,6 +6,7 @@ import pandas as pd
 import pytest
 
 from langprune import variant
+from langprune.checkpoint import FORMAT, FORMAT_VERSION
 from langprune.errors import LangpruneError
 from langprune.evaluate.results import gather, record, write_metrics
 from langprune.io import write_json
@@ -29,7 +30,7 @@ def prune_manifest(structure: str, languages: list[str], tags: dict) -> dict:
     """The identity part of a manifest as `langprune prune` writes it."""
     parsed = parse_structure(structure, None if ":" in structure else 0.5)
     shard = {"path": "shard.safetensors", "shard": {"languages": languages}} if languages else None
-    return {"method": "wanda" if languages else "magnitude", "structure": parsed.label, "sparsity": parsed.sparsity,
+    return {"format": FORMAT, "format_version": FORMAT_VERSION, "method": "wanda" if languages else "magnitude", "structure": parsed.label, "sparsity": parsed.sparsity,
             "seed": 1, "calibration": shard, "tags": tags}
 
 

@@ -68,6 +68,17 @@ def load_model(name: str, *, dtype: str | None = None, device: str = "cpu", revi
     return model
 
 
+def free_memory() -> None:
+    """Return the memory of models the caller has just deleted before the next one is loaded."""
+    import gc
+
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
 def model_files(name: str, revision: str | None = None) -> list[Path]:
     """The weight files a model was loaded from (local dir or hub cache), sorted."""
     path = Path(name)

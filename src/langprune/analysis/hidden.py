@@ -230,30 +230,24 @@ def load_variants(paths: list[str], need: str) -> list[tuple[dict, dict]]:
 def analysis_models(model: str, checkpoints: list[str] | None, dtype: str | None, device: str):
     """Yield (checkpoint, model in memory): the base is loaded once and each checkpoint applied to it.
 
-    Weights a checkpoint touches are restored from a copy of the base before the next one is
-    applied, so a job over many checkpoints pays one model load. Each checkpoint's manifest
-    must name these base weights (same check as ``load_pruned_model``).
+    The base weights come back after each checkpoint (``checkpoint.applied``), so a job over
+    many checkpoints pays one model load. Each checkpoint's manifest must name these base
+    weights (same check as ``load_pruned_model``).
     """
-    from ..checkpoint import apply_checkpoint, base_weights_hash, load_pruned_model, read_manifest
+    from ..checkpoint import applied, base_weights_hash, load_pruned_model, read_manifest
 
     net = load_pruned_model(model, None, dtype=dtype, device=device)
     if not checkpoints:
         yield None, net
         return
     base_hash = base_weights_hash(model)["sha256"]
-    params = dict(net.named_parameters())
-    originals: dict[str, Any] = {}
     for checkpoint in checkpoints:
         manifest = read_manifest(checkpoint)
         if manifest["base"]["weights_sha256"] != base_hash:
             raise LangpruneError(f"checkpoint '{checkpoint}' was pruned from '{manifest['base']['model']}', whose "
                                  f"weights differ from --model '{model}'; pass the base model it was made from")
-        for name, weight in originals.items():
-            params[name].data.copy_(weight)
-        for name in manifest["tensors"]:
-            if name not in originals:
-                originals[name] = params[name].detach().clone()
-        yield checkpoint, apply_checkpoint(net, checkpoint)
+        with applied(net, checkpoint) as pruned:
+            yield checkpoint, pruned
 
 
 def run_hidden(*, model: str, probe: str, languages: list[str], outs: list[str],

@@ -67,26 +67,22 @@ class PrunedMasks:
     unpacked together would not fit in memory). Keys are module names without '.weight'."""
 
     def __init__(self, checkpoint: str):
-        from ..checkpoint import MASKS, read_manifest
+        from ..checkpoint import read_manifest
 
-        self.path = Path(checkpoint) / MASKS
-        self.shapes = {name.removesuffix(".weight"): (name, shape["shape"])
-                       for name, shape in read_manifest(checkpoint)["tensors"].items()}
+        self.checkpoint = checkpoint
+        self.weights = {name.removesuffix(".weight"): name for name in read_manifest(checkpoint)["tensors"]}
 
     def __iter__(self):
-        return iter(self.shapes)
+        return iter(self.weights)
 
     def __len__(self):
-        return len(self.shapes)
+        return len(self.weights)
 
     def __getitem__(self, name: str):
-        from safetensors import safe_open
+        from ..checkpoint import iter_masks
 
-        from ..checkpoint import unpack_mask
-
-        key, shape = self.shapes[name]
-        with safe_open(str(self.path), framework="pt") as handle:
-            return ~unpack_mask(handle.get_tensor(key), shape)
+        ((_, keep),) = iter_masks(self.checkpoint, [self.weights[name]])
+        return ~keep
 
     def items(self):
         return ((name, self[name]) for name in self)
