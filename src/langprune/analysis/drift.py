@@ -14,6 +14,7 @@ from pathlib import Path
 from ..variant import LABEL_KEYS, SETTING_KEYS
 from .common import (language_colors, legend_for_all, save_figure, sort_languages,
                      use_headless_backend, variant_title, write_csv, write_text)
+from .states import by_language, load_variants
 
 
 def layer_distance(pruned, dense):
@@ -24,8 +25,6 @@ def layer_distance(pruned, dense):
 def drift_table(variants: list[tuple[dict, dict]]):
     """Tidy rows (variant labels, eval_language, layer, drift, dense_norm) from pruned probe states."""
     import pandas as pd
-
-    from .hidden import by_language
 
     rows = []
     for label, tensors in variants:
@@ -131,8 +130,6 @@ def plot_drift(table, languages_order=None):
 def run_drift(*, inputs: list[str], out_table: str, out_figure: str, out_summary: str,
               out_benefit: str | None = None, languages: list[str] | None = None) -> list[Path]:
     """`langprune analyze drift`: tidy drift table, per-layer benefit table, figure and a plain summary."""
-    from .hidden import load_variants
-
     table = drift_table(load_variants(inputs, need="drift"))
     benefit = target_benefit(table)
     summary = layers_that_benefit(benefit)

@@ -20,6 +20,7 @@ from ..errors import LangpruneError
 from ..variant import LABEL_KEYS, SETTING_KEYS
 from .common import (language_colors, legend_for_all, save_figure, sort_languages,
                      use_headless_backend, variant_title, write_csv, write_text)
+from .states import by_language, load_variants, read_states
 
 COMPONENTS = ("agnostic", "specific")
 
@@ -60,8 +61,6 @@ def feature_change(pruned, dense, basis) -> dict[str, float]:
 def features_table(dense_final: dict, variants: list[tuple[dict, dict]], rank: int | None = None):
     """Tidy rows (variant labels, eval_language, component, change, dense_magnitude, rank)."""
     import pandas as pd
-
-    from .hidden import by_language
 
     basis = fit_language_subspace(dense_final, rank)
     magnitude = {}
@@ -171,8 +170,6 @@ def run_features(*, dense: str, inputs: list[str], out_table: str, out_figure: s
                  out_check: str | None = None, rank: int | None = None,
                  languages: list[str] | None = None) -> list[Path]:
     """`langprune analyze features`: LSAR change table, grouped-bar figure and the claims check."""
-    from .hidden import by_language, load_variants, read_states
-
     dense_tensors, _ = read_states(dense)
     variants = load_variants(inputs, need="final")
     table = features_table(by_language(dense_tensors, "final"), variants, rank)

@@ -178,7 +178,7 @@ def run_neurons(*, dense: str, checkpoints: list[str], out_table: str, out_neuro
     import pandas as pd
 
     from .common import checkpoint_tags, limit_threads
-    from .hidden import by_language, read_states
+    from .states import by_language, read_states
     from .masks import PrunedMasks
 
     limit_threads(threads)

@@ -21,9 +21,9 @@ import pandas as pd
 from ..errors import LangpruneError
 from ..io import atomic_path
 from ..variant import SETTING_KEYS, setting_name
-from .tables import (PERPLEXITY_BENCHMARK, aggregate_seeds, calib_sort_key,
-                     column_sort_key, html_page, is_dense, metric_info, read_metrics,
-                     single_calibrations, target_language, write_text)
+from .common import PERPLEXITY_BENCHMARK, html_page, metric_info, write_text
+from .tables import (aggregate_seeds, calib_sort_key, column_sort_key, is_dense, read_metrics, single_calibrations,
+                     target_language)
 
 COLUMN_KEYS = ["benchmark", "metric", "language"]
 NA_COLOUR = "#d9d9d9"

@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..variant import DENSE, UNCALIBRATED, canonical_calib
-from .tables import CELL_KEYS, html_page, metric_info, write_text
+from .common import CELL_KEYS, html_page, metric_info, write_text
 
 PAPER_MODELS = ["Llama-3-8B-Instruct", "Aya-23-8B"]
 PAPER_STRUCTURE = "unstructured"

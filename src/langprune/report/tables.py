@@ -19,44 +19,15 @@ from typing import Callable
 import pandas as pd
 
 from ..errors import LangpruneError
-from ..io import atomic_path
-from ..variant import DENSE, LABEL_KEYS, NOT_APPLICABLE, SETTING_KEYS, canonical_calib, is_uncalibrated, mix_parts
+from ..variant import DENSE, LABEL_KEYS, NOT_APPLICABLE, canonical_calib, is_uncalibrated, mix_parts
+from .common import CELL_KEYS, NOT_AVAILABLE, PERPLEXITY_BENCHMARK, ROW_KEYS, html_page, metric_info, write_text
+from .paper import write_paper_comparison
 
 REQUIRED_COLUMNS = [*LABEL_KEYS, "benchmark", "language", "metric", "value", "n", "available"]
-# Columns that name one table row and cell; seeds are averaged away.
-ROW_KEYS = [*SETTING_KEYS, "calib"]
-CELL_KEYS = [*ROW_KEYS, "benchmark", "language", "metric"]
-PERPLEXITY_BENCHMARK = "perplexity"
-NOT_AVAILABLE = "n/a"
-
 # Methods in the order the paper discusses them; unknown methods follow alphabetically.
 METHOD_ORDER = [DENSE, "magnitude", "wanda", "sparsegpt"]
 # Task columns in the paper's order; unknown benchmarks follow alphabetically.
 BENCHMARK_ORDER = [PERPLEXITY_BENCHMARK, "arc", "belebele", "mmlu", "hellaswag", "mkqa", "udhr_mc"]
-
-
-@dataclass(frozen=True)
-class MetricInfo:
-    """How a metric is read: which direction is better, and how it is printed."""
-
-    lower_is_better: bool
-    decimals: int
-    scale: float = 1.0  # display factor: lm-eval fractions are shown as percent like the paper
-
-
-METRICS = {
-    "perplexity": MetricInfo(lower_is_better=True, decimals=2),
-    "bits_per_byte": MetricInfo(lower_is_better=True, decimals=3),
-    "acc": MetricInfo(lower_is_better=False, decimals=1, scale=100.0),
-    "acc_norm": MetricInfo(lower_is_better=False, decimals=1, scale=100.0),
-    "f1": MetricInfo(lower_is_better=False, decimals=1, scale=100.0),
-}
-# A score we know nothing about is assumed to be "higher is better", printed as recorded.
-DEFAULT_METRIC = MetricInfo(lower_is_better=False, decimals=3)
-
-
-def metric_info(metric: str) -> MetricInfo:
-    return METRICS.get(metric, DEFAULT_METRIC)
 
 
 # --------------------------------------------------------------------------- reading
@@ -239,21 +210,6 @@ def flat_columns(table: pd.DataFrame, per_benchmark: bool) -> pd.DataFrame:
     return out
 
 
-def html_page(title: str, note: str, table_html: str) -> str:
-    """A small self-contained page; Snakemake's report shows HTML inline, CSV only as download."""
-    style = ("body{font-family:sans-serif;margin:1em} table{border-collapse:collapse;font-size:13px}"
-             "th,td{border:1px solid #bbb;padding:3px 6px;text-align:right;white-space:nowrap}"
-             "th{background:#eee} caption{caption-side:top;text-align:left;font-weight:bold}")
-    return (f"<!DOCTYPE html>\n<html><head><meta charset='utf-8'><title>{title}</title>"
-            f"<style>{style}</style></head><body><h3>{title}</h3><p>{note}</p>{table_html}</body></html>\n")
-
-
-def write_text(path: Path, text: str) -> Path:
-    with atomic_path(path) as tmp:
-        tmp.write_text(text, encoding="utf-8")
-    return path
-
-
 def write_table_formats(table: pd.DataFrame, out_prefix: Path, title: str, note: str,
                         per_benchmark: bool = False) -> list[Path]:
     """Write one layout as CSV, Markdown, LaTeX and HTML (same cells, four readers)."""
@@ -283,8 +239,6 @@ def write_tables(metrics_csv: str | os.PathLike, out_dir: str | os.PathLike,
 
     ``reference`` replaces the paper's numbers (a frame like ``paper.paper_reference()``).
     """
-    from .paper import write_paper_comparison
-
     out_dir = Path(out_dir)
     agg = aggregate_seeds(read_metrics(metrics_csv))
     note = seeds_note(agg)
