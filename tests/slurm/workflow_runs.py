@@ -151,7 +151,8 @@ def output_mtimes(root: Path) -> dict[str, int]:
 # reruns whenever the grid grows.
 PER_POINT_RULES = frozenset({
     "toy_corpus", "toy_tokenizer", "toy_model", "multiple_choice_items", "calibration_shard",
-    "prune", "evaluate_dense", "evaluate_pruned", "analysis_hidden_dense", "analysis_hidden_pruned",
+    "prune", "evaluate_perplexity", "evaluate_perplexity_dense", "evaluate_tasks", "evaluate_tasks_dense",
+    "analysis_hidden_dense", "analysis_hidden_pruned",
 })
 
 

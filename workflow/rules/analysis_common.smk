@@ -62,19 +62,3 @@ def analysis_targets(models):
     """Every table, summary and figure of the analyses of the given models (for `rule all`)."""
     return [f"{ANALYSIS_DIR}/{file}".format(model=model) for model in models
             for files in ANALYSIS_OUTPUTS.values() for file in files.values()]
-
-
-def analysis_hidden_flags(wildcards):
-    """Flags shared by every `langprune analyze hidden` call of a model."""
-    return (f"--model {MODELS[wildcards.model]['path']} --probe {analysis_probe()} "
-            f"--languages {','.join(ANALYSIS_LANGUAGES)} --max-passages {ANALYSIS.get('max_passages', 200)} "
-            f"--max-length {ANALYSIS.get('max_length', 256)} --batch-size {ANALYSIS.get('batch_size', 8)} "
-            f"--dtype {MODELS[wildcards.model]['dtype']} --device {device(wildcards)} --tag model={wildcards.model}")
-
-
-def analysis_resources(key):
-    def resource(wildcards, attempt):
-        base = ANALYSIS.get("resources", {}).get(key, 2000 if key == "mem_mb" else 10)
-        return int(base * MODELS[wildcards.model]["scale"] * attempt)
-
-    return resource

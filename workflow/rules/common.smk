@@ -22,14 +22,15 @@ LANGUAGES = config["languages"]
 
 CONDA_ENV = "../../envs/langprune.yaml"
 
-TASKS = EVALUATION.get("tasks", {})
+TASKS = {name: {"languages": LANGUAGES, **task} for name, task in EVALUATION.get("tasks", {}).items()}
 PERPLEXITY = EVALUATION["perplexity"]
 MC = EVALUATION.get("multiple_choice")
 BENCHMARKS = ["perplexity", *TASKS]
 
 
 def _alternatives(values):
-    return "|".join(re.escape(str(v)) for v in values)
+    """A wildcard constraint matching exactly these values (nothing at all for none)."""
+    return "|".join(re.escape(str(v)) for v in values) or "(?!)"
 
 
 wildcard_constraints:
@@ -100,14 +101,26 @@ def device(wildcards):
     return "cuda" if MODELS[wildcards.model]["gpu"] > 0 else "cpu"
 
 
+# Per-stage resources when the config names none: {stage: {key: value}}.
+RESOURCE_DEFAULTS = {
+    "shards": {"mem_mb": 2000, "runtime": 30, "threads": 1},
+    "pruning": {"mem_mb": 1000, "runtime": 30, "threads": 1},
+    "evaluation": {"mem_mb": 1000, "runtime": 30, "threads": 1},
+    "analysis": {"mem_mb": 2000, "runtime": 10, "threads": 1},
+}
+
+
+def stage_resource(stage, key):
+    return config.get(stage, {}).get("resources", {}).get(key, RESOURCE_DEFAULTS[stage][key])
+
+
 def scaled(stage, key):
     """A resource callable: the stage's base value x the model's scale x the attempt number,
     so a job killed for memory or time is retried with more."""
 
     def resource(wildcards, attempt):
-        base = config.get(stage, {}).get("resources", {}).get(key, 1000 if key == "mem_mb" else 30)
         scale = MODELS[wildcards.model]["scale"] if hasattr(wildcards, "model") else 1
-        return int(base * scale * attempt)
+        return int(stage_resource(stage, key) * scale * attempt)
 
     return resource
 
@@ -117,7 +130,7 @@ def gpus(wildcards):
 
 
 def stage_threads(stage):
-    return config.get(stage, {}).get("resources", {}).get("threads", 1)
+    return stage_resource(stage, "threads")
 
 
 def pruned_tags(wildcards):
@@ -150,21 +163,11 @@ def metrics_tables():
     return [variant.METRICS_TABLE.format(model=model) for model in MODELS]
 
 
-def benchmark_inputs(wildcards):
-    """What one evaluation reads besides the model: its text or its task data."""
-    if wildcards.benchmark == "perplexity":
-        return text_source_input(PERPLEXITY["source"])
+def task_data_input(wildcards):
+    """Local task data an lm-eval benchmark reads: the toy's udhr_mc items."""
     return ["results/toy/mc"] if MC and wildcards.benchmark == "udhr_mc" else []
 
 
-def benchmark_command(wildcards):
-    """The `langprune evaluate` subcommand and flags of one benchmark."""
-    if wildcards.benchmark == "perplexity":
-        return (f"perplexity --source {PERPLEXITY['source']} --languages {','.join(LANGUAGES)} "
-                f"--seqlen {PERPLEXITY['seqlen']} --max-tokens {PERPLEXITY['max_tokens']}")
-    task = TASKS[wildcards.benchmark]
-    flags = f"tasks --tasks {wildcards.benchmark} --languages {','.join(task.get('languages', LANGUAGES))}"
-    flags += f" --batch-size {task['batch_size']}"
-    flags += f" --limit {task['limit']}" if task.get("limit") else ""
-    flags += " --task-data results/toy/mc" if MC and wildcards.benchmark == "udhr_mc" else ""
-    return flags
+def all_targets():
+    """Every final output: each model's metrics table, report tables and figures, and analyses."""
+    return [*metrics_tables(), *report_targets(MODELS), *analysis_targets(MODELS)]

@@ -84,8 +84,8 @@ rule calibration_shard:
         seed=lambda wc: int(wc.seed),
     threads: stage_threads("shards")
     resources:
-        mem_mb=lambda wc, attempt: config.get("shards", {}).get("resources", {}).get("mem_mb", 2000) * attempt,
-        runtime=lambda wc, attempt: config.get("shards", {}).get("resources", {}).get("runtime", 30) * attempt,
+        mem_mb=scaled("shards", "mem_mb"),
+        runtime=scaled("shards", "runtime"),
     conda:
         CONDA_ENV
     log:
