@@ -3,23 +3,7 @@
 # dense activation counts + checkpoints -> language-specific neurons.
 # Outputs live in results/analysis/{model}/; tables and figures are flagged for the report.
 # Its final outputs, for all_targets() in common.smk: analysis_targets(models).
-#
-# Config (all optional; `analysis:` in the config file):
-#   probe: text:DIR | belebele     parallel probe text (default: the toy corpus's held-out UDHR
-#                                  articles text:results/toy/text/probe when `toy:` is configured,
-#                                  else Belebele passages, the paper's choice)
-#   languages: [..]                probe/evaluation languages (default: top-level `languages`)
-#   methods: [..]                  pruning methods analysed (default: all of pruning.methods)
-#   calibrations: [..]             calibration sets analysed (default: all of calibration.sets;
-#                                  the paper's figures use the monolingual ones)
-#   max_passages: 200              passages per language
-#   max_length: 256                tokens per passage
-#   batch_size: 8
-#   rank: null                     LSAR subspace rank (null: number of languages - 1)
-#   neurons: {top_rate: 0.01, filter_rate: 0.95, activation_bar: 0.95}
-#   one_job_per_model: bool        all pruned probe passes of a model in one job (default: true
-#                                  when no model needs a GPU, since process start-up dominates on CPU)
-#   resources: {mem_mb, runtime, threads}
+# Its settings are the config's `analysis:` section (config/README.md).
 
 
 include: "analysis_common.smk"
@@ -34,7 +18,7 @@ if ANALYSIS_PROBE == "belebele":
             directory(BELEBELE_PROBE),
         params:
             languages=",".join(ANALYSIS_LANGUAGES),
-            max_passages=ANALYSIS.get("max_passages", 200),
+            max_passages=ANALYSIS["max_passages"],
         conda:
             CONDA_ENV
         log:
@@ -54,9 +38,9 @@ rule analysis_hidden_dense:
         model=lambda wc: MODELS[wc.model]["path"],
         probe=analysis_probe(),
         languages=",".join(ANALYSIS_LANGUAGES),
-        max_passages=ANALYSIS.get("max_passages", 200),
-        max_length=ANALYSIS.get("max_length", 256),
-        batch_size=ANALYSIS.get("batch_size", 8),
+        max_passages=ANALYSIS["max_passages"],
+        max_length=ANALYSIS["max_length"],
+        batch_size=ANALYSIS["batch_size"],
         dtype=lambda wc: MODELS[wc.model]["dtype"],
         device=device,
         tags=lambda wc: variant.tag_flags({"model": wc.model}),
@@ -116,7 +100,7 @@ rule analysis_features:
     output:
         **analysis_outputs("features"),
     params:
-        rank=f"--rank {ANALYSIS['rank']}" if ANALYSIS.get("rank") else "",
+        rank=f"--rank {ANALYSIS['rank']}" if ANALYSIS["rank"] else "",
         languages=",".join(ANALYSIS_LANGUAGES),
     conda:
         CONDA_ENV
@@ -172,9 +156,9 @@ rule analysis_neurons:
         **analysis_outputs("neurons"),
     params:
         languages=",".join(ANALYSIS_LANGUAGES),
-        top_rate=ANALYSIS_NEURONS["top_rate"],
-        filter_rate=ANALYSIS_NEURONS["filter_rate"],
-        activation_bar=ANALYSIS_NEURONS["activation_bar"],
+        top_rate=ANALYSIS["neurons"]["top_rate"],
+        filter_rate=ANALYSIS["neurons"]["filter_rate"],
+        activation_bar=ANALYSIS["neurons"]["activation_bar"],
     threads: stage_threads("analysis")
     resources:
         mem_mb=scaled("analysis", "mem_mb"),

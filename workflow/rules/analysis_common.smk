@@ -1,11 +1,11 @@
 # Settings, paths and input functions of the analysis stage (rules in analysis.smk).
 
-ANALYSIS = config.get("analysis", {})
+# Defaults that depend on other keys; the rest come from the schema.
+ANALYSIS = config["analysis"]
 ANALYSIS_LANGUAGES = ANALYSIS.get("languages", LANGUAGES)
 ANALYSIS_PROBE = ANALYSIS.get("probe", "text:results/toy/text/probe" if config.get("toy") else "belebele")
 ANALYSIS_METHODS = ANALYSIS.get("methods", PRUNING["methods"])
 ANALYSIS_CALIBRATIONS = [*ANALYSIS.get("calibrations", CALIB["sets"]), variant.UNCALIBRATED]
-ANALYSIS_NEURONS = {"top_rate": 0.01, "filter_rate": 0.95, "activation_bar": 0.95, **ANALYSIS.get("neurons", {})}
 ANALYSIS_GROUPED = ANALYSIS.get("one_job_per_model", all(m["gpu"] == 0 for m in MODELS.values()))
 ANALYSIS_DIR = "results/analysis/{model}"
 ANALYSIS_DENSE = f"{ANALYSIS_DIR}/hidden/dense.safetensors"

@@ -20,9 +20,10 @@ LANGUAGES = config["languages"]
 # Magnitude pruning reads no calibration data: one job per (model, structure, sparsity),
 # filed under calibration variant.UNCALIBRATED and seed variant.UNCALIBRATED_SEED.
 
-CONDA_ENV = "../../envs/langprune.yaml"
+CONDA_ENV = "../envs/langprune.yaml"
 
-TASKS = {name: {"languages": LANGUAGES, **task} for name, task in EVALUATION.get("tasks", {}).items()}
+# A task's languages default to the top-level ones (a default the schema cannot express).
+TASKS = {name: {"languages": LANGUAGES, **task} for name, task in EVALUATION["tasks"].items()}
 PERPLEXITY = EVALUATION["perplexity"]
 MC = EVALUATION.get("multiple_choice")
 BENCHMARKS = ["perplexity", *TASKS]
@@ -93,25 +94,12 @@ def prune_calibration(wildcards):
 
 def revision_flag(wildcards):
     """`--revision REV` when the config pins the model's hub revision, else nothing."""
-    revision = MODELS[wildcards.model].get("revision")
+    revision = MODELS[wildcards.model]["revision"]
     return f"--revision {revision}" if revision else ""
 
 
 def device(wildcards):
     return "cuda" if MODELS[wildcards.model]["gpu"] > 0 else "cpu"
-
-
-# Per-stage resources when the config names none: {stage: {key: value}}.
-RESOURCE_DEFAULTS = {
-    "shards": {"mem_mb": 2000, "runtime": 30, "threads": 1},
-    "pruning": {"mem_mb": 1000, "runtime": 30, "threads": 1},
-    "evaluation": {"mem_mb": 1000, "runtime": 30, "threads": 1},
-    "analysis": {"mem_mb": 2000, "runtime": 10, "threads": 1},
-}
-
-
-def stage_resource(stage, key):
-    return config.get(stage, {}).get("resources", {}).get(key, RESOURCE_DEFAULTS[stage][key])
 
 
 def scaled(stage, key):
@@ -120,7 +108,7 @@ def scaled(stage, key):
 
     def resource(wildcards, attempt):
         scale = MODELS[wildcards.model]["scale"] if hasattr(wildcards, "model") else 1
-        return int(stage_resource(stage, key) * scale * attempt)
+        return int(config[stage]["resources"][key] * scale * attempt)
 
     return resource
 
@@ -130,7 +118,7 @@ def gpus(wildcards):
 
 
 def stage_threads(stage):
-    return stage_resource(stage, "threads")
+    return config[stage]["resources"]["threads"]
 
 
 def pruned_tags(wildcards):

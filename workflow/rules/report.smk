@@ -5,7 +5,7 @@
 
 from langprune import variant
 
-REPORT_CONDA_ENV = "../../envs/langprune.yaml"
+REPORT_CONDA_ENV = "../envs/langprune.yaml"
 REPORT_METRICS = variant.METRICS_TABLE
 REPORT_HEATMAPS = variant.HEATMAP_DIR
 # Table files per rule: {table name: formats}, written as results/tables/{model}/<name>.<format>
