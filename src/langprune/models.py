@@ -1,8 +1,9 @@
 """Loading models and tokenizers, and finding what the pruning engine walks.
 
-Architectures differ only here: how to find the decoder layers, and which linears
-inside a layer read the same input (and so share one calibration statistic).
-Everything else in langprune is architecture-agnostic.
+What pruning and evaluation need to know about an architecture is here: how to find
+the decoder layers, and which linears inside a layer read the same input (and so share
+one calibration statistic). The section-5 analyses also expect llama-style module names
+(the final ``model.norm``, ``mlp.gate_proj``/``up_proj``/``down_proj``, ``q_proj``...).
 """
 
 from __future__ import annotations
