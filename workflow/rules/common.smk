@@ -17,9 +17,6 @@ PRUNING = config["pruning"]
 EVALUATION = config["evaluation"]
 LANGUAGES = config["languages"]
 
-# Magnitude pruning reads no calibration data: one job per (model, structure, sparsity),
-# filed under calibration variant.UNCALIBRATED and seed variant.UNCALIBRATED_SEED.
-
 CONDA_ENV = "../envs/langprune.yaml"
 
 # A task's languages default to the top-level ones (a default the schema cannot express).
@@ -129,7 +126,9 @@ def pruned_tags(wildcards):
 
 
 def checkpoint_variants(model):
-    """Every pruned variant of a model as its path part below results/checkpoints/<model>/."""
+    """Every pruned variant of a model as its path part below results/checkpoints/<model>/.
+    Magnitude reads no calibration data: one run per (structure, sparsity), filed under
+    calibration variant.UNCALIBRATED ("none") and seed variant.UNCALIBRATED_SEED (0)."""
     variants = []
     for method in PRUNING["methods"]:
         for structure in PRUNING["structures"]:
