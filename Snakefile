@@ -3,8 +3,6 @@
 # `snakemake --cores all --configfile config/paper.yaml` (the paper's grid).
 # Every step is one `langprune` command; this file only wires them together.
 
-import os
-
 # The embedded default, unless a config was given (`--configfile` replaces it
 # rather than being merged into it, so config/paper.yaml carries no toy keys).
 if not config:
@@ -26,18 +24,11 @@ include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/prune.smk"
 include: "workflow/rules/evaluate.smk"
-
-
-# Stages owned by other parts of the project join when their rule files exist;
-# each defines `<stage>_targets(models)`, the list of its final outputs.
-for _stage in ("report", "analysis"):
-    if os.path.exists(os.path.join(workflow.basedir, "workflow", "rules", f"{_stage}.smk")):
-
-        include: f"workflow/rules/{_stage}.smk"
+include: "workflow/rules/report.smk"
+include: "workflow/rules/analysis.smk"
 
 
 rule all:
     default_target: True
     input:
-        metrics_tables(),
-        [globals()[f"{stage}_targets"](MODELS) for stage in ("report", "analysis") if f"{stage}_targets" in globals()],
+        all_targets(),

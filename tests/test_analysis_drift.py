@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from langprune.analysis.drift import describe_benefit, layer_distance, layers_that_benefit, target_benefit
-from langprune.analysis.hidden import read_probe, split_passages
+from langprune.analysis.hidden import read_probe
 from langprune.analysis.probe import unique_passages
 from langprune.errors import LangpruneError
 
@@ -47,8 +47,11 @@ def test_target_benefit_and_layer_summary():
 
 
 def test_probe_passages_are_parallel_and_checked(tmp_path):
-    assert split_passages("a\nb\n\nc\n") == ["a\nb", "c"]
-    assert split_passages("one\ntwo\n") == ["one", "two"]
+    (tmp_path / "blocks").mkdir()
+    (tmp_path / "blocks" / "xx.txt").write_text("a\nb\n\nc\n", encoding="utf-8")
+    (tmp_path / "blocks" / "yy.txt").write_text("one\ntwo\n", encoding="utf-8")
+    # paragraphs, or lines where a language has no blank line
+    assert read_probe(str(tmp_path / "blocks"), ["xx", "yy"]) == {"xx": ["a\nb", "c"], "yy": ["one", "two"]}
     (tmp_path / "de.txt").write_text("eins\n\nzwei\n\ndrei\n", encoding="utf-8")
     (tmp_path / "en.txt").write_text("one\n\ntwo\n", encoding="utf-8")
     (tmp_path / "sw").mkdir()

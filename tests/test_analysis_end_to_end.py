@@ -12,9 +12,10 @@ from safetensors.torch import save_file
 from conftest import SAMPLE_TEXT
 from langprune.analysis.drift import run_drift
 from langprune.analysis.features import run_features
-from langprune.analysis.hidden import read_states, run_hidden
+from langprune.analysis.hidden import run_hidden
 from langprune.analysis.masks import run_masks
 from langprune.analysis.neurons import run_neurons
+from langprune.analysis.states import read_states
 from langprune.cli import main
 from langprune.errors import LangpruneError
 

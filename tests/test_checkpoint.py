@@ -12,12 +12,12 @@ from safetensors.torch import save_file
 from transformers import AutoModelForCausalLM
 
 from conftest import build_model
-from langprune.checkpoint import (MASKS, VALUES, apply_checkpoint, checkpoint_bytes, export_dense, load_pruned_model,
-                                  read_manifest, read_masks)
+from langprune.bitmasks import PackedMasks, pack_mask, unpack_mask
+from langprune.checkpoint import (MASKS, VALUES, applied, apply_checkpoint, checkpoint_bytes, export_dense, load_pruned_model,
+                                  iter_masks, read_manifest, read_masks)
 from langprune.cli import main
 from langprune.errors import LangpruneError
 from langprune.prune import prune_to_checkpoint
-from langprune.prune.masks import PackedMasks, pack_mask, unpack_mask
 
 
 @pytest.fixture(autouse=True)
@@ -85,6 +85,20 @@ def test_save_load_export_round_trip_bit_exact(tmp_path, tiny_llama_dir, tiny_co
     masks = read_masks(outcome.path)
     for name, keep in masks.items():
         assert torch.equal(keep, outcome.result.masks[name])
+
+
+def test_applied_restores_the_base_and_iter_masks_reads_one_weight(tmp_path, tiny_llama_dir, shard):
+    outcome = prune_to_checkpoint(str(tiny_llama_dir), tmp_path / "ckpt", "sparsegpt", sparsity=0.5,
+                                  calibration=shard, dtype="float32", progress=False)
+    base = load_pruned_model(str(tiny_llama_dir), None, dtype="float32")
+    before = {name: p.detach().clone() for name, p in base.named_parameters()}
+    with applied(base, outcome.path) as pruned:
+        _assert_same_weights(outcome.model, pruned)
+    after = dict(base.named_parameters())
+    assert all(torch.equal(before[name], after[name]) for name in before)
+    name = sorted(read_manifest(outcome.path)["tensors"])[-1]
+    assert [(n, keep.shape) for n, keep in iter_masks(outcome.path, [name])] == [(name, outcome.result.masks[name].shape)]
+    assert torch.equal(next(iter(dict(iter_masks(outcome.path, [name])).values())), outcome.result.masks[name])
 
 
 def test_size_targets(tmp_path, tiny_llama_dir, shard):

@@ -5,11 +5,13 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
+from langprune.checkpoint import FORMAT, FORMAT_VERSION
 from langprune.cli import main
 from langprune.errors import LangpruneError
-from langprune.evaluate.results import gather, parse_tags, record, write_metrics
+from langprune.evaluate.results import gather, record, write_metrics
 from langprune.io import write_json
 from langprune.reference import load_reference
+from langprune.variant import parse_tags
 
 
 @pytest.fixture()
@@ -17,7 +19,7 @@ def runs(tmp_path):
     ckpt = tmp_path / "ckpt"
     ckpt.mkdir()
     write_json(ckpt / "manifest.json", {
-        "method": "wanda", "structure": "2:4", "sparsity": 0.5, "seed": 1, "tags": {"calib": "de", "model": "m"},
+        "format": FORMAT, "format_version": FORMAT_VERSION, "method": "wanda", "structure": "2:4", "sparsity": 0.5, "seed": 1, "tags": {"calib": "de", "model": "m"},
         "calibration": {"path": "x", "shard": {"languages": ["ar", "de"]}}})
     pruned = write_metrics(tmp_path / "p.json", kind="tasks", model="org/m", checkpoint=ckpt, tags={"seed": "2"},
                            records=[record("arc", "de", "acc", 0.25, 100), record("arc", "sw", "acc", None, 0, False)])
@@ -31,7 +33,7 @@ def test_tags_merge_manifest_and_run_labels(runs):
     assert pruned["tags"] == {"calib": "de", "model": "m", "seed": "2"}
     assert len(pruned["checkpoint_hash"]) == 64 and dense["checkpoint_hash"] is None
     assert pruned["pruning"] == {"method": "wanda", "structure": "2:4", "sparsity": "0.5", "seed": "1",
-                                 "calib": "ar-de"}
+                                 "calib": "ar+de"}
 
 
 def test_gather_gives_one_tidy_row_per_record(runs):
@@ -45,7 +47,7 @@ def test_gather_gives_one_tidy_row_per_record(runs):
         "m", "wanda", "2:4", "de", "2")
     assert not arc_sw["available"]
     assert pd.isna(arc_sw["value"])
-    assert (ppl["method"], ppl["calib"], ppl["seed"], ppl["sparsity"], ppl["value"]) == ("dense", "-", "-", "0", 9.5)
+    assert (ppl["method"], ppl["calib"], ppl["seed"], ppl["sparsity"], ppl["value"]) == ("dense", "none", "-", "0", 9.5)
 
 
 def test_gather_cli_writes_csv(runs):

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
+from langprune.report import figures, paper, tables
 from test_report_browser import REPORT_RULES, snakemake
 
 
@@ -18,6 +20,17 @@ def test_report_rules_are_lint_clean(tmp_path):
     output = done.stdout + done.stderr
     flagged = re.findall(r"Lints for (?:snakefile (\S+):|rule \w+ \(line \d+, (\S+)\):)", output)
     assert not [p for pair in flagged for p in pair if p.endswith("report.smk")], output[-3000:]
+
+
+def test_rule_outputs_are_the_files_the_package_writes():
+    """report.smk spells its table files out (no package import at parse time); they must be
+    the files `langprune report` writes. Its header up to REPORT_SHOWN is plain Python."""
+    header = Path(REPORT_RULES).read_text().split("# Formats shown in the report")[0]
+    names: dict = {}
+    exec(header, names)  # noqa: S102 - the project's own rule file
+    assert names["REPORT_TABLE_FILES"] == {**{name: tables.TABLE_FORMATS for name in tables.TABLE_NAMES},
+                                           "paper_comparison": paper.COMPARISON_FORMATS}
+    assert names["REPORT_SUMMARY_FILES"] == {"target_best": figures.SUMMARY_FORMATS}
 
 
 def test_one_job_per_model_and_rule(tmp_path):

@@ -108,7 +108,7 @@ def table_by_name(agg, name):
 
 def test_table1_layout_dense_on_top_then_reference_then_languages(agg):
     t1 = table_by_name(agg, "table1_perplexity")
-    assert list(t1["calib"]) == ["-", "NONE", "DE", "EN", "SW"]
+    assert list(t1["calib"]) == ["NONE", "NONE", "DE", "EN", "SW"]
     assert list(t1["method"]) == ["dense", "magnitude", "wanda", "wanda", "wanda"]
     assert list(t1.columns[-3:]) == ["DE", "EN", "SW"]
     assert t1.iloc[0]["EN"] == "20.00"
@@ -118,7 +118,7 @@ def test_table1_layout_dense_on_top_then_reference_then_languages(agg):
 
 def test_table4_holds_the_mixes(agg):
     t4 = table_by_name(agg, "table4_mixes_perplexity")
-    assert list(t4["calib"]) == ["-", "NONE", "EN+DE"]
+    assert list(t4["calib"]) == ["NONE", "NONE", "EN+DE"]
     assert t4.iloc[2]["DE"] == "10.50 ± 1.41"
 
 

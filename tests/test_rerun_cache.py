@@ -14,19 +14,24 @@ import pytest
 
 from slurm import workflow_runs as wf
 
-CACHED_RULES = ("calibration_shard", "prune", "evaluate_dense")
+CACHED_RULES = ("calibration_shard", "prune", "evaluate_perplexity_dense", "evaluate_tasks_dense")
 SHARD = "results/shards/toy/{calib}/seed{seed}.safetensors"
 CKPT = "results/checkpoints/toy/wanda_unstructured_0.5/{calib}/seed{seed}"
 DENSE = "results/metrics/toy/dense/perplexity.json"
 
 
 def rule_bodies() -> dict[str, str]:
-    """Rule name -> the text of its definition, from workflow/rules/*.smk."""
-    bodies = {}
+    """Rule name -> the text of its definition, from workflow/rules/*.smk; a `use rule ... with:`
+    twin gets its base rule's text (shell included) followed by its own."""
+    bodies, twins = {}, {}
     for smk in (wf.REPO / "workflow" / "rules").glob("*.smk"):
-        for rule, body in re.findall(r"^[ \t]*rule (\w+):\n((?:[ \t]+.*\n|\n)*)", smk.read_text(), flags=re.M):
+        text = smk.read_text()
+        for rule, body in re.findall(r"^[ \t]*rule (\w+):\n((?:[ \t]+.*\n|\n)*)", text, flags=re.M):
             bodies[rule] = body
-    return bodies
+        for base, rule, body in re.findall(r"^[ \t]*use rule (\w+) as (\w+) with:\n((?:[ \t]+.*\n|\n)*)", text,
+                                           flags=re.M):
+            twins[rule] = (base, body)
+    return {**bodies, **{rule: body + bodies[base] for rule, (base, body) in twins.items()}}
 
 
 def rules_marked_cacheable() -> set[str]:

@@ -58,7 +58,8 @@ def killed_while_writing(workdir: Path, target: str, when: str, hook_dir: Path) 
     hook_dir.mkdir()
     (hook_dir / "sitecustomize.py").write_text(FREEZE_HOOK)
     marker = hook_dir / "frozen"
-    env = wf.snakemake_env({"PYTHONPATH": str(hook_dir), "FREEZE_TARGET": target, "FREEZE_WHEN": when,
+    pythonpath = os.pathsep.join(filter(None, [str(hook_dir), os.environ.get("PYTHONPATH")]))  # keep the caller's
+    env = wf.snakemake_env({"PYTHONPATH": pythonpath, "FREEZE_TARGET": target, "FREEZE_WHEN": when,
                             "FREEZE_MARKER": str(marker)})
     command = [*wf.SNAKEMAKE, "--snakefile", str(wf.SNAKEFILE), "--directory", str(workdir), "--cores", "1", target]
     run = subprocess.Popen(command, cwd=workdir, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,

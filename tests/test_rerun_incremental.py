@@ -23,7 +23,7 @@ def point_jobs(model="toy", calib="de", seed=0, shard=True):
     """The per-grid-point jobs of one pruned variant: its shard, its pruning,
     its perplexity evaluation."""
     jobs = {("prune", CKPT.format(model=model, calib=calib, seed=seed)),
-            ("evaluate_pruned", METRICS.format(model=model, calib=calib, seed=seed))}
+            ("evaluate_perplexity", METRICS.format(model=model, calib=calib, seed=seed))}
     if shard:
         jobs.add(("calibration_shard", SHARD.format(calib=calib, seed=seed)))
     return jobs
@@ -80,7 +80,7 @@ def test_adding_a_model_reuses_its_tokenizers_shards(grown):
     models = {**config["models"], "toy2": dict(config["models"]["toy"])}
     planned = plan_after(grown, models=models)
     expected = (point_jobs("toy2", "de", shard=False) | point_jobs("toy2", "en", shard=False)
-                | {("evaluate_dense", "results/metrics/toy2/dense/perplexity.json")})
+                | {("evaluate_perplexity_dense", "results/metrics/toy2/dense/perplexity.json")})
     if "analysis_hidden_dense" in {rule for rule, _ in planned}:  # the analysis stage probes each model
         expected.add(("analysis_hidden_dense", "results/analysis/toy2/hidden/dense.safetensors"))
     assert_exactly_new(planned, grown, expected)
@@ -93,7 +93,7 @@ def test_adding_a_model_reuses_its_tokenizers_shards(grown):
 def test_evaluation_setting_reruns_evaluations_not_pruning(grown, change):
     planned = plan_after(grown, **change)
     rules = wf.rules_of(planned)
-    assert rules.get("evaluate_pruned") == 2 and rules.get("evaluate_dense") == 1
+    assert rules.get("evaluate_perplexity") == 2 and rules.get("evaluate_perplexity_dense") == 1
     assert not {"prune", "calibration_shard", "toy_model"} & set(rules)
 
 

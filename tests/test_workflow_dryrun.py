@@ -54,8 +54,8 @@ def test_paper_grid_job_count_of_every_rule(tmp_path):
     assert checkpoints == 456
     assert counts["calibration_shard"] == tokenizers * calib_sets * seeds
     assert counts["prune"] == checkpoints
-    assert counts["evaluate_pruned"] == checkpoints * benchmarks
-    assert counts["evaluate_dense"] == models * benchmarks
+    assert counts["evaluate_perplexity"] == checkpoints and counts["evaluate_tasks"] == checkpoints * (benchmarks - 1)
+    assert counts["evaluate_perplexity_dense"] == models and counts["evaluate_tasks_dense"] == models * (benchmarks - 1)
     assert counts["gather_metrics"] == models
     for rule in ("report_tables", "report_summary", "report_figures"):
         assert counts[rule] == models
@@ -71,8 +71,8 @@ def test_toy_default_job_count_of_every_rule(tmp_path):
     checkpoints = calibrated + 1  # + one magnitude reference
     assert counts["calibration_shard"] == calib_sets * seeds
     assert counts["prune"] == checkpoints
-    assert counts["evaluate_pruned"] == checkpoints * 2  # perplexity + udhr_mc
-    assert counts["evaluate_dense"] == 2
+    assert counts["evaluate_perplexity"] == counts["evaluate_tasks"] == checkpoints  # udhr_mc is the one task
+    assert counts["evaluate_perplexity_dense"] == counts["evaluate_tasks_dense"] == 1
     for rule in ("fetch_udhr", "toy_corpus", "toy_tokenizer", "toy_model", "multiple_choice_items", "gather_metrics"):
         assert counts[rule] == 1
 

@@ -78,3 +78,31 @@ def test_unknown_tokenizer_reference_names_the_key(tmp_path):
     output = proc.stdout + proc.stderr
     assert proc.returncode != 0
     assert "models.toy.tokenizer" in output and "llama3" in output
+
+
+def optional_keys(schema: dict, path: str = ""):
+    """(dotted path, subschema) of every optional key, through definitions and nested objects."""
+    definitions = yaml.safe_load(SCHEMA.read_text())["definitions"]
+    properties = schema.get("properties", {})
+    for key, sub in properties.items():
+        full = f"{path}.{key}" if path else key
+        resolved = {**definitions[sub["$ref"].rsplit("/", 1)[-1]], **sub} if "$ref" in sub else sub
+        if key not in schema.get("required", []):
+            yield full, resolved
+        yield from optional_keys(resolved, full)
+        if isinstance(resolved.get("additionalProperties"), dict):
+            yield from optional_keys(resolved["additionalProperties"], f"{full}.*")
+
+
+def test_every_optional_key_has_a_default_or_says_what_it_defaults_to():
+    """Defaults live in the schema (the rules read the validated config as is); a default that
+    depends on other keys is stated in the description instead; a section one omits to turn
+    it off (toy, multiple_choice) says so."""
+    missing = [path for path, sub in optional_keys(yaml.safe_load(SCHEMA.read_text()))
+               if "default" not in sub and not any(word in sub.get("description", "") for word in ("default", "omit"))]
+    assert not missing, f"optional keys without default: {missing}"
+
+
+@pytest.mark.parametrize("config_file", [".test/config/config.yaml", ".test/config/end_to_end.yaml"])
+def test_committed_test_configs_are_valid(config_file):
+    validate(yaml.safe_load((REPO / config_file).read_text()), str(SCHEMA))

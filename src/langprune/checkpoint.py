@@ -1,5 +1,8 @@
 """Sparse checkpoints: a base model reference plus 1-bit masks (and SparseGPT's kept values).
 
+The only module that reads or writes checkpoint files: pruning builds its manifest here,
+evaluation and the analyses load, apply and iterate masks through the functions below.
+
 A dense copy per run is what makes a grid of hundreds of pruning runs impractical, so a
 checkpoint stores only what differs from the base: a packed keep-mask per pruned weight
 (1/16 of its bf16 bytes) and, for methods that update surviving weights, those values
@@ -18,12 +21,14 @@ import json
 import os
 import platform
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from .bitmasks import PackedMasks, unpack_mask
 from .errors import LangpruneError
 from .io import atomic_path, read_json, sha256_bytes, sha256_file, write_json
-from .prune.masks import PackedMasks, unpack_mask
 
 FORMAT = "langprune-sparse-checkpoint"
 FORMAT_VERSION = 1
@@ -81,6 +86,26 @@ def library_versions() -> dict[str, str]:
 
 # --- writing -----------------------------------------------------------------------------
 
+def build_manifest(model: str, revision: str | None, base_hash: dict[str, Any], loaded, *, method: str,
+                   structure, seed: int, calibration: dict | None, tags: dict[str, str] | None,
+                   run: dict[str, Any], layers: list) -> dict[str, Any]:
+    """The manifest of a pruning run: its base, its identity labels, versions and per-layer report.
+
+    ``base_hash`` is :func:`base_weights_hash` of the base, ``loaded`` the base model in
+    memory, ``structure`` the parsed ``Structure``, ``layers`` the engine's layer results.
+    """
+    return {
+        "base": {"model": str(model), "revision": revision, "weights_sha256": base_hash["sha256"],
+                 "weight_files": base_hash["files"], "dtype": str(next(loaded.parameters()).dtype).replace("torch.", ""),
+                 "architecture": type(loaded).__name__},
+        "method": method, "sparsity": structure.sparsity, "structure": structure.label, "seed": seed,
+        "calibration": calibration, "tags": dict(tags or {}), "versions": library_versions(),
+        "run": {**run, "created": utc_now()},
+        "layers": [{"index": r.index, "sparsity": r.sparsity, "seconds": r.seconds, "rel_error": r.rel_error,
+                    "linears": r.linears, "shared_inputs": r.groups, "warnings": r.warnings} for r in layers],
+    }
+
+
 def kept_values(model, masks: PackedMasks) -> dict:
     """The surviving entries of each pruned weight, 1-D in mask order, in the model's dtype, on the CPU."""
     params = dict(model.named_parameters())
@@ -127,13 +152,28 @@ def read_manifest(ckpt_dir: str | os.PathLike) -> dict[str, Any]:
     return manifest
 
 
-def read_masks(ckpt_dir: str | os.PathLike) -> dict[str, Any]:
-    """Keep-masks (bool tensors, True = kept) by parameter name, e.g. for mask-overlap analyses."""
-    from safetensors.torch import load_file
+def checkpoint_identity(checkpoint: str | os.PathLike | None) -> tuple[str | None, dict]:
+    """``(sha256 of manifest.json, manifest)`` of a checkpoint, or ``(None, {})`` for the dense model."""
+    if checkpoint is None:
+        return None, {}
+    manifest = read_manifest(checkpoint)
+    return sha256_file(Path(checkpoint) / MANIFEST), manifest
 
-    manifest = read_manifest(ckpt_dir)
-    packed = load_file(str(Path(ckpt_dir) / MASKS))
-    return {name: unpack_mask(packed[name], info["shape"]) for name, info in manifest["tensors"].items()}
+
+def iter_masks(ckpt_dir: str | os.PathLike, names: list[str] | None = None) -> Iterator[tuple[str, Any]]:
+    """(parameter name, keep-mask) one weight at a time (True = kept); a paper-sized model's masks
+    unpacked together would not fit in memory. ``names`` picks weights (default: all, in manifest order)."""
+    from safetensors import safe_open
+
+    tensors = read_manifest(ckpt_dir)["tensors"]
+    with safe_open(str(Path(ckpt_dir) / MASKS), framework="pt") as handle:
+        for name in tensors if names is None else names:
+            yield name, unpack_mask(handle.get_tensor(name), tensors[name]["shape"])
+
+
+def read_masks(ckpt_dir: str | os.PathLike) -> dict[str, Any]:
+    """Keep-masks (bool tensors, True = kept) by parameter name."""
+    return dict(iter_masks(ckpt_dir))
 
 
 def _check_base(manifest: dict[str, Any], model: str, revision: str | None) -> None:
@@ -167,6 +207,22 @@ def apply_checkpoint(model, ckpt_dir: str | os.PathLike):
             if name in values:
                 param[keep] = values[name].to(param.device, param.dtype)
     return model
+
+
+@contextmanager
+def applied(model, ckpt_dir: str | os.PathLike):
+    """``model`` with the checkpoint applied inside the block and its base weights restored after,
+    so one loaded base serves many checkpoints."""
+    import torch
+
+    params = dict(model.named_parameters())
+    originals = {name: params[name].detach().clone() for name in read_manifest(ckpt_dir)["tensors"] if name in params}
+    try:
+        yield apply_checkpoint(model, ckpt_dir)
+    finally:
+        with torch.no_grad():
+            for name, weight in originals.items():
+                params[name].copy_(weight)
 
 
 def load_pruned_model(model: str | None, checkpoint: str | os.PathLike | None = None, dtype: str | None = None,

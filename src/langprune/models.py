@@ -1,8 +1,9 @@
 """Loading models and tokenizers, and finding what the pruning engine walks.
 
-Architectures differ only here: how to find the decoder layers, and which linears
-inside a layer read the same input (and so share one calibration statistic).
-Everything else in langprune is architecture-agnostic.
+What pruning and evaluation need to know about an architecture is here: how to find
+the decoder layers, and which linears inside a layer read the same input (and so share
+one calibration statistic). The section-5 analyses also expect llama-style module names
+(the final ``model.norm``, ``mlp.gate_proj``/``up_proj``/``down_proj``, ``q_proj``...).
 """
 
 from __future__ import annotations
@@ -66,6 +67,17 @@ def load_model(name: str, *, dtype: str | None = None, device: str = "cpu", revi
     if device != "cpu":
         model.to(device)
     return model
+
+
+def free_memory() -> None:
+    """Return the memory of models the caller has just deleted before the next one is loaded."""
+    import gc
+
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def model_files(name: str, revision: str | None = None) -> list[Path]:

@@ -2,24 +2,8 @@
 # checkpoint -> LSAR feature change, layer-wise drift; checkpoints -> mask overlap;
 # dense activation counts + checkpoints -> language-specific neurons.
 # Outputs live in results/analysis/{model}/; tables and figures are flagged for the report.
-# Target list for `rule all`: analysis_targets(models).
-#
-# Config (all optional; `analysis:` in the config file):
-#   probe: text:DIR | belebele     parallel probe text (default: the toy corpus's held-out UDHR
-#                                  articles text:results/toy/text/probe when `toy:` is configured,
-#                                  else Belebele passages, the paper's choice)
-#   languages: [..]                probe/evaluation languages (default: top-level `languages`)
-#   methods: [..]                  pruning methods analysed (default: all of pruning.methods)
-#   calibrations: [..]             calibration sets analysed (default: all of calibration.sets;
-#                                  the paper's figures use the monolingual ones)
-#   max_passages: 200              passages per language
-#   max_length: 256                tokens per passage
-#   batch_size: 8
-#   rank: null                     LSAR subspace rank (null: number of languages - 1)
-#   neurons: {top_rate: 0.01, filter_rate: 0.95, activation_bar: 0.95}
-#   one_job_per_model: bool        all pruned probe passes of a model in one job (default: true
-#                                  when no model needs a GPU, since process start-up dominates on CPU)
-#   resources: {mem_mb, runtime, threads}
+# Its final outputs, for all_targets() in common.smk: analysis_targets(models).
+# Its settings are the config's `analysis:` section (config/README.md).
 
 
 include: "analysis_common.smk"
@@ -34,7 +18,7 @@ if ANALYSIS_PROBE == "belebele":
             directory(BELEBELE_PROBE),
         params:
             languages=",".join(ANALYSIS_LANGUAGES),
-            max_passages=ANALYSIS.get("max_passages", 200),
+            max_passages=ANALYSIS["max_passages"],
         conda:
             CONDA_ENV
         log:
@@ -51,23 +35,36 @@ rule analysis_hidden_dense:
     output:
         ANALYSIS_DENSE,
     params:
-        flags=analysis_hidden_flags,
-    threads: ANALYSIS.get("resources", {}).get("threads", 1)
+        model=lambda wc: MODELS[wc.model]["path"],
+        probe=analysis_probe(),
+        languages=",".join(ANALYSIS_LANGUAGES),
+        max_passages=ANALYSIS["max_passages"],
+        max_length=ANALYSIS["max_length"],
+        batch_size=ANALYSIS["batch_size"],
+        dtype=lambda wc: MODELS[wc.model]["dtype"],
+        device=device,
+        tags=lambda wc: variant.tag_flags({"model": wc.model}),
+        pruned="",
+    threads: stage_threads("analysis")
     resources:
         gpu=gpus,
-        mem_mb=analysis_resources("mem_mb"),
-        runtime=analysis_resources("runtime"),
+        mem_mb=scaled("analysis", "mem_mb"),
+        runtime=scaled("analysis", "runtime"),
     conda:
         CONDA_ENV
     log:
         "logs/analysis/{model}/hidden_dense.log",
     shell:
-        "langprune analyze hidden {params.flags} --threads {threads} --out {output} > {log} 2>&1"
+        "langprune analyze hidden --model {params.model} --probe {params.probe} --languages {params.languages} "
+        "--max-passages {params.max_passages} --max-length {params.max_length} --batch-size {params.batch_size} "
+        "--dtype {params.dtype} --device {params.device} {params.tags} {params.pruned} --threads {threads} "
+        "--out {output} > {log} 2>&1"
 
 
 if ANALYSIS_GROUPED:
 
-    rule analysis_hidden_pruned_all:
+    # Every pruned probe pass of a model in one job (one model load).
+    use rule analysis_hidden_dense as analysis_hidden_pruned_all with:
         input:
             model=model_input,
             probe=analysis_probe_input,
@@ -76,44 +73,24 @@ if ANALYSIS_GROUPED:
         output:
             [f"{ANALYSIS_DIR}/hidden/{v}.safetensors" for v in analysis_variants(next(iter(MODELS)))],
         params:
-            flags=analysis_hidden_flags,
-        threads: ANALYSIS.get("resources", {}).get("threads", 1)
-        resources:
-            gpu=gpus,
-            mem_mb=analysis_resources("mem_mb"),
-            runtime=analysis_resources("runtime"),
-        conda:
-            CONDA_ENV
+            pruned=lambda wc, input: f"--reference {input.dense} --checkpoint {input.checkpoints}",
         log:
             "logs/analysis/{model}/hidden_pruned.log",
-        shell:
-            "langprune analyze hidden {params.flags} --reference {input.dense} "
-            "--checkpoint {input.checkpoints} --threads {threads} --out {output} > {log} 2>&1"
 
 else:
 
-    rule analysis_hidden_pruned:
+    use rule analysis_hidden_dense as analysis_hidden_pruned with:
         input:
             model=model_input,
             probe=analysis_probe_input,
             dense=ANALYSIS_DENSE,
-            checkpoint="results/checkpoints/{model}/{method}_{structure}_{sparsity}/{calib}/seed{seed}",
+            checkpoint=variant.pruned_pattern(variant.CHECKPOINT_DIR),
         output:
             ANALYSIS_PRUNED,
         params:
-            flags=analysis_hidden_flags,
-        threads: ANALYSIS.get("resources", {}).get("threads", 1)
-        resources:
-            gpu=gpus,
-            mem_mb=analysis_resources("mem_mb"),
-            runtime=analysis_resources("runtime"),
-        conda:
-            CONDA_ENV
+            pruned=lambda wc, input: f"--reference {input.dense} --checkpoint {input.checkpoint}",
         log:
-            "logs/analysis/{model}/hidden/{method}_{structure}_{sparsity}/{calib}/seed{seed}.log",
-        shell:
-            "langprune analyze hidden {params.flags} --reference {input.dense} "
-            "--checkpoint {input.checkpoint} --threads {threads} --out {output} > {log} 2>&1"
+            f"logs/analysis/{{model}}/hidden/{variant.VARIANT_PATH}.log",
 
 
 rule analysis_features:
@@ -123,7 +100,7 @@ rule analysis_features:
     output:
         **analysis_outputs("features"),
     params:
-        rank=f"--rank {ANALYSIS['rank']}" if ANALYSIS.get("rank") else "",
+        rank=f"--rank {ANALYSIS['rank']}" if ANALYSIS["rank"] else "",
         languages=",".join(ANALYSIS_LANGUAGES),
     conda:
         CONDA_ENV
@@ -158,9 +135,9 @@ rule analysis_masks:
         **analysis_outputs("masks"),
     params:
         languages=",".join(ANALYSIS_LANGUAGES),
-    threads: ANALYSIS.get("resources", {}).get("threads", 1)
+    threads: stage_threads("analysis")
     resources:
-        mem_mb=analysis_resources("mem_mb"),
+        mem_mb=scaled("analysis", "mem_mb"),
     conda:
         CONDA_ENV
     log:
@@ -179,12 +156,12 @@ rule analysis_neurons:
         **analysis_outputs("neurons"),
     params:
         languages=",".join(ANALYSIS_LANGUAGES),
-        top_rate=ANALYSIS_NEURONS["top_rate"],
-        filter_rate=ANALYSIS_NEURONS["filter_rate"],
-        activation_bar=ANALYSIS_NEURONS["activation_bar"],
-    threads: ANALYSIS.get("resources", {}).get("threads", 1)
+        top_rate=ANALYSIS["neurons"]["top_rate"],
+        filter_rate=ANALYSIS["neurons"]["filter_rate"],
+        activation_bar=ANALYSIS["neurons"]["activation_bar"],
+    threads: stage_threads("analysis")
     resources:
-        mem_mb=analysis_resources("mem_mb"),
+        mem_mb=scaled("analysis", "mem_mb"),
     conda:
         CONDA_ENV
     log:

@@ -2,17 +2,16 @@
 
 from langprune.config import default_probe
 
-ANALYSIS = config.get("analysis", {})
+# Defaults that depend on other keys; the rest come from the schema.
+ANALYSIS = config["analysis"]
 ANALYSIS_LANGUAGES = ANALYSIS.get("languages", LANGUAGES)
 ANALYSIS_PROBE = ANALYSIS.get("probe", default_probe(config))
 ANALYSIS_METHODS = ANALYSIS.get("methods", PRUNING["methods"])
-ANALYSIS_CALIBRATIONS = [*ANALYSIS.get("calibrations", CALIB["sets"]), NO_CALIB]
-ANALYSIS_NEURONS = {"top_rate": 0.01, "filter_rate": 0.95, "activation_bar": 0.95, **ANALYSIS.get("neurons", {})}
+ANALYSIS_CALIBRATIONS = [*ANALYSIS.get("calibrations", CALIB["sets"]), variant.UNCALIBRATED]
 ANALYSIS_GROUPED = ANALYSIS.get("one_job_per_model", all(m["gpu"] == 0 for m in MODELS.values()))
 ANALYSIS_DIR = "results/analysis/{model}"
 ANALYSIS_DENSE = f"{ANALYSIS_DIR}/hidden/dense.safetensors"
-ANALYSIS_PRUNED = f"{ANALYSIS_DIR}/hidden/{{method}}_{{structure}}_{{sparsity}}/{{calib}}/seed{{seed}}.safetensors"
-ANALYSIS_CHECKPOINT = "results/checkpoints/{model}/{variant}"
+ANALYSIS_PRUNED = f"{ANALYSIS_DIR}/hidden/{variant.VARIANT_PATH}.safetensors"
 BELEBELE_PROBE = "results/analysis/probe/belebele"
 
 # name -> (outputs, caption): every file an analysis writes, flagged for the report.
@@ -38,12 +37,12 @@ def analysis_probe_input(wildcards=None):
 
 def analysis_variants(model):
     """Pruned variants (path parts below results/checkpoints/<model>/) of the analysed methods and calibrations."""
-    return [v for v in checkpoint_variants(model)
-            if v.split("_", 1)[0] in ANALYSIS_METHODS and v.split("/")[1] in ANALYSIS_CALIBRATIONS]
+    return [v for v in checkpoint_variants(model) if variant.parse_variant_path(v)["method"] in ANALYSIS_METHODS
+            and variant.parse_variant_path(v)["calib"] in ANALYSIS_CALIBRATIONS]
 
 
 def analysis_checkpoints(wildcards):
-    return [ANALYSIS_CHECKPOINT.format(model=wildcards.model, variant=v) for v in analysis_variants(wildcards.model)]
+    return [variant.CHECKPOINT_DIR.format(model=wildcards.model, variant=v) for v in analysis_variants(wildcards.model)]
 
 
 def analysis_pruned_states(wildcards):
@@ -65,19 +64,3 @@ def analysis_targets(models):
     """Every table, summary and figure of the analyses of the given models (for `rule all`)."""
     return [f"{ANALYSIS_DIR}/{file}".format(model=model) for model in models
             for files in ANALYSIS_OUTPUTS.values() for file in files.values()]
-
-
-def analysis_hidden_flags(wildcards):
-    """Flags shared by every `langprune analyze hidden` call of a model."""
-    return (f"--model {MODELS[wildcards.model]['path']} --probe {analysis_probe()} "
-            f"--languages {','.join(ANALYSIS_LANGUAGES)} --max-passages {ANALYSIS.get('max_passages', 200)} "
-            f"--max-length {ANALYSIS.get('max_length', 256)} --batch-size {ANALYSIS.get('batch_size', 8)} "
-            f"--dtype {MODELS[wildcards.model]['dtype']} --device {device(wildcards)} --tag model={wildcards.model}")
-
-
-def analysis_resources(key):
-    def resource(wildcards, attempt):
-        base = ANALYSIS.get("resources", {}).get(key, 2000 if key == "mem_mb" else 10)
-        return int(base * MODELS[wildcards.model]["scale"] * attempt)
-
-    return resource

@@ -8,6 +8,7 @@ import re
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
+from langprune import variant
 from langprune.config import BUILT_DIRS, SCHEMA_RELPATH, check_workflow_config
 from langprune.errors import LangpruneError
 
@@ -29,34 +30,27 @@ PRUNING = config["pruning"]
 EVALUATION = config["evaluation"]
 LANGUAGES = config["languages"]
 
-# Structures as they appear in paths: ':' is a bad path character ("2:4" -> "2of4").
-STRUCTURE_PATHS = {s: s.replace(":", "of") for s in PRUNING["structures"]}
-STRUCTURE_NAMES = {path: s for s, path in STRUCTURE_PATHS.items()}
+CONDA_ENV = "../envs/langprune.yaml"
 
-# Magnitude pruning reads no calibration data: one job per (model, structure,
-# sparsity), filed under this calibration name and seed, shown as a reference.
-NO_CALIB = "none"
-NO_CALIB_SEED = 0
-
-CONDA_ENV = "../../envs/langprune.yaml"
-
-TASKS = EVALUATION.get("tasks", {})
+# A task's languages default to the top-level ones (a default the schema cannot express).
+TASKS = {name: {"languages": LANGUAGES, **task} for name, task in EVALUATION["tasks"].items()}
 PERPLEXITY = EVALUATION["perplexity"]
 MC = EVALUATION.get("multiple_choice")
 BENCHMARKS = ["perplexity", *TASKS]
 
 
 def _alternatives(values):
-    return "|".join(re.escape(str(v)) for v in values)
+    """A wildcard constraint matching exactly these values (nothing at all for none)."""
+    return "|".join(re.escape(str(v)) for v in values) or "(?!)"
 
 
 wildcard_constraints:
     model=_alternatives(MODELS),
     tokenizer=_alternatives(TOKENIZERS),
     method=_alternatives(PRUNING["methods"]),
-    structure=_alternatives(STRUCTURE_PATHS.values()),
+    structure=_alternatives(variant.structure_slug(s) for s in PRUNING["structures"]),
     sparsity=_alternatives(PRUNING["sparsities"]),
-    calib=_alternatives(list(CALIB["sets"]) + [NO_CALIB]),
+    calib=_alternatives([*CALIB["sets"], variant.UNCALIBRATED]),
     seed=r"\d+",
     benchmark=_alternatives(BENCHMARKS),
 
@@ -86,7 +80,7 @@ def calib_languages(wildcards):
 
 
 def shard_path(model, calib, seed):
-    return f"results/shards/{MODELS[model]['tokenizer']}/{calib}/seed{seed}.safetensors"
+    return variant.SHARD_FILE.format(tokenizer=MODELS[model]["tokenizer"], calib=calib, seed=seed)
 
 
 def prune_calibration(wildcards):
@@ -98,7 +92,7 @@ def prune_calibration(wildcards):
 
 def revision_flag(wildcards):
     """`--revision REV` when the config pins the model's hub revision, else nothing."""
-    revision = MODELS[wildcards.model].get("revision")
+    revision = MODELS[wildcards.model]["revision"]
     return f"--revision {revision}" if revision else ""
 
 
@@ -111,9 +105,8 @@ def scaled(stage, key):
     so a job killed for memory or time is retried with more."""
 
     def resource(wildcards, attempt):
-        base = config.get(stage, {}).get("resources", {}).get(key, 1000 if key == "mem_mb" else 30)
         scale = MODELS[wildcards.model]["scale"] if hasattr(wildcards, "model") else 1
-        return int(base * scale * attempt)
+        return int(config[stage]["resources"][key] * scale * attempt)
 
     return resource
 
@@ -123,51 +116,46 @@ def gpus(wildcards):
 
 
 def stage_threads(stage):
-    return config.get(stage, {}).get("resources", {}).get("threads", 1)
+    return config[stage]["resources"]["threads"]
 
 
-def tags(**values):
-    """`--tag k=v ...` for the labels every metrics row carries."""
-    return " ".join(f"--tag {key}={value}" for key, value in values.items())
+def pruned_tags(wildcards):
+    """`--tag ...` for every label of a pruned variant (its structure spelled '2:4', not '2of4')."""
+    return variant.tag_flags({"model": wildcards.model, "method": wildcards.method,
+                              "structure": variant.structure_from_slug(wildcards.structure),
+                              "sparsity": wildcards.sparsity, "calib": wildcards.calib, "seed": wildcards.seed})
 
 
 def checkpoint_variants(model):
-    """Every pruned variant of a model as its path part below results/checkpoints/<model>/."""
+    """Every pruned variant of a model as its path part below results/checkpoints/<model>/.
+    Magnitude reads no calibration data: one run per (structure, sparsity), filed under
+    calibration variant.UNCALIBRATED ("none") and seed variant.UNCALIBRATED_SEED (0)."""
     variants = []
     for method in PRUNING["methods"]:
-        for structure in STRUCTURE_PATHS.values():
+        for structure in PRUNING["structures"]:
             for sparsity in PRUNING["sparsities"]:
-                runs = ([(NO_CALIB, NO_CALIB_SEED)] if method == "magnitude"
+                runs = ([(variant.UNCALIBRATED, variant.UNCALIBRATED_SEED)] if method == "magnitude"
                         else [(c, s) for c in CALIB["sets"] for s in CALIB["seeds"]])
-                variants += [f"{method}_{structure}_{sparsity}/{calib}/seed{seed}" for calib, seed in runs]
+                variants += [variant.variant_path(method, structure, sparsity, calib, seed) for calib, seed in runs]
     return variants
 
 
 def metrics_files(model):
     """Every metrics JSON of one model: dense once, then each pruned variant."""
-    variants = ["dense"] + checkpoint_variants(model)
-    return [f"results/metrics/{model}/{variant}/{benchmark}.json" for variant in variants for benchmark in BENCHMARKS]
+    variants = [variant.DENSE] + checkpoint_variants(model)
+    return [variant.METRICS_FILE.format(model=model, variant=v, benchmark=benchmark)
+            for v in variants for benchmark in BENCHMARKS]
 
 
 def metrics_tables():
-    return [f"results/tables/{model}/metrics.csv" for model in MODELS]
+    return [variant.METRICS_TABLE.format(model=model) for model in MODELS]
 
 
-def benchmark_inputs(wildcards):
-    """What one evaluation reads besides the model: its text or its task data."""
-    if wildcards.benchmark == "perplexity":
-        return text_source_input(PERPLEXITY["source"])
+def task_data_input(wildcards):
+    """Local task data an lm-eval benchmark reads: the toy's udhr_mc items."""
     return ["results/toy/mc"] if MC and wildcards.benchmark == "udhr_mc" else []
 
 
-def benchmark_command(wildcards):
-    """The `langprune evaluate` subcommand and flags of one benchmark."""
-    if wildcards.benchmark == "perplexity":
-        return (f"perplexity --source {PERPLEXITY['source']} --languages {','.join(LANGUAGES)} "
-                f"--seqlen {PERPLEXITY['seqlen']} --max-tokens {PERPLEXITY['max_tokens']}")
-    task = TASKS[wildcards.benchmark]
-    flags = f"tasks --tasks {wildcards.benchmark} --languages {','.join(task.get('languages', LANGUAGES))}"
-    flags += f" --batch-size {task['batch_size']}"
-    flags += f" --limit {task['limit']}" if task.get("limit") else ""
-    flags += " --task-data results/toy/mc" if MC and wildcards.benchmark == "udhr_mc" else ""
-    return flags
+def all_targets():
+    """Every final output: each model's metrics table, report tables and figures, and analyses."""
+    return [*metrics_tables(), *report_targets(MODELS), *analysis_targets(MODELS)]

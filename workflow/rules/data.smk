@@ -71,7 +71,7 @@ rule calibration_shard:
         tokenizer=tokenizer_input,
         text=text_source_input(CALIB["source"]),
     output:
-        "results/shards/{tokenizer}/{calib}/seed{seed}.safetensors",
+        variant.SHARD_FILE,
     cache: "omit-software"
     params:
         tokenizer=lambda wc: TOKENIZERS[wc.tokenizer],
@@ -84,8 +84,8 @@ rule calibration_shard:
         seed=lambda wc: int(wc.seed),
     threads: stage_threads("shards")
     resources:
-        mem_mb=lambda wc, attempt: config.get("shards", {}).get("resources", {}).get("mem_mb", 2000) * attempt,
-        runtime=lambda wc, attempt: config.get("shards", {}).get("resources", {}).get("runtime", 30) * attempt,
+        mem_mb=scaled("shards", "mem_mb"),
+        runtime=scaled("shards", "runtime"),
     conda:
         CONDA_ENV
     log:

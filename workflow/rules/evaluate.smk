@@ -1,8 +1,11 @@
 # Evaluation: per checkpoint and once per dense model, perplexity (+ bits per byte)
 # and each configured lm-eval benchmark; then one tidy metrics table per model.
+# Each dense rule is its pruned twin without --checkpoint, cached between workflows
+# (docs/reruns.md): the cache key covers params, not wildcards, so every value that
+# shapes a result reaches the shell line through params.
 
-CHECKPOINT = "results/checkpoints/{model}/{method}_{structure}_{sparsity}/{calib}/seed{seed}"
-PRUNED_METRICS = "results/metrics/{model}/{method}_{structure}_{sparsity}/{calib}/seed{seed}/{benchmark}.json"
+PRUNED_METRICS = variant.pruned_pattern(variant.METRICS_FILE)
+DENSE_METRICS = variant.METRICS_FILE.replace("{variant}", variant.DENSE)
 
 if MC:
 
@@ -25,19 +28,23 @@ if MC:
             "--n-items {params.n_items} --seed {params.seed} --out {output} > {log} 2>&1"
 
 
-rule evaluate_pruned:
+rule evaluate_perplexity:
     input:
         model=model_input,
-        checkpoint=CHECKPOINT,
-        data=benchmark_inputs,
+        checkpoint=variant.pruned_pattern(variant.CHECKPOINT_DIR),
+        text=text_source_input(PERPLEXITY["source"]),
     output:
-        PRUNED_METRICS,
+        PRUNED_METRICS.replace("{benchmark}", "perplexity"),
     params:
         model=lambda wc: MODELS[wc.model]["path"],
-        command=benchmark_command,
+        checkpoint=lambda wc, input: f"--checkpoint {input.checkpoint}",
+        source=PERPLEXITY["source"],
+        languages=",".join(LANGUAGES),
+        seqlen=PERPLEXITY["seqlen"],
+        max_tokens=PERPLEXITY["max_tokens"],
         device=device,
         revision=revision_flag,
-        tags=lambda wc: tags(model=wc.model),
+        tags=lambda wc: variant.tag_flags({"model": wc.model}),
     threads: stage_threads("evaluation")
     resources:
         gpu=gpus,
@@ -46,27 +53,47 @@ rule evaluate_pruned:
     conda:
         CONDA_ENV
     log:
-        "logs/evaluate/{model}/{method}_{structure}_{sparsity}/{calib}/seed{seed}/{benchmark}.log",
+        f"logs/evaluate/{{model}}/{variant.VARIANT_PATH}/perplexity.log",
     shell:
-        "langprune evaluate {params.command} --model {params.model} --checkpoint {input.checkpoint} "
+        "langprune evaluate perplexity --source {params.source} --languages {params.languages} "
+        "--seqlen {params.seqlen} --max-tokens {params.max_tokens} --model {params.model} {params.checkpoint} "
         "--device {params.device} {params.revision} {params.tags} --out {output} > {log} 2>&1"
 
 
-rule evaluate_dense:
+use rule evaluate_perplexity as evaluate_perplexity_dense with:
     input:
         model=model_input,
-        data=benchmark_inputs,
+        text=text_source_input(PERPLEXITY["source"]),
     output:
-        "results/metrics/{model}/dense/{benchmark}.json",
-    # Cached between workflows (docs/reruns.md): the key covers params, not wildcards;
-    # the benchmark is named inside params.command, the model by params.model.
+        DENSE_METRICS.replace("{benchmark}", "perplexity"),
     cache: "omit-software"
     params:
+        checkpoint="",
+        tags=lambda wc: variant.tag_flags({"model": wc.model, **variant.DENSE_LABELS}),
+    log:
+        "logs/evaluate/{model}/dense/perplexity.log",
+
+
+rule evaluate_tasks:
+    input:
+        model=model_input,
+        checkpoint=variant.pruned_pattern(variant.CHECKPOINT_DIR),
+        data=task_data_input,
+    output:
+        PRUNED_METRICS,
+    wildcard_constraints:
+        benchmark=_alternatives(TASKS),
+    params:
         model=lambda wc: MODELS[wc.model]["path"],
-        command=benchmark_command,
+        checkpoint=lambda wc, input: f"--checkpoint {input.checkpoint}",
+        task=lambda wc: wc.benchmark,
+        languages=lambda wc: ",".join(TASKS[wc.benchmark]["languages"]),
+        batch_size=lambda wc: TASKS[wc.benchmark]["batch_size"],
+        limit=lambda wc: f"--limit {TASKS[wc.benchmark]['limit']}" if TASKS[wc.benchmark]["limit"] else "",
+        task_data=lambda wc, input: " ".join(f"--task-data {data}" for data in input.data),
         device=device,
         revision=revision_flag,
-        tags=lambda wc: tags(model=wc.model, method="dense", structure="-", sparsity="0", calib="-", seed="-"),
+        tags=lambda wc: variant.tag_flags({"model": wc.model}),
     threads: stage_threads("evaluation")
     resources:
         gpu=gpus,
@@ -75,17 +102,32 @@ rule evaluate_dense:
     conda:
         CONDA_ENV
     log:
-        "logs/evaluate/{model}/dense/{benchmark}.log",
+        f"logs/evaluate/{{model}}/{variant.VARIANT_PATH}/{{benchmark}}.log",
     shell:
-        "langprune evaluate {params.command} --model {params.model} "
-        "--device {params.device} {params.revision} {params.tags} --out {output} > {log} 2>&1"
+        "langprune evaluate tasks --tasks {params.task} --languages {params.languages} "
+        "--batch-size {params.batch_size} {params.limit} {params.task_data} --model {params.model} "
+        "{params.checkpoint} --device {params.device} {params.revision} {params.tags} --out {output} > {log} 2>&1"
+
+
+use rule evaluate_tasks as evaluate_tasks_dense with:
+    input:
+        model=model_input,
+        data=task_data_input,
+    output:
+        DENSE_METRICS,
+    cache: "omit-software"
+    params:
+        checkpoint="",
+        tags=lambda wc: variant.tag_flags({"model": wc.model, **variant.DENSE_LABELS}),
+    log:
+        "logs/evaluate/{model}/dense/{benchmark}.log",
 
 
 rule gather_metrics:
     input:
         lambda wc: metrics_files(wc.model),
     output:
-        "results/tables/{model}/metrics.csv",
+        variant.METRICS_TABLE,
     conda:
         CONDA_ENV
     log:

@@ -1,6 +1,6 @@
 # Pruning: one sparse checkpoint per (model, method, structure, sparsity,
 # calibration set, seed). Magnitude reads no calibration data and runs once per
-# (model, structure, sparsity) under calib "none", seed 0 (see common.smk).
+# (model, structure, sparsity) under calib "none", seed 0 (langprune.variant).
 # Checkpoints are cached between workflows (docs/reruns.md). The cache key
 # covers params but not wildcards, so the shell line reads every value that
 # shapes the checkpoint from params.
@@ -11,7 +11,7 @@ rule prune:
         model=model_input,
         calibration=prune_calibration,
     output:
-        directory("results/checkpoints/{model}/{method}_{structure}_{sparsity}/{calib}/seed{seed}"),
+        directory(variant.pruned_pattern(variant.CHECKPOINT_DIR)),
     cache: "omit-software"
     params:
         model=lambda wc: MODELS[wc.model]["path"],
@@ -20,13 +20,12 @@ rule prune:
         sparsity=lambda wc: wc.sparsity,
         seed=lambda wc: int(wc.seed),
         calibration=lambda wc, input: f"--calibration {input.calibration}" if input.calibration else "",
-        structure=lambda wc: STRUCTURE_NAMES[wc.structure],
+        structure=lambda wc: variant.structure_from_slug(wc.structure),
         dtype=lambda wc: MODELS[wc.model]["dtype"],
         device=device,
         batch_size=PRUNING["batch_size"],
         offload="--offload" if PRUNING["offload"] else "",
-        tags=lambda wc: tags(model=wc.model, method=wc.method, structure=STRUCTURE_NAMES[wc.structure],
-                             sparsity=wc.sparsity, calib=wc.calib, seed=wc.seed),
+        tags=pruned_tags,
     threads: stage_threads("pruning")
     resources:
         gpu=gpus,

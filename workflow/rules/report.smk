@@ -1,18 +1,22 @@
 # Aggregation and report: the tidy metrics table of each model -> paper-layout tables,
 # the "target language best" summary, heatmaps and the paper comparison. Every table and
 # figure is flagged for `snakemake --report` with a caption from workflow/report/.
-# Targets for `rule all`: report_targets(models) = expand(REPORT_TARGETS, model=models).
+# Its final outputs, for all_targets() in common.smk: report_targets(models).
 
-from langprune.report.figures import SUMMARY_FORMATS
-from langprune.report.paper import COMPARISON_FORMATS
-from langprune.report.tables import TABLE_FORMATS, TABLE_NAMES
+from langprune import variant
 
-REPORT_CONDA_ENV = "../../envs/langprune.yaml"
-REPORT_METRICS = "results/tables/{model}/metrics.csv"
-REPORT_HEATMAPS = "results/figures/{model}/heatmaps"
-# Table files per rule: {table name: formats}, written as results/tables/{model}/<name>.<format>.
-REPORT_TABLE_FILES = {**{name: TABLE_FORMATS for name in TABLE_NAMES}, "paper_comparison": COMPARISON_FORMATS}
-REPORT_SUMMARY_FILES = {"target_best": SUMMARY_FORMATS}
+REPORT_CONDA_ENV = "../envs/langprune.yaml"
+REPORT_METRICS = variant.METRICS_TABLE
+REPORT_HEATMAPS = variant.HEATMAP_DIR
+# Table files per rule: {table name: formats}, written as results/tables/{model}/<name>.<format>
+# (langprune.report's TABLES, paper comparison and summary; tests/test_report_rules.py checks they agree).
+REPORT_TABLE_FORMATS = ["csv", "md", "tex", "html"]
+REPORT_TABLE_FILES = {
+    **{name: REPORT_TABLE_FORMATS for name in ["table1_perplexity", "table1_bits_per_byte", "table2_tasks",
+                                               "table4_mixes_tasks", "table4_mixes_perplexity"]},
+    "paper_comparison": ["csv", "md", "html"],
+}
+REPORT_SUMMARY_FILES = {"target_best": ["csv", "md", "html"]}
 # Formats shown in the report: HTML renders inline, CSV is the download.
 REPORT_SHOWN = {"html": "Tables", "csv": "Table data (CSV)"}
 # (A line may not start with `report(` outside a rule: Snakemake would read the `report:` keyword.)
@@ -26,7 +30,7 @@ REPORT_OUTPUTS = {
 }
 # Every table, summary and heatmap folder of one model, with a {model} wildcard.
 REPORT_TARGETS = [f"results/tables/{{model}}/{name}.{ext}" for name, ext in REPORT_OUTPUTS] + [REPORT_HEATMAPS]
-# The Snakefile's `<stage>_targets(models)` convention (a lambda, as Snakemake's linter asks of one-liners).
+# Every report output of the given models (a lambda, as Snakemake's linter asks of one-liners).
 report_targets = lambda models: expand(REPORT_TARGETS, model=models)
 
 

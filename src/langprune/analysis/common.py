@@ -1,4 +1,4 @@
-"""Small helpers shared by the analyses: variant labels, tidy-table and figure writing."""
+"""Small helpers shared by the analyses: checkpoint labels, tidy-table and figure writing."""
 
 from __future__ import annotations
 
@@ -6,34 +6,14 @@ import os
 from pathlib import Path
 from typing import Any, Iterable
 
-from ..errors import LangpruneError
 from ..io import atomic_path
-
-# The labels that identify a pruned model; every tidy table starts with these columns.
-VARIANT_KEYS = ("model", "method", "structure", "sparsity", "calib", "seed")
-DENSE_TAGS = {"method": "dense", "structure": "-", "sparsity": "0", "calib": "-", "seed": "-"}
-
-
-def parse_tags(pairs: Iterable[str] | None) -> dict[str, str]:
-    """Turn repeatable ``KEY=VALUE`` flags into a dict (the team's ``--tag`` contract)."""
-    tags: dict[str, str] = {}
-    for pair in pairs or ():
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise LangpruneError(f"--tag '{pair}' is not KEY=VALUE (e.g. --tag calib=de)")
-        tags[key] = value
-    return tags
-
-
-def variant_label(tags: dict[str, Any]) -> dict[str, str]:
-    """The VARIANT_KEYS of a tag dict as strings ('-' where a tag is missing)."""
-    return {key: str(tags.get(key, "-")) for key in VARIANT_KEYS}
+from ..variant import DENSE_LABELS
 
 
 def checkpoint_tags(checkpoint: str | os.PathLike | None) -> dict[str, str]:
     """Tags of a checkpoint from its manifest; the dense model gets the dense tags."""
     if checkpoint is None:
-        return dict(DENSE_TAGS)
+        return dict(DENSE_LABELS)
     from ..checkpoint import read_manifest
 
     manifest = read_manifest(checkpoint)

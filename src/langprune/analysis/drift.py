@@ -11,10 +11,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .common import (VARIANT_KEYS, language_colors, legend_for_all, save_figure, sort_languages,
+from ..variant import LABEL_KEYS, SETTING_KEYS
+from .common import (language_colors, legend_for_all, save_figure, sort_languages,
                      use_headless_backend, variant_title, write_csv, write_text)
-
-GROUP_KEYS = ("model", "method", "structure", "sparsity")
+from .states import by_language, load_variants
 
 
 def layer_distance(pruned, dense):
@@ -26,8 +26,6 @@ def drift_table(variants: list[tuple[dict, dict]]):
     """Tidy rows (variant labels, eval_language, layer, drift, dense_norm) from pruned probe states."""
     import pandas as pd
 
-    from .hidden import by_language
-
     rows = []
     for label, tensors in variants:
         norms = by_language(tensors, "dense_norm")
@@ -35,7 +33,7 @@ def drift_table(variants: list[tuple[dict, dict]]):
             for layer, value in enumerate(drift.tolist(), start=1):
                 rows.append({**label, "eval_language": lang, "layer": layer, "drift": value,
                              "dense_norm": float(norms[lang][layer - 1])})
-    return pd.DataFrame(rows, columns=[*VARIANT_KEYS, "eval_language", "layer", "drift", "dense_norm"])
+    return pd.DataFrame(rows, columns=[*LABEL_KEYS, "eval_language", "layer", "drift", "dense_norm"])
 
 
 def target_benefit(table):
@@ -49,26 +47,26 @@ def target_benefit(table):
     """
     import pandas as pd
 
-    mean = table.groupby([*GROUP_KEYS, "calib", "eval_language", "layer"], as_index=False)["drift"].mean()
+    mean = table.groupby([*SETTING_KEYS, "calib", "eval_language", "layer"], as_index=False)["drift"].mean()
     mean = mean[mean["calib"].isin(set(mean["eval_language"]))]  # monolingual calibrations only
     rows = []
-    for key, block in mean.groupby([*GROUP_KEYS, "eval_language", "layer"]):
-        lang = key[len(GROUP_KEYS)]
+    for key, block in mean.groupby([*SETTING_KEYS, "eval_language", "layer"]):
+        lang = key[len(SETTING_KEYS)]
         target = block[block["calib"] == lang]["drift"]
         others = block[block["calib"] != lang]["drift"]
         if target.empty or others.empty:
             continue
         t, o = float(target.iloc[0]), float(others.mean())
-        rows.append({**dict(zip([*GROUP_KEYS, "eval_language", "layer"], key)), "target_drift": t,
+        rows.append({**dict(zip([*SETTING_KEYS, "eval_language", "layer"], key)), "target_drift": t,
                      "other_drift": o, "benefit": o - t, "relative_benefit": (o - t) / o if o else 0.0,
                      "target_is_best": bool(t <= float(others.min()))})
-    return pd.DataFrame(rows, columns=[*GROUP_KEYS, "eval_language", "layer", "target_drift", "other_drift",
+    return pd.DataFrame(rows, columns=[*SETTING_KEYS, "eval_language", "layer", "target_drift", "other_drift",
                                        "benefit", "relative_benefit", "target_is_best"])
 
 
 def layers_that_benefit(benefit, majority: float = 0.5):
     """Per (group, layer): share of evaluation languages where target calibration is best; flag a majority."""
-    summary = benefit.groupby([*GROUP_KEYS, "layer"], as_index=False).agg(
+    summary = benefit.groupby([*SETTING_KEYS, "layer"], as_index=False).agg(
         share_target_best=("target_is_best", "mean"), mean_relative_benefit=("relative_benefit", "mean"),
         n_languages=("eval_language", "nunique"))
     summary["benefits"] = (summary["share_target_best"] > majority) & (summary["mean_relative_benefit"] > 0)
@@ -81,10 +79,10 @@ def describe_benefit(summary) -> str:
         return ("No evaluation language was also a calibration language, so the benefit of target-language "
                 "calibration cannot be measured.\n")
     lines = []
-    for key, block in summary.groupby(list(GROUP_KEYS)):
+    for key, block in summary.groupby(list(SETTING_KEYS)):
         n_layers = int(block["layer"].max())
         good = block[block["benefits"]]["layer"].tolist()
-        title = f"{key[0]} {variant_title(dict(zip(GROUP_KEYS, key)))}"
+        title = f"{key[0]} {variant_title(dict(zip(SETTING_KEYS, key)))}"
         if good:
             lines.append(f"{title}: target-language calibration gives the smallest drift for most evaluation "
                          f"languages at layers {', '.join(map(str, good))} of {n_layers}.")
@@ -104,8 +102,8 @@ def plot_drift(table, languages_order=None):
     import matplotlib.pyplot as plt
     from matplotlib.ticker import MaxNLocator
 
-    mean = table.groupby([*GROUP_KEYS, "calib", "eval_language", "layer"], as_index=False)["drift"].mean()
-    groups = list(mean.groupby(list(GROUP_KEYS)))
+    mean = table.groupby([*SETTING_KEYS, "calib", "eval_language", "layer"], as_index=False)["drift"].mean()
+    groups = list(mean.groupby(list(SETTING_KEYS)))
     evals = sort_languages(mean["eval_language"].unique(), languages_order)
     colors = language_colors(mean["calib"].unique())
     fig, axes = plt.subplots(len(groups), len(evals), figsize=(2.6 * len(evals), 2.4 * len(groups)),
@@ -117,7 +115,7 @@ def plot_drift(table, languages_order=None):
                 line = block[(block["calib"] == calib) & (block["eval_language"] == lang)].sort_values("layer")
                 ax.plot(line["layer"], line["drift"], marker=".", color=colors[calib], label=calib,
                         linewidth=2.2 if calib == lang else 1.0)
-            ax.set_title(f"eval {lang}" + (f"\n{variant_title(dict(zip(GROUP_KEYS, key)))}" if col == 0 else ""),
+            ax.set_title(f"eval {lang}" + (f"\n{variant_title(dict(zip(SETTING_KEYS, key)))}" if col == 0 else ""),
                          fontsize=8)
             ax.tick_params(labelsize=7)
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -132,8 +130,6 @@ def plot_drift(table, languages_order=None):
 def run_drift(*, inputs: list[str], out_table: str, out_figure: str, out_summary: str,
               out_benefit: str | None = None, languages: list[str] | None = None) -> list[Path]:
     """`langprune analyze drift`: tidy drift table, per-layer benefit table, figure and a plain summary."""
-    from .hidden import load_variants
-
     table = drift_table(load_variants(inputs, need="drift"))
     benefit = target_benefit(table)
     summary = layers_that_benefit(benefit)

@@ -17,10 +17,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import LangpruneError
-from .common import (VARIANT_KEYS, language_colors, legend_for_all, save_figure, sort_languages,
+from ..variant import LABEL_KEYS, SETTING_KEYS
+from .common import (language_colors, legend_for_all, save_figure, sort_languages,
                      use_headless_backend, variant_title, write_csv, write_text)
+from .states import by_language, load_variants, read_states
 
-GROUP_KEYS = ("model", "method", "structure", "sparsity")
 COMPONENTS = ("agnostic", "specific")
 
 
@@ -61,8 +62,6 @@ def features_table(dense_final: dict, variants: list[tuple[dict, dict]], rank: i
     """Tidy rows (variant labels, eval_language, component, change, dense_magnitude, rank)."""
     import pandas as pd
 
-    from .hidden import by_language
-
     basis = fit_language_subspace(dense_final, rank)
     magnitude = {}
     for lang, dense in dense_final.items():
@@ -76,7 +75,7 @@ def features_table(dense_final: dict, variants: list[tuple[dict, dict]], rank: i
             for component, value in feature_change(final, dense_final[lang], basis).items():
                 rows.append({**label, "eval_language": lang, "component": component, "change": value,
                              "dense_magnitude": magnitude[lang][component], "rank": basis.shape[1]})
-    return pd.DataFrame(rows, columns=[*VARIANT_KEYS, "eval_language", "component", "change",
+    return pd.DataFrame(rows, columns=[*LABEL_KEYS, "eval_language", "component", "change",
                                        "dense_magnitude", "rank"])
 
 
@@ -93,12 +92,12 @@ def observation_check(table):
     """
     import pandas as pd
 
-    mean = table.groupby([*GROUP_KEYS, "calib", "eval_language", "component"], as_index=False)["change"].mean()
+    mean = table.groupby([*SETTING_KEYS, "calib", "eval_language", "component"], as_index=False)["change"].mean()
     rows = []
-    for key, block in mean.groupby(list(GROUP_KEYS)):
+    for key, block in mean.groupby(list(SETTING_KEYS)):
         if block["calib"].nunique() < 2:
             continue
-        row = dict(zip(GROUP_KEYS, key))
+        row = dict(zip(SETTING_KEYS, key))
         for component in COMPONENTS:
             part = block[block["component"] == component]
             mono = part[part["calib"].isin(set(part["eval_language"]))]  # as in the paper's figure: no mixes
@@ -112,7 +111,7 @@ def observation_check(table):
         row["agnostic_stable"] = bool(row["agnostic_spread"] < row["specific_spread"])
         row["specific_target_least"] = bool(row["specific_target_min"] > 0.5)
         rows.append(row)
-    return pd.DataFrame(rows, columns=[*GROUP_KEYS, "agnostic_spread", "specific_spread", "agnostic_stable",
+    return pd.DataFrame(rows, columns=[*SETTING_KEYS, "agnostic_spread", "specific_spread", "agnostic_stable",
                                        "n_target_languages", "agnostic_target_min", "agnostic_target_languages",
                                        "specific_target_min", "specific_target_languages", "specific_target_least"])
 
@@ -140,9 +139,9 @@ def plot_features(table, languages_order=None):
     import matplotlib.pyplot as plt
     import numpy as np
 
-    stats = table.groupby([*GROUP_KEYS, "calib", "eval_language", "component"], as_index=False)["change"].agg(
+    stats = table.groupby([*SETTING_KEYS, "calib", "eval_language", "component"], as_index=False)["change"].agg(
         ["mean", "std"])
-    groups = list(stats.groupby(list(GROUP_KEYS)))
+    groups = list(stats.groupby(list(SETTING_KEYS)))
     evals = sort_languages(stats["eval_language"].unique(), languages_order)
     colors = language_colors(stats["calib"].unique())
     fig, axes = plt.subplots(len(groups), 2, figsize=(max(6, 1.1 * len(evals)) * 2, 2.8 * len(groups)),
@@ -159,7 +158,7 @@ def plot_features(table, languages_order=None):
                        yerr=[part["std"].fillna(0).get(lang, 0) for lang in evals], color=colors[calib],
                        label=calib, error_kw={"linewidth": 0.6})
             ax.set_xticks(np.arange(len(evals)), evals, fontsize=8)
-            ax.set_title(f"({'ab'[col]}) language-{component} | {variant_title(dict(zip(GROUP_KEYS, key)))}",
+            ax.set_title(f"({'ab'[col]}) language-{component} | {variant_title(dict(zip(SETTING_KEYS, key)))}",
                          fontsize=8)
             ax.set_ylabel("mean ||Δ|| vs dense", fontsize=7)
             ax.set_xlabel("evaluation language", fontsize=7)
@@ -171,8 +170,6 @@ def run_features(*, dense: str, inputs: list[str], out_table: str, out_figure: s
                  out_check: str | None = None, rank: int | None = None,
                  languages: list[str] | None = None) -> list[Path]:
     """`langprune analyze features`: LSAR change table, grouped-bar figure and the claims check."""
-    from .hidden import by_language, load_variants, read_states
-
     dense_tensors, _ = read_states(dense)
     variants = load_variants(inputs, need="final")
     table = features_table(by_language(dense_tensors, "final"), variants, rank)

@@ -12,49 +12,42 @@ the first-token "attention sink" state is huge and would dominate every distance
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..data.sources import TextDirSource, split_paragraphs
 from ..errors import LangpruneError
-from ..io import atomic_path, sha256_bytes
-
-FORMAT = "langprune-probe-states/1"
-
-
-def split_passages(text: str) -> list[str]:
-    """Passages of a probe file: blocks separated by blank lines, or lines if there are none."""
-    blocks = [b.strip() for b in text.replace("\r\n", "\n").split("\n\n")]
-    blocks = [b for b in blocks if b]
-    if len(blocks) <= 1:
-        blocks = [line.strip() for line in text.splitlines() if line.strip()]
-    return blocks
+from ..io import sha256_bytes
+from ..variant import variant_labels
+from .states import read_states, write_states
 
 
-def probe_dir(source: str) -> Path:
+def probe_source(source: str) -> TextDirSource:
     """Accept the project's ``text:DIR`` source syntax or a plain directory."""
     path = Path(source[len("text:"):] if source.startswith("text:") else source)
     if not path.is_dir():
         raise LangpruneError(f"--probe '{source}' is not a directory of <lang>.txt files (text:DIR)")
-    return path
+    return TextDirSource(path)
+
+
+def probe_passages(documents: list) -> list[str]:
+    """Passages of one language: its blank-line separated paragraphs, or its lines if it has only one."""
+    passages = [p for doc in documents for p in split_paragraphs(doc.text)]
+    if len(passages) == 1:
+        passages = [line.strip() for line in passages[0].splitlines() if line.strip()]
+    return passages
 
 
 def read_probe(source: str, languages: list[str], max_passages: int | None = None) -> dict[str, list[str]]:
     """Parallel probe passages per language, cut to the same count so passage i means the same in all."""
-    root = probe_dir(source)
+    src = probe_source(source)
     texts: dict[str, list[str]] = {}
     for lang in languages:
-        file, folder = root / f"{lang}.txt", root / lang
-        if file.is_file():
-            passages = split_passages(file.read_text(encoding="utf-8"))
-        elif folder.is_dir():
-            passages = [p for f in sorted(folder.glob("*.txt")) for p in split_passages(f.read_text(encoding="utf-8"))]
-        else:
-            raise LangpruneError(f"probe text for language '{lang}' not found: expected {file} or {folder}/")
-        if not passages:
-            raise LangpruneError(f"probe text {file} for language '{lang}' is empty")
-        texts[lang] = passages
+        try:
+            texts[lang] = probe_passages(src.documents(lang))
+        except LangpruneError as exc:
+            raise LangpruneError(f"probe text for language '{lang}': {exc}") from exc
     count = min(len(p) for p in texts.values())
     if max_passages:
         count = min(count, max_passages)
@@ -180,79 +173,27 @@ def collect_states(model, tokenizer, passages: list[str], *, max_length: int = 2
     return states
 
 
-def write_states(path: str | os.PathLike, tensors: dict[str, Any], meta: dict[str, Any]) -> Path:
-    """One safetensors file; tensor names are ``<kind>.<lang>``; metadata JSON under 'langprune'."""
-    from safetensors.torch import save_file
-
-    meta = {**meta, "format": FORMAT}
-    with atomic_path(path) as tmp:
-        save_file({k: v.contiguous() for k, v in sorted(tensors.items())}, str(tmp),
-                  metadata={"langprune": json.dumps(meta, sort_keys=True)})
-    return Path(path)
-
-
-def read_states(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Tensors and metadata of a probe-states file, with a clear error for anything else."""
-    from safetensors import safe_open
-
-    try:
-        with safe_open(str(path), framework="pt") as handle:
-            meta = json.loads((handle.metadata() or {}).get("langprune", "{}"))
-            tensors = {key: handle.get_tensor(key) for key in handle.keys()}
-    except (OSError, ValueError, json.JSONDecodeError) as exc:
-        raise LangpruneError(f"cannot read probe states '{path}': {exc}") from exc
-    if meta.get("format") != FORMAT:
-        raise LangpruneError(f"'{path}' is not a probe-states file written by `langprune analyze hidden`")
-    return tensors, meta
-
-
-def by_language(tensors: dict[str, Any], kind: str) -> dict[str, Any]:
-    """``{lang: tensor}`` for tensors named ``<kind>.<lang>``."""
-    prefix = f"{kind}."
-    return {key[len(prefix):]: value for key, value in tensors.items() if key.startswith(prefix)}
-
-
-def load_variants(paths: list[str], need: str) -> list[tuple[dict, dict]]:
-    """(labels, tensors) of several probe-states files, checked to share one probe set."""
-    variants, fingerprints = [], set()
-    for path in paths:
-        tensors, meta = read_states(path)
-        if not by_language(tensors, need):
-            raise LangpruneError(f"'{path}' has no '{need}' states; pass pruned-model files written with --reference")
-        fingerprints.add(meta.get("probe_sha256"))
-        variants.append((meta["tags"], tensors))
-    if len(fingerprints) > 1:
-        raise LangpruneError("the probe-states files were computed on different probe text; recompute them together")
-    return variants
-
-
 def analysis_models(model: str, checkpoints: list[str] | None, dtype: str | None, device: str):
     """Yield (checkpoint, model in memory): the base is loaded once and each checkpoint applied to it.
 
-    Weights a checkpoint touches are restored from a copy of the base before the next one is
-    applied, so a job over many checkpoints pays one model load. Each checkpoint's manifest
-    must name these base weights (same check as ``load_pruned_model``).
+    The base weights come back after each checkpoint (``checkpoint.applied``), so a job over
+    many checkpoints pays one model load. Each checkpoint's manifest must name these base
+    weights (same check as ``load_pruned_model``).
     """
-    from ..checkpoint import apply_checkpoint, base_weights_hash, load_pruned_model, read_manifest
+    from ..checkpoint import applied, base_weights_hash, load_pruned_model, read_manifest
 
     net = load_pruned_model(model, None, dtype=dtype, device=device)
     if not checkpoints:
         yield None, net
         return
     base_hash = base_weights_hash(model)["sha256"]
-    params = dict(net.named_parameters())
-    originals: dict[str, Any] = {}
     for checkpoint in checkpoints:
         manifest = read_manifest(checkpoint)
         if manifest["base"]["weights_sha256"] != base_hash:
             raise LangpruneError(f"checkpoint '{checkpoint}' was pruned from '{manifest['base']['model']}', whose "
                                  f"weights differ from --model '{model}'; pass the base model it was made from")
-        for name, weight in originals.items():
-            params[name].data.copy_(weight)
-        for name in manifest["tensors"]:
-            if name not in originals:
-                originals[name] = params[name].detach().clone()
-        yield checkpoint, apply_checkpoint(net, checkpoint)
+        with applied(net, checkpoint) as pruned:
+            yield checkpoint, pruned
 
 
 def run_hidden(*, model: str, probe: str, languages: list[str], outs: list[str],
@@ -298,9 +239,9 @@ def run_hidden(*, model: str, probe: str, languages: list[str], outs: list[str],
 
 
 def _labels(model: str, checkpoint: str | None, tags: dict[str, str] | None) -> dict[str, str]:
-    from .common import checkpoint_tags, variant_label
+    from .common import checkpoint_tags
 
-    return variant_label({"model": model, **checkpoint_tags(checkpoint), **(tags or {})})
+    return variant_labels({"model": model, **checkpoint_tags(checkpoint), **(tags or {})})
 
 
 def probe_tensors(net, tokenizer, texts: dict[str, list[str]], reference: dict | None, *, max_length: int,

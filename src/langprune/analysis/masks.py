@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import Iterator
 
 from ..errors import LangpruneError
+from ..variant import SETTING_KEYS, variant_labels
 from .common import save_figure, sort_languages, use_headless_backend, variant_title, write_csv
 
-GROUP_KEYS = ("model", "method", "structure", "sparsity")
 LINEAR_TYPES = {"q_proj": "q", "k_proj": "k", "v_proj": "v", "o_proj": "o", "gate_proj": "gate",
                 "up_proj": "up", "down_proj": "down"}
 _LAYER = re.compile(r"(?:^|\.)layers\.(\d+)\.")
@@ -67,26 +67,22 @@ class PrunedMasks:
     unpacked together would not fit in memory). Keys are module names without '.weight'."""
 
     def __init__(self, checkpoint: str):
-        from ..checkpoint import MASKS, read_manifest
+        from ..checkpoint import read_manifest
 
-        self.path = Path(checkpoint) / MASKS
-        self.shapes = {name.removesuffix(".weight"): (name, shape["shape"])
-                       for name, shape in read_manifest(checkpoint)["tensors"].items()}
+        self.checkpoint = checkpoint
+        self.weights = {name.removesuffix(".weight"): name for name in read_manifest(checkpoint)["tensors"]}
 
     def __iter__(self):
-        return iter(self.shapes)
+        return iter(self.weights)
 
     def __len__(self):
-        return len(self.shapes)
+        return len(self.weights)
 
     def __getitem__(self, name: str):
-        from safetensors import safe_open
+        from ..checkpoint import iter_masks
 
-        from ..checkpoint import unpack_mask
-
-        key, shape = self.shapes[name]
-        with safe_open(str(self.path), framework="pt") as handle:
-            return ~unpack_mask(handle.get_tensor(key), shape)
+        ((_, keep),) = iter_masks(self.checkpoint, [self.weights[name]])
+        return ~keep
 
     def items(self):
         return ((name, self[name]) for name in self)
@@ -122,12 +118,12 @@ def overlap_table(labels: list[dict], masks_by_checkpoint: list[dict[str, object
             for j in range(i + 1, len(labels)):
                 a, b = labels[i], labels[j]
                 union = int(counts[i] + counts[j] - inter[i, j])
-                rows.append({**{k: a[k] for k in GROUP_KEYS}, "calib_a": a["calib"], "seed_a": a["seed"],
+                rows.append({**{k: a[k] for k in SETTING_KEYS}, "calib_a": a["calib"], "seed_a": a["seed"],
                              "calib_b": b["calib"], "seed_b": b["seed"], "layer": layer, "linear_type": kind,
                              "intersection": int(inter[i, j]), "union": union,
                              "iou": iou(int(inter[i, j]), int(counts[i]), int(counts[j])),
                              "pair": "same-language" if a["calib"] == b["calib"] else "cross-language"})
-    return pd.DataFrame(rows, columns=[*GROUP_KEYS, "calib_a", "seed_a", "calib_b", "seed_b", "layer",
+    return pd.DataFrame(rows, columns=[*SETTING_KEYS, "calib_a", "seed_a", "calib_b", "seed_b", "layer",
                                        "linear_type", "intersection", "union", "iou", "pair"])
 
 
@@ -146,12 +142,12 @@ def language_matrix(table):
                                      "seed_b": "seed_a"})
     both = pd.concat([table, mirrored[table.columns]])
     both = both[~((both["calib_a"] == both["calib_b"]) & (both["seed_a"] == both["seed_b"]))]
-    return pooled_iou(both, [*GROUP_KEYS, "calib_a", "calib_b"])
+    return pooled_iou(both, [*SETTING_KEYS, "calib_a", "calib_b"])
 
 
 def layer_curve(table):
     """Per variant, layer and pair kind: pooled IoU (same-language = seed noise baseline)."""
-    return pooled_iou(table, [*GROUP_KEYS, "layer", "pair"])
+    return pooled_iou(table, [*SETTING_KEYS, "layer", "pair"])
 
 
 def plot_masks(matrix, curve, languages_order=None):
@@ -161,8 +157,8 @@ def plot_masks(matrix, curve, languages_order=None):
     import numpy as np
     from matplotlib.ticker import MaxNLocator
 
-    groups = list(matrix.groupby(list(GROUP_KEYS)))
-    curves = dict(list(curve.groupby(list(GROUP_KEYS))))
+    groups = list(matrix.groupby(list(SETTING_KEYS)))
+    curves = dict(list(curve.groupby(list(SETTING_KEYS))))
     fig, axes = plt.subplots(len(groups), 2, figsize=(10, 4 * len(groups)), squeeze=False)
     for row, (key, block) in enumerate(groups):
         langs = sort_languages(set(block["calib_a"]) | set(block["calib_b"]), languages_order)
@@ -175,7 +171,7 @@ def plot_masks(matrix, curve, languages_order=None):
             if not np.isnan(value):
                 ax.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=6, color="w")
         fig.colorbar(image, ax=ax, shrink=0.8, label="IoU of pruned sets")
-        ax.set_title(f"mask IoU | {variant_title(dict(zip(GROUP_KEYS, key)))}\n(diagonal: two seeds, "
+        ax.set_title(f"mask IoU | {variant_title(dict(zip(SETTING_KEYS, key)))}\n(diagonal: two seeds, "
                      "same language)", fontsize=8)
         ax = axes[row][1]
         lines = curves[key]
@@ -198,12 +194,12 @@ def plot_masks(matrix, curve, languages_order=None):
 
 def group_checkpoints(checkpoints: list[str]) -> dict[tuple, list[tuple[dict, str]]]:
     """Checkpoints grouped by (model, method, structure, sparsity), each sorted by (calib, seed)."""
-    from .common import checkpoint_tags, variant_label
+    from .common import checkpoint_tags
 
     groups: dict[tuple, list[tuple[dict, str]]] = {}
     for path in checkpoints:
-        label = variant_label(checkpoint_tags(path))
-        groups.setdefault(tuple(label[k] for k in GROUP_KEYS), []).append((label, path))
+        label = variant_labels(checkpoint_tags(path))
+        groups.setdefault(tuple(label[k] for k in SETTING_KEYS), []).append((label, path))
     return {key: sorted(items, key=lambda item: (item[0]["calib"], item[0]["seed"])) for key, items in groups.items()}
 
 
@@ -226,7 +222,7 @@ def run_masks(*, checkpoints: list[str], out_table: str, out_matrix: str, out_la
                              "structure and sparsity")
     table = pd.concat(tables, ignore_index=True)
     matrix, curve = language_matrix(table), layer_curve(table)
-    types = pooled_iou(table, [*GROUP_KEYS, "linear_type", "pair"])
+    types = pooled_iou(table, [*SETTING_KEYS, "linear_type", "pair"])
     return [write_csv(table, out_table), write_csv(matrix, out_matrix), write_csv(curve, out_layers),
             write_csv(types, out_types), save_figure(plot_masks(matrix, curve, languages), out_figure)]
 

@@ -20,10 +20,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import LangpruneError
-from .common import VARIANT_KEYS, save_figure, sort_languages, use_headless_backend, variant_title, \
+from ..variant import LABEL_KEYS, SETTING_KEYS, variant_labels
+from .common import save_figure, sort_languages, use_headless_backend, variant_title, \
     write_csv, write_text
 
-GROUP_KEYS = ("model", "method", "structure", "sparsity")
 NEURON_AXIS = {"gate": 1, "up": 1, "down": 0}  # sum over this axis to get one count per neuron
 
 
@@ -105,19 +105,19 @@ def protection_check(table):
     import pandas as pd
 
     mlp = table[(table["linear_type"] == "mlp") & (table["neuron_language"] != "all") & (table["n_neurons"] > 0)]
-    mean = mlp.groupby([*GROUP_KEYS, "neuron_language", "calib"], as_index=False)["pruned_share"].mean()
+    mean = mlp.groupby([*SETTING_KEYS, "neuron_language", "calib"], as_index=False)["pruned_share"].mean()
     mean = mean[mean["calib"].isin(set(table["neuron_language"]))]  # monolingual calibrations only
     rows = []
-    for key, block in mean.groupby([*GROUP_KEYS, "neuron_language"]):
+    for key, block in mean.groupby([*SETTING_KEYS, "neuron_language"]):
         lang = key[-1]
         own, others = block[block["calib"] == lang], block[block["calib"] != lang]
         if own.empty or others.empty:
             continue
         o, r = float(own["pruned_share"].iloc[0]), float(others["pruned_share"].mean())
-        rows.append({**dict(zip([*GROUP_KEYS, "neuron_language"], key)), "own_calibration": o,
+        rows.append({**dict(zip([*SETTING_KEYS, "neuron_language"], key)), "own_calibration": o,
                      "other_calibrations": r, "protection": r - o,
                      "own_is_lowest": bool(o <= float(others["pruned_share"].min()))})
-    return pd.DataFrame(rows, columns=[*GROUP_KEYS, "neuron_language", "own_calibration", "other_calibrations",
+    return pd.DataFrame(rows, columns=[*SETTING_KEYS, "neuron_language", "own_calibration", "other_calibrations",
                                        "protection", "own_is_lowest"])
 
 
@@ -126,11 +126,11 @@ def describe_protection(check, counts) -> str:
     lines = ["language-specific neurons per language: " + ", ".join(f"{k}={v}" for k, v in counts.items())]
     if check.empty:
         lines.append("No neuron language was also a calibration language (or no neurons were selected).")
-    for key, block in check.groupby(list(GROUP_KEYS)):
+    for key, block in check.groupby(list(SETTING_KEYS)):
         protected = int((block["protection"] > 0).sum())
         lowest = int(block["own_is_lowest"].sum())
         verdict = "yes" if protected > len(block) / 2 else "no"
-        lines.append(f"{key[0]} {variant_title(dict(zip(GROUP_KEYS, key)))}: {verdict} - own-language calibration "
+        lines.append(f"{key[0]} {variant_title(dict(zip(SETTING_KEYS, key)))}: {verdict} - own-language calibration "
                      f"prunes fewer of a language's neuron weights than other calibrations for {protected} of "
                      f"{len(block)} languages (lowest of all for {lowest}); mean protection "
                      f"{block['protection'].mean():+.4f} of the neurons' weights.")
@@ -144,8 +144,8 @@ def plot_neurons(table, languages_order=None):
     import numpy as np
 
     mlp = table[table["linear_type"] == "mlp"]
-    mean = mlp.groupby([*GROUP_KEYS, "neuron_language", "calib"], as_index=False)["pruned_share"].mean()
-    groups = list(mean.groupby(list(GROUP_KEYS)))
+    mean = mlp.groupby([*SETTING_KEYS, "neuron_language", "calib"], as_index=False)["pruned_share"].mean()
+    groups = list(mean.groupby(list(SETTING_KEYS)))
     fig, axes = plt.subplots(1, len(groups), figsize=(5.5 * len(groups), 4.5), squeeze=False)
     for col, (key, block) in enumerate(groups):
         counts = mlp.drop_duplicates("neuron_language").set_index("neuron_language")["n_neurons"]
@@ -165,7 +165,7 @@ def plot_neurons(table, languages_order=None):
         ax.set_yticks(range(len(rows)), [f"{lang} ({counts[lang]})" for lang in rows], fontsize=8)
         ax.set_xlabel("calibration language", fontsize=8)
         ax.set_ylabel("language of the neurons (count)", fontsize=8)
-        ax.set_title(f"share of neuron weights pruned\n{variant_title(dict(zip(GROUP_KEYS, key)))}", fontsize=8)
+        ax.set_title(f"share of neuron weights pruned\n{variant_title(dict(zip(SETTING_KEYS, key)))}", fontsize=8)
         fig.colorbar(image, ax=ax, shrink=0.8)
     fig.tight_layout()
     return fig
@@ -177,8 +177,8 @@ def run_neurons(*, dense: str, checkpoints: list[str], out_table: str, out_neuro
     """`langprune analyze neurons`: LAPE neuron selection on the dense model, pruned shares per checkpoint."""
     import pandas as pd
 
-    from .common import checkpoint_tags, limit_threads, variant_label
-    from .hidden import by_language, read_states
+    from .common import checkpoint_tags, limit_threads
+    from .states import by_language, read_states
     from .masks import PrunedMasks
 
     limit_threads(threads)
@@ -193,9 +193,9 @@ def run_neurons(*, dense: str, checkpoints: list[str], out_table: str, out_neuro
     neurons = neuron_list(selection, probability, probe_langs)
     rows = []
     for path in checkpoints:
-        label = variant_label(checkpoint_tags(path))
+        label = variant_labels(checkpoint_tags(path))
         rows.extend(pruned_share_rows(label, neuron_pruned_counts(PrunedMasks(path)), selection))
-    table = pd.DataFrame(rows, columns=[*VARIANT_KEYS, "neuron_language", "linear_type", "n_neurons",
+    table = pd.DataFrame(rows, columns=[*LABEL_KEYS, "neuron_language", "linear_type", "n_neurons",
                                         "pruned_weights", "weights", "pruned_share"])
     check = protection_check(table)
     counts = {lang: int(mask.sum()) for lang, mask in selection.items()}

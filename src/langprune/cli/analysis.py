@@ -10,8 +10,8 @@ def _languages(value: str) -> list[str]:
 
 
 def _hidden(args):
-    from ..analysis.common import parse_tags
     from ..analysis.hidden import run_hidden
+    from ..variant import parse_tags
 
     run_hidden(model=args.model, checkpoints=args.checkpoint, probe=args.probe, languages=args.languages,
                reference=args.reference, outs=args.out, tags=parse_tags(args.tag), max_passages=args.max_passages,

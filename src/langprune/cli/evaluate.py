@@ -21,7 +21,7 @@ def _common_model_args(p: argparse.ArgumentParser) -> None:
 def run_perplexity(args: argparse.Namespace) -> int:
     from ..data.languages import parse_languages
     from ..evaluate.perplexity import evaluate_perplexity
-    from ..evaluate.results import parse_tags
+    from ..variant import parse_tags
 
     doc = evaluate_perplexity(args.model, args.source, parse_languages(args.languages), args.seqlen,
                               args.max_tokens, args.out, checkpoint=args.checkpoint,
@@ -36,7 +36,7 @@ def run_perplexity(args: argparse.Namespace) -> int:
 def run_tasks(args: argparse.Namespace) -> int:
     from ..data.languages import parse_languages
     from ..evaluate.harness import evaluate_tasks
-    from ..evaluate.results import parse_tags
+    from ..variant import parse_tags
 
     doc = evaluate_tasks(args.model, args.tasks.split(","), parse_languages(args.languages), args.out,
                          checkpoint=args.checkpoint, limit=args.limit, batch_size=args.batch_size,

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import argparse
 
+from ..errors import LangpruneError
+from ..variant import parse_tag
 
-def parse_tag(text: str) -> tuple[str, str]:
-    """``KEY=VALUE`` -> (key, value); argparse reports the ValueError as a usage error."""
-    key, sep, value = text.partition("=")
-    if not sep or not key.strip():
-        raise argparse.ArgumentTypeError(f"--tag '{text}' must look like KEY=VALUE")
-    return key.strip(), value
+
+def _tag(text: str) -> tuple[str, str]:
+    """``KEY=VALUE`` -> (key, value), a bad one reported by argparse as a usage error."""
+    try:
+        return parse_tag(text)
+    except LangpruneError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
 
 
 def _prune(args) -> int:
@@ -52,7 +55,7 @@ def register(subparsers) -> None:
     p.add_argument("--trust-remote-code", action="store_true", help="allow model code from the hub (off by default)")
     p.add_argument("--no-error", action="store_true",
                    help="skip measuring the per-layer reconstruction error (saves one matmul per linear and batch)")
-    p.add_argument("--tag", type=parse_tag, action="append", default=[], metavar="KEY=VALUE",
+    p.add_argument("--tag", type=_tag, action="append", default=[], metavar="KEY=VALUE",
                    help="label stored in manifest.json tags (repeatable)")
     p.set_defaults(func=_prune)
 

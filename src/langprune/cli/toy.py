@@ -69,7 +69,7 @@ def register(subparsers) -> None:
     p.add_argument("--tokenizer", required=True, help="tokenizer dir from `langprune toy tokenizer`")
     p.add_argument("--text", required=True, help="dir of <lang>.txt (the train part)")
     for name, default in [("hidden", 128), ("layers", 4), ("heads", 4), ("kv-heads", 2), ("intermediate", 384),
-                          ("steps", 600), ("batch-size", 16), ("seqlen", 128), ("seed", 0)]:
+                          ("steps", 400), ("batch-size", 16), ("seqlen", 128), ("seed", 0)]:
         p.add_argument(f"--{name}", type=int, default=default, help="(default %(default)s)")
     p.add_argument("--lr", type=float, default=3e-3, help="peak learning rate (default %(default)s)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")

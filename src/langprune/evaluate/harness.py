@@ -136,9 +136,9 @@ def evaluate_tasks(model: str, benchmarks: list[str], languages: list[str], out:
     from lm_eval import simple_evaluate
     from lm_eval.models.huggingface import HFLM
 
+    from ..checkpoint import load_pruned_model
     from ..data.languages import check_mc4_languages
-    from ..models import load_tokenizer
-    from .modelload import free_memory, load_evaluated_model
+    from ..models import free_memory, load_tokenizer
     from .registry import select
     from .results import record, write_metrics
 
@@ -152,7 +152,7 @@ def evaluate_tasks(model: str, benchmarks: list[str], languages: list[str], out:
     tasks = build_tasks(runnable, list(task_data))
     results = {"results": {}, "n-samples": {}}
     if tasks:
-        lm_model = load_evaluated_model(model, checkpoint, dtype=dtype, device=device, revision=revision)
+        lm_model = load_pruned_model(model, checkpoint, dtype=dtype, device=device, revision=revision)
         lm = HFLM(pretrained=lm_model, tokenizer=load_tokenizer(model, revision=revision), batch_size=batch_size,
                   max_length=max_length)
         results = simple_evaluate(model=lm, tasks=list(tasks.values()), num_fewshot=0, batch_size=batch_size,

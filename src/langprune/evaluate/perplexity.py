@@ -94,7 +94,7 @@ def calibration_shards(explicit: list[str], checkpoint: str | None) -> list[str]
     import sys
 
     from ..io import sha256_file
-    from .results import checkpoint_identity
+    from ..checkpoint import checkpoint_identity
 
     shards = list(explicit)
     recorded = (checkpoint_identity(checkpoint)[1].get("calibration") or {})
@@ -117,10 +117,10 @@ def evaluate_perplexity(model: str, source: str, languages: list[str], seqlen: i
     Evaluation text is first checked to be disjoint from every ``calibration`` shard and
     from the shard recorded in the checkpoint's manifest.
     """
+    from ..checkpoint import load_pruned_model
     from ..data.overlap import DEFAULT_WINDOW, check_disjoint
     from ..data.sources import parse_source
-    from ..models import load_tokenizer
-    from .modelload import free_memory, load_evaluated_model
+    from ..models import free_memory, load_tokenizer
     from .results import record, write_metrics
 
     if seqlen < 2 or max_tokens < seqlen:
@@ -132,7 +132,7 @@ def evaluate_perplexity(model: str, source: str, languages: list[str], seqlen: i
     shards = calibration_shards(list(calibration), checkpoint)
     check_disjoint(texts, shards, overlap_window or DEFAULT_WINDOW)
     windows = {lang: make_windows(texts[lang], tokenizer, seqlen, max_tokens, lang) for lang in languages}
-    lm = load_evaluated_model(model, checkpoint, dtype=dtype, device=device, revision=revision)
+    lm = load_pruned_model(model, checkpoint, dtype=dtype, device=device, revision=revision)
     records = []
     for lang in languages:
         nll, tokens = summed_nll(lm, windows[lang].input_ids, batch_size, device)

@@ -12,33 +12,12 @@ from pathlib import Path
 
 from .. import __version__
 from ..errors import LangpruneError
-from ..io import read_json, sha256_file, write_json
+from ..io import read_json, write_json
+from ..variant import DENSE_LABELS, LABEL_KEYS, canonical_calib, mix_name
 
 # Columns every tidy row has, in this order; other tags follow.
-LABEL_COLUMNS = ["model", "method", "structure", "sparsity", "calib", "seed"]
+LABEL_COLUMNS = LABEL_KEYS
 RECORD_COLUMNS = ["benchmark", "language", "metric", "value", "n", "available"]
-DENSE_LABELS = {"method": "dense", "structure": "-", "sparsity": "0", "calib": "-", "seed": "-"}
-
-
-def parse_tags(pairs: list[str] | None) -> dict[str, str]:
-    """``["model=llama", "seed=0"]`` -> dict; the ``--tag KEY=VALUE`` flag of evaluate and prune."""
-    tags = {}
-    for pair in pairs or []:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise LangpruneError(f"--tag '{pair}' must look like KEY=VALUE")
-        tags[key] = value
-    return tags
-
-
-def checkpoint_identity(checkpoint: str | Path | None) -> tuple[str | None, dict]:
-    """``(sha256 of manifest.json, manifest)`` of a checkpoint, or ``(None, {})`` for the dense model."""
-    if checkpoint is None:
-        return None, {}
-    manifest = Path(checkpoint) / "manifest.json"
-    if not manifest.is_file():
-        raise LangpruneError(f"--checkpoint '{checkpoint}' has no manifest.json; is it a langprune checkpoint?")
-    return sha256_file(manifest), read_json(manifest)
 
 
 def pruning_labels(manifest: dict) -> dict[str, str]:
@@ -47,7 +26,7 @@ def pruning_labels(manifest: dict) -> dict[str, str]:
         return {}
     labels = {k: str(manifest[k]) for k in ("method", "structure", "sparsity", "seed") if manifest.get(k) is not None}
     shard = (manifest.get("calibration") or {}).get("shard") or {}
-    labels["calib"] = "-".join(shard.get("languages") or []) or "-"
+    labels["calib"] = mix_name(shard.get("languages") or [])
     return labels
 
 
@@ -60,6 +39,8 @@ def record(benchmark: str, language: str, metric: str, value: float | None, n: i
 def write_metrics(out: str | Path, *, kind: str, model: str, checkpoint: str | Path | None, records: list[dict],
                   tags: dict[str, str] | None = None, settings: dict | None = None) -> dict:
     """Write one evaluation's metrics JSON atomically and return it."""
+    from ..checkpoint import checkpoint_identity
+
     checkpoint_hash, manifest = checkpoint_identity(checkpoint)
     merged_tags = {**{str(k): str(v) for k, v in (manifest.get("tags") or {}).items()}, **(tags or {})}
     doc = {"kind": kind, "model": model, "checkpoint": None if checkpoint is None else str(checkpoint),
@@ -76,6 +57,8 @@ def _labels(doc: dict) -> dict[str, str]:
     labels["model"] = doc.get("model")
     labels.update(doc.get("pruning") or {})
     labels.update(doc.get("tags") or {})
+    if labels["calib"] is not None:
+        labels["calib"] = canonical_calib(labels["calib"])
     return labels
 
 

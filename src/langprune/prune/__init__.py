@@ -87,7 +87,7 @@ def prune_to_checkpoint(model: str, out: str | os.PathLike, method: str, *, spar
 
     import torch
 
-    from ..checkpoint import base_weights_hash, kept_values, library_versions, utc_now, write_checkpoint
+    from ..checkpoint import base_weights_hash, build_manifest, kept_values, write_checkpoint
     from ..models import load_model
     from .engine import prune_model
     from .methods import get_method
@@ -111,17 +111,10 @@ def prune_to_checkpoint(model: str, out: str | os.PathLike, method: str, *, spar
                              f"it was tokenized for another model; rebuild it with this model's tokenizer")
     result = prune_model(loaded, chosen, parsed, input_ids, batch_size=batch_size, device=device, offload=offload,
                          progress=progress, measure_error=measure_error)
-    manifest = {
-        "base": {"model": str(model), "revision": revision, "weights_sha256": base_hash["sha256"],
-                 "weight_files": base_hash["files"], "dtype": str(next(loaded.parameters()).dtype).replace("torch.", ""),
-                 "architecture": type(loaded).__name__},
-        "method": method, "sparsity": parsed.sparsity, "structure": parsed.label, "seed": seed,
-        "calibration": calib_info, "tags": dict(tags or {}), "versions": library_versions(),
-        "run": {"device": device, "batch_size": batch_size, "offload": offload, "created": utc_now(),
-                "seconds": time.perf_counter() - started, "timings": result.timings},
-        "layers": [{"index": r.index, "sparsity": r.sparsity, "seconds": r.seconds, "rel_error": r.rel_error,
-                    "linears": r.linears, "shared_inputs": r.groups, "warnings": r.warnings} for r in result.layers],
-    }
+    run = {"device": device, "batch_size": batch_size, "offload": offload, "seconds": time.perf_counter() - started,
+           "timings": result.timings}
+    manifest = build_manifest(model, revision, base_hash, loaded, method=method, structure=parsed, seed=seed,
+                              calibration=calib_info, tags=tags, run=run, layers=result.layers)
     values = kept_values(loaded, result.masks) if chosen.updates_weights else None
     path = write_checkpoint(out, result.masks, values, manifest)
     print(summary_table(result.layers))

@@ -20,9 +20,9 @@ from typing import Any, Callable, Iterator
 import torch
 from torch import nn
 
+from ..bitmasks import PackedMasks
 from ..errors import LangpruneError
 from ..models import decoder_layers, layer_linears
-from .masks import PackedMasks
 from .methods import Method
 from .stats import LayerStatsCollector, LinearStats, ReconstructionMeter
 from .structure import Structure

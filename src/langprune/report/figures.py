@@ -11,7 +11,6 @@ The summary counts that question the way the paper states "26 of 50".
 from __future__ import annotations
 
 import os
-import re
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,11 +20,11 @@ import pandas as pd
 
 from ..errors import LangpruneError
 from ..io import atomic_path
-from .tables import (PERPLEXITY_BENCHMARK, aggregate_seeds, calib_sort_key,
-                     column_sort_key, html_page, is_dense, metric_info, read_metrics,
-                     single_calibrations, target_language, write_text)
+from ..variant import SETTING_KEYS, setting_name
+from .common import PERPLEXITY_BENCHMARK, html_page, metric_info, write_text
+from .tables import (aggregate_seeds, calib_sort_key, column_sort_key, is_dense, read_metrics, single_calibrations,
+                     target_language)
 
-SETTING_KEYS = ["model", "method", "structure", "sparsity"]
 COLUMN_KEYS = ["benchmark", "metric", "language"]
 NA_COLOUR = "#d9d9d9"
 SUMMARY_FORMATS = ["csv", "md", "html"]  # target_best.<ext>; target_best_columns.csv beside
@@ -57,11 +56,6 @@ class Grid:
     @property
     def lower_is_better(self) -> np.ndarray:
         return np.array([metric_info(metric).lower_is_better for _, metric, _ in self.values.columns])
-
-
-def setting_name(setting: dict) -> str:
-    """A file-name-safe label such as 'wanda_unstructured_0.5' or 'sparsegpt_2-4_0.5'."""
-    return "_".join(re.sub(r"[^A-Za-z0-9.+-]+", "-", str(setting[k])) for k in ["method", "structure", "sparsity"])
 
 
 def pruned_settings(agg: pd.DataFrame) -> list[dict]:

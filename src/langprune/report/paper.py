@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from .tables import CELL_KEYS, DENSE, NO_LABEL, html_page, metric_info, write_text
+from ..variant import DENSE, UNCALIBRATED, canonical_calib
+from .common import CELL_KEYS, html_page, metric_info, write_text
 
 PAPER_MODELS = ["Llama-3-8B-Instruct", "Aya-23-8B"]
 PAPER_STRUCTURE = "unstructured"
@@ -49,12 +50,13 @@ def comparable_cells(agg: pd.DataFrame) -> pd.DataFrame:
     ours = ours[ours["paper_model"].notna()]
     for key in ["method", "calib", "benchmark", "language"]:
         ours[key] = ours[key].str.lower()
-    ours.loc[ours["method"] == DENSE, "calib"] = NO_LABEL
+    ours.loc[ours["method"] == DENSE, "calib"] = UNCALIBRATED
     return ours
 
 
 def compare_with_paper(agg: pd.DataFrame, reference: pd.DataFrame) -> pd.DataFrame:
     """One row per cell present in both: ours, paper, ours - paper, in display units (% for accuracy)."""
+    reference = reference.assign(calib=reference["calib"].map(canonical_calib))  # the paper's dense '-'
     merged = comparable_cells(agg).merge(reference, on=JOIN_KEYS, how="inner")
     scale = merged["metric"].map(lambda m: metric_info(m).scale).astype(float)
     merged["ours"] = merged["mean"] * scale

@@ -19,54 +19,21 @@ from typing import Callable
 import pandas as pd
 
 from ..errors import LangpruneError
-from ..io import atomic_path
+from ..variant import DENSE, LABEL_KEYS, NOT_APPLICABLE, canonical_calib, is_uncalibrated, mix_parts
+from .common import CELL_KEYS, NOT_AVAILABLE, PERPLEXITY_BENCHMARK, ROW_KEYS, html_page, metric_info, write_text
+from .paper import write_paper_comparison
 
-REQUIRED_COLUMNS = ["model", "method", "structure", "sparsity", "calib", "seed",
-                    "benchmark", "language", "metric", "value", "n", "available"]
-# Columns that name one table cell; seeds are averaged away.
-CELL_KEYS = ["model", "method", "structure", "sparsity", "calib", "benchmark", "language", "metric"]
-ROW_KEYS = ["model", "method", "structure", "sparsity", "calib"]
-PERPLEXITY_BENCHMARK = "perplexity"
-DENSE = "dense"
-NOT_AVAILABLE = "n/a"
-NO_LABEL = "-"
-# Calibration names of runs that read no calibration data (dense, magnitude): reference rows.
-UNCALIBRATED = {NO_LABEL, "none"}
-
+REQUIRED_COLUMNS = [*LABEL_KEYS, "benchmark", "language", "metric", "value", "n", "available"]
 # Methods in the order the paper discusses them; unknown methods follow alphabetically.
 METHOD_ORDER = [DENSE, "magnitude", "wanda", "sparsegpt"]
 # Task columns in the paper's order; unknown benchmarks follow alphabetically.
 BENCHMARK_ORDER = [PERPLEXITY_BENCHMARK, "arc", "belebele", "mmlu", "hellaswag", "mkqa", "udhr_mc"]
 
 
-@dataclass(frozen=True)
-class MetricInfo:
-    """How a metric is read: which direction is better, and how it is printed."""
-
-    lower_is_better: bool
-    decimals: int
-    scale: float = 1.0  # display factor: lm-eval fractions are shown as percent like the paper
-
-
-METRICS = {
-    "perplexity": MetricInfo(lower_is_better=True, decimals=2),
-    "bits_per_byte": MetricInfo(lower_is_better=True, decimals=3),
-    "acc": MetricInfo(lower_is_better=False, decimals=1, scale=100.0),
-    "acc_norm": MetricInfo(lower_is_better=False, decimals=1, scale=100.0),
-    "f1": MetricInfo(lower_is_better=False, decimals=1, scale=100.0),
-}
-# A score we know nothing about is assumed to be "higher is better", printed as recorded.
-DEFAULT_METRIC = MetricInfo(lower_is_better=False, decimals=3)
-
-
-def metric_info(metric: str) -> MetricInfo:
-    return METRICS.get(metric, DEFAULT_METRIC)
-
-
 # --------------------------------------------------------------------------- reading
 
 def read_metrics(path: str | os.PathLike) -> pd.DataFrame:
-    """Read a tidy metrics CSV, keeping labels as strings ('-' for dense calib/seed)."""
+    """Read a tidy metrics CSV, keeping labels as strings ('-' for the dense model's structure and seed)."""
     path = Path(path)
     if not path.is_file():
         raise LangpruneError(f"metrics table {path} does not exist: write it with "
@@ -83,9 +50,9 @@ def normalise_metrics(df: pd.DataFrame) -> pd.DataFrame:
     """Give labels one spelling and values numeric types, so grouping is exact."""
     df = df.copy()
     for col in CELL_KEYS + ["seed"]:
-        df[col] = df[col].fillna("").astype(str).str.strip().replace("", NO_LABEL)
-    for col in ["calib", "language"]:  # 'DE' and 'de' name one language; tables print upper case
-        df[col] = df[col].str.lower()
+        df[col] = df[col].fillna("").astype(str).str.strip().replace("", NOT_APPLICABLE)
+    df["calib"] = df["calib"].map(canonical_calib)  # 'DE' and 'de' name one language; tables print upper case
+    df["language"] = df["language"].str.lower()
     df["value"] = pd.to_numeric(df["value"].replace({"": None, "None": None, "null": None}), errors="coerce")
     df["available"] = df["available"].astype(str).str.strip().str.lower().isin(["true", "1", "yes"])
     return df
@@ -122,7 +89,7 @@ def is_dense(agg: pd.DataFrame) -> pd.Series:
 
 def is_reference_row(agg: pd.DataFrame) -> pd.Series:
     """Dense and calibration-free runs (magnitude): shown in every table, above the calibrated rows."""
-    return is_dense(agg) | agg["calib"].isin(UNCALIBRATED)
+    return is_dense(agg) | agg["calib"].map(is_uncalibrated)
 
 
 def _order_key(value: str, order: list[str]) -> tuple:
@@ -131,11 +98,11 @@ def _order_key(value: str, order: list[str]) -> tuple:
 
 def calib_sort_key(calib: str, singles: set[str]) -> tuple:
     """Dense first, single languages, explicit mixes (en+de) by size, then named sets (all7)."""
-    if calib in UNCALIBRATED:
+    if is_uncalibrated(calib):
         return (0, 0, calib)
     if calib in singles:
         return (1, 0, calib)
-    parts = len(calib.split("+"))
+    parts = len(mix_parts(calib))
     return (2, parts, calib) if parts > 1 else (3, 0, calib)
 
 
@@ -243,21 +210,6 @@ def flat_columns(table: pd.DataFrame, per_benchmark: bool) -> pd.DataFrame:
     return out
 
 
-def html_page(title: str, note: str, table_html: str) -> str:
-    """A small self-contained page; Snakemake's report shows HTML inline, CSV only as download."""
-    style = ("body{font-family:sans-serif;margin:1em} table{border-collapse:collapse;font-size:13px}"
-             "th,td{border:1px solid #bbb;padding:3px 6px;text-align:right;white-space:nowrap}"
-             "th{background:#eee} caption{caption-side:top;text-align:left;font-weight:bold}")
-    return (f"<!DOCTYPE html>\n<html><head><meta charset='utf-8'><title>{title}</title>"
-            f"<style>{style}</style></head><body><h3>{title}</h3><p>{note}</p>{table_html}</body></html>\n")
-
-
-def write_text(path: Path, text: str) -> Path:
-    with atomic_path(path) as tmp:
-        tmp.write_text(text, encoding="utf-8")
-    return path
-
-
 def write_table_formats(table: pd.DataFrame, out_prefix: Path, title: str, note: str,
                         per_benchmark: bool = False) -> list[Path]:
     """Write one layout as CSV, Markdown, LaTeX and HTML (same cells, four readers)."""
@@ -287,8 +239,6 @@ def write_tables(metrics_csv: str | os.PathLike, out_dir: str | os.PathLike,
 
     ``reference`` replaces the paper's numbers (a frame like ``paper.paper_reference()``).
     """
-    from .paper import write_paper_comparison
-
     out_dir = Path(out_dir)
     agg = aggregate_seeds(read_metrics(metrics_csv))
     note = seeds_note(agg)

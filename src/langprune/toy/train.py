@@ -52,7 +52,7 @@ class ToyModelConfig:
     heads: int = 4
     kv_heads: int = 2
     intermediate: int = 384
-    steps: int = 600
+    steps: int = 400
     batch_size: int = 16
     seqlen: int = 128
     lr: float = 3e-3
