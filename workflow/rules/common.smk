@@ -24,6 +24,29 @@ STRUCTURE_NAMES = {path: s for s, path in STRUCTURE_PATHS.items()}
 NO_CALIB = "none"
 NO_CALIB_SEED = 0
 
+# A variant's method as paths and tables spell it: the method, plus "+owl" under OWL's
+# layer-wise allocation ("wanda+owl"); uniform allocation adds nothing. Methods that
+# refine or allocate per layer only for unstructured masks skip N:M structures.
+ALLOCATIONS = PRUNING["allocation"] if isinstance(PRUNING["allocation"], list) else [PRUNING["allocation"]]
+METHOD_VARIANTS = [m if a == "uniform" else f"{m}+{a}" for m in PRUNING["methods"] for a in ALLOCATIONS]
+UNSTRUCTURED_ONLY = ("dsnot", "+owl")
+
+
+def method_parts(variant):
+    """'wanda+owl' -> ('wanda', 'owl'); 'wanda' -> ('wanda', 'uniform')."""
+    method, _, allocation = variant.partition("+")
+    return method, allocation or "uniform"
+
+
+def reads_no_calibration(variant):
+    """Only uniform magnitude pruning runs without calibration data (OWL's outliers need it)."""
+    return variant == "magnitude"
+
+
+def builds(variant, structure):
+    return structure == "unstructured" or not any(part in variant for part in UNSTRUCTURED_ONLY)
+
+
 CONDA_ENV = "../../envs/langprune.yaml"
 
 TASKS = EVALUATION.get("tasks", {})
@@ -39,7 +62,7 @@ def _alternatives(values):
 wildcard_constraints:
     model=_alternatives(MODELS),
     tokenizer=_alternatives(TOKENIZERS),
-    method=_alternatives(PRUNING["methods"]),
+    method=_alternatives(METHOD_VARIANTS),
     structure=_alternatives(STRUCTURE_PATHS.values()),
     sparsity=_alternatives(PRUNING["sparsities"]),
     calib=_alternatives(list(CALIB["sets"]) + [NO_CALIB]),
@@ -89,7 +112,7 @@ def shard_path(model, calib, seed):
 
 def prune_calibration(wildcards):
     """The shard a prune job reads; magnitude reads none."""
-    if wildcards.method == "magnitude":
+    if reads_no_calibration(wildcards.method):
         return []
     return shard_path(wildcards.model, wildcards.calib, wildcards.seed)
 
@@ -132,10 +155,12 @@ def tags(**values):
 def checkpoint_variants(model):
     """Every pruned variant of a model as its path part below results/checkpoints/<model>/."""
     variants = []
-    for method in PRUNING["methods"]:
+    for method in METHOD_VARIANTS:
         for structure in STRUCTURE_PATHS.values():
+            if not builds(method, STRUCTURE_NAMES[structure]):
+                continue
             for sparsity in PRUNING["sparsities"]:
-                runs = ([(NO_CALIB, NO_CALIB_SEED)] if method == "magnitude"
+                runs = ([(NO_CALIB, NO_CALIB_SEED)] if reads_no_calibration(method)
                         else [(c, s) for c in CALIB["sets"] for s in CALIB["seeds"]])
                 variants += [f"{method}_{structure}_{sparsity}/{calib}/seed{seed}" for calib, seed in runs]
     return variants

@@ -34,7 +34,8 @@ NO_LABEL = "-"
 UNCALIBRATED = {NO_LABEL, "none"}
 
 # Methods in the order the paper discusses them; unknown methods follow alphabetically.
-METHOD_ORDER = [DENSE, "magnitude", "wanda", "sparsegpt"]
+METHOD_ORDER = [DENSE, "magnitude", "wanda", "sparsegpt", "ria", "dsnot"]
+METHOD_ORDER += [f"{method}+owl" for method in METHOD_ORDER[1:]]  # OWL layer-wise allocation after uniform
 # Task columns in the paper's order; unknown benchmarks follow alphabetically.
 BENCHMARK_ORDER = [PERPLEXITY_BENCHMARK, "arc", "belebele", "mmlu", "hellaswag", "mkqa", "udhr_mc"]
 
