@@ -184,3 +184,13 @@ def test_dsnot_keeps_row_counts_on_wide_rows_and_warns_on_narrow_ones(caplog):
     with caplog.at_level(logging.WARNING, logger="langprune.prune"):
         METHODS["dsnot"].run(w[:, :48], _stats(x[:, :48]), unstructured(0.5))
     assert any("narrow" in r.message for r in caplog.records)
+
+
+@pytest.mark.parametrize("shape,count", [((16, 40), 300), ((1, 7), 3), ((5, 5), 0), ((5, 5), 25), ((64, 64), 2048)])
+def test_lowest_overall_equals_a_stable_sort(shape, count):
+    from langprune.prune.methods import lowest_overall, lowest_per_row
+
+    g = torch.Generator().manual_seed(count)
+    for scores in (torch.rand(shape, generator=g), torch.randint(0, 4, shape, generator=g).float()):  # ties
+        expected = lowest_per_row(scores.reshape(1, -1), count).reshape(shape)
+        assert torch.equal(lowest_overall(scores, count), expected)

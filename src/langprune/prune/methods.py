@@ -47,6 +47,24 @@ def lowest_per_row(scores: torch.Tensor, count: int) -> torch.Tensor:
     return keep
 
 
+def lowest_overall(scores: torch.Tensor, count: int) -> torch.Tensor:
+    """Keep-mask pruning the ``count`` lowest scores of the whole tensor; ties broken by flat index.
+
+    The same mask as a stable sort of the flattened scores, found with one selection
+    (``kthvalue``) instead: several times faster on large matrices.
+    """
+    flat = scores.reshape(-1)
+    if count <= 0:
+        return torch.ones_like(scores, dtype=torch.bool)
+    if count >= flat.numel():
+        return torch.zeros_like(scores, dtype=torch.bool)
+    value = torch.kthvalue(flat, count).values
+    pruned = flat < value
+    ties = torch.nonzero(flat == value).flatten()[: count - int(pruned.sum())]
+    pruned[ties] = True
+    return (~pruned).reshape(scores.shape)
+
+
 def lowest_per_group(scores: torch.Tensor, n: int, m: int) -> torch.Tensor:
     """Keep-mask pruning the ``n`` lowest scores of every ``m`` consecutive columns of each row."""
     rows, cols = scores.shape
@@ -66,8 +84,7 @@ def magnitude(weight: torch.Tensor, stats: LinearStats, structure: Structure) ->
     scores = weight.detach().abs().float()
     if structure.is_nm:
         return lowest_per_group(scores, structure.n, structure.m), None
-    flat = lowest_per_row(scores.reshape(1, -1), structure.pruned_count(scores.numel()))
-    return flat.reshape(scores.shape), None
+    return lowest_overall(scores, structure.pruned_count(scores.numel())), None
 
 
 def wanda(weight: torch.Tensor, stats: LinearStats, structure: Structure) -> MethodResult:
@@ -127,8 +144,7 @@ def sparsegpt(weight: torch.Tensor, stats: LinearStats, structure: Structure) ->
         keep_block = keep[:, start:end]
         if not structure.is_nm:
             scores = w_block.pow(2) / h_diag.pow(2).unsqueeze(0)
-            keep_block.copy_(lowest_per_row(scores.reshape(1, -1), structure.pruned_count(scores.numel()))
-                             .reshape(scores.shape))
+            keep_block.copy_(lowest_overall(scores, structure.pruned_count(scores.numel())))
         for i in range(end - start):
             if structure.is_nm and i % structure.m == 0:
                 group = slice(i, i + structure.m)

@@ -36,7 +36,7 @@ def ria_scores(weight: torch.Tensor, sumsq: torch.Tensor, a: float = RIA_ACTIVAT
 def ria(weight: torch.Tensor, stats: LinearStats, structure: Structure, *, a: float = RIA_ACTIVATION_POWER,
         per_outneuron: bool = False) -> tuple[torch.Tensor, None]:
     """RIA keep-mask: one threshold per matrix (unstructured), per row with ``per_outneuron``, or per N:M group."""
-    from .methods import _check_groups, lowest_per_row, mask_from_scores
+    from .methods import _check_groups, lowest_overall, mask_from_scores
 
     _check_groups(weight, structure, stats.name)
     if stats.sumsq is None:
@@ -44,5 +44,4 @@ def ria(weight: torch.Tensor, stats: LinearStats, structure: Structure, *, a: fl
     scores = ria_scores(weight, stats.sumsq, a)
     if structure.is_nm or per_outneuron:
         return mask_from_scores(scores, structure), None
-    flat = lowest_per_row(scores.reshape(1, -1), structure.pruned_count(scores.numel()))
-    return flat.reshape(scores.shape), None
+    return lowest_overall(scores, structure.pruned_count(scores.numel())), None
