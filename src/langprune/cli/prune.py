@@ -59,8 +59,9 @@ def _export(args) -> int:
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("prune", help="prune a model layer by layer into a sparse checkpoint",
-                              description="Prune every decoder-layer linear of a causal LM (Wanda, SparseGPT or "
-                                          "magnitude) and write a sparse checkpoint directory.")
+                              description="Prune every decoder-layer linear of a causal LM (Wanda, SparseGPT, "
+                                          "magnitude, RIA or DSnoT; optionally with OWL layer-wise sparsity) "
+                                          "and write a sparse checkpoint directory.")
     p.add_argument("--model", required=True, help="hub id or local model directory")
     p.add_argument("--calibration", metavar="SHARD", help="safetensors shard with int64 input_ids [n, seqlen] "
                                                           "(not needed for magnitude)")
