@@ -87,7 +87,8 @@ def test_shared_input_groups_are_discovered(arch_dirs, arch):
     assert stats["model.layers.0.self_attn.q_proj"].sumsq.dtype == torch.float32
 
 
-@pytest.mark.parametrize("arch,method", [(arch, method) for arch in ("llama", "cohere") for method in sorted(METHODS)]
+@pytest.mark.parametrize("arch,method", [(arch, method) for arch in ("llama", "cohere")
+                                         for method in sorted(set(METHODS) - {"dsnot"})]  # dsnot: unstructured only
                          + [("qwen2", "sparsegpt"), ("mistral", "wanda")])
 def test_prunes_only_decoder_linears(arch_dirs, arch, method):
     model = _load(arch_dirs[arch])

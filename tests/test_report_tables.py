@@ -157,6 +157,11 @@ def test_target_best_count_k_of_n(agg):
     assert not by_column.loc[("perplexity", "en"), "target_is_best"]
     assert by_column.loc[("perplexity", "de"), "best_overall"] == "en+de"
     assert by_column.loc[("acc", "de"), "best_single"] == "de / sw"
+    # own minus best other single calibration, negative when the own language wins
+    assert by_column.loc[("acc", "de"), "gap_to_best_other"] == 0.0  # tied with sw
+    assert by_column.loc[("perplexity", "en"), "gap_to_best_other"] > 0  # sw beat en on en
+    per_setting = columns[columns["method"] == "wanda"].groupby("metric")["gap_to_best_other"].mean()
+    assert summary.loc[("wanda", "perplexity"), "mean_gap_to_best_other"] == pytest.approx(per_setting["perplexity"])
 
 
 def test_columns_where_every_calibration_ties_are_not_counted(metrics_csv):

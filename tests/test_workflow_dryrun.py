@@ -95,3 +95,18 @@ def test_pinned_revision_reaches_pruning_and_both_evaluations(tmp_path):
     dense = [c for c in commands if c.startswith(("langprune evaluate perplexity", "langprune evaluate tasks"))
              and "--checkpoint" not in c]
     assert dense and all("--revision abc123" in c for c in dense)
+
+
+def test_paper_grid_extension_job_count_matches_its_comment(tmp_path):
+    """config/paper.yaml's commented-out RIA/DSnoT/OWL extension plans the job count its comment states."""
+    text = (REPO / "config" / "paper.yaml").read_text()
+    extended = re.sub(r"\n  methods: \[wanda, sparsegpt\]\n", "\n", text)
+    extended = extended.replace("  # methods: [wanda, sparsegpt, ria, dsnot]", "  methods: [wanda, sparsegpt, ria, dsnot]")
+    extended = extended.replace("  # allocation: [uniform, owl]", "  allocation: [uniform, owl]")
+    assert extended.count("methods: [wanda, sparsegpt, ria, dsnot]") == 1 and "  allocation: [uniform" in extended
+    config = tmp_path / "paper_extended.yaml"
+    config.write_text(extended)
+    counts = dry_run(tmp_path, str(config))
+    assert "1254 (+798)" in text and "7524 pruned evaluations" in text
+    assert "1254 evaluate_perplexity + 6270 evaluate_tasks" in text
+    assert counts["prune"] == 1254 and counts["evaluate_perplexity"] == 1254 and counts["evaluate_tasks"] == 6270

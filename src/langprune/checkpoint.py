@@ -88,17 +88,21 @@ def library_versions() -> dict[str, str]:
 
 def build_manifest(model: str, revision: str | None, base_hash: dict[str, Any], loaded, *, method: str,
                    structure, seed: int, calibration: dict | None, tags: dict[str, str] | None,
-                   run: dict[str, Any], layers: list) -> dict[str, Any]:
+                   run: dict[str, Any], layers: list, method_params: dict[str, Any] | None = None,
+                   allocation: dict[str, Any] | None = None) -> dict[str, Any]:
     """The manifest of a pruning run: its base, its identity labels, versions and per-layer report.
 
     ``base_hash`` is :func:`base_weights_hash` of the base, ``loaded`` the base model in
-    memory, ``structure`` the parsed ``Structure``, ``layers`` the engine's layer results.
+    memory, ``structure`` the parsed ``Structure``, ``layers`` the engine's layer results,
+    ``method_params`` the method's hyperparameters and ``allocation`` how sparsity was spread
+    over layers (uniform, or OWL with its ratios).
     """
     return {
         "base": {"model": str(model), "revision": revision, "weights_sha256": base_hash["sha256"],
                  "weight_files": base_hash["files"], "dtype": str(next(loaded.parameters()).dtype).replace("torch.", ""),
                  "architecture": type(loaded).__name__},
-        "method": method, "sparsity": structure.sparsity, "structure": structure.label, "seed": seed,
+        "method": method, "method_params": dict(method_params or {}),
+        "allocation": dict(allocation or {"name": "uniform"}), "sparsity": structure.sparsity, "structure": structure.label, "seed": seed,
         "calibration": calibration, "tags": dict(tags or {}), "versions": library_versions(),
         "run": {**run, "created": utc_now()},
         "layers": [{"index": r.index, "sparsity": r.sparsity, "seconds": r.seconds, "rel_error": r.rel_error,

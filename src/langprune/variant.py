@@ -34,6 +34,11 @@ DENSE_LABELS = {"method": DENSE, "structure": NOT_APPLICABLE, "sparsity": "0", "
 # Results written before one spelling existed named the dense model's calibration "-".
 _LEGACY_UNCALIBRATED = {NOT_APPLICABLE, ""}
 
+# A pruned variant's method label: the method, plus "+<allocation>" when sparsity is spread over
+# layers other than uniformly ("wanda+owl"); uniform allocation adds nothing.
+UNIFORM = "uniform"
+ALLOCATION_SEPARATOR = "+"
+
 # A calibration mix named after its languages: "ar+de".
 MIX_SEPARATOR = "+"
 
@@ -66,6 +71,17 @@ def structure_from_slug(slug: str) -> str:
     """Inverse of :func:`structure_slug`: '2of4' -> '2:4'."""
     match = _NM_SLUG.match(slug)
     return f"{match.group(1)}:{match.group(2)}" if match else slug
+
+
+def method_label(method: str, allocation: str = UNIFORM) -> str:
+    """'wanda', 'owl' -> 'wanda+owl'; 'wanda', 'uniform' -> 'wanda'."""
+    return method if allocation in (UNIFORM, "", None) else f"{method}{ALLOCATION_SEPARATOR}{allocation}"
+
+
+def method_parts(label: str) -> tuple[str, str]:
+    """Inverse of :func:`method_label`: 'wanda+owl' -> ('wanda', 'owl'); 'wanda' -> ('wanda', 'uniform')."""
+    method, _, allocation = str(label).partition(ALLOCATION_SEPARATOR)
+    return method, allocation or UNIFORM
 
 
 def mix_name(languages: Iterable[str]) -> str:

@@ -34,6 +34,30 @@ CONDA_ENV = "../envs/langprune.yaml"
 
 # A task's languages default to the top-level ones (a default the schema cannot express).
 TASKS = {name: {"languages": LANGUAGES, **task} for name, task in EVALUATION["tasks"].items()}
+
+# A variant's method as paths and tables spell it (variant.method_label: "wanda", "wanda+owl").
+# OWL's allocation and DSnoT's refinement are built for unstructured masks only.
+ALLOCATIONS = PRUNING["allocation"] if isinstance(PRUNING["allocation"], list) else [PRUNING["allocation"]]
+METHOD_VARIANTS = [variant.method_label(m, a) for m in PRUNING["methods"] for a in ALLOCATIONS]
+UNSTRUCTURED_ONLY_METHODS = {"dsnot"}
+
+
+def reads_no_calibration(method_variant):
+    """Only uniform magnitude pruning runs without calibration data (OWL's outliers need it)."""
+    return method_variant == "magnitude"
+
+
+def allocation_flag(wildcards):
+    """`--allocation NAME` for a non-uniform variant; none for uniform, so uniform runs keep
+    their command line (and cache key)."""
+    allocation = variant.method_parts(wildcards.method)[1]
+    return "" if allocation == variant.UNIFORM else f"--allocation {allocation}"
+
+
+def builds(method_variant, structure):
+    """Whether a (method variant, structure) pair is a run: N:M only for uniform, non-refining methods."""
+    method, allocation = variant.method_parts(method_variant)
+    return structure == variant.UNSTRUCTURED or (allocation == variant.UNIFORM and method not in UNSTRUCTURED_ONLY_METHODS)
 PERPLEXITY = EVALUATION["perplexity"]
 MC = EVALUATION.get("multiple_choice")
 BENCHMARKS = ["perplexity", *TASKS]
@@ -47,7 +71,7 @@ def _alternatives(values):
 wildcard_constraints:
     model=_alternatives(MODELS),
     tokenizer=_alternatives(TOKENIZERS),
-    method=_alternatives(PRUNING["methods"]),
+    method=_alternatives(METHOD_VARIANTS),
     structure=_alternatives(variant.structure_slug(s) for s in PRUNING["structures"]),
     sparsity=_alternatives(PRUNING["sparsities"]),
     calib=_alternatives([*CALIB["sets"], variant.UNCALIBRATED]),
@@ -85,7 +109,7 @@ def shard_path(model, calib, seed):
 
 def prune_calibration(wildcards):
     """The shard a prune job reads; magnitude reads none."""
-    if wildcards.method == "magnitude":
+    if reads_no_calibration(wildcards.method):
         return []
     return shard_path(wildcards.model, wildcards.calib, wildcards.seed)
 
@@ -131,10 +155,12 @@ def checkpoint_variants(model):
     Magnitude reads no calibration data: one run per (structure, sparsity), filed under
     calibration variant.UNCALIBRATED ("none") and seed variant.UNCALIBRATED_SEED (0)."""
     variants = []
-    for method in PRUNING["methods"]:
+    for method in METHOD_VARIANTS:
         for structure in PRUNING["structures"]:
+            if not builds(method, structure):
+                continue
             for sparsity in PRUNING["sparsities"]:
-                runs = ([(variant.UNCALIBRATED, variant.UNCALIBRATED_SEED)] if method == "magnitude"
+                runs = ([(variant.UNCALIBRATED, variant.UNCALIBRATED_SEED)] if reads_no_calibration(method)
                         else [(c, s) for c in CALIB["sets"] for s in CALIB["seeds"]])
                 variants += [variant.variant_path(method, structure, sparsity, calib, seed) for calib, seed in runs]
     return variants

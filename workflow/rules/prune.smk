@@ -1,6 +1,7 @@
 # Pruning: one sparse checkpoint per (model, method, structure, sparsity,
 # calibration set, seed). Magnitude reads no calibration data and runs once per
 # (model, structure, sparsity) under calib "none", seed 0 (langprune.variant).
+# The method wildcard may carry an allocation ("wanda+owl", langprune.variant.method_label).
 # Checkpoints are cached between workflows (docs/reruns.md). The cache key
 # covers params but not wildcards, so the shell line reads every value that
 # shapes the checkpoint from params.
@@ -16,7 +17,8 @@ rule prune:
     params:
         model=lambda wc: MODELS[wc.model]["path"],
         revision=revision_flag,
-        method=lambda wc: wc.method,
+        method=lambda wc: variant.method_parts(wc.method)[0],
+        allocation=allocation_flag,
         sparsity=lambda wc: wc.sparsity,
         seed=lambda wc: int(wc.seed),
         calibration=lambda wc, input: f"--calibration {input.calibration}" if input.calibration else "",
@@ -37,6 +39,6 @@ rule prune:
         "logs/prune/{model}/{method}_{structure}_{sparsity}/{calib}/seed{seed}.log",
     shell:
         "langprune prune --model {params.model} {params.revision} {params.calibration} --method {params.method} "
-        "--sparsity {params.sparsity} --structure {params.structure} --dtype {params.dtype} "
+        "{params.allocation} --sparsity {params.sparsity} --structure {params.structure} --dtype {params.dtype} "
         "--device {params.device} --batch-size {params.batch_size} --seed {params.seed} {params.offload} {params.tags} "
         "--out {output} > {log} 2>&1"

@@ -16,6 +16,30 @@ def _tag(text: str) -> tuple[str, str]:
         raise argparse.ArgumentTypeError(str(exc)) from exc
 
 
+# --flag -> (method it belongs to, that method's hyperparameter)
+HYPERPARAMETER_FLAGS = {
+    "ria_a": ("ria", "a"), "ria_per_outneuron": ("ria", "per_outneuron"),
+    "dsnot_initial": ("dsnot", "initial"), "dsnot_max_cycles": ("dsnot", "max_cycles"),
+    "dsnot_update_threshold": ("dsnot", "update_threshold"),
+    "dsnot_pow_of_var": ("dsnot", "pow_of_var_regrowing"), "dsnot_skip": ("dsnot", "skip"),
+}
+
+
+def method_params(args) -> dict:
+    """The hyperparameter flags given, checked against --method (a flag of another method is an error)."""
+    from ..errors import LangpruneError
+
+    params = {}
+    for dest, (method, name) in HYPERPARAMETER_FLAGS.items():
+        value = getattr(args, dest)
+        if value is None or value is False:
+            continue
+        if method != args.method:
+            raise LangpruneError(f"--{dest.replace('_', '-')} applies to --method {method}, not {args.method}")
+        params[name] = value
+    return params
+
+
 def _prune(args) -> int:
     from ..prune import prune_to_checkpoint
 
@@ -23,7 +47,8 @@ def _prune(args) -> int:
                         calibration=args.calibration, device=args.device, batch_size=args.batch_size,
                         dtype=args.dtype, offload=args.offload, seed=args.seed, revision=args.revision,
                         trust_remote_code=args.trust_remote_code, tags=dict(args.tag),
-                        measure_error=not args.no_error)
+                        measure_error=not args.no_error, method_params=method_params(args),
+                        allocation=args.allocation, owl_m=args.owl_m, owl_lambda=args.owl_lambda)
     print(args.out)
     return 0
 
@@ -37,12 +62,13 @@ def _export(args) -> int:
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("prune", help="prune a model layer by layer into a sparse checkpoint",
-                              description="Prune every decoder-layer linear of a causal LM (Wanda, SparseGPT or "
-                                          "magnitude) and write a sparse checkpoint directory.")
+                              description="Prune every decoder-layer linear of a causal LM (Wanda, SparseGPT, "
+                                          "magnitude, RIA or DSnoT; optionally with OWL layer-wise sparsity) "
+                                          "and write a sparse checkpoint directory.")
     p.add_argument("--model", required=True, help="hub id or local model directory")
     p.add_argument("--calibration", metavar="SHARD", help="safetensors shard with int64 input_ids [n, seqlen] "
                                                           "(not needed for magnitude)")
-    p.add_argument("--method", required=True, help="magnitude, wanda or sparsegpt")
+    p.add_argument("--method", required=True, help="magnitude, wanda, sparsegpt, ria or dsnot")
     p.add_argument("--sparsity", type=float, help="fraction pruned, in (0, 1); implied by N:M structures")
     p.add_argument("--structure", default="unstructured", help="unstructured (default) or N:M such as 2:4, 4:8")
     p.add_argument("--out", required=True, metavar="CKPT", help="checkpoint directory to write (atomically)")
@@ -57,6 +83,23 @@ def register(subparsers) -> None:
                    help="skip measuring the per-layer reconstruction error (saves one matmul per linear and batch)")
     p.add_argument("--tag", type=_tag, action="append", default=[], metavar="KEY=VALUE",
                    help="label stored in manifest.json tags (repeatable)")
+    h = p.add_argument_group("layer-wise sparsity and method hyperparameters (defaults: the published ones)")
+    h.add_argument("--allocation", default="uniform", choices=["uniform", "owl"],
+                   help="uniform (default): every layer at --sparsity; owl: outlier-weighted layer-wise sparsity "
+                        "averaging to --sparsity (unstructured only)")
+    h.add_argument("--owl-m", type=float, default=None, help="OWL outlier threshold M (default 5)")
+    h.add_argument("--owl-lambda", type=float, default=None, help="OWL sparsity spread lambda (default 0.08)")
+    h.add_argument("--ria-a", type=float, default=None, help="RIA activation exponent a (default 0.5)")
+    h.add_argument("--ria-per-outneuron", action="store_true",
+                   help="RIA: compare scores within each output row instead of the whole matrix")
+    h.add_argument("--dsnot-initial", default=None, help="DSnoT: method whose mask is refined (default wanda)")
+    h.add_argument("--dsnot-max-cycles", type=int, default=None, help="DSnoT: prune-and-grow cycles (default 50)")
+    h.add_argument("--dsnot-update-threshold", type=float, default=None,
+                   help="DSnoT: a row stops once |expected error| <= this (default 0.1)")
+    h.add_argument("--dsnot-pow-of-var", type=float, default=None,
+                   help="DSnoT: power of the input variance dividing the grow score (default 1)")
+    h.add_argument("--dsnot-skip", default=None,
+                   help="DSnoT: linears under modules with this name keep the initial mask (default mlp; none: refine all)")
     p.set_defaults(func=_prune)
 
     e = subparsers.add_parser("export", help="write a dense Hugging Face model directory from a sparse checkpoint")

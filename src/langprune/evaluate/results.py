@@ -13,7 +13,7 @@ from pathlib import Path
 from .. import __version__
 from ..errors import LangpruneError
 from ..io import read_json, write_json
-from ..variant import DENSE_LABELS, LABEL_KEYS, canonical_calib, mix_name
+from ..variant import DENSE_LABELS, LABEL_KEYS, UNIFORM, canonical_calib, method_label, mix_name
 
 # Columns every tidy row has, in this order; other tags follow.
 LABEL_COLUMNS = LABEL_KEYS
@@ -25,6 +25,8 @@ def pruning_labels(manifest: dict) -> dict[str, str]:
     if not manifest:
         return {}
     labels = {k: str(manifest[k]) for k in ("method", "structure", "sparsity", "seed") if manifest.get(k) is not None}
+    if "method" in labels:
+        labels["method"] = method_label(labels["method"], (manifest.get("allocation") or {}).get("name", UNIFORM))
     shard = (manifest.get("calibration") or {}).get("shard") or {}
     labels["calib"] = mix_name(shard.get("languages") or [])
     return labels

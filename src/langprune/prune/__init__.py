@@ -13,6 +13,8 @@ from typing import Any
 
 from ..errors import LangpruneError
 
+ALLOCATIONS = ("uniform", "owl")  # how the target sparsity is spread over decoder layers
+
 
 @dataclass
 class PruneOutcome:
@@ -77,11 +79,15 @@ def prune_to_checkpoint(model: str, out: str | os.PathLike, method: str, *, spar
                         device: str = "cpu", batch_size: int = 1, dtype: str | None = None, offload: bool = False,
                         seed: int = 0, revision: str | None = None, trust_remote_code: bool = False,
                         tags: dict[str, str] | None = None, progress: bool = True,
-                        measure_error: bool = True) -> PruneOutcome:
+                        measure_error: bool = True, method_params: dict[str, Any] | None = None,
+                        allocation: str = "uniform", owl_m: float | None = None,
+                        owl_lambda: float | None = None) -> PruneOutcome:
     """Prune ``model`` and write a sparse checkpoint to ``out``; prints the per-layer summary.
 
     ``measure_error=False`` skips the reconstruction-error matmuls (one per linear and
-    batch in the propagation pass) for the largest runs.
+    batch in the propagation pass) for the largest runs. ``method_params`` override the
+    method's published hyperparameters; ``allocation="owl"`` gives each decoder layer its
+    own sparsity (OWL, threshold ``owl_m``, spread ``owl_lambda``) averaging to the target.
     """
     import time
 
@@ -91,10 +97,19 @@ def prune_to_checkpoint(model: str, out: str | os.PathLike, method: str, *, spar
     from ..models import load_model
     from .engine import prune_model
     from .methods import get_method
-    from .structure import parse_structure
+    from .owl import OWL_LAMBDA, OWL_M, check_owl_structure, layer_outlier_ratios, owl_sparsities
+    from .structure import Structure, parse_structure, unstructured
 
-    chosen = get_method(method)
+    chosen = get_method(method, **(method_params or {}))
     parsed = parse_structure(structure, sparsity)
+    if allocation not in ALLOCATIONS:
+        raise LangpruneError(f"--allocation '{allocation}' is not one of: {', '.join(ALLOCATIONS)}")
+    if allocation == "owl":
+        check_owl_structure(parsed)
+        if calibration is None:
+            raise LangpruneError("--allocation owl needs --calibration SHARD.safetensors (outliers are Wanda scores)")
+    owl_m = OWL_M if owl_m is None else owl_m
+    owl_lambda = OWL_LAMBDA if owl_lambda is None else owl_lambda
     if batch_size < 1:
         raise LangpruneError(f"--batch-size {batch_size} must be at least 1")
     _check_device(device)
@@ -109,12 +124,22 @@ def prune_to_checkpoint(model: str, out: str | os.PathLike, method: str, *, spar
     if input_ids is not None and (int(input_ids.min()) < 0 or int(input_ids.max()) >= vocab):
         raise LangpruneError(f"--calibration '{calibration}' holds token ids outside [0, {vocab}) of '{model}': "
                              f"it was tokenized for another model; rebuild it with this model's tokenizer")
-    result = prune_model(loaded, chosen, parsed, input_ids, batch_size=batch_size, device=device, offload=offload,
-                         progress=progress, measure_error=measure_error)
+    allocation_info: dict[str, Any] = {"name": allocation}
+    layer_structures: Structure | list[Structure] = parsed
+    if allocation == "owl":
+        ratios, seconds = layer_outlier_ratios(loaded, input_ids, m=owl_m, batch_size=batch_size, device=device,
+                                               offload=offload)
+        layer_sparsity = owl_sparsities(ratios, parsed.sparsity, owl_lambda)
+        layer_structures = [unstructured(s) for s in layer_sparsity]
+        allocation_info.update(M=owl_m, **{"lambda": owl_lambda}, outlier_ratios=ratios,
+                               layer_sparsity=layer_sparsity, seconds=seconds)
+    result = prune_model(loaded, chosen, layer_structures, input_ids, batch_size=batch_size, device=device,
+                         offload=offload, progress=progress, measure_error=measure_error)
     run = {"device": device, "batch_size": batch_size, "offload": offload, "seconds": time.perf_counter() - started,
            "timings": result.timings}
     manifest = build_manifest(model, revision, base_hash, loaded, method=method, structure=parsed, seed=seed,
-                              calibration=calib_info, tags=tags, run=run, layers=result.layers)
+                              calibration=calib_info, tags=tags, run=run, layers=result.layers,
+                              method_params=dict(chosen.params), allocation=allocation_info)
     values = kept_values(loaded, result.masks) if chosen.updates_weights else None
     path = write_checkpoint(out, result.masks, values, manifest)
     print(summary_table(result.layers))

@@ -168,7 +168,7 @@ def layer_kwargs(kwargs_by_size: dict[int, list[dict[str, Any]]], index: int) ->
 def _mask_and_apply(name: str, linear: nn.Linear, method: Method, stats: LinearStats,
                     structure: Structure) -> torch.Tensor:
     """Run the method on one linear, write the pruned weight into it, return the keep-mask."""
-    keep, new_weight = method.prune(linear.weight.data, stats.for_linear(name), structure)
+    keep, new_weight = method.run(linear.weight.data, stats.for_linear(name), structure)
     if new_weight is None:
         linear.weight.data.masked_fill_(~keep.to(linear.weight.device), 0.0)
     else:
@@ -255,7 +255,8 @@ def _propagate(layer: nn.Module, index: int, linears: dict[str, nn.Linear], dens
     return meter.relative_errors() if dense is not None else None
 
 
-def prune_model(model: nn.Module, method: Method, structure: Structure, input_ids: torch.Tensor | None = None, *,
+def prune_model(model: nn.Module, method: Method, structure: Structure | list[Structure],
+                input_ids: torch.Tensor | None = None, *,
                 batch_size: int = 1, device: str | torch.device = "cpu", offload: bool = False,
                 measure_error: bool = True, progress: bool = True,
                 on_stats: Callable[[int, dict[str, LinearStats]], None] | None = None) -> PruneResult:
@@ -264,6 +265,7 @@ def prune_model(model: nn.Module, method: Method, structure: Structure, input_id
     ``input_ids`` ([nsamples, seqlen] int64) may be None only for methods that need no
     statistics; then no forward pass runs and no reconstruction error is measured.
     ``on_stats(layer_index, stats)`` sees each layer's statistics (used by tests).
+    ``structure`` may be a list with one structure per decoder layer (layer-wise sparsity, e.g. OWL).
     """
     from tqdm.auto import tqdm
 
@@ -271,6 +273,9 @@ def prune_model(model: nn.Module, method: Method, structure: Structure, input_id
     if method.needs and input_ids is None:
         raise LangpruneError("this method needs calibration data: pass --calibration SHARD.safetensors")
     _, layers = decoder_layers(model)
+    per_layer = structure if isinstance(structure, list) else [structure] * len(layers)
+    if len(per_layer) != len(layers):
+        raise ValueError(f"{len(per_layer)} layer structures for {len(layers)} decoder layers")
     names = {module: name for name, module in model.named_modules()}
     result = PruneResult(PackedMasks(), [], {"capture": 0.0, "stats": 0.0, "masks": 0.0, "forward": 0.0, "error": 0.0})
     timings = result.timings
@@ -298,7 +303,7 @@ def prune_model(model: nn.Module, method: Method, structure: Structure, input_id
                      if measure_error and calib is not None else None)
             t0 = time.perf_counter()
             with _method_warnings() as warnings:
-                _prune_linears(linears, stats, method, structure, result)
+                _prune_linears(linears, stats, method, per_layer[index], result)
             timings["masks"] += time.perf_counter() - t0
             del stats
             errors = _propagate(layer, index, linears, dense, calib, timings) if calib is not None else None

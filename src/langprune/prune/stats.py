@@ -17,6 +17,7 @@ from torch import nn
 
 SUMSQ = "sumsq"
 HESSIAN = "hessian"
+MOMENTS = "moments"  # per-feature sum and per-sequence variance (DSnoT)
 
 
 @dataclass(frozen=True)
@@ -24,13 +25,18 @@ class LinearStats:
     """What a method sees for one linear: its name (for error messages) and its input statistics.
 
     ``sumsq[j]`` is the sum over calibration tokens of ``x_j ** 2``; ``hessian`` is
-    ``(2 / tokens) * sum x x^T``. Either is None when the method did not ask for it.
+    ``(2 / tokens) * sum x x^T``. With ``MOMENTS``: ``total[j]`` is the sum of ``x_j``
+    over tokens and ``seq_var[j]`` the token-weighted mean over calibration sequences of
+    the variance of ``x_j`` within each sequence. Each is None when not asked for.
     """
 
     name: str
     tokens: int = 0
     sumsq: torch.Tensor | None = None
     hessian: torch.Tensor | None = None
+    sequences: int = 0
+    total: torch.Tensor | None = None
+    seq_var: torch.Tensor | None = None
 
     def for_linear(self, name: str) -> "LinearStats":
         """The same (shared) statistics, labelled with another linear's name."""
@@ -45,6 +51,9 @@ class InputAccumulator:
         self.sumsq = torch.zeros(features, dtype=torch.float32, device=device) if needs else None
         self.gram = (torch.zeros(features, features, dtype=torch.float32, device=device)
                      if HESSIAN in needs else None)
+        self.sequences = 0
+        self.total = torch.zeros(features, dtype=torch.float32, device=device) if MOMENTS in needs else None
+        self.var_sum = torch.zeros(features, dtype=torch.float32, device=device) if MOMENTS in needs else None
 
     def update(self, x: torch.Tensor) -> None:
         """Add one batch; ``x`` is [..., features] in any dtype."""
@@ -54,13 +63,21 @@ class InputAccumulator:
             self.gram.addmm_(flat.t(), flat)
         elif self.sumsq is not None:
             self.sumsq.add_(flat.pow(2).sum(dim=0))
+        if self.total is not None:
+            per_sequence = x.detach().float().reshape(-1, x.shape[-2] if x.dim() > 2 else flat.shape[0], x.shape[-1])
+            self.sequences += per_sequence.shape[0]
+            self.total.add_(flat.sum(dim=0))
+            self.var_sum.add_(per_sequence.var(dim=1, unbiased=False).sum(dim=0) * per_sequence.shape[1])
 
     def result(self, name: str) -> LinearStats:
         """Finalise into the published normalisation (H = 2/N sum x x^T)."""
+        moments = {}
+        if self.total is not None:
+            moments = dict(sequences=self.sequences, total=self.total, seq_var=self.var_sum / max(self.tokens, 1))
         if self.gram is not None:
             hessian = self.gram * (2.0 / max(self.tokens, 1))
-            return LinearStats(name, self.tokens, sumsq=torch.diagonal(self.gram).clone(), hessian=hessian)
-        return LinearStats(name, self.tokens, sumsq=self.sumsq)
+            return LinearStats(name, self.tokens, sumsq=torch.diagonal(self.gram).clone(), hessian=hessian, **moments)
+        return LinearStats(name, self.tokens, sumsq=self.sumsq, **moments)
 
 
 class _Hooks:

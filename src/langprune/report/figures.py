@@ -112,6 +112,8 @@ def target_best_columns(agg: pd.DataFrame) -> pd.DataFrame:
     ``target_is_best``: the target-language calibration is (one of) the best single-language
     calibrations, the paper's criterion; ``best_overall`` also considers mixes (en+de, all7).
     A column where all calibrations tie (e.g. a task at chance, all 0%) is left out.
+    ``gap_to_best_other``: the target calibration's score minus the best other single
+    calibration's, signed so that negative means the target language is better.
     """
     singles = single_calibrations(agg)
     records = []
@@ -132,11 +134,15 @@ def target_best_columns(agg: pd.DataFrame) -> pd.DataFrame:
                 if len(winners) == single.iloc[:, j].notna().sum() > 1:
                     continue  # every calibration scores the same: the column cannot tell them apart
                 overall = [c for i, c in enumerate(grid.values.index) if best_all[i, j]]
+                column = single.iloc[:, j]
+                others = column.drop(target).dropna()
+                sign = 1.0 if grid.lower_is_better[j] else -1.0
+                gap = sign * (column[target] - (others.min() if sign > 0 else others.max())) if len(others) else np.nan
                 records.append({**setting, "benchmark": benchmark, "metric": metric, "language": language,
                                 "target": target, "best_single": " / ".join(winners), "target_is_best": target in winners,
-                                "best_overall": " / ".join(overall)})
+                                "best_overall": " / ".join(overall), "gap_to_best_other": gap})
     columns = SETTING_KEYS + ["benchmark", "metric", "language", "target", "best_single", "target_is_best",
-                              "best_overall"]
+                              "best_overall", "gap_to_best_other"]
     return pd.DataFrame(records, columns=columns)
 
 
@@ -152,6 +158,7 @@ def target_best_summary(columns: pd.DataFrame) -> pd.DataFrame:
     def add(scope: dict, group: pd.DataFrame) -> None:
         k, n = int(group["target_is_best"].sum()), len(group)
         rows.append({**scope, "target_best": k, "columns": n, "share": k / n if n else float("nan"),
+                     "mean_gap_to_best_other": group["gap_to_best_other"].mean() if n else float("nan"),
                      "statement": count_statement(k, n)})
 
     for key, group in columns.groupby(keys, sort=False):
@@ -160,7 +167,8 @@ def target_best_summary(columns: pd.DataFrame) -> pd.DataFrame:
     for metric, group in columns.groupby("metric", sort=False):
         add({**everything, "metric": metric}, group)
     add({**everything, "metric": "all"}, columns)
-    return pd.DataFrame(rows, columns=keys + ["target_best", "columns", "share", "statement"])
+    return pd.DataFrame(rows, columns=keys + ["target_best", "columns", "share", "mean_gap_to_best_other",
+                                              "statement"])
 
 
 def write_summary(metrics_csv: str | os.PathLike, out_dir: str | os.PathLike) -> list[Path]:

@@ -25,7 +25,8 @@ from .paper import write_paper_comparison
 
 REQUIRED_COLUMNS = [*LABEL_KEYS, "benchmark", "language", "metric", "value", "n", "available"]
 # Methods in the order the paper discusses them; unknown methods follow alphabetically.
-METHOD_ORDER = [DENSE, "magnitude", "wanda", "sparsegpt"]
+METHOD_ORDER = [DENSE, "magnitude", "wanda", "sparsegpt", "ria", "dsnot"]
+METHOD_ORDER += [f"{method}+owl" for method in METHOD_ORDER[1:]]  # OWL layer-wise allocation after uniform
 # Task columns in the paper's order; unknown benchmarks follow alphabetically.
 BENCHMARK_ORDER = [PERPLEXITY_BENCHMARK, "arc", "belebele", "mmlu", "hellaswag", "mkqa", "udhr_mc"]
 
