@@ -18,9 +18,10 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import LangpruneError
-from ..io import atomic_path, sha256_bytes
+from ..io import ArtifactKind, atomic_path, check_output, langprune_metadata, sha256_bytes
 
 FORMAT = "langprune-probe-states/1"
+STATES_KIND = ArtifactKind("probe-states file", recognise=lambda path: langprune_metadata(path).get("format") == FORMAT)
 
 
 def split_passages(text: str) -> list[str]:
@@ -180,12 +181,13 @@ def collect_states(model, tokenizer, passages: list[str], *, max_length: int = 2
     return states
 
 
-def write_states(path: str | os.PathLike, tensors: dict[str, Any], meta: dict[str, Any]) -> Path:
+def write_states(path: str | os.PathLike, tensors: dict[str, Any], meta: dict[str, Any], *,
+                 force: bool = False) -> Path:
     """One safetensors file; tensor names are ``<kind>.<lang>``; metadata JSON under 'langprune'."""
     from safetensors.torch import save_file
 
     meta = {**meta, "format": FORMAT}
-    with atomic_path(path) as tmp:
+    with atomic_path(path, STATES_KIND, force=force) as tmp:
         save_file({k: v.contiguous() for k, v in sorted(tensors.items())}, str(tmp),
                   metadata={"langprune": json.dumps(meta, sort_keys=True)})
     return Path(path)
@@ -259,7 +261,7 @@ def run_hidden(*, model: str, probe: str, languages: list[str], outs: list[str],
                checkpoints: list[str] | None = None, reference: str | None = None,
                tags: dict[str, str] | None = None, max_passages: int | None = 200, max_length: int = 256,
                batch_size: int = 8, dtype: str | None = None, device: str = "cpu", seed: int = 0,
-               threads: int | None = None) -> list[Path]:
+               threads: int | None = None, force: bool = False) -> list[Path]:
     """`langprune analyze hidden`: probe states of the dense model, or of pruned checkpoints against it.
 
     Without checkpoints: one file with every layer's pooled states and the activation counts
@@ -277,6 +279,10 @@ def run_hidden(*, model: str, probe: str, languages: list[str], outs: list[str],
         raise LangpruneError("give one --out per --checkpoint (or one --out for the dense model)")
     if checkpoints and reference is None:
         raise LangpruneError("pruned checkpoints need --reference, the dense model's probe states")
+    if batch_size < 1:
+        raise LangpruneError(f"--batch-size must be positive, not {batch_size}")
+    for out in outs:
+        check_output(out, STATES_KIND, force=force, inputs=[model, reference, *(checkpoints or [])])
     texts = read_probe(probe, languages, max_passages)
     fingerprint = probe_fingerprint(texts, max_length)
     ref_tensors = None
@@ -293,7 +299,7 @@ def run_hidden(*, model: str, probe: str, languages: list[str], outs: list[str],
         meta = {"tags": _labels(model, checkpoint, tags), "languages": languages,
                 "n_passages": len(texts[languages[0]]), "max_length": max_length, "probe_sha256": fingerprint,
                 "checkpoint": checkpoint, "reference": reference}
-        written.append(write_states(out, tensors, meta))
+        written.append(write_states(out, tensors, meta, force=force))
     return written
 
 

@@ -20,7 +20,7 @@ def _prune(args) -> int:
                         calibration=args.calibration, device=args.device, batch_size=args.batch_size,
                         dtype=args.dtype, offload=args.offload, seed=args.seed, revision=args.revision,
                         trust_remote_code=args.trust_remote_code, tags=dict(args.tag),
-                        measure_error=not args.no_error)
+                        measure_error=not args.no_error, force=args.force)
     print(args.out)
     return 0
 
@@ -28,7 +28,8 @@ def _prune(args) -> int:
 def _export(args) -> int:
     from ..checkpoint import export_dense
 
-    print(export_dense(args.checkpoint, args.out, model=args.model, trust_remote_code=args.trust_remote_code))
+    print(export_dense(args.checkpoint, args.out, model=args.model, trust_remote_code=args.trust_remote_code,
+                       force=args.force))
     return 0
 
 
@@ -52,6 +53,9 @@ def register(subparsers) -> None:
     p.add_argument("--trust-remote-code", action="store_true", help="allow model code from the hub (off by default)")
     p.add_argument("--no-error", action="store_true",
                    help="skip measuring the per-layer reconstruction error (saves one matmul per linear and batch)")
+    p.add_argument("--force", action="store_true",
+                   help="replace whatever is at --out (by default only an existing checkpoint is replaced); "
+                        "never the base model or the shard")
     p.add_argument("--tag", type=parse_tag, action="append", default=[], metavar="KEY=VALUE",
                    help="label stored in manifest.json tags (repeatable)")
     p.set_defaults(func=_prune)
@@ -61,4 +65,7 @@ def register(subparsers) -> None:
     e.add_argument("--out", required=True, metavar="DIR")
     e.add_argument("--model", default=None, help="base model (default: the one recorded in the checkpoint)")
     e.add_argument("--trust-remote-code", action="store_true")
+    e.add_argument("--force", action="store_true",
+                   help="replace whatever is at --out (by default only an earlier export); never the checkpoint "
+                        "or its base model")
     e.set_defaults(func=_export)

@@ -77,8 +77,12 @@ def prune_to_checkpoint(model: str, out: str | os.PathLike, method: str, *, spar
                         device: str = "cpu", batch_size: int = 1, dtype: str | None = None, offload: bool = False,
                         seed: int = 0, revision: str | None = None, trust_remote_code: bool = False,
                         tags: dict[str, str] | None = None, progress: bool = True,
-                        measure_error: bool = True) -> PruneOutcome:
+                        measure_error: bool = True, force: bool = False) -> PruneOutcome:
     """Prune ``model`` and write a sparse checkpoint to ``out``; prints the per-layer summary.
+
+    ``out`` is checked before any work: it may replace only an existing checkpoint (or,
+    with ``force``, anything but the base model and the shard), and must be writable with
+    room for the masks and values.
 
     ``measure_error=False`` skips the reconstruction-error matmuls (one per linear and
     batch in the propagation pass) for the largest runs.
@@ -87,8 +91,10 @@ def prune_to_checkpoint(model: str, out: str | os.PathLike, method: str, *, spar
 
     import torch
 
-    from ..checkpoint import base_weights_hash, kept_values, library_versions, utc_now, write_checkpoint
-    from ..models import load_model
+    from ..checkpoint import (CHECKPOINT_KIND, base_weights_hash, kept_values, library_versions, utc_now,
+                              write_checkpoint)
+    from ..io import check_output
+    from ..models import load_model, model_files
     from .engine import prune_model
     from .methods import get_method
     from .structure import parse_structure
@@ -100,6 +106,9 @@ def prune_to_checkpoint(model: str, out: str | os.PathLike, method: str, *, spar
     _check_device(device)
     if chosen.needs and calibration is None:
         raise LangpruneError(f"--method {method} needs --calibration SHARD.safetensors (only magnitude runs without)")
+    weights = model_files(model, revision=revision)
+    base_dirs = sorted({str(path.parent) for path in weights} | ({model} if os.path.isdir(model) else set()))
+    check_output(out, CHECKPOINT_KIND, force=force, inputs=[*base_dirs, calibration])
     input_ids, calib_info = load_calibration(calibration) if calibration is not None else (None, None)
     torch.manual_seed(seed)
     started = time.perf_counter()
@@ -109,6 +118,15 @@ def prune_to_checkpoint(model: str, out: str | os.PathLike, method: str, *, spar
     if input_ids is not None and (int(input_ids.min()) < 0 or int(input_ids.max()) >= vocab):
         raise LangpruneError(f"--calibration '{calibration}' holds token ids outside [0, {vocab}) of '{model}': "
                              f"it was tokenized for another model; rebuild it with this model's tokenizer")
+    positions = getattr(loaded.config, "max_position_embeddings", None)
+    if input_ids is not None and isinstance(positions, int) and input_ids.shape[1] > positions:
+        raise LangpruneError(f"--calibration '{calibration}' has windows of {input_ids.shape[1]} tokens but '{model}' "
+                             f"has only {positions} positions; rebuild the shard with --seqlen {positions} or less")
+    # Masks take a bit per weight; values (methods that update weights) at most the weights' bytes.
+    pruned_bytes = sum(p.numel() for p in loaded.parameters()) // 8
+    if chosen.updates_weights:
+        pruned_bytes += sum(p.numel() * p.element_size() for p in loaded.parameters())
+    check_output(out, CHECKPOINT_KIND, force=force, inputs=[*base_dirs, calibration], need_bytes=pruned_bytes)
     result = prune_model(loaded, chosen, parsed, input_ids, batch_size=batch_size, device=device, offload=offload,
                          progress=progress, measure_error=measure_error)
     manifest = {
@@ -123,6 +141,6 @@ def prune_to_checkpoint(model: str, out: str | os.PathLike, method: str, *, spar
                     "linears": r.linears, "shared_inputs": r.groups, "warnings": r.warnings} for r in result.layers],
     }
     values = kept_values(loaded, result.masks) if chosen.updates_weights else None
-    path = write_checkpoint(out, result.masks, values, manifest)
+    path = write_checkpoint(out, result.masks, values, manifest, force=force)
     print(summary_table(result.layers))
     return PruneOutcome(path, loaded, result)
