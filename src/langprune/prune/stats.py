@@ -47,13 +47,20 @@ class InputAccumulator:
                      if HESSIAN in needs else None)
 
     def update(self, x: torch.Tensor) -> None:
-        """Add one batch; ``x`` is [..., features] in any dtype."""
-        flat = x.detach().reshape(-1, x.shape[-1]).float()
-        self.tokens += flat.shape[0]
-        if self.gram is not None:
-            self.gram.addmm_(flat.t(), flat)
-        elif self.sumsq is not None:
-            self.sumsq.add_(flat.pow(2).sum(dim=0))
+        """Add one batch; ``x`` is [..., features] in any dtype.
+
+        Sums run one sequence at a time, in order, so the result does not depend on how
+        the calibration set was split into batches (a batch-wide matmul would reduce
+        over a batch-size-dependent number of tokens).
+        """
+        x = x.detach()
+        for seq in (x.reshape(-1, *x.shape[-2:]) if x.dim() >= 3 else x[None]):
+            flat = seq.float()
+            self.tokens += flat.shape[0]
+            if self.gram is not None:
+                self.gram.addmm_(flat.t(), flat)
+            elif self.sumsq is not None:
+                self.sumsq.add_(flat.pow(2).sum(dim=0))
 
     def result(self, name: str) -> LinearStats:
         """Finalise into the published normalisation (H = 2/N sum x x^T)."""
