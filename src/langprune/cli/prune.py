@@ -33,6 +33,32 @@ def _export(args) -> int:
     return 0
 
 
+def _verify(args) -> int:
+    import shutil
+    import sys
+    from pathlib import Path
+
+    from ..checkpoint import is_checkpoint_dir, read_manifest
+    from ..errors import LangpruneError
+
+    broken = 0
+    for ckpt in args.checkpoints:
+        try:
+            read_manifest(ckpt)
+            print(f"ok\t{ckpt}")
+            continue
+        except LangpruneError as exc:
+            reason = " ".join(str(exc).split())
+        path = Path(ckpt)
+        if args.remove_broken and path.is_dir() and is_checkpoint_dir(path):
+            shutil.rmtree(path)
+            print(f"removed\t{ckpt}\t{reason}")
+        else:
+            broken += 1
+            print(f"broken\t{ckpt}\t{reason}", file=sys.stderr)
+    return 1 if broken else 0
+
+
 def register(subparsers) -> None:
     p = subparsers.add_parser("prune", help="prune a model layer by layer into a sparse checkpoint",
                               description="Prune every decoder-layer linear of a causal LM (Wanda, SparseGPT or "
@@ -69,3 +95,12 @@ def register(subparsers) -> None:
                    help="replace whatever is at --out (by default only an earlier export); never the checkpoint "
                         "or its base model")
     e.set_defaults(func=_export)
+
+    v = subparsers.add_parser("verify", help="check sparse checkpoints against their manifests (SHA-256, masks)",
+                              description="Check each checkpoint as every reader does (file hashes, mask tensors "
+                                          "and kept counts, kept values). Exit status 1 if one is broken.")
+    v.add_argument("checkpoints", nargs="+", metavar="CKPT")
+    v.add_argument("--remove-broken", action="store_true",
+                   help="delete broken checkpoint directories (only ones holding nothing but checkpoint files), "
+                        "so the workflow rebuilds them on its next run")
+    v.set_defaults(func=_verify)
