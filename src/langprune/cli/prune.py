@@ -50,8 +50,11 @@ def _verify(args) -> int:
         except LangpruneError as exc:
             reason = " ".join(str(exc).split())
         path = Path(ckpt)
-        if args.remove_broken and path.is_dir() and is_checkpoint_dir(path):
-            shutil.rmtree(path)
+        real = path.resolve()  # a Snakemake cache entry behind a symlink goes too, or it would be restored
+        if args.remove_broken and real.is_dir() and is_checkpoint_dir(real):
+            shutil.rmtree(real)
+            if path.is_symlink():
+                path.unlink()
             print(f"removed\t{ckpt}\t{reason}")
         else:
             broken += 1
