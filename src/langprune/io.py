@@ -54,6 +54,12 @@ class ArtifactKind:
 
     def owns(self, path: Path) -> bool:
         """True if the existing ``path`` may be replaced by a new artifact of this kind."""
+        try:
+            return self._owns(path)
+        except OSError:
+            return False  # what cannot be read cannot be recognised
+
+    def _owns(self, path: Path) -> bool:
         if self.directory:
             if not path.is_dir():
                 return False
@@ -68,7 +74,10 @@ PLAIN_FILE = ArtifactKind("file")
 def describe(path: Path) -> str:
     """What is at ``path``, for an error message."""
     if path.is_dir():
-        entries = sorted(p.name for p in path.iterdir())
+        try:
+            entries = sorted(p.name for p in path.iterdir())
+        except OSError:
+            return "a directory that cannot be listed"
         shown = ", ".join(entries[:3]) + (", ..." if len(entries) > 3 else "")
         return f"a directory with {len(entries)} entries ({shown})" if entries else "an empty directory"
     return f"a file of {path.stat().st_size} bytes"

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .common import (VARIANT_KEYS, language_colors, legend_for_all, save_figure, sort_languages,
+from .common import (VARIANT_KEYS, check_outputs, language_colors, legend_for_all, save_figure, sort_languages,
                      use_headless_backend, variant_title, write_csv, write_text)
 
 GROUP_KEYS = ("model", "method", "structure", "sparsity")
@@ -134,6 +134,8 @@ def run_drift(*, inputs: list[str], out_table: str, out_figure: str, out_summary
     """`langprune analyze drift`: tidy drift table, per-layer benefit table, figure and a plain summary."""
     from .hidden import load_variants
 
+    check_outputs(inputs, out_table=out_table, out_figure=out_figure, out_summary=out_summary,
+                  out_benefit=out_benefit)
     table = drift_table(load_variants(inputs, need="drift"))
     benefit = target_benefit(table)
     summary = layers_that_benefit(benefit)

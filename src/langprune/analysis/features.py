@@ -17,7 +17,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import LangpruneError
-from .common import (VARIANT_KEYS, language_colors, legend_for_all, save_figure, sort_languages,
+from .common import (VARIANT_KEYS, check_outputs, language_colors, legend_for_all, save_figure, sort_languages,
                      use_headless_backend, variant_title, write_csv, write_text)
 
 GROUP_KEYS = ("model", "method", "structure", "sparsity")
@@ -173,6 +173,8 @@ def run_features(*, dense: str, inputs: list[str], out_table: str, out_figure: s
     """`langprune analyze features`: LSAR change table, grouped-bar figure and the claims check."""
     from .hidden import by_language, load_variants, read_states
 
+    check_outputs([dense, *inputs], out_table=out_table, out_figure=out_figure, out_summary=out_summary,
+                  out_check=out_check)
     dense_tensors, _ = read_states(dense)
     variants = load_variants(inputs, need="final")
     table = features_table(by_language(dense_tensors, "final"), variants, rank)
