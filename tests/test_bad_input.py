@@ -97,6 +97,11 @@ def make_bad(root: Path) -> None:
     doc = json.loads(edited.read_text())
     del doc["tensors"][first]
     edited.write_text(json.dumps(doc, indent=2))
+    rehashed = copy("ckpt_zero_rehashed")  # zeroed masks with a manifest whose hashes were updated to match
+    _edit_masks(rehashed, lambda name, packed: torch.zeros_like(packed))
+    doc = json.loads((rehashed / MANIFEST).read_text())
+    doc["files"][MASKS] = hashlib.sha256((rehashed / MASKS).read_bytes()).hexdigest()
+    (rehashed / MANIFEST).write_text(json.dumps(doc, indent=2))
     (bad / "metrics_corrupt.json").write_text('{"records": [')
     (bad / "empty.csv").write_text("")
     (bad / "fake.tgz").write_text("not an archive")
@@ -155,6 +160,7 @@ INTEGRITY_CASES = {
     "values_trunc": ("bad/ckpt_values_trunc", ("values.safetensors", "SHA-256")),
     "values_deleted": ("bad/ckpt_no_values", ("values.safetensors", "missing")),
     "manifest_tensor_removed": ("bad/ckpt_manifest_edit", ("disagree on the pruned tensors",)),
+    "density_contradicts_manifest": ("bad/ckpt_zero_rehashed", ("keeps 0 weights but the manifest says",)),
 }
 
 
