@@ -186,9 +186,14 @@ def test_verify_reports_and_removes_broken_checkpoints(fx, tmp_path, capsys):
     capsys.readouterr()
     assert main(["verify", good, str(broken)]) == 1
     out = capsys.readouterr()
-    assert f"ok\t{good}" in out.out and "broken" in out.err and broken.is_dir()
-    assert main(["verify", "--remove-broken", good, str(broken)]) == 0
-    assert not broken.exists() and (fx / "ok" / "ckpt_sgpt" / MASKS).is_file()
+    assert out.out == f"{broken}\n" and "SHA-256" in out.err and broken.is_dir()
+    link = tmp_path / "link"  # a Snakemake cache entry: the link and what it points to go
+    cached = Path(shutil.copytree(fx / "bad" / "ckpt_zero", tmp_path / "cache" / "entry"))
+    link.symlink_to(cached)
+    assert main(["verify", "--remove-broken", good, str(broken), str(link)]) == 0
+    assert capsys.readouterr().out == f"{broken}\n{link}\n"
+    assert not broken.exists() and not cached.exists() and not link.is_symlink()
+    assert (fx / "ok" / "ckpt_sgpt" / MASKS).is_file()
 
 
 # --- outputs: never destroy what is there --------------------------------------------------------------------

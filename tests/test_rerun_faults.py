@@ -166,13 +166,16 @@ def test_corrupted_checkpoint_is_refused_and_rebuilt_after_verify(completed, tmp
     os.utime(masks_file, ns=(times.st_atime_ns, times.st_mtime_ns))
     assert "prune" not in {rule for rule, _ in wf.planned_jobs(workdir, METRICS)}  # Snakemake cannot see it
 
-    forced = wf.snakemake(workdir, "--cores", "1", "--forcerun", "evaluate_pruned", METRICS, check=False)
-    assert forced.returncode != 0
+    metrics = workdir / METRICS
+    metrics.unlink()  # say this evaluation had not run yet: it must refuse the checkpoint
+    failed = wf.snakemake(workdir, "--cores", "1", METRICS, check=False)
+    assert failed.returncode != 0 and not metrics.exists()
     assert any("does not match the SHA-256" in log.read_text() for log in (workdir / "logs").rglob("*.log"))
 
+    # docs/reruns.md: snakemake --cores all $(langprune verify --remove-broken results/checkpoints/*/*/*/seed*) all
     verify = subprocess.run(["langprune", "verify", "--remove-broken", *map(str, workdir.glob(
         "results/checkpoints/*/*/*/seed*"))], cwd=workdir, capture_output=True, text=True, env=wf.snakemake_env())
-    assert verify.returncode == 0 and f"removed\t{ckpt}" in verify.stdout, verify.stdout + verify.stderr
-    rerun = wf.snakemake(workdir, "--cores", "1", METRICS)
-    assert "rule prune:" in rerun.stdout + rerun.stderr
+    assert verify.returncode == 0 and verify.stdout.split() == [str(ckpt)], verify.stdout + verify.stderr
+    rerun = wf.snakemake(workdir, "--cores", "1", *verify.stdout.split(), METRICS)
+    assert "rule prune:" in rerun.stdout + rerun.stderr and metrics.is_file()
     assert digest(ckpt) == digest(completed / CKPT)

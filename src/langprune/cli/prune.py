@@ -34,6 +34,7 @@ def _export(args) -> int:
 
 
 def _verify(args) -> int:
+    """Print the broken checkpoints' paths on stdout (one a line, for `snakemake $(...)`), reasons on stderr."""
     import shutil
     import sys
     from pathlib import Path
@@ -41,11 +42,10 @@ def _verify(args) -> int:
     from ..checkpoint import is_checkpoint_dir, read_manifest
     from ..errors import LangpruneError
 
-    broken = 0
+    kept_broken = 0
     for ckpt in args.checkpoints:
         try:
             read_manifest(ckpt)
-            print(f"ok\t{ckpt}")
             continue
         except LangpruneError as exc:
             reason = " ".join(str(exc).split())
@@ -55,11 +55,12 @@ def _verify(args) -> int:
             shutil.rmtree(real)
             if path.is_symlink():
                 path.unlink()
-            print(f"removed\t{ckpt}\t{reason}")
+            print(f"removed {ckpt}: {reason}", file=sys.stderr)
         else:
-            broken += 1
-            print(f"broken\t{ckpt}\t{reason}", file=sys.stderr)
-    return 1 if broken else 0
+            kept_broken += 1
+            print(f"broken {ckpt}: {reason}", file=sys.stderr)
+        print(ckpt)
+    return 1 if kept_broken else 0
 
 
 def register(subparsers) -> None:
@@ -101,7 +102,8 @@ def register(subparsers) -> None:
 
     v = subparsers.add_parser("verify", help="check sparse checkpoints against their manifests (SHA-256, masks)",
                               description="Check each checkpoint as every reader does (file hashes, mask tensors "
-                                          "and kept counts, kept values). Exit status 1 if one is broken.")
+                                          "and kept counts, kept values). Prints the broken ones' paths (one a "
+                                          "line) and why on stderr; exit status 1 if one is broken and kept.")
     v.add_argument("checkpoints", nargs="+", metavar="CKPT")
     v.add_argument("--remove-broken", action="store_true",
                    help="delete broken checkpoint directories (only ones holding nothing but checkpoint files), "
