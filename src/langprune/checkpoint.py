@@ -161,8 +161,8 @@ def rebuild_hint(ckpt_dir: str | os.PathLike, manifest: dict[str, Any] | None = 
                    + f" --seed {manifest['seed']} --out {ckpt_dir} --force")
     except (KeyError, TypeError):
         command = f"langprune prune ... --out {ckpt_dir} --force"
-    return (f"rebuild it with `{command}`, or in the workflow with `langprune verify --remove-broken {ckpt_dir}` "
-            f"and then snakemake (docs/reruns.md)")
+    return (f"rebuild it with `{command}`, or in the workflow with "
+            f"`snakemake --cores all $(langprune verify --remove-broken {ckpt_dir}) all` (docs/reruns.md)")
 
 
 def read_manifest(ckpt_dir: str | os.PathLike, *, verify: bool = True) -> dict[str, Any]:
