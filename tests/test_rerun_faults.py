@@ -173,9 +173,10 @@ def test_corrupted_checkpoint_is_refused_and_rebuilt_after_verify(completed, tmp
     assert any("does not match the SHA-256" in log.read_text() for log in (workdir / "logs").rglob("*.log"))
 
     # docs/reruns.md: snakemake --cores all $(langprune verify --remove-broken results/checkpoints/*/*/*/seed*) all
-    verify = subprocess.run(["langprune", "verify", "--remove-broken", *map(str, workdir.glob(
-        "results/checkpoints/*/*/*/seed*"))], cwd=workdir, capture_output=True, text=True, env=wf.snakemake_env())
-    assert verify.returncode == 0 and verify.stdout.split() == [str(ckpt)], verify.stdout + verify.stderr
+    checkpoints = sorted(str(path.relative_to(workdir)) for path in workdir.glob("results/checkpoints/*/*/*/seed*"))
+    verify = subprocess.run(["langprune", "verify", "--remove-broken", *checkpoints], cwd=workdir,
+                            capture_output=True, text=True, env=wf.snakemake_env())
+    assert verify.returncode == 0 and verify.stdout.split() == [CKPT], verify.stdout + verify.stderr
     rerun = wf.snakemake(workdir, "--cores", "1", *verify.stdout.split(), METRICS)
     assert "rule prune:" in rerun.stdout + rerun.stderr and metrics.is_file()
     assert digest(ckpt) == digest(completed / CKPT)
