@@ -108,7 +108,10 @@ def prune_to_checkpoint(model: str, out: str | os.PathLike, method: str, *, spar
         raise LangpruneError(f"--method {method} needs --calibration SHARD.safetensors (only magnitude runs without)")
     weights = model_files(model, revision=revision)
     base_dirs = sorted({str(path.parent) for path in weights} | ({model} if os.path.isdir(model) else set()))
-    check_output(out, CHECKPOINT_KIND, force=force, inputs=[*base_dirs, calibration])
+    # Masks take a bit per weight (at most 1/8 of the weight bytes); kept values at most the weights' bytes.
+    weight_bytes = sum(path.stat().st_size for path in weights)
+    check_output(out, CHECKPOINT_KIND, force=force, inputs=[*base_dirs, calibration],
+                 need_bytes=weight_bytes if chosen.updates_weights else weight_bytes // 8)
     input_ids, calib_info = load_calibration(calibration) if calibration is not None else (None, None)
     torch.manual_seed(seed)
     started = time.perf_counter()
@@ -122,11 +125,6 @@ def prune_to_checkpoint(model: str, out: str | os.PathLike, method: str, *, spar
     if input_ids is not None and isinstance(positions, int) and input_ids.shape[1] > positions:
         raise LangpruneError(f"--calibration '{calibration}' has windows of {input_ids.shape[1]} tokens but '{model}' "
                              f"has only {positions} positions; rebuild the shard with --seqlen {positions} or less")
-    # Masks take a bit per weight; values (methods that update weights) at most the weights' bytes.
-    pruned_bytes = sum(p.numel() for p in loaded.parameters()) // 8
-    if chosen.updates_weights:
-        pruned_bytes += sum(p.numel() * p.element_size() for p in loaded.parameters())
-    check_output(out, CHECKPOINT_KIND, force=force, inputs=[*base_dirs, calibration], need_bytes=pruned_bytes)
     result = prune_model(loaded, chosen, parsed, input_ids, batch_size=batch_size, device=device, offload=offload,
                          progress=progress, measure_error=measure_error)
     manifest = {
