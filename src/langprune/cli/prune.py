@@ -102,8 +102,9 @@ def register(subparsers) -> None:
 
     v = subparsers.add_parser("verify", help="check sparse checkpoints against their manifests (SHA-256, masks)",
                               description="Check each checkpoint as every reader does (file hashes, mask tensors "
-                                          "and kept counts, kept values). Prints the broken ones' paths (one a "
-                                          "line) and why on stderr; exit status 1 if one is broken and kept.")
+                                          "and kept counts, kept values). Prints the paths of broken ones on stdout, "
+                                          "one per line, and the reasons on stderr; exit status 1 if a broken one "
+                                          "is kept.")
     v.add_argument("checkpoints", nargs="+", metavar="CKPT")
     v.add_argument("--remove-broken", action="store_true",
                    help="delete broken checkpoint directories (only ones holding nothing but checkpoint files), "
