@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import pandas as pd
 import pytest
+import torch
 
-from langprune.checkpoint import FORMAT, FORMAT_VERSION
+from langprune.checkpoint import write_checkpoint
 from langprune.cli import main
 from langprune.errors import LangpruneError
 from langprune.evaluate.results import gather, record, write_metrics
 from langprune.io import write_json
+from langprune.bitmasks import PackedMasks
 from langprune.reference import load_reference
 from langprune.variant import parse_tags
 
@@ -17,9 +19,10 @@ from langprune.variant import parse_tags
 @pytest.fixture()
 def runs(tmp_path):
     ckpt = tmp_path / "ckpt"
-    ckpt.mkdir()
-    write_json(ckpt / "manifest.json", {
-        "format": FORMAT, "format_version": FORMAT_VERSION, "method": "wanda", "structure": "2:4", "sparsity": 0.5, "seed": 1, "tags": {"calib": "de", "model": "m"},
+    masks = PackedMasks()
+    masks.add("w", torch.tensor([[True, False], [False, True]]))
+    write_checkpoint(ckpt, masks, None, {
+        "method": "wanda", "structure": "2:4", "sparsity": 0.5, "seed": 1, "tags": {"calib": "de", "model": "m"},
         "calibration": {"path": "x", "shard": {"languages": ["ar", "de"]}}})
     pruned = write_metrics(tmp_path / "p.json", kind="tasks", model="org/m", checkpoint=ckpt, tags={"seed": "2"},
                            records=[record("arc", "de", "acc", 0.25, 100), record("arc", "sw", "acc", None, 0, False)])

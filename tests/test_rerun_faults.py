@@ -144,3 +144,40 @@ def test_bad_model_fails_clearly_and_others_go_on(completed, tmp_path):
     assert "no-such-org/no-such-model" in message
     assert "Traceback" not in message
     assert "Error in rule prune" in run.stdout + run.stderr
+
+
+def test_corrupted_checkpoint_is_refused_and_rebuilt_after_verify(completed, tmp_path):
+    """Bit rot that keeps the mtime does not make Snakemake re-prune, so the evaluation refuses the checkpoint
+    by its SHA-256, and the one documented command (docs/reruns.md) makes the next run rebuild it."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    workdir = wf.copy_run(completed, tmp_path / "run")
+    ckpt = workdir / CKPT
+    if ckpt.is_symlink():  # a between-workflow cache entry of the reference run: corrupt a private copy
+        real = ckpt.resolve()
+        ckpt.unlink()
+        shutil.copytree(real, ckpt)
+        shutil.copystat(real, ckpt)
+    masks_file = ckpt / "masks.safetensors"
+    times = masks_file.stat()
+    masks = load_file(str(masks_file))
+    save_file({name: 255 - packed for name, packed in masks.items()}, str(masks_file))
+    os.utime(masks_file, ns=(times.st_atime_ns, times.st_mtime_ns))
+    assert "prune" not in {rule for rule, _ in wf.planned_jobs(workdir, METRICS)}  # Snakemake cannot see it
+
+    metrics = workdir / METRICS
+    metrics.unlink()  # say this evaluation had not run yet: it must refuse the checkpoint
+    failed = wf.snakemake(workdir, "--cores", "1", METRICS, check=False)
+    assert failed.returncode != 0 and not metrics.exists()
+    assert any("does not match the SHA-256" in log.read_text() for log in (workdir / "logs").rglob("*.log"))
+
+    # docs/reruns.md: snakemake --cores all $(langprune verify --remove-broken results/checkpoints/*/*/*/seed*) all
+    checkpoints = sorted(str(path.relative_to(workdir)) for path in workdir.glob("results/checkpoints/*/*/*/seed*"))
+    verify = subprocess.run(["langprune", "verify", "--remove-broken", *checkpoints], cwd=workdir,
+                            capture_output=True, text=True, env=wf.snakemake_env())
+    assert verify.returncode == 0 and verify.stdout.split() == [CKPT], verify.stdout + verify.stderr
+    rerun = wf.snakemake(workdir, "--cores", "1", *verify.stdout.split(), METRICS)
+    assert "rule prune:" in rerun.stdout + rerun.stderr and metrics.is_file()
+    assert digest(ckpt) == digest(completed / CKPT)

@@ -6,7 +6,10 @@ import pandas as pd
 import pytest
 
 from langprune import variant
-from langprune.checkpoint import FORMAT, FORMAT_VERSION
+import torch
+
+from langprune.bitmasks import PackedMasks
+from langprune.checkpoint import write_checkpoint
 from langprune.errors import LangpruneError
 from langprune.evaluate.results import gather, record, write_metrics
 from langprune.io import write_json
@@ -30,7 +33,7 @@ def prune_manifest(structure: str, languages: list[str], tags: dict) -> dict:
     """The identity part of a manifest as `langprune prune` writes it."""
     parsed = parse_structure(structure, None if ":" in structure else 0.5)
     shard = {"path": "shard.safetensors", "shard": {"languages": languages}} if languages else None
-    return {"format": FORMAT, "format_version": FORMAT_VERSION, "method": "wanda" if languages else "magnitude", "structure": parsed.label, "sparsity": parsed.sparsity,
+    return {"method": "wanda" if languages else "magnitude", "structure": parsed.label, "sparsity": parsed.sparsity,
             "seed": 1, "calibration": shard, "tags": tags}
 
 
@@ -50,9 +53,10 @@ def test_identity_round_trip(tmp_path, structure, calib, tagged):
     assert {"model": "toy", **variant.parse_variant_path(path)} == labels
     # path -> manifest (tags from the workflow, or none from a bare command line)
     ckpt = tmp_path / variant.CHECKPOINT_DIR.format(model="toy", variant=path)
-    ckpt.mkdir(parents=True)
     manifest = prune_manifest(structure, languages, workflow_tags(labels) if tagged else {})
-    write_json(ckpt / "manifest.json", manifest)
+    masks = PackedMasks()
+    masks.add("w", torch.tensor([[True, False], [False, True]]))
+    write_checkpoint(ckpt, masks, None, manifest)
     # manifest -> metrics JSON -> tidy row
     out = tmp_path / variant.METRICS_FILE.format(model="toy", variant=path, benchmark="perplexity")
     records = [record("perplexity", lang, "perplexity", 10.0 + i, 5) for i, lang in enumerate(LANGUAGES)]

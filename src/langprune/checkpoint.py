@@ -13,6 +13,11 @@ hash so a checkpoint cannot silently be applied to the wrong model.
 Layout of ``CKPT/``: ``manifest.json``, ``masks.safetensors`` (uint8, bits packed
 big-endian per byte over the row-major flattened weight, 1 = kept),
 ``values.safetensors`` (optional; 1-D kept values per weight, base dtype).
+
+Reading verifies the checkpoint first (:func:`verify_checkpoint`): every file against the
+SHA-256 the manifest records, the masks' tensor names and kept counts against the
+manifest, and the kept values against the masks. A checkpoint that fails is an error
+that says how to rebuild it, never a silently different model.
 """
 
 from __future__ import annotations
@@ -28,13 +33,28 @@ from typing import Any
 
 from .bitmasks import PackedMasks, unpack_mask
 from .errors import LangpruneError
-from .io import atomic_path, read_json, sha256_bytes, sha256_file, write_json
+from .io import ArtifactKind, atomic_path, check_output, read_json, sha256_bytes, sha256_file, write_json
 
 FORMAT = "langprune-sparse-checkpoint"
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 MASKS = "masks.safetensors"
 VALUES = "values.safetensors"
+EXPORT_MARKER = "langprune_export.json"
+
+
+def is_checkpoint_dir(path: Path) -> bool:
+    """A directory holding only what :func:`write_checkpoint` writes (so nothing else is lost by replacing it)."""
+    names = {entry.name for entry in path.iterdir()}
+    return bool(names & {MANIFEST, MASKS}) and names <= {MANIFEST, MASKS, VALUES}
+
+
+def is_export_dir(path: Path) -> bool:
+    return (path / EXPORT_MARKER).is_file()
+
+
+CHECKPOINT_KIND = ArtifactKind("sparse checkpoint directory", directory=True, recognise=is_checkpoint_dir)
+EXPORT_KIND = ArtifactKind("model directory exported by `langprune export`", directory=True, recognise=is_export_dir)
 
 
 # --- base identity -----------------------------------------------------------------------
@@ -44,11 +64,27 @@ def _hash_cache_path() -> Path:
     return Path(root) / "file_hashes.json"
 
 
-def cached_sha256(path: Path) -> str:
-    """SHA-256 of a file, remembered by (real path, size, mtime) so 16 GB of shards are read once."""
+def hash_cache_key(path: Path) -> str:
+    """What identifies a file's bytes without reading them all.
+
+    Size and mtime alone let weights swapped in with ``touch -r`` through; the inode and
+    ctime change with any replacement or write (ctime cannot be set back), and the first
+    and last 64 kB catch a copy that somehow keeps all of them.
+    """
     real = path.resolve()
     stat = real.stat()
-    key = f"{real}|{stat.st_size}|{stat.st_mtime_ns}"
+    with open(real, "rb") as f:
+        head = f.read(1 << 16)
+        f.seek(max(0, stat.st_size - (1 << 16)))
+        tail = f.read(1 << 16)
+    sample = sha256_bytes(head + tail)[:16]
+    return f"{real}|{stat.st_size}|{stat.st_mtime_ns}|{stat.st_ino}|{stat.st_ctime_ns}|{sample}"
+
+
+def cached_sha256(path: Path) -> str:
+    """SHA-256 of a file, remembered by :func:`hash_cache_key` so 16 GB of weights are read once."""
+    real = path.resolve()
+    key = hash_cache_key(real)
     cache_file = _hash_cache_path()
     try:
         cache = read_json(cache_file)
@@ -117,8 +153,12 @@ def kept_values(model, masks: PackedMasks) -> dict:
 
 
 def write_checkpoint(out: str | os.PathLike, masks: PackedMasks, values: dict | None,
-                     manifest: dict[str, Any]) -> Path:
-    """Write masks (+ values) and the manifest into ``out`` atomically; returns ``out``."""
+                     manifest: dict[str, Any], *, force: bool = False) -> Path:
+    """Write masks (+ values) and the manifest into ``out`` atomically; returns ``out``.
+
+    Replaces only an existing checkpoint directory (or anything, with ``force``); file
+    modes follow the umask like every other artifact.
+    """
     from safetensors.torch import save_file
 
     out = Path(out)
@@ -126,13 +166,11 @@ def write_checkpoint(out: str | os.PathLike, masks: PackedMasks, values: dict | 
     manifest["format"], manifest["format_version"] = FORMAT, FORMAT_VERSION
     manifest["tensors"] = {name: {"shape": list(masks.shapes[name]), "kept": masks.kept[name]}
                            for name in sorted(masks)}
-    with atomic_path(out) as tmp:
+    with atomic_path(out, CHECKPOINT_KIND, force=force) as tmp:
         tmp.mkdir()
         save_file(dict(masks.packed), str(tmp / MASKS))
         if values:
             save_file({name: value.contiguous() for name, value in values.items()}, str(tmp / VALUES))
-        for path in tmp.iterdir():
-            path.chmod(0o644)  # safetensors writes 0600; checkpoints are shared between jobs and users
         manifest["files"] = {path.name: sha256_file(path) for path in sorted(tmp.iterdir())}
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     return out
@@ -140,19 +178,122 @@ def write_checkpoint(out: str | os.PathLike, masks: PackedMasks, values: dict | 
 
 # --- reading -----------------------------------------------------------------------------
 
-def read_manifest(ckpt_dir: str | os.PathLike) -> dict[str, Any]:
-    """The checkpoint's manifest, after checking it is one this version understands."""
+def rebuild_hint(ckpt_dir: str | os.PathLike, manifest: dict[str, Any] | None = None) -> str:
+    """How to get a good copy of a checkpoint back: the prune command when the manifest says it."""
+    try:
+        base, calib = manifest["base"], manifest.get("calibration") or {}
+        command = (f"langprune prune --model {base['model']}"
+                   + (f" --revision {base['revision']}" if base.get("revision") else "")
+                   + (f" --calibration {calib['path']}" if calib.get("path") else "")
+                   + f" --method {manifest['method']} --structure {manifest['structure']}"
+                   + (f" --sparsity {manifest['sparsity']}" if manifest["structure"] == "unstructured" else "")
+                   + f" --seed {manifest['seed']} --out {ckpt_dir} --force")
+    except (KeyError, TypeError):
+        command = f"langprune prune ... --out {ckpt_dir} --force"
+    return (f"rebuild it with `{command}`, or in the workflow with "
+            f"`snakemake --cores all $(langprune verify --remove-broken {ckpt_dir}) all` (docs/reruns.md)")
+
+
+def read_manifest(ckpt_dir: str | os.PathLike, *, verify: bool = True) -> dict[str, Any]:
+    """The checkpoint's manifest, after checking it is one this version understands.
+
+    ``verify`` (the default) also checks the checkpoint's files against it once per
+    process (:func:`verify_checkpoint`), so nothing reads a corrupted checkpoint.
+    """
     path = Path(ckpt_dir) / MANIFEST
     if not path.is_file():
         raise LangpruneError(f"'{ckpt_dir}' is not a langprune checkpoint: {MANIFEST} is missing "
                              f"(was the pruning run interrupted? run `langprune prune` again)")
     try:
         manifest = read_json(path)
-    except ValueError as exc:
-        raise LangpruneError(f"{path} is not valid JSON: {exc}") from exc
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise LangpruneError(f"{path} is not valid JSON: {exc}; the checkpoint is damaged: "
+                             f"{rebuild_hint(ckpt_dir)}") from exc
+    if not isinstance(manifest, dict):
+        raise LangpruneError(f"{path} is not a checkpoint manifest (a JSON object); {rebuild_hint(ckpt_dir)}")
     if manifest.get("format") != FORMAT or manifest.get("format_version") != FORMAT_VERSION:
         raise LangpruneError(f"{path}: format {manifest.get('format')!r} version {manifest.get('format_version')!r} "
                              f"is not {FORMAT!r} version {FORMAT_VERSION}; re-run `langprune prune` with this version")
+    if verify:
+        verify_checkpoint(ckpt_dir, manifest)
+    return manifest
+
+
+# Checkpoints verified by this process, by what identifies their files' bytes (a job reads one several times).
+_VERIFIED: set[tuple] = set()
+
+
+def _file_identity(path: Path) -> tuple:
+    stat = path.stat()
+    return (str(path.resolve()), stat.st_size, stat.st_mtime_ns, stat.st_ino, stat.st_ctime_ns)
+
+
+def _popcount(packed) -> int:
+    """Set bits of a uint8 tensor (kept weights of a packed mask)."""
+    import torch
+
+    table = torch.tensor([bin(i).count("1") for i in range(256)], dtype=torch.int64)
+    return int(table[packed.to(torch.int64)].sum())
+
+
+def verify_checkpoint(ckpt_dir: str | os.PathLike, manifest: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Check a checkpoint's files against its manifest; LangpruneError naming the first problem.
+
+    Streams each file once through SHA-256 (cheap next to loading the model), then checks
+    what a hash cannot: the masks hold exactly the manifest's tensors with its kept counts,
+    and the kept values (required for methods that update weights) match the masks.
+    """
+    from safetensors import SafetensorError, safe_open
+
+    ckpt = Path(ckpt_dir)
+    manifest = manifest if manifest is not None else read_manifest(ckpt, verify=False)
+    hint = rebuild_hint(ckpt, manifest)
+    files = manifest.get("files")
+    tensors = manifest.get("tensors")
+    if not isinstance(files, dict) or MASKS not in files or not isinstance(tensors, dict):
+        raise LangpruneError(f"{ckpt / MANIFEST} lacks the file hashes or tensor list of a checkpoint; {hint}")
+    identity = tuple(_file_identity(ckpt / name) for name in sorted(files) if (ckpt / name).is_file())
+    identity += (_file_identity(ckpt / MANIFEST),)
+    if identity in _VERIFIED:
+        return manifest
+    for name in (MASKS, VALUES):
+        if (ckpt / name).exists() and name not in files:
+            raise LangpruneError(f"checkpoint '{ckpt}' holds {name} but its manifest does not list it; {hint}")
+    for name, expected in sorted(files.items()):
+        path = ckpt / name
+        if not path.is_file():
+            raise LangpruneError(f"checkpoint '{ckpt}' is missing {name} (its manifest lists it); {hint}")
+        if sha256_file(path) != expected:
+            raise LangpruneError(f"checkpoint file {path} does not match the SHA-256 in its manifest (corrupted, "
+                                 f"truncated or edited); {hint}")
+    try:
+        with safe_open(str(ckpt / MASKS), framework="pt") as handle:
+            names = set(handle.keys())
+            if names != set(tensors):
+                extra, missing = sorted(names - set(tensors)), sorted(set(tensors) - names)
+                raise LangpruneError(f"checkpoint '{ckpt}': {MASKS} and the manifest disagree on the pruned tensors "
+                                     f"(only in the masks: {extra[:3]}, only in the manifest: {missing[:3]}); {hint}")
+            for name, info in tensors.items():
+                kept = _popcount(handle.get_tensor(name))
+                if kept != info.get("kept"):
+                    raise LangpruneError(f"checkpoint '{ckpt}': the mask of {name} keeps {kept} weights but the "
+                                         f"manifest says {info.get('kept')}; {hint}")
+        from .prune.methods import METHODS
+
+        method = METHODS.get(manifest.get("method"))
+        if method is not None and method.updates_weights and VALUES not in files:
+            raise LangpruneError(f"checkpoint '{ckpt}' was pruned with {manifest['method']}, which updates the kept "
+                                 f"weights, but has no {VALUES}; {hint}")
+        if VALUES in files:
+            with safe_open(str(ckpt / VALUES), framework="pt") as handle:
+                for name in handle.keys():
+                    count = handle.get_slice(name).get_shape()
+                    if name not in tensors or count != [tensors[name].get("kept")]:
+                        raise LangpruneError(f"checkpoint '{ckpt}': {VALUES} holds {count} values for {name}, but "
+                                             f"the manifest keeps {tensors.get(name, {}).get('kept')}; {hint}")
+    except SafetensorError as exc:
+        raise LangpruneError(f"checkpoint '{ckpt}' has an unreadable tensor file ({exc}); {hint}") from exc
+    _VERIFIED.add(identity)
     return manifest
 
 
@@ -195,7 +336,7 @@ def apply_checkpoint(model, ckpt_dir: str | os.PathLike):
     import torch
     from safetensors.torch import load_file
 
-    masks = read_masks(ckpt_dir)
+    masks = read_masks(ckpt_dir)  # verified against the manifest
     values_path = Path(ckpt_dir) / VALUES
     values = load_file(str(values_path)) if values_path.is_file() else {}
     params = dict(model.named_parameters())
@@ -256,22 +397,33 @@ def load_pruned_model(model: str | None, checkpoint: str | os.PathLike | None = 
 
 
 def export_dense(ckpt_dir: str | os.PathLike, out_dir: str | os.PathLike, model: str | None = None,
-                 trust_remote_code: bool = False) -> Path:
-    """Write a dense Hugging Face model directory (weights + tokenizer) with the pruned weights."""
-    from .models import load_tokenizer
+                 trust_remote_code: bool = False, *, force: bool = False) -> Path:
+    """Write a dense Hugging Face model directory (weights + tokenizer) with the pruned weights.
+
+    ``out_dir`` may replace only an earlier export (``langprune_export.json`` marks one),
+    or anything but the inputs with ``force``; it is checked before the model is loaded.
+    """
+    from .models import load_tokenizer, model_files
 
     manifest = read_manifest(ckpt_dir)
-    pruned = load_pruned_model(model, ckpt_dir, trust_remote_code=trust_remote_code)
     base = model or manifest["base"]["model"]
-    with atomic_path(out_dir) as tmp:
+    revision = manifest["base"].get("revision")
+    weights = model_files(base, revision=revision)
+    base_dirs = sorted({str(path.parent) for path in weights} | ({base} if os.path.isdir(base) else set()))
+    check_output(out_dir, EXPORT_KIND, force=force, inputs=[ckpt_dir, *base_dirs],
+                 need_bytes=sum(path.stat().st_size for path in weights))
+    pruned = load_pruned_model(model, ckpt_dir, trust_remote_code=trust_remote_code)
+    with atomic_path(out_dir, EXPORT_KIND, force=force) as tmp:
         pruned.save_pretrained(tmp)
         try:
-            tokenizer = load_tokenizer(base, revision=manifest["base"].get("revision"),
-                                       trust_remote_code=trust_remote_code)
+            tokenizer = load_tokenizer(base, revision=revision, trust_remote_code=trust_remote_code)
         except LangpruneError:
             tokenizer = None  # a weights-only base (e.g. a random test model) has none to copy
         if tokenizer is not None:
             tokenizer.save_pretrained(tmp)
+        (tmp / EXPORT_MARKER).write_text(json.dumps({
+            "checkpoint": str(ckpt_dir), "manifest_sha256": sha256_file(Path(ckpt_dir) / MANIFEST),
+            "base": manifest["base"]["model"]}, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     return Path(out_dir)
 
 

@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import Any, Iterable
 
-from ..io import atomic_path
+from ..io import atomic_path, check_output
 from ..variant import DENSE_LABELS
 
 
@@ -18,6 +18,13 @@ def checkpoint_tags(checkpoint: str | os.PathLike | None) -> dict[str, str]:
 
     manifest = read_manifest(checkpoint)
     return {key: str(value) for key, value in (manifest.get("tags") or {}).items()}
+
+
+def check_outputs(inputs: list[str | None], **outs: str | None) -> None:
+    """Before an analysis runs: each ``out_x`` (flag ``--out-x``) must not be a directory or an input."""
+    for key, path in outs.items():
+        if path is not None:
+            check_output(path, inputs=inputs, flag="--" + key.replace("_", "-"))
 
 
 def write_csv(frame, path: str | os.PathLike) -> Path:

@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..variant import LABEL_KEYS, SETTING_KEYS
-from .common import (language_colors, legend_for_all, save_figure, sort_languages,
+from .common import (check_outputs, language_colors, legend_for_all, save_figure, sort_languages,
                      use_headless_backend, variant_title, write_csv, write_text)
 from .states import by_language, load_variants
 
@@ -130,6 +130,8 @@ def plot_drift(table, languages_order=None):
 def run_drift(*, inputs: list[str], out_table: str, out_figure: str, out_summary: str,
               out_benefit: str | None = None, languages: list[str] | None = None) -> list[Path]:
     """`langprune analyze drift`: tidy drift table, per-layer benefit table, figure and a plain summary."""
+    check_outputs(inputs, out_table=out_table, out_figure=out_figure, out_summary=out_summary,
+                  out_benefit=out_benefit)
     table = drift_table(load_variants(inputs, need="drift"))
     benefit = target_benefit(table)
     summary = layers_that_benefit(benefit)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from ..errors import LangpruneError
 from ..variant import LABEL_KEYS, SETTING_KEYS
-from .common import (language_colors, legend_for_all, save_figure, sort_languages,
+from .common import (check_outputs, language_colors, legend_for_all, save_figure, sort_languages,
                      use_headless_backend, variant_title, write_csv, write_text)
 from .states import by_language, load_variants, read_states
 
@@ -170,6 +170,8 @@ def run_features(*, dense: str, inputs: list[str], out_table: str, out_figure: s
                  out_check: str | None = None, rank: int | None = None,
                  languages: list[str] | None = None) -> list[Path]:
     """`langprune analyze features`: LSAR change table, grouped-bar figure and the claims check."""
+    check_outputs([dense, *inputs], out_table=out_table, out_figure=out_figure, out_summary=out_summary,
+                  out_check=out_check)
     dense_tensors, _ = read_states(dense)
     variants = load_variants(inputs, need="final")
     table = features_table(by_language(dense_tensors, "final"), variants, rank)

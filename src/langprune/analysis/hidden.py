@@ -18,9 +18,9 @@ from typing import Any
 
 from ..data.sources import TextDirSource, split_paragraphs
 from ..errors import LangpruneError
-from ..io import sha256_bytes
+from ..io import check_output, sha256_bytes
 from ..variant import variant_labels
-from .states import read_states, write_states
+from .states import STATES_KIND, read_states, write_states
 
 
 def probe_source(source: str) -> TextDirSource:
@@ -200,7 +200,7 @@ def run_hidden(*, model: str, probe: str, languages: list[str], outs: list[str],
                checkpoints: list[str] | None = None, reference: str | None = None,
                tags: dict[str, str] | None = None, max_passages: int | None = 200, max_length: int = 256,
                batch_size: int = 8, dtype: str | None = None, device: str = "cpu", seed: int = 0,
-               threads: int | None = None) -> list[Path]:
+               threads: int | None = None, force: bool = False) -> list[Path]:
     """`langprune analyze hidden`: probe states of the dense model, or of pruned checkpoints against it.
 
     Without checkpoints: one file with every layer's pooled states and the activation counts
@@ -218,6 +218,10 @@ def run_hidden(*, model: str, probe: str, languages: list[str], outs: list[str],
         raise LangpruneError("give one --out per --checkpoint (or one --out for the dense model)")
     if checkpoints and reference is None:
         raise LangpruneError("pruned checkpoints need --reference, the dense model's probe states")
+    if batch_size < 1:
+        raise LangpruneError(f"--batch-size must be positive, not {batch_size}")
+    for out in outs:
+        check_output(out, STATES_KIND, force=force, inputs=[model, reference, *(checkpoints or [])])
     texts = read_probe(probe, languages, max_passages)
     fingerprint = probe_fingerprint(texts, max_length)
     ref_tensors = None
@@ -234,7 +238,7 @@ def run_hidden(*, model: str, probe: str, languages: list[str], outs: list[str],
         meta = {"tags": _labels(model, checkpoint, tags), "languages": languages,
                 "n_passages": len(texts[languages[0]]), "max_length": max_length, "probe_sha256": fingerprint,
                 "checkpoint": checkpoint, "reference": reference}
-        written.append(write_states(out, tensors, meta))
+        written.append(write_states(out, tensors, meta, force=force))
     return written
 
 

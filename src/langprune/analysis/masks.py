@@ -208,9 +208,11 @@ def run_masks(*, checkpoints: list[str], out_table: str, out_matrix: str, out_la
     """`langprune analyze masks`: pairwise IoU tables (per layer x type, language matrix, per layer, per type) + figure."""
     import pandas as pd
 
-    from .common import limit_threads
+    from .common import check_outputs, limit_threads
 
     limit_threads(threads)
+    check_outputs(checkpoints, out_table=out_table, out_matrix=out_matrix, out_layers=out_layers,
+                  out_types=out_types, out_figure=out_figure)
     tables = []
     for items in group_checkpoints(checkpoints).values():
         if len(items) < 2:

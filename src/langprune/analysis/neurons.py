@@ -177,11 +177,13 @@ def run_neurons(*, dense: str, checkpoints: list[str], out_table: str, out_neuro
     """`langprune analyze neurons`: LAPE neuron selection on the dense model, pruned shares per checkpoint."""
     import pandas as pd
 
-    from .common import checkpoint_tags, limit_threads
+    from .common import check_outputs, checkpoint_tags, limit_threads
     from .states import by_language, read_states
     from .masks import PrunedMasks
 
     limit_threads(threads)
+    check_outputs([dense, *checkpoints], out_table=out_table, out_neurons=out_neurons, out_figure=out_figure,
+                  out_summary=out_summary)
     tensors, meta = read_states(dense)
     active, tokens = by_language(tensors, "active"), by_language(tensors, "tokens")
     if not active:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import LangpruneError
-from ..io import atomic_path
+from ..io import ArtifactKind, atomic_path, check_output
 
 BELEBELE = "facebook/belebele"
 BELEBELE_CONFIG = {"ar": "arb_Arab", "de": "deu_Latn", "en": "eng_Latn", "es": "spa_Latn", "ru": "rus_Cyrl",
@@ -30,6 +30,10 @@ def unique_passages(rows, max_passages: int | None) -> list[str]:
     return passages
 
 
+PROBE_KIND = ArtifactKind("probe text directory (<lang>.txt)", directory=True,
+                         recognise=lambda path: all(f.is_file() and f.suffix == ".txt" for f in path.iterdir()))
+
+
 def write_belebele_probe(*, languages: list[str], out: str, max_passages: int | None = 200) -> Path:
     """Write ``OUT/<lang>.txt`` (passages separated by blank lines) for ``langprune analyze hidden``."""
     from datasets import load_dataset
@@ -37,7 +41,8 @@ def write_belebele_probe(*, languages: list[str], out: str, max_passages: int | 
     missing = [lang for lang in languages if lang not in BELEBELE_CONFIG]
     if missing:
         raise LangpruneError(f"no Belebele config known for {', '.join(missing)}; known: {', '.join(BELEBELE_CONFIG)}")
-    with atomic_path(out) as tmp:
+    check_output(out, PROBE_KIND)
+    with atomic_path(out, PROBE_KIND) as tmp:
         tmp.mkdir()
         for lang in languages:
             try:

@@ -13,17 +13,19 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import LangpruneError
-from ..io import atomic_path
+from ..io import ArtifactKind, atomic_path, langprune_metadata
 
 FORMAT = "langprune-probe-states/1"
+STATES_KIND = ArtifactKind("probe-states file", recognise=lambda path: langprune_metadata(path).get("format") == FORMAT)
 
 
-def write_states(path: str | os.PathLike, tensors: dict[str, Any], meta: dict[str, Any]) -> Path:
+def write_states(path: str | os.PathLike, tensors: dict[str, Any], meta: dict[str, Any], *,
+                 force: bool = False) -> Path:
     """One safetensors file; tensor names are ``<kind>.<lang>``; metadata JSON under 'langprune'."""
     from safetensors.torch import save_file
 
     meta = {**meta, "format": FORMAT}
-    with atomic_path(path) as tmp:
+    with atomic_path(path, STATES_KIND, force=force) as tmp:
         save_file({k: v.contiguous() for k, v in sorted(tensors.items())}, str(tmp),
                   metadata={"langprune": json.dumps(meta, sort_keys=True)})
     return Path(path)

@@ -16,7 +16,7 @@ def _hidden(args):
     run_hidden(model=args.model, checkpoints=args.checkpoint, probe=args.probe, languages=args.languages,
                reference=args.reference, outs=args.out, tags=parse_tags(args.tag), max_passages=args.max_passages,
                max_length=args.max_length, batch_size=args.batch_size, dtype=args.dtype, device=args.device,
-               seed=args.seed, threads=args.threads)
+               seed=args.seed, threads=args.threads, force=args.force)
 
 
 def _features(args):
@@ -79,6 +79,8 @@ def register(subparsers) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--tag", action="append", metavar="KEY=VALUE", help="label (repeatable), overrides manifest tags")
     p.add_argument("--out", nargs="+", required=True, help="output .safetensors, one per checkpoint")
+    p.add_argument("--force", action="store_true",
+                   help="replace whatever is at --out (by default only an earlier probe-states file)")
     p.set_defaults(func=_hidden)
 
     p = sub.add_parser("features", parents=[order], help="LSAR language-specific/agnostic change (Figure 1)")

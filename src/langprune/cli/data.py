@@ -23,7 +23,7 @@ def run_calibrate(args: argparse.Namespace) -> int:
     spec = ShardSpec(tokenizer=args.tokenizer, source=args.source, languages=parse_languages(args.languages),
                      nsamples=args.nsamples, seqlen=args.seqlen, seed=args.seed, packing=args.packing,
                      weights=parse_weights(args.weights))
-    meta = build_shard(spec, args.out)
+    meta = build_shard(spec, args.out, force=args.force)
     print(f"wrote {args.out}: {meta['nsamples']} x {meta['seqlen']} tokens, counts {meta['counts']}, "
           f"language purity {meta['purity']:.2f}")
     return 0
@@ -44,4 +44,6 @@ def register(subparsers) -> None:
     p.add_argument("--packing", choices=["document", "concat"], default="document",
                    help="document: random window of a random long document (paper); concat: join with EOS")
     p.add_argument("--out", required=True, help="output .safetensors path")
+    p.add_argument("--force", action="store_true",
+                   help="replace whatever is at --out (by default only an existing calibration shard is replaced)")
     p.set_defaults(func=run_calibrate)

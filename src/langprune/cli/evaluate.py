@@ -16,6 +16,12 @@ def _common_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tag", action="append", default=[], metavar="KEY=VALUE",
                    help="label written into the metrics JSON (repeatable); updates the checkpoint's tags")
     p.add_argument("--out", required=True, help="metrics JSON path")
+    _force_arg(p, "an earlier metrics JSON")
+
+
+def _force_arg(p: argparse.ArgumentParser, own: str) -> None:
+    p.add_argument("--force", action="store_true",
+                   help=f"replace whatever is at --out (by default only {own}); never an input")
 
 
 def run_perplexity(args: argparse.Namespace) -> int:
@@ -27,7 +33,7 @@ def run_perplexity(args: argparse.Namespace) -> int:
                               args.max_tokens, args.out, checkpoint=args.checkpoint,
                               calibration=args.calibration, dtype=args.dtype, device=args.device,
                               batch_size=args.batch_size, tags=parse_tags(args.tag),
-                              overlap_window=args.overlap_window, revision=args.revision)
+                              overlap_window=args.overlap_window, revision=args.revision, force=args.force)
     for rec in doc["records"]:
         print(f"{rec['language']}\t{rec['metric']}\t{rec['value']:.4f}\t(n={rec['n']})")
     return 0
@@ -41,7 +47,7 @@ def run_tasks(args: argparse.Namespace) -> int:
     doc = evaluate_tasks(args.model, args.tasks.split(","), parse_languages(args.languages), args.out,
                          checkpoint=args.checkpoint, limit=args.limit, batch_size=args.batch_size,
                          max_length=args.max_length, task_data=args.task_data, dtype=args.dtype,
-                         device=args.device, revision=args.revision, tags=parse_tags(args.tag))
+                         device=args.device, revision=args.revision, tags=parse_tags(args.tag), force=args.force)
     for rec in doc["records"]:
         value = "n/a" if rec["value"] is None else f"{rec['value']:.4f}"
         print(f"{rec['benchmark']}\t{rec['language']}\t{rec['metric']}\t{value}\t(n={rec['n']})")
@@ -52,7 +58,8 @@ def run_make_mc(args: argparse.Namespace) -> int:
     from ..data.languages import parse_languages
     from ..evaluate.mc import make_mc
 
-    counts = make_mc(args.source, parse_languages(args.languages), args.n_items, args.seed, args.out)
+    counts = make_mc(args.source, parse_languages(args.languages), args.n_items, args.seed, args.out,
+                     force=args.force)
     print(f"wrote {args.out}: {counts}")
     return 0
 
@@ -60,7 +67,7 @@ def run_make_mc(args: argparse.Namespace) -> int:
 def run_gather(args: argparse.Namespace) -> int:
     from ..evaluate.results import gather_to_csv
 
-    rows = gather_to_csv(args.metrics, args.out)
+    rows = gather_to_csv(args.metrics, args.out, force=args.force)
     print(f"wrote {args.out}: {rows} rows")
     return 0
 
@@ -96,9 +103,11 @@ def register(subparsers) -> None:
     p.add_argument("--n-items", type=int, required=True)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True, help="output directory of <lang>.jsonl")
+    _force_arg(p, "an earlier directory of items")
     p.set_defaults(func=run_make_mc)
 
     p = sub.add_parser("gather", help="tidy CSV from metrics JSON files")
     p.add_argument("metrics", nargs="+", help="metrics JSON files")
     p.add_argument("--out", required=True)
+    _force_arg(p, "an earlier metrics table")
     p.set_defaults(func=run_gather)

@@ -48,7 +48,7 @@ def _prune(args) -> int:
                         dtype=args.dtype, offload=args.offload, seed=args.seed, revision=args.revision,
                         trust_remote_code=args.trust_remote_code, tags=dict(args.tag),
                         measure_error=not args.no_error, method_params=method_params(args),
-                        allocation=args.allocation, owl_m=args.owl_m, owl_lambda=args.owl_lambda)
+                        allocation=args.allocation, owl_m=args.owl_m, owl_lambda=args.owl_lambda, force=args.force)
     print(args.out)
     return 0
 
@@ -56,8 +56,39 @@ def _prune(args) -> int:
 def _export(args) -> int:
     from ..checkpoint import export_dense
 
-    print(export_dense(args.checkpoint, args.out, model=args.model, trust_remote_code=args.trust_remote_code))
+    print(export_dense(args.checkpoint, args.out, model=args.model, trust_remote_code=args.trust_remote_code,
+                       force=args.force))
     return 0
+
+
+def _verify(args) -> int:
+    """Print the broken checkpoints' paths on stdout (one a line, for `snakemake $(...)`), reasons on stderr."""
+    import shutil
+    import sys
+    from pathlib import Path
+
+    from ..checkpoint import is_checkpoint_dir, read_manifest
+    from ..errors import LangpruneError
+
+    kept_broken = 0
+    for ckpt in args.checkpoints:
+        try:
+            read_manifest(ckpt)
+            continue
+        except LangpruneError as exc:
+            reason = " ".join(str(exc).split())
+        path = Path(ckpt)
+        real = path.resolve()  # a Snakemake cache entry behind a symlink goes too, or it would be restored
+        if args.remove_broken and real.is_dir() and is_checkpoint_dir(real):
+            shutil.rmtree(real)
+            if path.is_symlink():
+                path.unlink()
+            print(f"removed {ckpt}: {reason}", file=sys.stderr)
+        else:
+            kept_broken += 1
+            print(f"broken {ckpt}: {reason}", file=sys.stderr)
+        print(ckpt)
+    return 1 if kept_broken else 0
 
 
 def register(subparsers) -> None:
@@ -81,6 +112,9 @@ def register(subparsers) -> None:
     p.add_argument("--trust-remote-code", action="store_true", help="allow model code from the hub (off by default)")
     p.add_argument("--no-error", action="store_true",
                    help="skip measuring the per-layer reconstruction error (saves one matmul per linear and batch)")
+    p.add_argument("--force", action="store_true",
+                   help="replace whatever is at --out (by default only an existing checkpoint is replaced); "
+                        "never the base model or the shard")
     p.add_argument("--tag", type=_tag, action="append", default=[], metavar="KEY=VALUE",
                    help="label stored in manifest.json tags (repeatable)")
     h = p.add_argument_group("layer-wise sparsity and method hyperparameters (defaults: the published ones)")
@@ -107,4 +141,18 @@ def register(subparsers) -> None:
     e.add_argument("--out", required=True, metavar="DIR")
     e.add_argument("--model", default=None, help="base model (default: the one recorded in the checkpoint)")
     e.add_argument("--trust-remote-code", action="store_true")
+    e.add_argument("--force", action="store_true",
+                   help="replace whatever is at --out (by default only an earlier export); never the checkpoint "
+                        "or its base model")
     e.set_defaults(func=_export)
+
+    v = subparsers.add_parser("verify", help="check sparse checkpoints against their manifests (SHA-256, masks)",
+                              description="Check each checkpoint as every reader does (file hashes, mask tensors "
+                                          "and kept counts, kept values). Prints the paths of broken ones on stdout, "
+                                          "one per line, and the reasons on stderr; exit status 1 if a broken one "
+                                          "is kept.")
+    v.add_argument("checkpoints", nargs="+", metavar="CKPT")
+    v.add_argument("--remove-broken", action="store_true",
+                   help="delete broken checkpoint directories (only ones holding nothing but checkpoint files), "
+                        "so the workflow rebuilds them on its next run")
+    v.set_defaults(func=_verify)

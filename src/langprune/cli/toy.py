@@ -20,7 +20,8 @@ def _fetch(args) -> int:
 def _corpus(args) -> int:
     from ..toy.corpus import build_corpus, parse_split
 
-    assignment = build_corpus(args.archive, args.languages, args.out, split=parse_split(args.split), seed=args.seed)
+    assignment = build_corpus(args.archive, args.languages, args.out, split=parse_split(args.split), seed=args.seed,
+                              force=args.force)
     print(json.dumps(assignment))
     return 0
 
@@ -28,7 +29,7 @@ def _corpus(args) -> int:
 def _tokenizer(args) -> int:
     from ..toy.train import train_tokenizer
 
-    train_tokenizer(args.text, args.out, vocab_size=args.vocab_size)
+    train_tokenizer(args.text, args.out, vocab_size=args.vocab_size, force=args.force)
     return 0
 
 
@@ -38,9 +39,14 @@ def _model(args) -> int:
     cfg = ToyModelConfig(hidden=args.hidden, layers=args.layers, heads=args.heads, kv_heads=args.kv_heads,
                          intermediate=args.intermediate, steps=args.steps, batch_size=args.batch_size,
                          seqlen=args.seqlen, lr=args.lr, seed=args.seed)
-    log = train_model(args.tokenizer, args.text, args.out, cfg, threads=args.threads)
+    log = train_model(args.tokenizer, args.text, args.out, cfg, threads=args.threads, force=args.force)
     print(f"{log['parameters']} parameters, final loss {log['final_loss']:.3f}")
     return 0
+
+
+def _force_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--force", action="store_true",
+                   help="replace whatever is at --out (by default only an earlier output of this step)")
 
 
 def register(subparsers) -> None:
@@ -57,12 +63,14 @@ def register(subparsers) -> None:
     p.add_argument("--split", default="train=16,calib=5,eval=6,probe=3", help="PART=ARTICLES,... (default %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="seed of the article assignment")
     p.add_argument("--out", required=True, help="output dir: <out>/<part>/<lang>.txt")
+    _force_arg(p)
     p.set_defaults(func=_corpus)
 
     p = sub.add_parser("tokenizer", help="train a byte-level BPE tokenizer on a text dir")
     p.add_argument("--text", required=True, help="dir of <lang>.txt (the train part)")
     p.add_argument("--vocab-size", type=int, default=1024)
     p.add_argument("--out", required=True)
+    _force_arg(p)
     p.set_defaults(func=_tokenizer)
 
     p = sub.add_parser("model", help="train the small Llama model; saves a HF model dir with the tokenizer")
@@ -74,4 +82,5 @@ def register(subparsers) -> None:
     p.add_argument("--lr", type=float, default=3e-3, help="peak learning rate (default %(default)s)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--out", required=True)
+    _force_arg(p)
     p.set_defaults(func=_model)

@@ -21,12 +21,21 @@ from fractions import Fraction
 from pathlib import Path
 
 from ..errors import LangpruneError
-from ..io import atomic_path
+from ..io import ArtifactKind, atomic_path, check_output, langprune_metadata
 from .sources import Document
 
 SHARD_FORMAT = 1
 METADATA_KEY = "langprune"
 PACKINGS = ("document", "concat")
+
+
+def is_shard(path: Path) -> bool:
+    """A safetensors file whose metadata says `langprune calibrate` wrote it."""
+    meta = langprune_metadata(path)
+    return meta.get("format") == SHARD_FORMAT and "nsamples" in meta and "packing" in meta
+
+
+SHARD_KIND = ArtifactKind("calibration shard", recognise=is_shard)
 
 
 def allocate(nsamples: int, languages: list[str], weights: list[float] | None = None) -> dict[str, int]:
@@ -141,8 +150,40 @@ def check_spec(spec: ShardSpec) -> None:
         raise LangpruneError(f"--seqlen must be at least 2, not {spec.seqlen}")
 
 
-def build_shard(spec: ShardSpec, out: str | Path) -> dict:
-    """Sample the shard described by ``spec``, write it atomically to ``out``, return its metadata."""
+def max_positions(tokenizer_name: str, tokenizer) -> int | None:
+    """The longest window the tokenizer's model accepts, when its config or tokenizer says so."""
+    from transformers import AutoConfig
+
+    try:
+        config = AutoConfig.from_pretrained(tokenizer_name)
+        limit = getattr(config, "max_position_embeddings", None)
+        if isinstance(limit, int) and limit > 0:
+            return limit
+    except (OSError, ValueError):
+        pass
+    limit = getattr(tokenizer, "model_max_length", None)
+    return limit if isinstance(limit, int) and 0 < limit < 10**9 else None  # transformers' "unknown" is 1e30
+
+
+def check_window(spec: ShardSpec, tokenizer) -> None:
+    """A window longer than the model's positions would calibrate on positions it never saw."""
+    import sys
+
+    limit = max_positions(spec.tokenizer, tokenizer)
+    if limit is None:
+        print(f"warning: cannot tell the maximum positions of the model of --tokenizer '{spec.tokenizer}' (no "
+              f"config.json or model_max_length); make sure --seqlen {spec.seqlen} fits it", file=sys.stderr)
+    elif spec.seqlen > limit:
+        raise LangpruneError(f"--seqlen {spec.seqlen} is longer than the {limit} positions of the model of "
+                             f"--tokenizer '{spec.tokenizer}'; use --seqlen {limit} or less")
+
+
+def build_shard(spec: ShardSpec, out: str | Path, *, force: bool = False) -> dict:
+    """Sample the shard described by ``spec``, write it atomically to ``out``, return its metadata.
+
+    ``out`` is checked first: an existing file that is not a calibration shard is refused
+    unless ``force``, and so is an unwritable or full destination.
+    """
     import torch
     from safetensors.torch import save_file
 
@@ -152,9 +193,12 @@ def build_shard(spec: ShardSpec, out: str | Path) -> dict:
 
     check_spec(spec)
     source = parse_source(spec.source)
+    check_output(out, SHARD_KIND, force=force, inputs=[getattr(source, "root", None), spec.tokenizer],
+                 need_bytes=spec.nsamples * spec.seqlen * 8 + (1 << 20))
     source.check_languages(spec.languages)
     counts = spec.counts()
     tokenizer = load_tokenizer(spec.tokenizer)
+    check_window(spec, tokenizer)
     sampler = SAMPLERS[spec.packing]
     rows: list[list[int]] = []
     per_language: dict[str, dict] = {}
@@ -174,7 +218,7 @@ def build_shard(spec: ShardSpec, out: str | Path) -> dict:
         "per_language": per_language,
     }
     tensor = torch.tensor(rows, dtype=torch.int64)
-    with atomic_path(out) as tmp:
+    with atomic_path(out, SHARD_KIND, force=force) as tmp:
         save_file({"input_ids": tensor}, str(tmp), metadata={METADATA_KEY: json.dumps(meta, sort_keys=True)})
     return meta
 

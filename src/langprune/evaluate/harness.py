@@ -131,7 +131,8 @@ def score(entry: TaskEntry, results: dict) -> tuple[float | None, int]:
 def evaluate_tasks(model: str, benchmarks: list[str], languages: list[str], out: str, *,
                    checkpoint: str | None = None, limit: int | None = None, batch_size: int = 1,
                    max_length: int | None = None, task_data: list[str] = (), dtype: str | None = None,
-                   device: str = "cpu", revision: str | None = None, tags: dict | None = None) -> dict:
+                   device: str = "cpu", revision: str | None = None, tags: dict | None = None,
+                   force: bool = False) -> dict:
     """Zero-shot accuracy / F1 of ``model`` (+ ``checkpoint``) on benchmarks x languages; writes metrics JSON."""
     from lm_eval import simple_evaluate
     from lm_eval.models.huggingface import HFLM
@@ -140,13 +141,14 @@ def evaluate_tasks(model: str, benchmarks: list[str], languages: list[str], out:
     from ..data.languages import check_mc4_languages
     from ..models import free_memory, load_tokenizer
     from .registry import select
-    from .results import record, write_metrics
+    from .results import check_metrics_out, record, write_metrics
 
     if limit is not None and limit <= 0:
         raise LangpruneError(f"--limit must be a positive number of items per task, not {limit}")
     if batch_size <= 0:
         raise LangpruneError(f"--batch-size must be positive, not {batch_size}")
     check_mc4_languages(languages)
+    check_metrics_out(out, force=force, inputs=[model, checkpoint, *task_data])
     entries = select(benchmarks, languages)
     runnable = [e for e in entries if e.available]
     tasks = build_tasks(runnable, list(task_data))
@@ -168,4 +170,4 @@ def evaluate_tasks(model: str, benchmarks: list[str], languages: list[str], out:
     settings = {"benchmarks": benchmarks, "languages": languages, "limit": limit, "batch_size": batch_size,
                 "max_length": max_length, "num_fewshot": 0, "revision": revision, "task_data": [str(d) for d in task_data], "dtype": dtype}
     return write_metrics(out, kind="tasks", model=model, checkpoint=checkpoint, records=records, tags=tags,
-                         settings=settings)
+                         settings=settings, force=force)

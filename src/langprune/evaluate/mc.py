@@ -17,7 +17,7 @@ import re
 from pathlib import Path
 
 from ..errors import LangpruneError
-from ..io import atomic_path
+from ..io import ArtifactKind, atomic_path, check_output
 
 CHOICES = 4
 PASSAGE_WORDS = 8
@@ -50,7 +50,16 @@ def build_items(documents: list[str], n_items: int, rng: random.Random, lang: st
     return items
 
 
-def make_mc(source: str, languages: list[str], n_items: int, seed: int, out: str | Path) -> dict[str, int]:
+def is_mc_dir(path: Path) -> bool:
+    """A directory of nothing but ``<lang>.jsonl`` files, as :func:`make_mc` writes."""
+    return all(entry.is_file() and entry.suffix == ".jsonl" for entry in path.iterdir())
+
+
+MC_KIND = ArtifactKind("directory of multiple-choice items (<lang>.jsonl)", directory=True, recognise=is_mc_dir)
+
+
+def make_mc(source: str, languages: list[str], n_items: int, seed: int, out: str | Path, *,
+            force: bool = False) -> dict[str, int]:
     """Write ``out/<lang>.jsonl`` items for each language (atomically, as one directory)."""
     from ..data.shards import language_rng
     from ..data.sources import parse_source
@@ -58,9 +67,10 @@ def make_mc(source: str, languages: list[str], n_items: int, seed: int, out: str
     if n_items <= 0:
         raise LangpruneError(f"--n-items must be positive, not {n_items}")
     src = parse_source(source)
+    check_output(out, MC_KIND, force=force, inputs=[getattr(src, "root", None)])
     src.check_languages(languages)
     counts = {}
-    with atomic_path(out) as tmp:
+    with atomic_path(out, MC_KIND, force=force) as tmp:
         tmp.mkdir()
         for lang in languages:
             docs = [d.text for d in src.documents(lang, split="validation")]

@@ -111,7 +111,8 @@ def calibration_shards(explicit: list[str], checkpoint: str | None) -> list[str]
 def evaluate_perplexity(model: str, source: str, languages: list[str], seqlen: int, max_tokens: int, out: str,
                         *, checkpoint: str | None = None, calibration: list[str] = (), dtype: str | None = None,
                         device: str = "cpu", batch_size: int = 1, tags: dict | None = None,
-                        overlap_window: int | None = None, revision: str | None = None) -> dict:
+                        overlap_window: int | None = None, revision: str | None = None,
+                        force: bool = False) -> dict:
     """Perplexity and bits-per-byte of ``model`` (+ ``checkpoint``) per language; writes the metrics JSON.
 
     Evaluation text is first checked to be disjoint from every ``calibration`` shard and
@@ -121,11 +122,14 @@ def evaluate_perplexity(model: str, source: str, languages: list[str], seqlen: i
     from ..data.overlap import DEFAULT_WINDOW, check_disjoint
     from ..data.sources import parse_source
     from ..models import free_memory, load_tokenizer
-    from .results import record, write_metrics
+    from .results import check_metrics_out, record, write_metrics
 
     if seqlen < 2 or max_tokens < seqlen:
         raise LangpruneError(f"need --seqlen >= 2 and --max-tokens >= --seqlen (got {seqlen}, {max_tokens})")
+    if batch_size < 1:
+        raise LangpruneError(f"--batch-size must be positive, not {batch_size}")
     src = parse_source(source)
+    check_metrics_out(out, force=force, inputs=[model, checkpoint, getattr(src, "root", None), *calibration])
     src.check_languages(languages)
     tokenizer = load_tokenizer(model, revision=revision)
     texts = {lang: eval_text(src, lang, tokenizer, max_tokens) for lang in languages}
@@ -145,4 +149,4 @@ def evaluate_perplexity(model: str, source: str, languages: list[str], seqlen: i
                 "revision": revision,
                 "calibration": shards, "dtype": dtype, "batch_size": batch_size}
     return write_metrics(out, kind="perplexity", model=model, checkpoint=checkpoint, records=records, tags=tags,
-                         settings=settings)
+                         settings=settings, force=force)

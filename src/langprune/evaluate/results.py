@@ -12,12 +12,40 @@ from pathlib import Path
 
 from .. import __version__
 from ..errors import LangpruneError
-from ..io import read_json, write_json
+from ..io import ArtifactKind, atomic_path, check_output, read_json, write_json
 from ..variant import DENSE_LABELS, LABEL_KEYS, UNIFORM, canonical_calib, method_label, mix_name
 
 # Columns every tidy row has, in this order; other tags follow.
 LABEL_COLUMNS = LABEL_KEYS
 RECORD_COLUMNS = ["benchmark", "language", "metric", "value", "n", "available"]
+
+
+def is_metrics_json(path: Path) -> bool:
+    """A metrics JSON written by `langprune evaluate`."""
+    try:
+        doc = read_json(path)
+    except (OSError, ValueError, UnicodeDecodeError):
+        return False
+    return isinstance(doc, dict) and "records" in doc and "langprune_version" in doc
+
+
+def is_metrics_table(path: Path) -> bool:
+    """A tidy CSV written by `langprune evaluate gather` (its header starts with the fixed columns)."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            header = f.readline().strip()
+    except (OSError, UnicodeDecodeError):
+        return False
+    return header.startswith(",".join(LABEL_COLUMNS + RECORD_COLUMNS))
+
+
+METRICS_KIND = ArtifactKind("metrics JSON", recognise=is_metrics_json)
+TABLE_KIND = ArtifactKind("metrics table (CSV)", recognise=is_metrics_table)
+
+
+def check_metrics_out(out: str | Path, *, force: bool = False, inputs=()) -> None:
+    """Before an evaluation runs: ``out`` may only replace an earlier metrics JSON (or anything, with --force)."""
+    check_output(out, METRICS_KIND, force=force, inputs=inputs)
 
 
 def pruning_labels(manifest: dict) -> dict[str, str]:
@@ -39,7 +67,7 @@ def record(benchmark: str, language: str, metric: str, value: float | None, n: i
 
 
 def write_metrics(out: str | Path, *, kind: str, model: str, checkpoint: str | Path | None, records: list[dict],
-                  tags: dict[str, str] | None = None, settings: dict | None = None) -> dict:
+                  tags: dict[str, str] | None = None, settings: dict | None = None, force: bool = False) -> dict:
     """Write one evaluation's metrics JSON atomically and return it."""
     from ..checkpoint import checkpoint_identity
 
@@ -49,7 +77,7 @@ def write_metrics(out: str | Path, *, kind: str, model: str, checkpoint: str | P
            "checkpoint_hash": checkpoint_hash, "tags": merged_tags, "pruning": pruning_labels(manifest),
            "settings": settings or {},
            "records": records, "langprune_version": __version__}
-    write_json(out, doc)
+    write_json(out, doc, METRICS_KIND, force=force)
     return doc
 
 
@@ -69,9 +97,21 @@ def gather(paths: list[str | Path]):
     import pandas as pd
 
     rows = []
+    seen: dict[str, str] = {}
     for path in paths:
-        doc = read_json(path)
-        if "records" not in doc:
+        real = str(Path(path).resolve())
+        if real in seen:
+            raise LangpruneError(f"'{path}' is given twice (also as '{seen[real]}'); its rows would be counted "
+                                 f"twice: give each metrics JSON once")
+        seen[real] = str(path)
+        if not Path(path).is_file():
+            raise LangpruneError(f"metrics JSON '{path}' does not exist; write it with `langprune evaluate "
+                                 f"perplexity` or `langprune evaluate tasks`")
+        try:
+            doc = read_json(path)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise LangpruneError(f"'{path}' is not valid JSON ({exc}); rerun the evaluation that writes it") from exc
+        if not isinstance(doc, dict) or "records" not in doc:
             raise LangpruneError(f"'{path}' is not a langprune metrics JSON (no 'records')")
         labels = _labels(doc)
         for rec in doc["records"]:
@@ -82,13 +122,15 @@ def gather(paths: list[str | Path]):
     return frame.reindex(columns=LABEL_COLUMNS + RECORD_COLUMNS + extra)
 
 
-def gather_to_csv(paths: list[str | Path], out: str | Path) -> int:
-    """Write the tidy table as CSV (atomically); returns the number of rows."""
-    from ..io import atomic_path
+def gather_to_csv(paths: list[str | Path], out: str | Path, *, force: bool = False) -> int:
+    """Write the tidy table as CSV (atomically); returns the number of rows.
 
+    ``out`` may replace only an earlier metrics table (anything but the inputs with ``force``).
+    """
     if not paths:
         raise LangpruneError("gather needs at least one metrics JSON")
+    check_output(out, TABLE_KIND, force=force, inputs=paths)
     frame = gather(paths)
-    with atomic_path(out) as tmp:
+    with atomic_path(out, TABLE_KIND, force=force) as tmp:
         frame.to_csv(tmp, index=False)
     return len(frame)

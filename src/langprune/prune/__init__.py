@@ -81,8 +81,12 @@ def prune_to_checkpoint(model: str, out: str | os.PathLike, method: str, *, spar
                         tags: dict[str, str] | None = None, progress: bool = True,
                         measure_error: bool = True, method_params: dict[str, Any] | None = None,
                         allocation: str = "uniform", owl_m: float | None = None,
-                        owl_lambda: float | None = None) -> PruneOutcome:
+                        owl_lambda: float | None = None, force: bool = False) -> PruneOutcome:
     """Prune ``model`` and write a sparse checkpoint to ``out``; prints the per-layer summary.
+
+    ``out`` is checked before any work: it may replace only an existing checkpoint (or,
+    with ``force``, anything but the base model and the shard), and must be writable with
+    room for the masks and values.
 
     ``measure_error=False`` skips the reconstruction-error matmuls (one per linear and
     batch in the propagation pass) for the largest runs. ``method_params`` override the
@@ -93,8 +97,9 @@ def prune_to_checkpoint(model: str, out: str | os.PathLike, method: str, *, spar
 
     import torch
 
-    from ..checkpoint import base_weights_hash, build_manifest, kept_values, write_checkpoint
-    from ..models import load_model
+    from ..checkpoint import CHECKPOINT_KIND, base_weights_hash, build_manifest, kept_values, write_checkpoint
+    from ..io import check_output
+    from ..models import load_model, model_files
     from .engine import prune_model
     from .methods import get_method
     from .owl import OWL_LAMBDA, OWL_M, check_owl_structure, layer_outlier_ratios, owl_sparsities
@@ -115,6 +120,12 @@ def prune_to_checkpoint(model: str, out: str | os.PathLike, method: str, *, spar
     _check_device(device)
     if chosen.needs and calibration is None:
         raise LangpruneError(f"--method {method} needs --calibration SHARD.safetensors (only magnitude runs without)")
+    weights = model_files(model, revision=revision)
+    base_dirs = sorted({str(path.parent) for path in weights} | ({model} if os.path.isdir(model) else set()))
+    # Masks take a bit per weight (at most 1/8 of the weight bytes); kept values at most the weights' bytes.
+    weight_bytes = sum(path.stat().st_size for path in weights)
+    check_output(out, CHECKPOINT_KIND, force=force, inputs=[*base_dirs, calibration],
+                 need_bytes=weight_bytes if chosen.updates_weights else weight_bytes // 8)
     input_ids, calib_info = load_calibration(calibration) if calibration is not None else (None, None)
     torch.manual_seed(seed)
     started = time.perf_counter()
@@ -124,6 +135,10 @@ def prune_to_checkpoint(model: str, out: str | os.PathLike, method: str, *, spar
     if input_ids is not None and (int(input_ids.min()) < 0 or int(input_ids.max()) >= vocab):
         raise LangpruneError(f"--calibration '{calibration}' holds token ids outside [0, {vocab}) of '{model}': "
                              f"it was tokenized for another model; rebuild it with this model's tokenizer")
+    positions = getattr(loaded.config, "max_position_embeddings", None)
+    if input_ids is not None and isinstance(positions, int) and input_ids.shape[1] > positions:
+        raise LangpruneError(f"--calibration '{calibration}' has windows of {input_ids.shape[1]} tokens but '{model}' "
+                             f"has only {positions} positions; rebuild the shard with --seqlen {positions} or less")
     allocation_info: dict[str, Any] = {"name": allocation}
     layer_structures: Structure | list[Structure] = parsed
     if allocation == "owl":
@@ -141,6 +156,6 @@ def prune_to_checkpoint(model: str, out: str | os.PathLike, method: str, *, spar
                               calibration=calib_info, tags=tags, run=run, layers=result.layers,
                               method_params=dict(chosen.params), allocation=allocation_info)
     values = kept_values(loaded, result.masks) if chosen.updates_weights else None
-    path = write_checkpoint(out, result.masks, values, manifest)
+    path = write_checkpoint(out, result.masks, values, manifest, force=force)
     print(summary_table(result.layers))
     return PruneOutcome(path, loaded, result)

@@ -56,18 +56,24 @@ class InputAccumulator:
         self.var_sum = torch.zeros(features, dtype=torch.float32, device=device) if MOMENTS in needs else None
 
     def update(self, x: torch.Tensor) -> None:
-        """Add one batch; ``x`` is [..., features] in any dtype."""
-        flat = x.detach().reshape(-1, x.shape[-1]).float()
-        self.tokens += flat.shape[0]
-        if self.gram is not None:
-            self.gram.addmm_(flat.t(), flat)
-        elif self.sumsq is not None:
-            self.sumsq.add_(flat.pow(2).sum(dim=0))
-        if self.total is not None:
-            per_sequence = x.detach().float().reshape(-1, x.shape[-2] if x.dim() > 2 else flat.shape[0], x.shape[-1])
-            self.sequences += per_sequence.shape[0]
-            self.total.add_(flat.sum(dim=0))
-            self.var_sum.add_(per_sequence.var(dim=1, unbiased=False).sum(dim=0) * per_sequence.shape[1])
+        """Add one batch; ``x`` is [..., features] in any dtype.
+
+        Sums run one sequence at a time, in order, so the result does not depend on how
+        the calibration set was split into batches (a batch-wide matmul would reduce
+        over a batch-size-dependent number of tokens).
+        """
+        x = x.detach()
+        for seq in (x.reshape(-1, *x.shape[-2:]) if x.dim() >= 3 else x[None]):
+            flat = seq.float()
+            self.tokens += flat.shape[0]
+            if self.gram is not None:
+                self.gram.addmm_(flat.t(), flat)
+            elif self.sumsq is not None:
+                self.sumsq.add_(flat.pow(2).sum(dim=0))
+            if self.total is not None:  # DSnoT's per-feature mean and variance
+                self.sequences += 1
+                self.total.add_(flat.sum(dim=0))
+                self.var_sum.add_(flat.var(dim=0, unbiased=False) * flat.shape[0])
 
     def result(self, name: str) -> LinearStats:
         """Finalise into the published normalisation (H = 2/N sum x x^T)."""

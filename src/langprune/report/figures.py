@@ -294,7 +294,10 @@ def write_figures(metrics_csv: str | os.PathLike, out_dir: str | os.PathLike,
             raise LangpruneError(f"--model {model} is not in {metrics_csv} (it has: {', '.join(models)})")
         agg = agg[agg["model"] == model]
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise LangpruneError(f"cannot create --out-dir '{out_dir}': {exc.strerror or exc}") from exc
     written = []
     for setting in pruned_settings(agg):
         seeds = int(agg[in_setting(agg, setting)]["runs"].max())

@@ -39,7 +39,11 @@ def read_metrics(path: str | os.PathLike) -> pd.DataFrame:
     if not path.is_file():
         raise LangpruneError(f"metrics table {path} does not exist: write it with "
                              f"`langprune evaluate gather METRICS.json... --out {path}`")
-    df = pd.read_csv(path, dtype=str, keep_default_na=False)
+    try:
+        df = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as exc:
+        raise LangpruneError(f"metrics table {path} is not a readable CSV ({' '.join(str(exc).split())}); rewrite it "
+                             f"with `langprune evaluate gather METRICS.json... --out {path}`") from exc
     missing = [c for c in REQUIRED_COLUMNS if c not in df.columns]
     if missing:
         raise LangpruneError(f"metrics table {path} lacks column(s) {', '.join(missing)}; "

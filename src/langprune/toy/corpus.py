@@ -11,7 +11,7 @@ import random
 from pathlib import Path
 
 from ..errors import LangpruneError
-from ..io import atomic_path
+from ..io import ArtifactKind, atomic_path, check_output
 from .udhr import PREAMBLE, read_declarations
 
 DEFAULT_SPLIT = {"train": 16, "calib": 5, "eval": 6, "probe": 3}
@@ -51,12 +51,22 @@ def common_articles(declarations: dict[str, dict[int, str]]) -> list[int]:
     return sorted(set.intersection(*sets)) if sets else []
 
 
+def is_corpus_dir(path: Path) -> bool:
+    """A directory of ``<part>/<lang>.txt`` only, as :func:`build_corpus` writes."""
+    return all(part.is_dir() and all(f.is_file() and f.suffix == ".txt" for f in part.iterdir())
+               for part in path.iterdir())
+
+
+CORPUS_KIND = ArtifactKind("toy corpus directory (<part>/<lang>.txt)", directory=True, recognise=is_corpus_dir)
+
+
 def build_corpus(archive: str | Path, languages: list[str], out_dir: str | Path, *,
-                 split: dict[str, int] | None = None, seed: int = 0) -> dict[str, list[int]]:
+                 split: dict[str, int] | None = None, seed: int = 0, force: bool = False) -> dict[str, list[int]]:
     """Write `<out_dir>/<part>/<lang>.txt` (articles separated by blank lines); return the assignment."""
+    check_output(out_dir, CORPUS_KIND, force=force, inputs=[archive])
     declarations = read_declarations(archive, languages)
     assignment = assign_articles(common_articles(declarations), split or DEFAULT_SPLIT, seed)
-    with atomic_path(out_dir) as tmp:
+    with atomic_path(out_dir, CORPUS_KIND, force=force) as tmp:
         for part, numbers in assignment.items():
             (tmp / part).mkdir(parents=True)
             for lang, articles in declarations.items():

@@ -12,9 +12,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import LangpruneError
-from ..io import atomic_path, write_json
+from ..io import ArtifactKind, atomic_path, check_output, write_json
 
 SPECIAL_TOKENS = {"bos_token": "<s>", "eos_token": "</s>", "pad_token": "<pad>"}
+TOKENIZER_MARKER = "langprune_toy_tokenizer.json"
+TRAINING_LOG = "training.json"
+
+TOKENIZER_KIND = ArtifactKind("toy tokenizer directory", directory=True,
+                              recognise=lambda path: (path / TOKENIZER_MARKER).is_file())
+MODEL_KIND = ArtifactKind("toy model directory", directory=True, recognise=lambda path: (path / TRAINING_LOG).is_file())
 
 
 def read_parts(text_dir: str | Path) -> dict[str, list[str]]:
@@ -25,11 +31,15 @@ def read_parts(text_dir: str | Path) -> dict[str, list[str]]:
     return {f.stem: [d.strip() for d in f.read_text(encoding="utf-8").split("\n\n") if d.strip()] for f in files}
 
 
-def train_tokenizer(text_dir: str | Path, out_dir: str | Path, *, vocab_size: int = 1024) -> Path:
+def train_tokenizer(text_dir: str | Path, out_dir: str | Path, *, vocab_size: int = 1024,
+                    force: bool = False) -> Path:
     """Byte-level BPE (no unknown tokens in any script), saved as a transformers tokenizer."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
+    if vocab_size < 1:
+        raise LangpruneError(f"--vocab-size must be positive, not {vocab_size}")
+    check_output(out_dir, TOKENIZER_KIND, force=force, inputs=[text_dir])
     documents = [doc for docs in read_parts(text_dir).values() for doc in docs]
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
@@ -38,8 +48,9 @@ def train_tokenizer(text_dir: str | Path, out_dir: str | Path, *, vocab_size: in
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
     tok.train_from_iterator(documents, trainer)
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, **SPECIAL_TOKENS)
-    with atomic_path(out_dir) as tmp:
+    with atomic_path(out_dir, TOKENIZER_KIND, force=force) as tmp:
         fast.save_pretrained(tmp)
+        write_json(tmp / TOKENIZER_MARKER, {"vocab_size": vocab_size, "text": str(text_dir)})
     return Path(out_dir)
 
 
@@ -57,6 +68,24 @@ class ToyModelConfig:
     seqlen: int = 128
     lr: float = 3e-3
     seed: int = 0
+
+    def check(self) -> None:
+        """Shapes and schedule a Llama can be built and trained with; one error naming the flag."""
+        for flag, value in [("--hidden", self.hidden), ("--layers", self.layers), ("--heads", self.heads),
+                            ("--kv-heads", self.kv_heads), ("--intermediate", self.intermediate),
+                            ("--steps", self.steps), ("--batch-size", self.batch_size), ("--seqlen", self.seqlen)]:
+            if value < 1:
+                raise LangpruneError(f"{flag} must be positive, not {value}")
+        if self.seqlen < 2:
+            raise LangpruneError(f"--seqlen must be at least 2, not {self.seqlen}")
+        if self.hidden % self.heads:
+            raise LangpruneError(f"--hidden {self.hidden} must be a multiple of --heads {self.heads}")
+        if self.heads % self.kv_heads:
+            raise LangpruneError(f"--heads {self.heads} must be a multiple of --kv-heads {self.kv_heads}")
+        if (self.hidden // self.heads) % 2:
+            raise LangpruneError(f"--hidden / --heads = {self.hidden // self.heads} must be even (rotary embeddings)")
+        if not self.lr > 0:
+            raise LangpruneError(f"--lr must be positive, not {self.lr}")
 
 
 def token_streams(tokenizer, documents: dict[str, list[str]]):
@@ -100,15 +129,18 @@ def build_llama(tokenizer, cfg: ToyModelConfig):
 
 
 def train_model(tokenizer_dir: str | Path, text_dir: str | Path, out_dir: str | Path,
-                cfg: ToyModelConfig = ToyModelConfig(), *, threads: int | None = None) -> dict:
+                cfg: ToyModelConfig = ToyModelConfig(), *, threads: int | None = None, force: bool = False) -> dict:
     """Train with AdamW and a cosine schedule; save model + tokenizer + a training log."""
     import torch
-    from transformers import AutoTokenizer
 
+    from ..models import load_tokenizer
+
+    cfg.check()
+    check_output(out_dir, MODEL_KIND, force=force, inputs=[tokenizer_dir, text_dir])
     if threads:
         torch.set_num_threads(threads)
     torch.manual_seed(cfg.seed)
-    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+    tokenizer = load_tokenizer(str(tokenizer_dir))
     streams = token_streams(tokenizer, read_parts(text_dir))
     model = build_llama(tokenizer, cfg)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.1)
@@ -129,8 +161,8 @@ def train_model(tokenizer_dir: str | Path, text_dir: str | Path, out_dir: str | 
     log = {"config": cfg.__dict__, "parameters": sum(p.numel() for p in model.parameters()),
            "train_tokens": {lang: len(s) for lang, s in streams.items()},
            "final_loss": sum(losses[-20:]) / len(losses[-20:]), "loss_every_50": losses[::50]}
-    with atomic_path(out_dir) as tmp:
+    with atomic_path(out_dir, MODEL_KIND, force=force) as tmp:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
-        write_json(tmp / "training.json", log)
+        write_json(tmp / TRAINING_LOG, log)
     return log

