@@ -27,4 +27,4 @@ def test_one_job_per_model_and_rule(tmp_path):
         (workdir / "results" / "tables" / model / "metrics.csv").write_text("model\n")
     done = snakemake(workdir, "--dry-run")
     counts = dict(re.findall(r"^(report_\w+)\s+(\d+)$", done.stdout, flags=re.M))
-    assert counts == {"report_tables": "2", "report_summary": "2", "report_figures": "2"}
+    assert counts == {"report_tables": "2", "report_significance": "2", "report_summary": "2", "report_figures": "2"}

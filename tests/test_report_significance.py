@@ -122,13 +122,14 @@ def test_real_advantages_are_significant_and_a_null_one_is_not(tmp_path):
 def test_cli_writes_tables_and_target_best_counts_significant_wins(tmp_path):
     files = synthetic_grid(tmp_path)
     out = tmp_path / "tables"
-    assert main(["report", "significance", "--metrics-json", *files, "--out-dir", str(out), "--resamples", "499",
+    metrics = str(tmp_path / "metrics.csv")
+    assert main(["evaluate", "gather", *files, "--out", metrics]) == 0  # the CSV names the JSONs it came from
+    assert main(["report", "significance", "--metrics", metrics, "--out-dir", str(out), "--resamples", "499",
                  "--seed-counts", "1,3"]) == 0
     table = read_significance(out / "significance.csv")
     assert (out / "significance.md").read_text().count("own significantly better") == 2
     assert sorted(pd.read_csv(out / "seed_intervals.csv")["seeds"].unique()) == [1, 3]
-    # the tidy table of the same runs, then the summary with the tests
-    assert main(["evaluate", "gather", *files, "--out", str(tmp_path / "metrics.csv")]) == 0
+    # the summary with the tests
     assert main(["report", "summary", "--metrics", str(tmp_path / "metrics.csv"), "--out-dir", str(out),
                  "--significance", str(out / "significance.csv")]) == 0
     columns = pd.read_csv(out / "target_best_columns.csv")
@@ -152,13 +153,19 @@ def test_cli_writes_tables_and_target_best_counts_significant_wins(tmp_path):
                  "--significance", str(out / "significance.csv")]) == 0
 
 
-def test_metrics_without_units_or_with_different_units_are_clear_errors(tmp_path, capsys):
+def test_results_without_units_are_reported_untested_and_bad_input_is_a_clear_error(tmp_path, capsys):
     plain = tmp_path / "plain.json"
     write_json(plain, {"kind": "perplexity", "model": "toy", "checkpoint": None, "tags": {},
                        "records": [{"benchmark": "perplexity", "language": "en", "metric": "perplexity",
                                     "value": 3.0, "n": 10, "available": True}]})
-    assert main(["report", "significance", "--metrics-json", str(plain), "--out-dir", str(tmp_path)]) == 2
-    assert "no metrics JSON given holds per-unit results" in capsys.readouterr().err
+    assert main(["evaluate", "gather", str(plain), "--out", str(tmp_path / "plain.csv")]) == 0
+    assert main(["report", "significance", "--metrics", str(tmp_path / "plain.csv"), "--out-dir", str(tmp_path)]) == 0
+    assert "no per-unit results" in capsys.readouterr().err
+    assert "Nothing was tested" in (tmp_path / "significance.md").read_text()
+    assert read_significance(tmp_path / "significance.csv").empty
+    plain.unlink()
+    assert main(["report", "significance", "--metrics", str(tmp_path / "plain.csv"), "--out-dir", str(tmp_path)]) == 2
+    assert "metrics JSON(s) listed in" in capsys.readouterr().err
     files = [perplexity_doc(tmp_path, "en", 0, {"en": [10.0, 20.0]}),
              perplexity_doc(tmp_path, "de", 0, {"en": [10.0, 20.0, 5.0]}, tokens=(4, 6, 2))]
     with pytest.raises(LangpruneError, match="different evaluation units"):

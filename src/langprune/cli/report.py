@@ -28,7 +28,7 @@ def _significance(args: argparse.Namespace) -> None:
 
     settings = SignificanceSettings(resamples=args.resamples, alpha=args.alpha, seed=args.seed,
                             seed_counts=tuple(args.seed_counts))
-    write_significance(args.metrics_json, args.out_dir, settings)
+    write_significance(args.metrics, args.out_dir, settings)
 
 
 def _counts(text: str) -> list[int]:
@@ -57,16 +57,12 @@ def register(subparsers) -> None:
     for sub in (figures, summary):
         sub.add_argument("--significance", default=None,
                          help="significance.csv of `langprune report significance`: mark significant wins")
-    significance = commands.add_parser(
-        "significance", help="paired bootstrap intervals and Holm-corrected p-values: own-language calibration "
-                             "vs every other calibration set and vs the best other language")
-    significance.add_argument("--metrics-json", nargs="+", required=True,
-                              help="metrics JSONs of `langprune evaluate` (they keep per-window/per-item results)")
-    significance.add_argument("--out-dir", required=True, help="folder to write into (created if missing)")
+    significance = add("significance", "paired bootstrap intervals and Holm-corrected p-values: own-language "
+                       "calibration vs every other calibration set and vs the best other language (reads the "
+                       "per-window/per-item results of the metrics JSONs the CSV was gathered from)", _significance)
     significance.add_argument("--resamples", type=int, default=9999, help="bootstrap and permutation resamples")
     significance.add_argument("--alpha", type=float, default=0.05,
                               help="significance level; the interval is 1 - alpha (default 0.05: 95%%)")
     significance.add_argument("--seed", type=int, default=0, help="random seed of the resampling")
     significance.add_argument("--seed-counts", type=_counts, default=[2, 4, 8],
                               help="numbers of calibration seeds to recompute the interval with (default 2,4,8)")
-    significance.set_defaults(func=_significance)

@@ -131,8 +131,22 @@ def holm(pvalues) -> np.ndarray:
 
 # --------------------------------------------------------------------------- units
 
+def unit_files(metrics_csv: str | os.PathLike) -> list[str]:
+    """The metrics JSONs behind a tidy metrics CSV (its ``file`` column, as ``evaluate gather`` writes it)."""
+    path = Path(metrics_csv)
+    if not path.is_file():
+        raise LangpruneError(f"metrics table {path} does not exist: write it with `langprune evaluate gather`")
+    frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+    files = list(dict.fromkeys(f for f in frame.get("file", pd.Series(dtype=str)) if f))
+    missing = [f for f in files if not Path(f).is_file()]
+    if missing:
+        raise LangpruneError(f"{len(missing)} metrics JSON(s) listed in {path} are missing (first: {missing[0]}); "
+                             "run the significance tests where the evaluation results are, or gather again")
+    return files
+
+
 def read_units(paths: list[str | os.PathLike]) -> pd.DataFrame:
-    """One row per record that kept per-unit results, with the tidy table's labels."""
+    """One row per record that kept per-unit results, with the tidy table's labels (empty if none did)."""
     from ..evaluate.results import _labels
     from ..io import read_json
 
@@ -146,10 +160,8 @@ def read_units(paths: list[str | os.PathLike]) -> pd.DataFrame:
             if rec.get("units") and rec.get("available"):
                 rows.append({**labels, **{k: rec.get(k) for k in ["benchmark", "language", "metric", "value", "n"]},
                              "available": True, "units": rec["units"], "file": str(path)})
-    if not rows:
-        raise LangpruneError("no metrics JSON given holds per-unit results ('units'); evaluate again with this "
-                             "version of langprune, which keeps them")
-    return normalise_metrics(pd.DataFrame(rows))
+    columns = SETTING_KEYS + ["calib", "seed"] + COLUMN_KEYS + ["value", "n", "available", "units", "file"]
+    return normalise_metrics(pd.DataFrame(rows, columns=columns))
 
 
 def _unit_values(units: dict) -> tuple[list, np.ndarray, np.ndarray]:
@@ -346,12 +358,24 @@ def narrowing_summary(narrowing: pd.DataFrame) -> pd.DataFrame:
             .agg(columns="count", median_width="median").reset_index())
 
 
-def write_significance(metrics_json: list[str | os.PathLike], out_dir: str | os.PathLike,
+def write_significance(metrics_csv: str | os.PathLike, out_dir: str | os.PathLike,
                        settings: SignificanceSettings) -> list[Path]:
-    """Write significance.{csv,md,html} and seed_intervals.{csv,md,html} into out_dir."""
+    """Write significance.{csv,md,html} and seed_intervals.{csv,md,html} into out_dir.
+
+    The per-unit results come from the metrics JSONs the tidy table was gathered from. Results
+    evaluated before units were kept (or a table without its JSONs' paths) give empty tables
+    that say so, since the nominal tables stay valid.
+    """
+    import sys
+
     out_dir = Path(out_dir)
-    table, narrowing = compare_calibrations(read_units(metrics_json), settings)
+    units = read_units(unit_files(metrics_csv))
+    table, narrowing = compare_calibrations(units, settings)
     note = settings_note(settings)
+    if units.empty:
+        note = ("Nothing was tested: none of the evaluations behind this table kept per-unit results; "
+                "evaluate again with this version of langprune. " + note)
+        print(f"warning: {metrics_csv}: no per-unit results, nothing to test", file=sys.stderr)
     shown = display_table(table)
     title = "Is own-language calibration significantly better than the best other language?"
     narrow_title = "How the interval narrows with more seeds (own vs best other language)"
