@@ -351,11 +351,18 @@ def verdict(own_better: bool, significant: bool) -> str:
 
 
 def narrowing_summary(narrowing: pd.DataFrame) -> pd.DataFrame:
-    """Median interval width per method, metric and number of seeds: how many seeds a budget needs."""
+    """Median interval width per method, metric and number of seeds: how many seeds a budget needs.
+
+    Widths read as the effects do: of the perplexity ratio, or in the task metric's display units.
+    """
+    columns = SETTING_KEYS + ["metric", "seeds", "columns", "median_width"]
     if narrowing.empty:
-        return pd.DataFrame(columns=SETTING_KEYS + ["metric", "seeds", "columns", "median_width"])
-    return (narrowing.groupby(SETTING_KEYS + ["metric", "seeds"], sort=True)["width"]
-            .agg(columns="count", median_width="median").reset_index())
+        return pd.DataFrame(columns=columns)
+    summary = (narrowing.groupby(SETTING_KEYS + ["metric", "seeds"], sort=True)["width"]
+               .agg(columns="count", median_width="median").reset_index())
+    summary["median_width"] = [f"{w:.4f}" if metric == "perplexity" else f"{w * metric_info(metric).scale:.1f}"
+                               for w, metric in zip(summary["median_width"], summary["metric"])]
+    return summary[columns]
 
 
 def write_significance(metrics_csv: str | os.PathLike, out_dir: str | os.PathLike,
@@ -381,7 +388,7 @@ def write_significance(metrics_csv: str | os.PathLike, out_dir: str | os.PathLik
     narrow_title = "How the interval narrows with more seeds (own vs best other language)"
     narrow_note = (f"Width of the {settings.confidence:.0%} interval of own vs the best other language using the "
                    f"first k paired seeds, k in {list(settings.seed_counts)} (only k up to the seeds run); median "
-                   "over the columns of a setting. Ratio widths for perplexity, fractions for task scores.")
+                   "over the columns of a setting: of the perplexity ratio, or in percentage points for task scores.")
     summary = narrowing_summary(narrowing)
     written = [write_text(out_dir / "significance.csv", table.to_csv(index=False)),
                write_text(out_dir / "seed_intervals.csv", narrowing.to_csv(index=False))]
