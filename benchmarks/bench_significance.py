@@ -2,7 +2,8 @@
 
 1. Perplexity: the evaluation loop that keeps one summed NLL per window (``window_nll``)
    against the aggregate-only loop it replaced (one ``reduction="sum"`` per batch), on the
-   same model and windows; and the metrics JSON's size with and without the units.
+   same model and windows; the metrics JSON's size with and without the units; and whether
+   two evaluations keep identical units.
 2. Tasks: ``langprune evaluate tasks`` with lm-eval's per-sample logs (what keeps per-item
    scores) against the same run with ``log_samples=False``; JSON size with and without units.
 3. ``langprune report significance`` on a tidy metrics CSV (default: the toy run's).
@@ -57,6 +58,10 @@ def aggregate_only_nll(model, windows, batch_size: int = 1) -> float:
     return total
 
 
+def units_of(path: Path) -> list:
+    return [rec.get("units") for rec in json.loads(path.read_text())["records"]]
+
+
 def json_sizes(path: Path) -> tuple[int, int]:
     """(bytes with units, bytes of the same JSON without them)."""
     doc = json.loads(path.read_text())
@@ -79,10 +84,14 @@ def bench_perplexity(repeats: int, out: Path) -> list[tuple]:
     kept = timed(lambda: window_nll(model, windows), repeats)
     plain = timed(lambda: aggregate_only_nll(model, windows), repeats)
     evaluate_perplexity(MODEL, EVAL_TEXT, LANGUAGES, 128, 8192, str(out))
+    first = units_of(out)
+    evaluate_perplexity(MODEL, EVAL_TEXT, LANGUAGES, 128, 8192, str(out))
+    identical = "yes" if units_of(out) == first else "NO"
     with_units, without = json_sizes(out)
     return [("perplexity: per-window NLL loop s", f"{kept:.3f}"), ("perplexity: aggregate-only loop s", f"{plain:.3f}"),
             ("perplexity: ratio", f"{kept / plain:.3f}"), ("perplexity JSON bytes with units", with_units),
-            ("perplexity JSON bytes without units", without), ("windows", len(windows))]
+            ("perplexity JSON bytes without units", without), ("windows", len(windows)),
+            ("perplexity units identical in two runs", identical)]
 
 
 def bench_tasks(repeats: int, out: Path) -> list[tuple]:
@@ -102,12 +111,15 @@ def bench_tasks(repeats: int, out: Path) -> list[tuple]:
         finally:
             lm_eval.simple_evaluate = real
 
+    run(True)
+    first = units_of(out)
     logged = timed(lambda: run(True), repeats)
+    identical = "yes" if units_of(out) == first else "NO"
     with_units, without = json_sizes(out)
     plain = timed(lambda: run(False), repeats)
     return [("udhr_mc: with per-item logs s", f"{logged:.3f}"), ("udhr_mc: without s", f"{plain:.3f}"),
             ("udhr_mc: ratio", f"{logged / plain:.3f}"), ("udhr_mc JSON bytes with units", with_units),
-            ("udhr_mc JSON bytes without units", without)]
+            ("udhr_mc JSON bytes without units", without), ("udhr_mc units identical in two runs", identical)]
 
 
 def bench_report(repeats: int, metrics: str, out_dir: Path) -> list[tuple]:
