@@ -163,6 +163,9 @@ def test_results_without_units_are_reported_untested_and_bad_input_is_a_clear_er
     assert "no per-unit results" in capsys.readouterr().err
     assert "Nothing was tested" in (tmp_path / "significance.md").read_text()
     assert read_significance(tmp_path / "significance.csv").empty
+    assert main(["report", "summary", "--metrics", str(tmp_path / "plain.csv"), "--out-dir", str(tmp_path),
+                 "--significance", str(tmp_path / "significance.csv")]) == 0
+    assert "significant" not in pd.read_csv(tmp_path / "target_best.csv").columns  # untested, not "0 significant"
     plain.unlink()
     assert main(["report", "significance", "--metrics", str(tmp_path / "plain.csv"), "--out-dir", str(tmp_path)]) == 2
     assert "metrics JSON(s) listed in" in capsys.readouterr().err

@@ -198,7 +198,7 @@ def write_summary(metrics_csv: str | os.PathLike, out_dir: str | os.PathLike,
             "scores the same, are not counted."
             + (" 'significant' counts the columns where own-language calibration is also significantly better than "
                "the next best language (paired test, Holm-corrected; see significance.md); the per-column file "
-               "states the effect and its interval." if significance is not None else ""))
+               "states the effect and its interval." if "significant_win" in columns else ""))
     body_md = summary.to_markdown(index=False, floatfmt=".2f") if len(summary) else "(no comparable columns)"
     return [
         write_text(out_dir / "target_best.csv", summary.to_csv(index=False)),

@@ -282,9 +282,12 @@ def annotate_target_best(columns: pd.DataFrame, significance: pd.DataFrame) -> p
     """target_best's per-column rows plus own vs the best other language: effect, interval, Holm p.
 
     ``significant_win``: own language is the best single calibration and significantly
-    better than the next best; columns without a test (no per-unit results) read False.
+    better than the next best; columns without a test read False, and without any test the
+    columns come back unchanged.
     """
     best = significance[significance["other"] == BEST_OTHER].rename(columns={"compared": "next_best"})
+    if best.empty:  # nothing was tested: state no significance rather than zero wins
+        return columns
     keep = SETTING_KEYS + COLUMN_KEYS + ["next_best", "effect", "estimate", "low", "high", "p_holm", "significant",
                                          "own_better", "seeds", "units"]
     merged = columns.merge(best[keep], on=SETTING_KEYS + COLUMN_KEYS, how="left")
