@@ -342,12 +342,15 @@ def display_table(table: pd.DataFrame) -> pd.DataFrame:
         "effect [interval]": [format_effect(r.estimate, r.low, r.high, r.effect, r.metric)
                               for r in best.itertuples(index=False)],
         "p (Holm)": best["p_holm"].map(lambda p: "n/a" if pd.isna(p) else f"{p:.3g}"),
-        "verdict": [verdict(r.own_better, r.significant) for r in best.itertuples(index=False)],
+        "verdict": [verdict(r.own_better, r.significant, r.estimate == (1.0 if r.effect == "ratio" else 0.0))
+                    for r in best.itertuples(index=False)],
         "seeds": best["seeds"], "units": best["units"],
     })
 
 
-def verdict(own_better: bool, significant: bool) -> str:
+def verdict(own_better: bool, significant: bool, tie: bool = False) -> str:
+    if tie:
+        return "no difference"
     if significant:
         return "own significantly better" if own_better else "own significantly worse"
     return "own nominally better" if own_better else "own nominally worse"
