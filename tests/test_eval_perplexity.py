@@ -56,6 +56,10 @@ def test_perplexity_and_bits_per_byte_equal_a_hand_computation(tmp_path, tiny_ll
     assert values["bits_per_byte"]["value"] == pytest.approx(bpb, rel=1e-5)
     assert doc["checkpoint"] is None and doc["checkpoint_hash"] is None and doc["tags"] == {"model": "tiny"}
     assert all(r["benchmark"] == "perplexity" and r["available"] for r in doc["records"])
+    units = values["perplexity"]["units"]  # per window: they add up to the aggregate
+    assert units["unit"] == "window" and len(units["nll"]) == BUDGET // SEQLEN
+    assert sum(units["tokens"]) == tokens and sum(units["bytes"]) == values["perplexity"]["scored_bytes"]
+    assert math.fsum(units["nll"]) == values["perplexity"]["nll"]
 
 
 def test_windows_do_not_overlap_and_respect_the_budget(tiny_tokenizer_dir):

@@ -136,9 +136,21 @@ def run(tmp_path_factory, tiny_llama_dir, text_splits):
 
 def test_lm_eval_runs_zero_shot_without_cache_or_bootstrap(run):
     (kwargs,) = run["calls"]
-    assert kwargs["num_fewshot"] == 0 and kwargs["bootstrap_iters"] == 0 and kwargs["log_samples"] is False
+    assert kwargs["num_fewshot"] == 0 and kwargs["bootstrap_iters"] == 0 and kwargs["log_samples"] is True
     assert kwargs["use_cache"] is None and kwargs["cache_requests"] is False and kwargs["batch_size"] == 2
     assert kwargs["limit"] == 4 and kwargs["task_manager"] is harness.task_manager()
+
+
+def test_per_item_scores_are_kept_and_average_to_the_score(run):
+    for rec in run["doc"]["records"]:
+        if not rec["available"]:
+            assert "units" not in rec
+            continue
+        units = rec["units"]
+        assert units["unit"] == "item" and units["ids"] == sorted(units["ids"]) and len(units["ids"]) == rec["n"]
+        assert sum(units["score"]) / len(units["score"]) == pytest.approx(rec["value"], abs=1e-12)
+        if rec["metric"] == "acc":
+            assert set(units["score"]) <= {0.0, 1.0}
 
 
 def test_records_cover_every_pair_with_gaps_marked(run):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from langprune.report import figures, paper, tables
+from langprune.report import figures, paper, significance, tables
 from test_report_browser import REPORT_RULES, snakemake
 
 
@@ -26,11 +26,13 @@ def test_rule_outputs_are_the_files_the_package_writes():
     """report.smk spells its table files out (no package import at parse time); they must be
     the files `langprune report` writes. Its header up to REPORT_SHOWN is plain Python."""
     header = Path(REPORT_RULES).read_text().split("# Formats shown in the report")[0]
-    names: dict = {}
+    names: dict = {"config": {}}
     exec(header, names)  # noqa: S102 - the project's own rule file
     assert names["REPORT_TABLE_FILES"] == {**{name: tables.TABLE_FORMATS for name in tables.TABLE_NAMES},
                                            "paper_comparison": paper.COMPARISON_FORMATS}
     assert names["REPORT_SUMMARY_FILES"] == {"target_best": figures.SUMMARY_FORMATS}
+    assert names["REPORT_SIGNIFICANCE_FILES"] == {"significance": significance.SIGNIFICANCE_FORMATS,
+                                                  "seed_intervals": significance.SIGNIFICANCE_FORMATS}
 
 
 def test_one_job_per_model_and_rule(tmp_path):
@@ -40,4 +42,4 @@ def test_one_job_per_model_and_rule(tmp_path):
         (workdir / "results" / "tables" / model / "metrics.csv").write_text("model\n")
     done = snakemake(workdir, "--dry-run")
     counts = dict(re.findall(r"^(report_\w+)\s+(\d+)$", done.stdout, flags=re.M))
-    assert counts == {"report_tables": "2", "report_summary": "2", "report_figures": "2"}
+    assert counts == {"report_tables": "2", "report_significance": "2", "report_summary": "2", "report_figures": "2"}

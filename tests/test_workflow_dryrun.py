@@ -57,7 +57,7 @@ def test_paper_grid_job_count_of_every_rule(tmp_path):
     assert counts["evaluate_perplexity"] == checkpoints and counts["evaluate_tasks"] == checkpoints * (benchmarks - 1)
     assert counts["evaluate_perplexity_dense"] == models and counts["evaluate_tasks_dense"] == models * (benchmarks - 1)
     assert counts["gather_metrics"] == models
-    for rule in ("report_tables", "report_summary", "report_figures"):
+    for rule in ("report_tables", "report_significance", "report_summary", "report_figures"):
         assert counts[rule] == models
     assert counts["all"] == 1
     # no toy assets on the paper grid

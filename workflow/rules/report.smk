@@ -17,6 +17,12 @@ REPORT_TABLE_FILES = {
     "paper_comparison": ["csv", "md", "html"],
 }
 REPORT_SUMMARY_FILES = {"target_best": ["csv", "md", "html"]}
+# Significance tables (langprune.report.significance's SIGNIFICANCE_FORMATS).
+REPORT_SIGNIFICANCE = "results/tables/{model}/significance.csv"
+REPORT_SIGNIFICANCE_FILES = {"significance": ["csv", "md", "html"], "seed_intervals": ["csv", "md", "html"]}
+# Test settings as flags; a key the config leaves out keeps the command's default (the schema's).
+SIGNIFICANCE_FLAGS = " ".join(f"--{key.replace('_', '-')} {','.join(map(str, value)) if isinstance(value, list) else value}"
+                              for key, value in config.get("significance", {}).items())
 # Formats shown in the report: HTML renders inline, CSV is the download.
 REPORT_SHOWN = {"html": "Tables", "csv": "Table data (CSV)"}
 # (A line may not start with `report(` outside a rule: Snakemake would read the `report:` keyword.)
@@ -24,7 +30,7 @@ REPORT_OUTPUTS = {
     (name, ext): f"results/tables/{{model}}/{name}.{ext}" if ext not in REPORT_SHOWN else report(
         f"results/tables/{{model}}/{name}.{ext}", caption=f"../report/{name}.rst", category=REPORT_SHOWN[ext],
         subcategory="{model}", labels={"model": "{model}", "table": name, "format": ext})
-    for files in (REPORT_TABLE_FILES, REPORT_SUMMARY_FILES)
+    for files in (REPORT_TABLE_FILES, REPORT_SUMMARY_FILES, REPORT_SIGNIFICANCE_FILES)
     for name, formats in files.items()
     for ext in formats
 }
@@ -50,9 +56,28 @@ rule report_tables:
         "langprune report tables --metrics {input:q} --out-dir $(dirname {output.aggregated:q}) > {log:q} 2>&1"
 
 
-rule report_summary:
+rule report_significance:
     input:
         REPORT_METRICS,
+    output:
+        **{f"{n}_{e}": REPORT_OUTPUTS[n, e] for n, formats in REPORT_SIGNIFICANCE_FILES.items() for e in formats},
+    params:
+        flags=SIGNIFICANCE_FLAGS,
+    log:
+        "logs/report/{model}/significance.log",
+    wildcard_constraints:
+        model="[^/]+",
+    conda:
+        REPORT_CONDA_ENV
+    shell:
+        "langprune report significance --metrics {input:q} --out-dir $(dirname {output.significance_csv:q}) "
+        "{params.flags} > {log:q} 2>&1"
+
+
+rule report_summary:
+    input:
+        metrics=REPORT_METRICS,
+        significance=REPORT_SIGNIFICANCE,
     output:
         columns="results/tables/{model}/target_best_columns.csv",
         **{f"{n}_{e}": REPORT_OUTPUTS[n, e] for n, formats in REPORT_SUMMARY_FILES.items() for e in formats},
@@ -63,12 +88,14 @@ rule report_summary:
     conda:
         REPORT_CONDA_ENV
     shell:
-        "langprune report summary --metrics {input:q} --out-dir $(dirname {output.columns:q}) > {log:q} 2>&1"
+        "langprune report summary --metrics {input.metrics:q} --significance {input.significance:q} "
+        "--out-dir $(dirname {output.columns:q}) > {log:q} 2>&1"
 
 
 rule report_figures:
     input:
-        REPORT_METRICS,
+        metrics=REPORT_METRICS,
+        significance=REPORT_SIGNIFICANCE,
     output:
         report(directory(REPORT_HEATMAPS), patterns=["{setting}/{figure}.png"], caption="../report/heatmap.rst",
                category="Heatmaps", subcategory="{model}",
@@ -80,4 +107,5 @@ rule report_figures:
     conda:
         REPORT_CONDA_ENV
     shell:
-        "langprune report figures --metrics {input:q} --out-dir {output:q} > {log:q} 2>&1"
+        "langprune report figures --metrics {input.metrics:q} --significance {input.significance:q} "
+        "--out-dir {output:q} > {log:q} 2>&1"

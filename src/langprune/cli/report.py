@@ -14,13 +14,28 @@ def _tables(args: argparse.Namespace) -> None:
 def _figures(args: argparse.Namespace) -> None:
     from ..report.figures import write_figures
 
-    write_figures(args.metrics, args.out_dir, model=args.model)
+    write_figures(args.metrics, args.out_dir, model=args.model, significance=args.significance)
 
 
 def _summary(args: argparse.Namespace) -> None:
     from ..report.figures import write_summary
 
-    write_summary(args.metrics, args.out_dir)
+    write_summary(args.metrics, args.out_dir, significance=args.significance)
+
+
+def _significance(args: argparse.Namespace) -> None:
+    from ..report.significance import SignificanceSettings, write_significance
+
+    settings = SignificanceSettings(resamples=args.resamples, alpha=args.alpha, seed=args.seed,
+                            seed_counts=tuple(args.seed_counts))
+    write_significance(args.metrics, args.out_dir, settings)
+
+
+def _counts(text: str) -> list[int]:
+    try:
+        return [int(k) for k in text.split(",") if k]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a comma-separated list of numbers of seeds") from None
 
 
 def register(subparsers) -> None:
@@ -38,4 +53,16 @@ def register(subparsers) -> None:
     figures = add("figures", "calibration x evaluation-language heatmaps (PNG), absolute and relative to dense",
                   _figures)
     figures.add_argument("--model", default=None, help="model to draw when the CSV holds several")
-    add("summary", "how often the target language was the best calibration ('k of n columns')", _summary)
+    summary = add("summary", "how often the target language was the best calibration ('k of n columns')", _summary)
+    for sub in (figures, summary):
+        sub.add_argument("--significance", default=None,
+                         help="significance.csv of `langprune report significance`: mark significant wins")
+    significance = add("significance", "paired bootstrap intervals and Holm-corrected p-values: own-language "
+                       "calibration vs every other calibration set and vs the best other language (reads the "
+                       "per-window/per-item results of the metrics JSONs the CSV was gathered from)", _significance)
+    significance.add_argument("--resamples", type=int, default=9999, help="bootstrap and permutation resamples")
+    significance.add_argument("--alpha", type=float, default=0.05,
+                              help="significance level; the interval is 1 - alpha (default 0.05: 95%%)")
+    significance.add_argument("--seed", type=int, default=0, help="random seed of the resampling")
+    significance.add_argument("--seed-counts", type=_counts, default=[2, 4, 8],
+                              help="numbers of calibration seeds to recompute the interval with (default 2,4,8)")

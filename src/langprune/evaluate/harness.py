@@ -1,7 +1,8 @@
 """Downstream tasks through lm-eval's Python API, on the in-memory (possibly pruned) model.
 
-Settings the paper's comparison relies on: zero-shot, a fixed batch size, no bootstrap,
-no per-sample logs, and never lm-eval's request cache (its keys ignore the weights, so a
+Settings the paper's comparison relies on: zero-shot, a fixed batch size, no bootstrap
+(langprune's paired comparisons resample the per-item scores kept from lm-eval's per-sample
+logs instead, see ``units.py``), and never lm-eval's request cache (its keys ignore the weights, so a
 pruned variant would be served the dense model's answers). One ``TaskManager`` per
 process indexes lm-eval's tasks plus this package's ``tasks/`` (MKQA, udhr_mc).
 
@@ -128,6 +129,14 @@ def score(entry: TaskEntry, results: dict) -> tuple[float | None, int]:
     return value, n
 
 
+def item_scores(entry: TaskEntry, results: dict) -> dict:
+    """``{"units": ...}``: the per-item scores of one task, or nothing when lm-eval logged none."""
+    from .units import item_units
+
+    samples = results.get("samples", {}).get(entry.task)
+    return {"units": item_units(samples, entry.metric)} if samples else {}
+
+
 def evaluate_tasks(model: str, benchmarks: list[str], languages: list[str], out: str, *,
                    checkpoint: str | None = None, limit: int | None = None, batch_size: int = 1,
                    max_length: int | None = None, task_data: list[str] = (), dtype: str | None = None,
@@ -158,7 +167,7 @@ def evaluate_tasks(model: str, benchmarks: list[str], languages: list[str], out:
         lm = HFLM(pretrained=lm_model, tokenizer=load_tokenizer(model, revision=revision), batch_size=batch_size,
                   max_length=max_length)
         results = simple_evaluate(model=lm, tasks=list(tasks.values()), num_fewshot=0, batch_size=batch_size,
-                                  limit=limit, bootstrap_iters=0, log_samples=False, use_cache=None,
+                                  limit=limit, bootstrap_iters=0, log_samples=True, use_cache=None,
                                   cache_requests=False, task_manager=manager_for(runnable))
         del lm, lm_model
         free_memory()
@@ -166,7 +175,7 @@ def evaluate_tasks(model: str, benchmarks: list[str], languages: list[str], out:
     for entry in entries:
         value, n = score(entry, results) if entry.available else (None, 0)
         records.append(record(entry.benchmark, entry.label, entry.metric, value, n, entry.available and value is not None,
-                              task=entry.task))
+                              task=entry.task, **(item_scores(entry, results) if entry.available else {})))
     settings = {"benchmarks": benchmarks, "languages": languages, "limit": limit, "batch_size": batch_size,
                 "max_length": max_length, "num_fewshot": 0, "revision": revision, "task_data": [str(d) for d in task_data], "dtype": dtype}
     return write_metrics(out, kind="tasks", model=model, checkpoint=checkpoint, records=records, tags=tags,

@@ -25,6 +25,7 @@ class EvalWindows:
 
     input_ids: list[list[int]]
     scored_bytes: int
+    window_bytes: list[int]  # per window; they sum to scored_bytes
 
 
 def make_windows(text: str, tokenizer, seqlen: int, max_tokens: int, lang: str = "?") -> EvalWindows:
@@ -40,29 +41,28 @@ def make_windows(text: str, tokenizer, seqlen: int, max_tokens: int, lang: str =
         raise LangpruneError(
             f"evaluation text for '{lang}' has {len(ids)} tokens (budget --max-tokens {max_tokens}); "
             f"one window needs --seqlen {seqlen}: add text or lower --seqlen")
-    windows, scored = [], 0
+    windows, window_bytes = [], []
     for k in range(nwindows):
         first, last = k * seqlen, (k + 1) * seqlen - 1
         windows.append(ids[first:last + 1])
-        scored += len(text[offsets[first][1]:offsets[last][1]].encode("utf-8"))
-    return EvalWindows(windows, scored)
+        window_bytes.append(len(text[offsets[first][1]:offsets[last][1]].encode("utf-8")))
+    return EvalWindows(windows, sum(window_bytes), window_bytes)
 
 
-def summed_nll(model, windows: list[list[int]], batch_size: int = 1, device: str = "cpu") -> tuple[float, int]:
-    """Sum of next-token negative log-likelihoods (nats, float64) over all windows, and the token count."""
+def window_nll(model, windows: list[list[int]], batch_size: int = 1, device: str = "cpu") -> list[float]:
+    """Summed next-token negative log-likelihood (nats, float64) of each window, in window order."""
     import torch
     import torch.nn.functional as F
 
-    total, count = 0.0, 0
+    sums = []
     with torch.no_grad():
         for start in range(0, len(windows), batch_size):
             batch = torch.tensor(windows[start:start + batch_size], dtype=torch.long, device=device)
             logits = model(input_ids=batch).logits[:, :-1].float()
             targets = batch[:, 1:]
-            nll = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), reduction="sum")
-            total += float(nll.double())
-            count += targets.numel()
-    return total, count
+            nll = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), reduction="none")
+            sums += nll.view(targets.shape).double().sum(dim=1).tolist()
+    return sums
 
 
 def language_metrics(nll: float, tokens: int, scored_bytes: int) -> dict[str, float]:
@@ -123,6 +123,7 @@ def evaluate_perplexity(model: str, source: str, languages: list[str], seqlen: i
     from ..data.sources import parse_source
     from ..models import free_memory, load_tokenizer
     from .results import check_metrics_out, record, write_metrics
+    from .units import window_units
 
     if seqlen < 2 or max_tokens < seqlen:
         raise LangpruneError(f"need --seqlen >= 2 and --max-tokens >= --seqlen (got {seqlen}, {max_tokens})")
@@ -139,10 +140,13 @@ def evaluate_perplexity(model: str, source: str, languages: list[str], seqlen: i
     lm = load_pruned_model(model, checkpoint, dtype=dtype, device=device, revision=revision)
     records = []
     for lang in languages:
-        nll, tokens = summed_nll(lm, windows[lang].input_ids, batch_size, device)
+        nlls = window_nll(lm, windows[lang].input_ids, batch_size, device)
+        counts = [len(w) - 1 for w in windows[lang].input_ids]
+        nll, tokens = math.fsum(nlls), sum(counts)
+        units = {"units": window_units(nlls, counts, windows[lang].window_bytes)}
         for metric, value in language_metrics(nll, tokens, windows[lang].scored_bytes).items():
             records.append(record("perplexity", lang, metric, value, tokens, nll=nll,
-                                  scored_bytes=windows[lang].scored_bytes))
+                                  scored_bytes=windows[lang].scored_bytes, **(units if metric == "perplexity" else {})))
     del lm
     free_memory()
     settings = {"source": src.spec, "languages": languages, "seqlen": seqlen, "max_tokens": max_tokens,

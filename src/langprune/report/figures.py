@@ -5,7 +5,9 @@ seed-mean perplexity (or task score) per calibration set (rows) and evaluation l
 (columns), a second one the change relative to the dense model in percent. The best
 calibration of each column is boxed; the cell whose calibration language is the column's
 own language is outlined with dashes, so "is the diagonal the best?" is visible at a glance.
-The summary counts that question the way the paper states "26 of 50".
+The summary counts that question the way the paper states "26 of 50"; given the paired
+tests of ``significance.py`` it also counts the columns where own-language calibration is
+significantly better than the next best, and the heatmaps mark those cells with a star.
 """
 
 from __future__ import annotations
@@ -146,8 +148,9 @@ def target_best_columns(agg: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(records, columns=columns)
 
 
-def count_statement(k: int, n: int) -> str:
-    return f"{k} of {n} columns"
+def count_statement(k: int, n: int, significant: int | None = None) -> str:
+    text = f"{k} of {n} columns"
+    return text if significant is None else f"{text} ({significant} significantly better than the next best)"
 
 
 def target_best_summary(columns: pd.DataFrame) -> pd.DataFrame:
@@ -155,11 +158,14 @@ def target_best_summary(columns: pd.DataFrame) -> pd.DataFrame:
     keys = SETTING_KEYS + ["metric"]
     rows = []
 
+    tested = "significant_win" in columns
+
     def add(scope: dict, group: pd.DataFrame) -> None:
         k, n = int(group["target_is_best"].sum()), len(group)
-        rows.append({**scope, "target_best": k, "columns": n, "share": k / n if n else float("nan"),
+        significant = {"significant": int(group["significant_win"].sum())} if tested else {}
+        rows.append({**scope, "target_best": k, **significant, "columns": n, "share": k / n if n else float("nan"),
                      "mean_gap_to_best_other": group["gap_to_best_other"].mean() if n else float("nan"),
-                     "statement": count_statement(k, n)})
+                     "statement": count_statement(k, n, significant.get("significant"))})
 
     for key, group in columns.groupby(keys, sort=False):
         add(dict(zip(keys, key)), group)
@@ -167,21 +173,34 @@ def target_best_summary(columns: pd.DataFrame) -> pd.DataFrame:
     for metric, group in columns.groupby("metric", sort=False):
         add({**everything, "metric": metric}, group)
     add({**everything, "metric": "all"}, columns)
-    return pd.DataFrame(rows, columns=keys + ["target_best", "columns", "share", "mean_gap_to_best_other",
+    return pd.DataFrame(rows, columns=keys + ["target_best", *(["significant"] if tested else []), "columns", "share",
+                                              "mean_gap_to_best_other",
                                               "statement"])
 
 
-def write_summary(metrics_csv: str | os.PathLike, out_dir: str | os.PathLike) -> list[Path]:
-    """Write target_best.{csv,md,html} (counts) and target_best_columns.csv (per column)."""
+def write_summary(metrics_csv: str | os.PathLike, out_dir: str | os.PathLike,
+                  significance: str | os.PathLike | None = None) -> list[Path]:
+    """Write target_best.{csv,md,html} (counts) and target_best_columns.csv (per column).
+
+    With ``significance`` (significance.csv) each column also states own vs the next best
+    language: the effect, its interval, the Holm-adjusted p-value and whether the win is significant.
+    """
+    from .significance import annotate_target_best, read_significance
+
     out_dir = Path(out_dir)
     columns = target_best_columns(aggregate_seeds(read_metrics(metrics_csv)))
+    if significance is not None:
+        columns = annotate_target_best(columns, read_significance(significance))
     summary = target_best_summary(columns)
     title = "How often is the target language the best calibration?"
     note = ("For each evaluation column (benchmark x language) of each pruning setting, the single-language "
             "calibration with the best seed-mean score is found (lowest perplexity, highest accuracy); "
             "the count is the number of columns where that is the evaluation language itself, like the paper's "
             "'26 of 50'. Columns whose own language was not used for calibration, or where every calibration "
-            "scores the same, are not counted.")
+            "scores the same, are not counted."
+            + (" 'significant' counts the columns where own-language calibration is also significantly better than "
+               "the next best language (paired test, Holm-corrected; see significance.md); the per-column file "
+               "states the effect and its interval." if "significant_win" in columns else ""))
     body_md = summary.to_markdown(index=False, floatfmt=".2f") if len(summary) else "(no comparable columns)"
     return [
         write_text(out_dir / "target_best.csv", summary.to_csv(index=False)),
@@ -224,8 +243,11 @@ def column_labels(values: pd.DataFrame) -> list[str]:
     return [lang.upper() if len(benchmarks) == 1 else f"{b}\n{lang.upper()}" for b, _, lang in values.columns]
 
 
-def draw_heatmap(grid: Grid, relative: bool, title: str):
-    """Render one heatmap as a matplotlib Figure (no pyplot state, Agg canvas)."""
+def draw_heatmap(grid: Grid, relative: bool, title: str, significant: np.ndarray | None = None):
+    """Render one heatmap as a matplotlib Figure (no pyplot state, Agg canvas).
+
+    ``significant``: cells whose own-language win is significant; they get a star and a solid box.
+    """
     from matplotlib import colormaps
     from matplotlib.colors import TwoSlopeNorm
     from matplotlib.figure import Figure
@@ -252,7 +274,9 @@ def draw_heatmap(grid: Grid, relative: bool, title: str):
         for j, text in enumerate(row):
             shade = masked[i, j] if not np.ma.is_masked(masked[i, j]) else None
             dark = shade is not None and (image.norm(shade) < 0.35 if not relative else abs(image.norm(shade) - 0.5) > 0.35)
-            ax.text(j, i, text, ha="center", va="center", fontsize=7, color="white" if dark else "black")
+            starred = significant is not None and significant[i, j]
+            ax.text(j, i, text + (" *" if starred else ""), ha="center", va="center", fontsize=7,
+                    fontweight="bold" if starred else "normal", color="white" if dark else "black")
             if best[i, j]:
                 ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, edgecolor="black", linewidth=2.4))
             if target[i, j]:
@@ -264,8 +288,10 @@ def draw_heatmap(grid: Grid, relative: bool, title: str):
     ax.set_ylabel("calibration set")
     ax.set_title(title, fontsize=9)
     fig.colorbar(image, ax=ax, label=bar_label, shrink=0.8)
-    fig.text(0.01, 0.005, "black box: best calibration in the column\norange dashes: calibration = "
-             "evaluation language; grey: n/a", fontsize=7)
+    legend = "black box: best calibration in the column\norange dashes: calibration = evaluation language; grey: n/a"
+    if significant is not None:
+        legend += "\n*: own language significantly better than the next best (Holm-corrected)"
+    fig.text(0.01, 0.005, legend, fontsize=7)
     fig.tight_layout(rect=(0, 0.06, 1, 1))
     return fig
 
@@ -282,8 +308,14 @@ def figure_title(setting: dict, family: Family, relative: bool, seeds: int) -> s
 
 
 def write_figures(metrics_csv: str | os.PathLike, out_dir: str | os.PathLike,
-                  model: str | None = None) -> list[Path]:
-    """Write heatmaps OUT_DIR/<method>_<structure>_<sparsity>/<family>_{abs,rel}.png for one model."""
+                  model: str | None = None, significance: str | os.PathLike | None = None) -> list[Path]:
+    """Write heatmaps OUT_DIR/<method>_<structure>_<sparsity>/<family>_{abs,rel}.png for one model.
+
+    ``significance`` (significance.csv): star the cells of significant own-language wins.
+    """
+    from .significance import read_significance, significant_cells
+
+    tests = read_significance(significance) if significance is not None else None
     agg = aggregate_seeds(read_metrics(metrics_csv))
     models = sorted(agg["model"].unique())
     if model is None and len(models) > 1:
@@ -306,6 +338,7 @@ def write_figures(metrics_csv: str | os.PathLike, out_dir: str | os.PathLike,
             if grid is None:
                 continue
             for relative, suffix in [(False, "abs"), (True, "rel")]:
-                fig = draw_heatmap(grid, relative, figure_title(setting, family, relative, seeds))
+                marks = None if tests is None else significant_cells(tests, setting, grid.values)
+                fig = draw_heatmap(grid, relative, figure_title(setting, family, relative, seeds), marks)
                 written.append(save_figure(fig, out_dir / setting_name(setting) / f"{family.name}_{suffix}.png"))
     return written
