@@ -212,3 +212,26 @@ class SharedContextLM(HFLM):
                 answers.append((float(logprobs.gather(1, target[:, None]).sum()), greedy))
             out.append(answers)
         return out
+
+
+BACKENDS = ("shared", "hflm")
+
+
+def check_backend(backend: str, batch_tokens: int) -> None:
+    """Bad backend settings are one clear error, before any model is loaded."""
+    from ..errors import LangpruneError
+
+    if backend not in BACKENDS:
+        raise LangpruneError(f"--backend '{backend}' is not one of: {', '.join(BACKENDS)}")
+    if batch_tokens <= 0:
+        raise LangpruneError(f"--batch-tokens must be positive, not {batch_tokens}")
+
+
+def make_lm(backend: str, model, tokenizer, *, batch_size: int, max_length: int | None,
+            batch_tokens: int = DEFAULT_BATCH_TOKENS) -> HFLM:
+    """The lm-eval model for ``backend``: ``shared`` (this module) or ``hflm`` (lm-eval's own, for comparison)."""
+    check_backend(backend, batch_tokens)
+    if backend == "hflm":
+        return HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size, max_length=max_length)
+    return SharedContextLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size, max_length=max_length,
+                           batch_tokens=batch_tokens)
