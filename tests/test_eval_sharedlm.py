@@ -175,3 +175,27 @@ def test_rolling_and_generation_are_hflm_s(tiny_llama_dir):
     kwargs = {"until": ["\n"], "do_sample": False, "max_gen_toks": 8}
     gen = [Instance("generate_until", {}, (f"Question: {words(rng, 6)}?\nAnswer:", kwargs), i) for i in range(3)]
     assert plain.generate_until(gen) == shared.generate_until(gen)
+
+
+def test_evaluate_tasks_backends_give_identical_records(tmp_path, tiny_llama_dir, text_splits):
+    """`langprune evaluate tasks` (shared by default) and `--backend hflm`: udhr_mc, ARC and MKQA."""
+    import json
+
+    from test_eval_tasks import MKQA_ROWS, write_arc_copies
+
+    from langprune.cli import main
+    from langprune.io import read_json
+
+    assert main(["evaluate", "make-mc", "--source", f"text:{text_splits['eval']}", "--languages", "de,en",
+                 "--n-items", "6", "--out", str(tmp_path / "mc")]) == 0
+    (tmp_path / "mkqa").mkdir()
+    (tmp_path / "mkqa" / "mkqa.jsonl").write_text("".join(json.dumps(r) + "\n" for r in MKQA_ROWS))
+    write_arc_copies(tmp_path / "hub")
+    common = ["evaluate", "tasks", "--model", str(tiny_llama_dir), "--tasks", "udhr_mc,arc,mkqa", "--languages",
+              "de,en", "--batch-size", "2", "--task-data", str(tmp_path / "mc"), "--task-data", str(tmp_path / "hub"),
+              "--task-data", str(tmp_path / "mkqa")]
+    assert main([*common, "--batch-tokens", "300", "--out", str(tmp_path / "shared.json")]) == 0
+    assert main([*common, "--backend", "hflm", "--out", str(tmp_path / "hflm.json")]) == 0
+    shared, plain = read_json(tmp_path / "shared.json"), read_json(tmp_path / "hflm.json")
+    assert shared["records"] == plain["records"] and len(shared["records"]) == 7
+    assert shared["settings"]["backend"] == "shared" and plain["settings"]["backend"] == "hflm"
