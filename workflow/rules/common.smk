@@ -3,6 +3,8 @@
 # work itself is done by `langprune` commands.
 
 import re
+import shlex
+from types import SimpleNamespace
 
 from snakemake.utils import validate
 
@@ -104,14 +106,14 @@ def device(wildcards):
     return "cuda" if MODELS[wildcards.model]["gpu"] > 0 else "cpu"
 
 
-def scaled(stage, key):
+def scaled(stage, key, jobs=1):
     """A resource callable: the stage's base value x the model's scale x the attempt number,
-    so a job killed for memory or time is retried with more."""
+    so a job killed for memory or time is retried with more (x ``jobs`` when one job does several)."""
 
     def resource(wildcards, attempt):
         base = config.get(stage, {}).get("resources", {}).get(key, 1000 if key == "mem_mb" else 30)
         scale = MODELS[wildcards.model]["scale"] if hasattr(wildcards, "model") else 1
-        return int(base * scale * attempt)
+        return int(base * scale * attempt * jobs)
 
     return resource
 
@@ -169,3 +171,14 @@ def benchmark_command(wildcards):
     flags += f" --limit {task['limit']}" if task.get("limit") else ""
     flags += " --task-data results/toy/mc" if MC and wildcards.benchmark == "udhr_mc" else ""
     return flags
+
+
+def variant_inputs(wildcards):
+    """What a variant's evaluation job (evaluation.group: variant) reads besides the model."""
+    return sorted({path for b in BENCHMARKS for path in benchmark_inputs(SimpleNamespace(benchmark=b))})
+
+
+def variant_runs(wildcards):
+    """Every benchmark of a variant as `--run` arguments of `langprune evaluate variant`."""
+    return " ".join(f"--run {shlex.quote(benchmark_command(SimpleNamespace(benchmark=b)) + f' --out {b}.json')}"
+                    for b in BENCHMARKS)

@@ -81,6 +81,71 @@ rule evaluate_dense:
         "--device {params.device} {params.revision} {params.tags} --out {output} > {log} 2>&1"
 
 
+if EVALUATION["group"] == "variant":
+    # One job per variant: `langprune evaluate variant` loads the model once and writes every
+    # benchmark's metrics file (the same files as the per-benchmark rules above, which these
+    # take precedence over). A job with several outputs cannot use the between-workflow cache,
+    # so dense evaluations are not cached under this grouping (docs/reruns.md).
+
+    ruleorder: evaluate_pruned_variant > evaluate_pruned
+    ruleorder: evaluate_dense_variant > evaluate_dense
+
+    rule evaluate_pruned_variant:
+        input:
+            model=model_input,
+            checkpoint=CHECKPOINT,
+            data=variant_inputs,
+        output:
+            expand(PRUNED_METRICS, benchmark=BENCHMARKS, allow_missing=True),
+        params:
+            model=lambda wc: MODELS[wc.model]["path"],
+            runs=variant_runs,
+            out_dir=lambda wc, output: os.path.dirname(output[0]),
+            device=device,
+            revision=revision_flag,
+            tags=lambda wc: tags(model=wc.model),
+        threads: stage_threads("evaluation")
+        resources:
+            gpu=gpus,
+            mem_mb=scaled("evaluation", "mem_mb"),
+            runtime=scaled("evaluation", "runtime", jobs=len(BENCHMARKS)),
+        conda:
+            CONDA_ENV
+        log:
+            "logs/evaluate/{model}/{method}_{structure}_{sparsity}/{calib}/seed{seed}/variant.log",
+        shell:
+            "langprune evaluate variant --model {params.model} --checkpoint {input.checkpoint} "
+            "--device {params.device} {params.revision} {params.tags} --out-dir {params.out_dir} {params.runs} "
+            "> {log} 2>&1"
+
+    rule evaluate_dense_variant:
+        input:
+            model=model_input,
+            data=variant_inputs,
+        output:
+            expand("results/metrics/{model}/dense/{benchmark}.json", benchmark=BENCHMARKS, allow_missing=True),
+        params:
+            model=lambda wc: MODELS[wc.model]["path"],
+            runs=variant_runs,
+            out_dir=lambda wc, output: os.path.dirname(output[0]),
+            device=device,
+            revision=revision_flag,
+            tags=lambda wc: tags(model=wc.model, method="dense", structure="-", sparsity="0", calib="-", seed="-"),
+        threads: stage_threads("evaluation")
+        resources:
+            gpu=gpus,
+            mem_mb=scaled("evaluation", "mem_mb"),
+            runtime=scaled("evaluation", "runtime", jobs=len(BENCHMARKS)),
+        conda:
+            CONDA_ENV
+        log:
+            "logs/evaluate/{model}/dense/variant.log",
+        shell:
+            "langprune evaluate variant --model {params.model} "
+            "--device {params.device} {params.revision} {params.tags} --out-dir {params.out_dir} {params.runs} "
+            "> {log} 2>&1"
+
+
 rule gather_metrics:
     input:
         lambda wc: metrics_files(wc.model),
