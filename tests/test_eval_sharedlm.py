@@ -147,6 +147,8 @@ def test_token_budget_batches_longest_first():
     rows = [ContextRow([1] * n, [[5, 6]], [i]) for i, n in enumerate([3, 10, 7, 4, 30])]
     batches = token_budget_batches(rows, 24)
     assert [[r.length for r in b] for b in batches] == [[31], [11, 8], [5, 4]]
+    mixed = rows + [ContextRow([1] * 6, [[5, 6], [7, 8]], [5])]  # two endings: needs the block mask
+    assert [[r.length for r in b] for b in token_budget_batches(mixed, 24)] == [[31], [11, 8], [5, 4], [8]]
 
 
 def test_block_causal_mask_separates_continuations():

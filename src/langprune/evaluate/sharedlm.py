@@ -52,6 +52,11 @@ class ContextRow:
     def length(self) -> int:
         return len(self.context) + sum(len(c) - 1 for c in self.continuations)
 
+    @property
+    def causal(self) -> bool:
+        """At most one continuation has tokens in the row: the row is one ordinary causal sequence."""
+        return sum(len(c) > 1 for c in self.continuations) <= 1
+
 
 def group_by_context(requests: list[Request], fits) -> tuple[list[ContextRow], list[int]]:
     """Rows of identical context token lists (first-seen order), and the indices ``fits`` rejects."""
@@ -70,14 +75,18 @@ def group_by_context(requests: list[Request], fits) -> tuple[list[ContextRow], l
 def token_budget_batches(rows: list[ContextRow], batch_tokens: int) -> list[list[ContextRow]]:
     """Rows, longest first, in batches whose padded size (rows x longest row) stays within the budget.
 
+    Causal rows (see :attr:`ContextRow.causal`) and rows that need the block mask are batched
+    apart, so that a batch of causal rows runs with the plain causal mask as HFLM's does.
     A row longer than the budget is a batch of its own.
     """
     batches: list[list[ContextRow]] = []
-    for row in sorted(rows, key=lambda r: -r.length):
-        if batches and (len(batches[-1]) + 1) * batches[-1][0].length <= batch_tokens:
-            batches[-1].append(row)
-        else:
-            batches.append([row])
+    for causal in (True, False):
+        start = len(batches)
+        for row in sorted((r for r in rows if r.causal == causal), key=lambda r: -r.length):
+            if len(batches) > start and (len(batches[-1]) + 1) * batches[-1][0].length <= batch_tokens:
+                batches[-1].append(row)
+            else:
+                batches.append([row])
     return batches
 
 
@@ -150,6 +159,10 @@ class SharedContextLM(HFLM):
         if batch_tokens <= 0:
             raise ValueError(f"batch_tokens must be positive, not {batch_tokens}")
         self.batch_tokens = int(batch_tokens)
+        # Tokens run: rows x padded width, the rows' own lengths, and what HFLM would run
+        # (context + continuation - 1 per distinct such sequence: HFLM already shares one-token
+        # continuations), so that a run can report its saving.
+        self.stats = {"rows": 0, "padded_tokens": 0, "row_tokens": 0, "hflm_tokens": 0}
 
     def _packs_exactly(self) -> bool:
         return self.backend == "causal" and self.model.config._attn_implementation in MASKED_ATTENTION
@@ -165,6 +178,7 @@ class SharedContextLM(HFLM):
         if not self._packs_exactly():
             return super()._loglikelihood_tokens(requests, disable_tqdm=disable_tqdm, override_bs=override_bs)
         rows, rejected = group_by_context(requests, self._fits)
+        self.stats["hflm_tokens"] += sum(map(len, {tuple(r[1] + r[2][:-1]) for r in requests}))
         results: list[tuple[float, bool] | None] = [None] * len(requests)
         if rejected:
             plain = super()._loglikelihood_tokens([requests[i] for i in rejected], disable_tqdm=True,
@@ -180,9 +194,9 @@ class SharedContextLM(HFLM):
                         self.cache_hook.add_partial("loglikelihood", request_str, answer)
         return results
 
-    def _forward(self, ids: torch.Tensor, positions: torch.Tensor, mask: torch.Tensor,
+    def _forward(self, ids: torch.Tensor, positions: torch.Tensor | None, mask: torch.Tensor | None,
                  first_kept: int) -> torch.Tensor:
-        """Logits of positions ``first_kept`` onwards, with HFLM's autocast settings."""
+        """Logits of positions ``first_kept`` onwards, with HFLM's autocast settings (no mask: causal)."""
         kwargs = {}
         if "logits_to_keep" in inspect.signature(self.model.forward).parameters:
             kwargs["logits_to_keep"] = ids.shape[1] - first_kept
@@ -195,10 +209,17 @@ class SharedContextLM(HFLM):
     def _score_batch(self, rows: list[ContextRow]) -> list[list[tuple[float, bool]]]:
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
         ids, positions, segments = (t.to(self.device) for t in pack_rows(rows, pad))
-        mask = block_causal_mask(segments)
-        if self.model.config._attn_implementation == "eager":
-            dtype = self.model.dtype
-            mask = torch.zeros(mask.shape, dtype=dtype, device=self.device).masked_fill_(~mask, torch.finfo(dtype).min)
+        self.stats["rows"] += len(rows)
+        self.stats["padded_tokens"] += ids.numel()
+        self.stats["row_tokens"] += sum(r.length for r in rows)
+        if all(r.causal for r in rows):  # right padding only: the model's own causal mask is exact
+            positions, mask = None, None
+        else:
+            mask = block_causal_mask(segments)
+            if self.model.config._attn_implementation == "eager":
+                dtype = self.model.dtype
+                mask = torch.zeros(mask.shape, dtype=dtype, device=self.device).masked_fill_(~mask,
+                                                                                           torch.finfo(dtype).min)
         first_kept = min(len(r.context) for r in rows) - 1
         logits = self._forward(ids, positions, mask, first_kept)
         out = []
