@@ -200,9 +200,10 @@ def family_table(model: str, data: Path, root: Path, batch_size: int, device: st
                                                         backend, batch_size, device, dtype)
             seconds[backend].append(wall)
             scoring[backend].append(spent)
+            if backend == "shared":
+                stats = LAST_LM["lm"].stats
         seconds = {k: min(v) for k, v in seconds.items()}
         scoring = {k: min(v) for k, v in scoring.items()}
-        stats = LAST_LM["lm"].stats
         rows.append({"family": family, "items": sum(r["n"] for r in records["shared"]),
                      "token_ratio": stats["padded_tokens"] / stats["hflm_tokens"],
                      "hflm_wall_s": seconds["hflm"], "shared_wall_s": seconds["shared"],
