@@ -35,6 +35,7 @@ from lm_eval.api.registry import register_model
 from lm_eval.models.huggingface import HFLM
 
 DEFAULT_BATCH_TOKENS = 4096
+PAD_SLACK = 0.05  # a batch takes rows at least (1 - PAD_SLACK) x its longest: padding stays under 5%
 MASKED_ATTENTION = ("sdpa", "eager")
 
 Request = tuple[tuple[str, str] | None, list[int], list[int]]
@@ -73,7 +74,9 @@ def group_by_context(requests: list[Request], fits) -> tuple[list[ContextRow], l
 
 
 def token_budget_batches(rows: list[ContextRow], batch_tokens: int) -> list[list[ContextRow]]:
-    """Rows, longest first, in batches whose padded size (rows x longest row) stays within the budget.
+    """Rows, longest first, in batches whose padded size (rows x longest row) stays within the budget
+    and whose rows are all within ``PAD_SLACK`` of the longest (a budget of many rows would
+    otherwise pad short rows to long ones, costing more than HFLM's small sorted batches).
 
     Causal rows (see :attr:`ContextRow.causal`) and rows that need the block mask are batched
     apart, so that a batch of causal rows runs with the plain causal mask as HFLM's does.
@@ -83,7 +86,8 @@ def token_budget_batches(rows: list[ContextRow], batch_tokens: int) -> list[list
     for causal in (True, False):
         start = len(batches)
         for row in sorted((r for r in rows if r.causal == causal), key=lambda r: -r.length):
-            if len(batches) > start and (len(batches[-1]) + 1) * batches[-1][0].length <= batch_tokens:
+            head = batches[-1][0].length if len(batches) > start else 0
+            if head and (len(batches[-1]) + 1) * head <= batch_tokens and row.length >= (1 - PAD_SLACK) * head:
                 batches[-1].append(row)
             else:
                 batches.append([row])
