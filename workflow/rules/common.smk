@@ -4,6 +4,8 @@
 
 import os
 import re
+import shlex
+from types import SimpleNamespace
 
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
@@ -124,13 +126,13 @@ def device(wildcards):
     return "cuda" if MODELS[wildcards.model]["gpu"] > 0 else "cpu"
 
 
-def scaled(stage, key):
+def scaled(stage, key, jobs=1):
     """A resource callable: the stage's base value x the model's scale x the attempt number,
-    so a job killed for memory or time is retried with more."""
+    so a job killed for memory or time is retried with more (x ``jobs`` when one job does several)."""
 
     def resource(wildcards, attempt):
         scale = MODELS[wildcards.model]["scale"] if hasattr(wildcards, "model") else 1
-        return int(config[stage]["resources"][key] * scale * attempt)
+        return int(config[stage]["resources"][key] * scale * attempt * jobs)
 
     return resource
 
@@ -180,6 +182,32 @@ def metrics_tables():
 def task_data_input(wildcards):
     """Local task data an lm-eval benchmark reads: the toy's udhr_mc items."""
     return ["results/toy/mc"] if MC and wildcards.benchmark == "udhr_mc" else []
+
+
+def benchmark_command(wildcards):
+    """The `langprune evaluate` subcommand and flags of one benchmark, for a variant's job
+    (evaluation.group: variant); the same flags as the evaluate_perplexity/evaluate_tasks shells."""
+    if wildcards.benchmark == "perplexity":
+        return (f"perplexity --source {PERPLEXITY['source']} --languages {','.join(LANGUAGES)} "
+                f"--seqlen {PERPLEXITY['seqlen']} --max-tokens {PERPLEXITY['max_tokens']}")
+    task = TASKS[wildcards.benchmark]
+    flags = f"tasks --tasks {wildcards.benchmark} --languages {','.join(task['languages'])}"
+    flags += f" --batch-size {task['batch_size']}"
+    flags += f" --limit {task['limit']}" if task.get("limit") else ""
+    flags += " --task-data results/toy/mc" if MC and wildcards.benchmark == "udhr_mc" else ""
+    return flags
+
+
+def variant_inputs(wildcards):
+    """What a variant's evaluation job (evaluation.group: variant) reads besides the model."""
+    tasks_data = [path for b in TASKS for path in task_data_input(SimpleNamespace(benchmark=b))]
+    return sorted({*text_source_input(PERPLEXITY["source"]), *tasks_data})
+
+
+def variant_runs(wildcards):
+    """Every benchmark of a variant as `--run` arguments of `langprune evaluate variant`."""
+    return " ".join(f"--run {shlex.quote(benchmark_command(SimpleNamespace(benchmark=b)) + f' --out {b}.json')}"
+                    for b in BENCHMARKS)
 
 
 def all_targets():

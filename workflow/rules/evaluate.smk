@@ -123,6 +123,59 @@ use rule evaluate_tasks as evaluate_tasks_dense with:
         "logs/evaluate/{model}/dense/{benchmark}.log",
 
 
+if EVALUATION["group"] == "variant":
+    # One job per variant: `langprune evaluate variant` loads the model once and writes every
+    # benchmark's metrics file (the same files as the per-benchmark rules above, which these
+    # take precedence over). A job with several outputs cannot use the between-workflow cache,
+    # so dense evaluations are not cached under this grouping (docs/reruns.md).
+
+    ruleorder: evaluate_pruned_variant > evaluate_perplexity
+    ruleorder: evaluate_pruned_variant > evaluate_tasks
+    ruleorder: evaluate_dense_variant > evaluate_perplexity_dense
+    ruleorder: evaluate_dense_variant > evaluate_tasks_dense
+
+    rule evaluate_pruned_variant:
+        input:
+            model=model_input,
+            checkpoint=variant.pruned_pattern(variant.CHECKPOINT_DIR),
+            data=variant_inputs,
+        output:
+            expand(PRUNED_METRICS, benchmark=BENCHMARKS, allow_missing=True),
+        params:
+            model=lambda wc: MODELS[wc.model]["path"],
+            checkpoint=lambda wc, input: f"--checkpoint {input.checkpoint}",
+            runs=variant_runs,
+            out_dir=lambda wc, output: os.path.dirname(output[0]),
+            device=device,
+            revision=revision_flag,
+            tags=lambda wc: variant.tag_flags({"model": wc.model}),
+        threads: stage_threads("evaluation")
+        resources:
+            gpu=gpus,
+            mem_mb=scaled("evaluation", "mem_mb"),
+            runtime=scaled("evaluation", "runtime", jobs=len(BENCHMARKS)),
+        conda:
+            CONDA_ENV
+        log:
+            f"logs/evaluate/{{model}}/{variant.VARIANT_PATH}/variant.log",
+        shell:
+            "langprune evaluate variant --model {params.model} {params.checkpoint} "
+            "--device {params.device} {params.revision} {params.tags} --out-dir {params.out_dir} {params.runs} "
+            "> {log} 2>&1"
+
+    use rule evaluate_pruned_variant as evaluate_dense_variant with:
+        input:
+            model=model_input,
+            data=variant_inputs,
+        output:
+            expand(DENSE_METRICS, benchmark=BENCHMARKS, allow_missing=True),
+        params:
+            checkpoint="",
+            tags=lambda wc: variant.tag_flags({"model": wc.model, **variant.DENSE_LABELS}),
+        log:
+            "logs/evaluate/{model}/dense/variant.log",
+
+
 rule gather_metrics:
     input:
         lambda wc: metrics_files(wc.model),

@@ -1,8 +1,13 @@
-"""`langprune evaluate perplexity|tasks|make-mc|gather` (argument parsing only)."""
+"""`langprune evaluate perplexity|tasks|variant|make-mc|gather` (argument parsing only)."""
 
 from __future__ import annotations
 
 import argparse
+import shlex
+from pathlib import Path
+
+# Flags `evaluate variant` sets for each of its runs; a --run string must not repeat them.
+VARIANT_FLAGS = ("--model", "--checkpoint", "--revision", "--dtype", "--device", "--tag")
 
 
 def _common_model_args(p: argparse.ArgumentParser) -> None:
@@ -47,10 +52,58 @@ def run_tasks(args: argparse.Namespace) -> int:
     doc = evaluate_tasks(args.model, args.tasks.split(","), parse_languages(args.languages), args.out,
                          checkpoint=args.checkpoint, limit=args.limit, batch_size=args.batch_size,
                          max_length=args.max_length, task_data=args.task_data, dtype=args.dtype,
-                         device=args.device, revision=args.revision, tags=parse_tags(args.tag), force=args.force)
+                         device=args.device, revision=args.revision, tags=parse_tags(args.tag), force=args.force,
+                         backend=args.backend, batch_tokens=args.batch_tokens)
     for rec in doc["records"]:
         value = "n/a" if rec["value"] is None else f"{rec['value']:.4f}"
         print(f"{rec['benchmark']}\t{rec['language']}\t{rec['metric']}\t{value}\t(n={rec['n']})")
+    return 0
+
+
+def variant_runs(args: argparse.Namespace) -> list[argparse.Namespace]:
+    """Each --run as the namespace of its own `langprune evaluate perplexity|tasks` command, per checkpoint."""
+    from ..errors import LangpruneError
+    from . import build_parser
+
+    checkpoints = args.checkpoint or ["dense"]
+    if len(args.out_dir) != len(checkpoints):
+        raise LangpruneError(f"evaluate variant: {len(checkpoints)} --checkpoint value(s) but {len(args.out_dir)} "
+                             f"--out-dir; give one --out-dir per checkpoint, in the same order")
+    parser, runs = build_parser(), []
+    for checkpoint, out_dir in zip(checkpoints, args.out_dir):
+        common = ["--model", args.model, "--device", args.device]
+        common += ["--checkpoint", checkpoint] if checkpoint != "dense" else []
+        common += ["--revision", args.revision] if args.revision else []
+        common += ["--dtype", args.dtype] if args.dtype else []
+        for tag in args.tag:
+            common += ["--tag", tag]
+        for run in args.run:
+            words = shlex.split(run)
+            if not words or words[0] not in ("perplexity", "tasks"):
+                raise LangpruneError(f"--run '{run}' must start with perplexity or tasks")
+            clash = [w for w in words if w.split("=")[0] in VARIANT_FLAGS]
+            if clash:
+                raise LangpruneError(f"--run '{run}' sets {', '.join(clash)}: give those to `evaluate variant` itself")
+            if "--out" not in words or words.index("--out") == len(words) - 1:
+                raise LangpruneError(f"--run '{run}' needs --out FILE (relative to --out-dir)")
+            at = words.index("--out") + 1
+            words[at] = str(Path(out_dir) / words[at])
+            try:
+                runs.append(parser.parse_args(["evaluate", *words, *common]))
+            except SystemExit as exc:
+                raise LangpruneError(f"--run '{run}' is not a valid `langprune evaluate` command (see above)") from exc
+    return runs
+
+
+def run_variant(args: argparse.Namespace) -> int:
+    from ..evaluate.modelload import shared_base
+
+    runs = variant_runs(args)  # every --run is checked before the model is loaded
+    with shared_base() as base:
+        for run in runs:
+            print(f"== {run.evaluate_command} -> {run.out}")
+            run.func(run)
+    print(f"model loads: {base.loads} for {len(runs)} metrics files")
     return 0
 
 
@@ -95,7 +148,27 @@ def register(subparsers) -> None:
     p.add_argument("--max-length", type=int, default=None, help="context length for lm-eval (default: model's)")
     p.add_argument("--task-data", action="append", default=[], metavar="DIR",
                    help="local task data: DIR/<task>/<split>.jsonl, DIR/<task>.jsonl, or the registry's file")
+    p.add_argument("--backend", choices=["shared", "hflm"], default="shared",
+                   help="shared: each distinct context runs once for all its continuations (default); "
+                        "hflm: lm-eval's plain HFLM, for comparison. Same scores")
+    p.add_argument("--batch-tokens", type=int, default=None,
+                   help="token budget per batch of the shared backend (default 4096); --batch-size is HFLM's")
     p.set_defaults(func=run_tasks)
+
+    p = sub.add_parser("variant", help="perplexity and tasks of one or more checkpoints of one base, one model load")
+    p.add_argument("--model", required=True, help="base model (hub id or local dir)")
+    p.add_argument("--checkpoint", action="append", default=[],
+                   help="sparse checkpoint dir (repeatable; 'dense' = the base model); omit for the dense model")
+    p.add_argument("--out-dir", action="append", default=[], required=True,
+                   help="directory of the metrics files, one per --checkpoint, in the same order")
+    p.add_argument("--run", action="append", default=[], required=True, metavar="COMMAND",
+                   help="one benchmark as `langprune evaluate` arguments without the model flags, e.g. "
+                        "'tasks --tasks arc --languages de,en --out arc.json' (repeatable; --out is under --out-dir)")
+    p.add_argument("--revision", default=None, help="hub revision of --model (default: the checkpoint's)")
+    p.add_argument("--dtype", default=None, help="auto (default), float32, bfloat16, float16")
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--tag", action="append", default=[], metavar="KEY=VALUE", help="label for every metrics file")
+    p.set_defaults(func=run_variant)
 
     p = sub.add_parser("make-mc", help="build the toy udhr_mc multiple-choice items from held-out text")
     p.add_argument("--source", required=True, help="text:DIR (or mc4 validation)")

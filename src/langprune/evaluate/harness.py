@@ -141,17 +141,23 @@ def evaluate_tasks(model: str, benchmarks: list[str], languages: list[str], out:
                    checkpoint: str | None = None, limit: int | None = None, batch_size: int = 1,
                    max_length: int | None = None, task_data: list[str] = (), dtype: str | None = None,
                    device: str = "cpu", revision: str | None = None, tags: dict | None = None,
-                   force: bool = False) -> dict:
-    """Zero-shot accuracy / F1 of ``model`` (+ ``checkpoint``) on benchmarks x languages; writes metrics JSON."""
-    from lm_eval import simple_evaluate
-    from lm_eval.models.huggingface import HFLM
+                   force: bool = False, backend: str = "shared", batch_tokens: int | None = None) -> dict:
+    """Zero-shot accuracy / F1 of ``model`` (+ ``checkpoint``) on benchmarks x languages; writes metrics JSON.
 
-    from ..checkpoint import load_pruned_model
+    ``backend`` ``shared`` scores each distinct context once (:mod:`.sharedlm`, batches of
+    ``batch_tokens`` tokens); ``hflm`` is lm-eval's plain HFLM (``batch_size`` requests a batch).
+    """
+    from lm_eval import simple_evaluate
+
     from ..data.languages import check_mc4_languages
     from ..models import free_memory, load_tokenizer
     from .registry import select
+    from .modelload import load_evaluated_model
     from .results import check_metrics_out, record, write_metrics
+    from .sharedlm import DEFAULT_BATCH_TOKENS, check_backend, make_lm
 
+    batch_tokens = DEFAULT_BATCH_TOKENS if batch_tokens is None else batch_tokens
+    check_backend(backend, batch_tokens)
     if limit is not None and limit <= 0:
         raise LangpruneError(f"--limit must be a positive number of items per task, not {limit}")
     if batch_size <= 0:
@@ -163,9 +169,9 @@ def evaluate_tasks(model: str, benchmarks: list[str], languages: list[str], out:
     tasks = build_tasks(runnable, list(task_data))
     results = {"results": {}, "n-samples": {}}
     if tasks:
-        lm_model = load_pruned_model(model, checkpoint, dtype=dtype, device=device, revision=revision)
-        lm = HFLM(pretrained=lm_model, tokenizer=load_tokenizer(model, revision=revision), batch_size=batch_size,
-                  max_length=max_length)
+        lm_model = load_evaluated_model(model, checkpoint, dtype=dtype, device=device, revision=revision)
+        lm = make_lm(backend, lm_model, load_tokenizer(model, revision=revision), batch_size=batch_size,
+                     max_length=max_length, batch_tokens=batch_tokens)
         results = simple_evaluate(model=lm, tasks=list(tasks.values()), num_fewshot=0, batch_size=batch_size,
                                   limit=limit, bootstrap_iters=0, log_samples=True, use_cache=None,
                                   cache_requests=False, task_manager=manager_for(runnable))
@@ -177,6 +183,7 @@ def evaluate_tasks(model: str, benchmarks: list[str], languages: list[str], out:
         records.append(record(entry.benchmark, entry.label, entry.metric, value, n, entry.available and value is not None,
                               task=entry.task, **(item_scores(entry, results) if entry.available else {})))
     settings = {"benchmarks": benchmarks, "languages": languages, "limit": limit, "batch_size": batch_size,
-                "max_length": max_length, "num_fewshot": 0, "revision": revision, "task_data": [str(d) for d in task_data], "dtype": dtype}
+                "max_length": max_length, "num_fewshot": 0, "revision": revision, "task_data": [str(d) for d in task_data], "dtype": dtype,
+                "backend": backend, "batch_tokens": batch_tokens if backend == "shared" else None}
     return write_metrics(out, kind="tasks", model=model, checkpoint=checkpoint, records=records, tags=tags,
                          settings=settings, force=force)

@@ -118,10 +118,10 @@ def evaluate_perplexity(model: str, source: str, languages: list[str], seqlen: i
     Evaluation text is first checked to be disjoint from every ``calibration`` shard and
     from the shard recorded in the checkpoint's manifest.
     """
-    from ..checkpoint import load_pruned_model
     from ..data.overlap import DEFAULT_WINDOW, check_disjoint
     from ..data.sources import parse_source
     from ..models import free_memory, load_tokenizer
+    from .modelload import load_evaluated_model
     from .results import check_metrics_out, record, write_metrics
     from .units import window_units
 
@@ -137,7 +137,7 @@ def evaluate_perplexity(model: str, source: str, languages: list[str], seqlen: i
     shards = calibration_shards(list(calibration), checkpoint)
     check_disjoint(texts, shards, overlap_window or DEFAULT_WINDOW)
     windows = {lang: make_windows(texts[lang], tokenizer, seqlen, max_tokens, lang) for lang in languages}
-    lm = load_pruned_model(model, checkpoint, dtype=dtype, device=device, revision=revision)
+    lm = load_evaluated_model(model, checkpoint, dtype=dtype, device=device, revision=revision)
     records = []
     for lang in languages:
         nlls = window_nll(lm, windows[lang].input_ids, batch_size, device)

@@ -1,0 +1,262 @@
+"""Shared-context scoring for lm-eval: each distinct context is run once for all its continuations.
+
+lm-eval's ``HFLM`` runs ``context + continuation[:-1]`` once per request, so the four
+HellaSwag endings or ARC answers re-run the same context four times. A causal model's
+log-likelihood of a continuation depends only on the tokens before it, so
+:class:`SharedContextLM` packs one context and all its continuations into a single row,
+``context | cont_1[:-1] | cont_2[:-1] | ...``, with
+
+- a block-causal attention mask: a continuation token sees the context and the earlier
+  tokens of its own continuation, never another continuation's;
+- position ids that restart at ``len(context)`` for each continuation, so every scored
+  token has exactly the position (and the attended keys) it has in HFLM's own sequence.
+
+The scores are therefore HFLM's up to floating-point summation order. Rows are right-padded
+(pad tokens see only themselves and are never seen) and batched by a token budget
+(``batch_tokens`` = rows x padded row length) instead of a fixed request count; only the
+positions that predict continuation tokens go through the LM head.
+
+Everything else is HFLM's: tokenization (``_encode_pair`` with its trailing-space rule),
+``generate_until`` (MKQA) and ``loglikelihood_rolling``. Requests this packing cannot
+reproduce exactly fall back to HFLM's own ``_loglikelihood_tokens``: a context plus
+continuation longer than ``max_length + 1`` (HFLM truncates it from the left per request),
+one longer than the model's sliding window, or an attention implementation without
+arbitrary masks (only ``sdpa`` and ``eager`` take one).
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from lm_eval.api.registry import register_model
+from lm_eval.models.huggingface import HFLM
+
+DEFAULT_BATCH_TOKENS = 4096
+PAD_SLACK = 0.05  # a batch takes rows at least (1 - PAD_SLACK) x its longest: padding stays under 5%
+MASKED_ATTENTION = ("sdpa", "eager")
+
+Request = tuple[tuple[str, str] | None, list[int], list[int]]
+
+
+@dataclass
+class ContextRow:
+    """One distinct context and the requests (by index) whose continuations are scored from it."""
+
+    context: list[int]
+    continuations: list[list[int]] = field(default_factory=list)
+    requests: list[int] = field(default_factory=list)
+
+    @property
+    def length(self) -> int:
+        return len(self.context) + sum(len(c) - 1 for c in self.continuations)
+
+    @property
+    def causal(self) -> bool:
+        """At most one continuation has tokens in the row: the row is one ordinary causal sequence."""
+        return sum(len(c) > 1 for c in self.continuations) <= 1
+
+
+def group_by_context(requests: list[Request], fits) -> tuple[list[ContextRow], list[int]]:
+    """Rows of identical context token lists (first-seen order), and the indices ``fits`` rejects."""
+    rows: dict[tuple[int, ...], ContextRow] = {}
+    rejected = []
+    for i, (_, context, continuation) in enumerate(requests):
+        if not fits(context, continuation):
+            rejected.append(i)
+            continue
+        row = rows.setdefault(tuple(context), ContextRow(list(context)))
+        row.continuations.append(list(continuation))
+        row.requests.append(i)
+    return list(rows.values()), rejected
+
+
+def token_budget_batches(rows: list[ContextRow], batch_tokens: int) -> list[list[ContextRow]]:
+    """Rows, longest first, in batches whose padded size (rows x longest row) stays within the budget
+    and whose rows are all within ``PAD_SLACK`` of the longest (a budget of many rows would
+    otherwise pad short rows to long ones, costing more than HFLM's small sorted batches).
+
+    Causal rows (see :attr:`ContextRow.causal`) and rows that need the block mask are batched
+    apart, so that a batch of causal rows runs with the plain causal mask as HFLM's does.
+    A row longer than the budget is a batch of its own.
+    """
+    batches: list[list[ContextRow]] = []
+    for causal in (True, False):
+        start = len(batches)
+        for row in sorted((r for r in rows if r.causal == causal), key=lambda r: -r.length):
+            head = batches[-1][0].length if len(batches) > start else 0
+            if head and (len(batches[-1]) + 1) * head <= batch_tokens and row.length >= (1 - PAD_SLACK) * head:
+                batches[-1].append(row)
+            else:
+                batches.append([row])
+    return batches
+
+
+def pack_rows(rows: list[ContextRow], pad_id: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Input ids, position ids and segment ids ([rows, width]) of right-padded packed rows.
+
+    Segment 0 is the context, segment j + 1 continuation j's tokens (all but its last, which
+    is only predicted), -1 padding.
+    """
+    width = max(r.length for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    positions = torch.zeros((len(rows), width), dtype=torch.long)
+    segments = torch.full((len(rows), width), -1, dtype=torch.long)
+    for b, row in enumerate(rows):
+        n = len(row.context)
+        ids[b, :n] = torch.tensor(row.context)
+        positions[b, :n] = torch.arange(n)
+        segments[b, :n] = 0
+        start = n
+        for j, cont in enumerate(row.continuations):
+            body = cont[:-1]
+            ids[b, start:start + len(body)] = torch.tensor(body, dtype=torch.long)
+            positions[b, start:start + len(body)] = torch.arange(n, n + len(body))
+            segments[b, start:start + len(body)] = j + 1
+            start += len(body)
+    return ids, positions, segments
+
+
+def block_causal_mask(segments: torch.Tensor) -> torch.Tensor:
+    """[rows, 1, width, width] bool mask, True = may attend.
+
+    A token attends to earlier-or-same tokens of the context and of its own segment; a pad
+    token attends only to itself (so no attention row is empty) and is attended by none.
+    """
+    width = segments.shape[1]
+    index = torch.arange(width, device=segments.device)
+    causal = index[None, :] <= index[:, None]
+    query, key = segments[:, :, None], segments[:, None, :]
+    mask = causal & ((key == 0) | (key == query)) & (key >= 0) & (query >= 0)
+    mask |= torch.eye(width, dtype=torch.bool, device=segments.device) & (query < 0)
+    return mask[:, None]
+
+
+def continuation_positions(row: ContextRow) -> list[list[int]]:
+    """For each continuation, the row positions whose logits predict its tokens."""
+    last_context = len(row.context) - 1
+    out, start = [], len(row.context)
+    for cont in row.continuations:
+        out.append([last_context] + list(range(start, start + len(cont) - 1)))
+        start += len(cont) - 1
+    return out
+
+
+def sliding_window(config) -> int | None:
+    """The smallest attention window any layer of the model may use (None: all layers attend fully)."""
+    windows = [getattr(config, key, None) for key in ("sliding_window", "attention_window")]
+    windows = [w for w in windows if isinstance(w, int) and w > 0]
+    layer_types = getattr(config, "layer_types", None)
+    if layer_types is not None and "sliding_attention" not in layer_types:
+        return None  # e.g. Qwen2 with use_sliding_window false: the window is configured but unused
+    return min(windows, default=None)
+
+
+@register_model("langprune-shared")
+class SharedContextLM(HFLM):
+    """HFLM whose log-likelihood requests run each distinct context once (see module docstring)."""
+
+    def __init__(self, *args, batch_tokens: int = DEFAULT_BATCH_TOKENS, **kwargs):
+        super().__init__(*args, **kwargs)
+        if batch_tokens <= 0:
+            raise ValueError(f"batch_tokens must be positive, not {batch_tokens}")
+        self.batch_tokens = int(batch_tokens)
+        # Tokens run: rows x padded width, the rows' own lengths, and what HFLM would run
+        # (context + continuation - 1 per distinct such sequence: HFLM already shares one-token
+        # continuations), so that a run can report its saving.
+        self.stats = {"rows": 0, "padded_tokens": 0, "row_tokens": 0, "hflm_tokens": 0}
+
+    def _packs_exactly(self) -> bool:
+        return self.backend == "causal" and self.model.config._attn_implementation in MASKED_ATTENTION
+
+    def _fits(self, context: list[int], continuation: list[int]) -> bool:
+        """True when the packed row reproduces HFLM's sequence for this request token for token."""
+        length = len(context) + len(continuation)
+        window = sliding_window(self.model.config)
+        return length <= self.max_length + 1 and (window is None or length - 1 <= window)
+
+    def _loglikelihood_tokens(self, requests: list[Request], disable_tqdm: bool = False,
+                              override_bs: int | None = None) -> list[tuple[float, bool]]:
+        if not self._packs_exactly():
+            return super()._loglikelihood_tokens(requests, disable_tqdm=disable_tqdm, override_bs=override_bs)
+        rows, rejected = group_by_context(requests, self._fits)
+        self.stats["hflm_tokens"] += sum(map(len, {tuple(r[1] + r[2][:-1]) for r in requests}))
+        results: list[tuple[float, bool] | None] = [None] * len(requests)
+        if rejected:
+            plain = super()._loglikelihood_tokens([requests[i] for i in rejected], disable_tqdm=True,
+                                                  override_bs=override_bs)
+            for i, answer in zip(rejected, plain, strict=True):
+                results[i] = answer
+        for batch in token_budget_batches(rows, self.batch_tokens):
+            for row, answers in zip(batch, self._score_batch(batch), strict=True):
+                for i, answer in zip(row.requests, answers, strict=True):
+                    results[i] = answer
+                    request_str = requests[i][0]
+                    if request_str is not None:
+                        self.cache_hook.add_partial("loglikelihood", request_str, answer)
+        return results
+
+    def _forward(self, ids: torch.Tensor, positions: torch.Tensor | None, mask: torch.Tensor | None,
+                 first_kept: int) -> torch.Tensor:
+        """Logits of positions ``first_kept`` onwards, with HFLM's autocast settings (no mask: causal)."""
+        kwargs = {}
+        if "logits_to_keep" in inspect.signature(self.model.forward).parameters:
+            kwargs["logits_to_keep"] = ids.shape[1] - first_kept
+        with torch.no_grad(), torch.autocast(device_type=self.device.type, dtype=self.mixed_precision_dtype,
+                                             enabled=self.mixed_precision_dtype is not None):
+            logits = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=False,
+                                **kwargs).logits
+        return logits[:, -(ids.shape[1] - first_kept):] if "logits_to_keep" not in kwargs else logits
+
+    def _score_batch(self, rows: list[ContextRow]) -> list[list[tuple[float, bool]]]:
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        ids, positions, segments = (t.to(self.device) for t in pack_rows(rows, pad))
+        self.stats["rows"] += len(rows)
+        self.stats["padded_tokens"] += ids.numel()
+        self.stats["row_tokens"] += sum(r.length for r in rows)
+        if all(r.causal for r in rows):  # right padding only: the model's own causal mask is exact
+            positions, mask = None, None
+        else:
+            mask = block_causal_mask(segments)
+            if self.model.config._attn_implementation == "eager":
+                dtype = self.model.dtype
+                mask = torch.zeros(mask.shape, dtype=dtype, device=self.device).masked_fill_(~mask,
+                                                                                           torch.finfo(dtype).min)
+        first_kept = min(len(r.context) for r in rows) - 1
+        logits = self._forward(ids, positions, mask, first_kept)
+        out = []
+        for b, row in enumerate(rows):
+            answers = []
+            for cont, where in zip(row.continuations, continuation_positions(row), strict=True):
+                index = torch.tensor(where, device=self.device) - first_kept
+                logprobs = F.log_softmax(logits[b, index], dim=-1, dtype=self.softmax_dtype)
+                target = torch.tensor(cont, dtype=torch.long, device=self.device)
+                greedy = bool((logprobs.argmax(dim=-1) == target).all())
+                answers.append((float(logprobs.gather(1, target[:, None]).sum()), greedy))
+            out.append(answers)
+        return out
+
+
+BACKENDS = ("shared", "hflm")
+
+
+def check_backend(backend: str, batch_tokens: int) -> None:
+    """Bad backend settings are one clear error, before any model is loaded."""
+    from ..errors import LangpruneError
+
+    if backend not in BACKENDS:
+        raise LangpruneError(f"--backend '{backend}' is not one of: {', '.join(BACKENDS)}")
+    if batch_tokens <= 0:
+        raise LangpruneError(f"--batch-tokens must be positive, not {batch_tokens}")
+
+
+def make_lm(backend: str, model, tokenizer, *, batch_size: int, max_length: int | None,
+            batch_tokens: int = DEFAULT_BATCH_TOKENS) -> HFLM:
+    """The lm-eval model for ``backend``: ``shared`` (this module) or ``hflm`` (lm-eval's own, for comparison)."""
+    check_backend(backend, batch_tokens)
+    if backend == "hflm":
+        return HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size, max_length=max_length)
+    return SharedContextLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size, max_length=max_length,
+                           batch_tokens=batch_tokens)
