@@ -34,12 +34,20 @@ def _check_groups(weight: torch.Tensor, structure: Structure, name: str) -> None
 
 
 def lowest_per_row(scores: torch.Tensor, count: int) -> torch.Tensor:
-    """Keep-mask pruning exactly ``count`` lowest scores in every row; ties broken by column order."""
+    """Keep-mask pruning exactly ``count`` lowest scores in every row; ties broken by column order.
+
+    A selection, not a sort (several times faster on real shapes): everything below the
+    row's ``count``-th smallest score goes, then as many scores equal to it as are still
+    needed, leftmost first, which is the set a stable sort would pick.
+    """
     keep = torch.ones_like(scores, dtype=torch.bool)
-    if count > 0:
-        order = torch.sort(scores, dim=-1, stable=True).indices[..., :count]
-        keep.scatter_(-1, order, False)
-    return keep
+    if count <= 0:
+        return keep
+    threshold = torch.kthvalue(scores, count, dim=-1, keepdim=True).values
+    below = scores < threshold
+    tied = scores == threshold
+    still_needed = count - below.sum(dim=-1, keepdim=True)
+    return ~(below | (tied & (torch.cumsum(tied, dim=-1) <= still_needed)))
 
 
 def lowest_per_group(scores: torch.Tensor, n: int, m: int) -> torch.Tensor:
