@@ -229,10 +229,11 @@ def real_benchmark(path: str, sizes: list[tuple[int, int]], batch_sizes: list[in
     from langprune.models import load_model
 
     print(f"\n## Wanda on {path} (fp32, 50% unstructured) vs one plain decoder forward of the same tokens")
-    rows = [real_run(path, n, s, 8) for n, s in sizes]
-    print(_table(rows, ["method", "tokens", "batch_size", "plain_forward_s", "engine_s", "engine_over_plain",
-                        "forward_s", "stats_share", "masks_share", "error_share"]))
-    print(f"\nbase-weight hash, cold cache: {real_hash_seconds(path):.2f} s")
+    for n, s in sizes:  # one table per size, printed as it finishes
+        print(_table([real_run(path, n, s, 8)], ["method", "tokens", "batch_size", "plain_forward_s", "engine_s",
+                                                 "engine_over_plain", "forward_s", "stats_share", "masks_share",
+                                                 "error_share"]), flush=True)
+    print(f"\nbase-weight hash, cold cache: {real_hash_seconds(path):.2f} s", flush=True)
     model = load_model(path, dtype="float32")
     n, s = sizes[0]
     ids = _ids(n, s, model.config.vocab_size)
