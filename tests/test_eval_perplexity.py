@@ -174,3 +174,14 @@ def test_shards_start_with_bos_exactly_when_the_tokenizer_does(tmp_path, bos_lla
         bos_id = AutoTokenizer.from_pretrained(model).bos_token_id
         assert meta["bos"] is bos and ids.shape == (3, 16)
         assert bool((ids[:, 0] == bos_id).all()) is bos and int((ids[:, 1:] == bos_id).sum()) == 0
+
+
+def test_a_head_that_does_not_reproduce_the_logits_is_a_clear_error(tiny_llama_dir, monkeypatch):
+    from transformers import AutoModelForCausalLM
+
+    import langprune.evaluate.perplexity as perplexity
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_llama_dir).eval()
+    model.config.final_logit_softcapping = 0.5  # a transform the model's own forward does not apply
+    with pytest.raises(LangpruneError, match="does not reproduce the model's logits"):
+        perplexity.summed_nll(model, [[3, 4, 5, 6]])

@@ -19,6 +19,7 @@ vocabulary times the batch: a 262k vocabulary would otherwise need 1 MB per toke
 from __future__ import annotations
 
 import math
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -91,6 +92,9 @@ def _logits_fn(model):
     return logits
 
 
+_HEAD_CHECKED: "weakref.WeakSet" = weakref.WeakSet()  # models whose head was checked once, not per language
+
+
 def _chunked_head_matches(model, body, logits_fn, window: list[int], device: str) -> bool:
     """Whether head(hidden) reproduces the model's own last-position logits (one short forward)."""
     import torch
@@ -116,10 +120,13 @@ def summed_nll(model, windows: list[list[int]], batch_size: int = 1, device: str
     chunk = max(1, LOGIT_CHUNK_BYTES // (4 * vocab))
     total, count = 0.0, 0
     with torch.no_grad():
-        if windows and not _chunked_head_matches(model, body, logits_fn, windows[0], device):
-            raise LangpruneError(f"{type(model).__name__}: the output head applied to the final hidden states does "
-                                 f"not reproduce the model's logits (an unknown logit transform); perplexity "
-                                 f"for this architecture needs support in evaluate/perplexity.py")
+        if windows and model not in _HEAD_CHECKED:
+            if _chunked_head_matches(model, body, logits_fn, windows[0], device):
+                _HEAD_CHECKED.add(model)
+            else:
+                raise LangpruneError(f"{type(model).__name__}: the output head applied to the final hidden states "
+                                     f"does not reproduce the model's logits (an unknown logit transform); "
+                                     f"perplexity for this architecture needs support in evaluate/perplexity.py")
         for start in range(0, len(windows), batch_size):
             batch = torch.tensor(windows[start:start + batch_size], dtype=torch.long, device=device)
             hidden = body(input_ids=batch).last_hidden_state[:, :-1].reshape(-1, model.config.hidden_size)
