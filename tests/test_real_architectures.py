@@ -125,3 +125,21 @@ def test_gemma3_layers_and_linears_are_found(gemma_dirs):
     assert path == "model.layers" and len(layers) == 3
     assert sorted(n.split(".")[-1] for n in layer_linears(layers[0])) == sorted(
         ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
+
+
+def test_reconstruction_error_is_measured_on_the_first_batches_within_the_token_budget():
+    from langprune.prune.stats import ReconstructionMeter
+
+    torch.manual_seed(0)
+    linear = torch.nn.Linear(16, 8, bias=False)
+    dense = linear.weight.detach().clone()
+    linear.weight.data[:, ::2] = 0.0
+    batches = [torch.randn(2, 5, 16) for _ in range(3)]  # 10 tokens each
+    meter = ReconstructionMeter({"l": linear}, {"l": dense.clone()}, token_budget=15)
+    with meter, torch.no_grad():
+        for x in batches:
+            linear(x)
+    measured = torch.cat(batches[:2]).reshape(-1, 16)  # 10 < 15 tokens after one batch: the second one counts too
+    expected = ((measured @ (dense - linear.weight).T).pow(2).sum() / (measured @ dense.T).pow(2).sum()).item()
+    assert meter.tokens["l"] == 20
+    assert meter.relative_errors()["l"] == pytest.approx(expected, rel=1e-5)
