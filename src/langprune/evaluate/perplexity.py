@@ -6,11 +6,20 @@ one text, tokenized once, cut into non-overlapping ``seqlen`` windows, and only 
 but the first is predicted. Perplexity is ``exp(NLL / predicted tokens)``; bits-per-byte
 is ``NLL / (ln 2 * UTF-8 bytes of the text those predicted tokens cover)``, which does not
 depend on the tokenizer and so compares models with different vocabularies.
+
+When the tokenizer's own encoding starts text with BOS (``models.bos_prefix``: Gemma,
+Llama 3), every window is BOS + ``seqlen - 1`` text tokens and all its text tokens are
+predicted; calibration shards are cut the same way. The metrics record ``bos``.
+
+The loss is computed from the final hidden states in chunks of tokens
+(``LOGIT_CHUNK_BYTES`` of fp32 logits at a time), so peak memory does not grow with the
+vocabulary times the batch: a 262k vocabulary would otherwise need 1 MB per token.
 """
 
 from __future__ import annotations
 
 import math
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,42 +35,110 @@ class EvalWindows:
     input_ids: list[list[int]]
     scored_bytes: int
     window_bytes: list[int]  # per window; they sum to scored_bytes
+    bos: bool = False
 
 
-def make_windows(text: str, tokenizer, seqlen: int, max_tokens: int, lang: str = "?") -> EvalWindows:
-    """Cut the first ``max_tokens`` tokens of ``text`` into non-overlapping ``seqlen`` windows.
+def make_windows(text: str, tokenizer, seqlen: int, max_tokens: int, lang: str = "?",
+                 prefix: list[int] = ()) -> EvalWindows:
+    """Cut the first ``max_tokens`` text tokens of ``text`` into non-overlapping windows of ``seqlen``.
 
-    The bytes of a window run from the end of its first (context-only) token to the end
-    of its last token, i.e. exactly the text whose tokens are predicted.
+    Without a ``prefix`` the bytes of a window run from the end of its first (context-only)
+    token to the end of its last token, i.e. exactly the text whose tokens are predicted.
+    With a BOS ``prefix`` every text token is predicted and the windows tile the text.
     """
+    prefix = list(prefix)
+    step = seqlen - len(prefix)
     enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
     ids, offsets = enc["input_ids"], enc["offset_mapping"]
-    nwindows = min(len(ids), max_tokens) // seqlen
+    nwindows = min(len(ids), max_tokens) // step if step > 0 else 0
     if nwindows == 0:
         raise LangpruneError(
             f"evaluation text for '{lang}' has {len(ids)} tokens (budget --max-tokens {max_tokens}); "
             f"one window needs --seqlen {seqlen}: add text or lower --seqlen")
     windows, window_bytes = [], []
     for k in range(nwindows):
-        first, last = k * seqlen, (k + 1) * seqlen - 1
-        windows.append(ids[first:last + 1])
-        window_bytes.append(len(text[offsets[first][1]:offsets[last][1]].encode("utf-8")))
-    return EvalWindows(windows, sum(window_bytes), window_bytes)
+        first, last = k * step, (k + 1) * step - 1
+        windows.append(prefix + ids[first:last + 1])
+        if prefix:
+            start = offsets[first - 1][1] if first > 0 else 0
+        else:
+            start = offsets[first][1]
+        window_bytes.append(len(text[start:offsets[last][1]].encode("utf-8")))
+    return EvalWindows(windows, sum(window_bytes), window_bytes, bos=bool(prefix))
+
+
+LOGIT_CHUNK_BYTES = 256 * 2**20
+
+
+def _logits_fn(model):
+    """hidden states -> logits as the model's own forward computes them (head, scaling, soft-capping)."""
+    import torch
+
+    head = model.get_output_embeddings()
+    config = model.config
+    softcap = getattr(config, "final_logit_softcapping", None)
+    scale = getattr(config, "logit_scale", None)  # Cohere multiplies
+    divide = getattr(config, "logits_scaling", None)  # Granite divides
+
+    def logits(hidden):
+        out = head(hidden).float()
+        if scale is not None:
+            out = out * scale
+        if divide is not None:
+            out = out / divide
+        if softcap is not None:
+            out = torch.tanh(out / softcap) * softcap
+        return out
+
+    return logits
+
+
+_HEAD_CHECKED: "weakref.WeakSet" = weakref.WeakSet()  # models whose head was checked once, not per language
+
+
+def _chunked_head_matches(model, body, logits_fn, window: list[int], device: str) -> bool:
+    """Whether head(hidden) reproduces the model's own last-position logits (one short forward)."""
+    import torch
+
+    ids = torch.tensor([window], dtype=torch.long, device=device)
+    own = model(input_ids=ids, logits_to_keep=1).logits[0, -1].float()
+    mine = logits_fn(body(input_ids=ids).last_hidden_state[0, -1:])[0]
+    return bool(torch.allclose(own, mine, rtol=1e-4, atol=1e-4 * float(own.abs().max())))
 
 
 def window_nll(model, windows: list[list[int]], batch_size: int = 1, device: str = "cpu") -> list[float]:
-    """Summed next-token negative log-likelihood (nats, float64) of each window, in window order."""
+    """Summed next-token negative log-likelihood (nats, float64) of each window, in window order.
+
+    The decoder runs once per batch; the head and the loss run over chunks of
+    predicted tokens, so no [batch, seqlen, vocab] logits tensor is ever built.
+    """
     import torch
     import torch.nn.functional as F
 
-    sums = []
+    body = model.base_model
+    logits_fn = _logits_fn(model)
+    vocab = model.get_output_embeddings().weight.shape[0]
+    chunk = max(1, LOGIT_CHUNK_BYTES // (4 * vocab))
+    sums: list[float] = []
     with torch.no_grad():
+        if windows and model not in _HEAD_CHECKED:
+            if _chunked_head_matches(model, body, logits_fn, windows[0], device):
+                _HEAD_CHECKED.add(model)
+            else:
+                raise LangpruneError(f"{type(model).__name__}: the output head applied to the final hidden states "
+                                     f"does not reproduce the model's logits (an unknown logit transform); "
+                                     f"perplexity for this architecture needs support in evaluate/perplexity.py")
         for start in range(0, len(windows), batch_size):
             batch = torch.tensor(windows[start:start + batch_size], dtype=torch.long, device=device)
-            logits = model(input_ids=batch).logits[:, :-1].float()
-            targets = batch[:, 1:]
-            nll = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), reduction="none")
-            sums += nll.view(targets.shape).double().sum(dim=1).tolist()
+            hidden = body(input_ids=batch).last_hidden_state[:, :-1].reshape(-1, model.config.hidden_size)
+            targets = batch[:, 1:].reshape(-1)
+            per_token = torch.empty(targets.numel(), dtype=torch.float64)
+            for t0 in range(0, targets.numel(), chunk):
+                logits = logits_fn(hidden[t0:t0 + chunk])
+                nll = F.cross_entropy(logits, targets[t0:t0 + chunk], reduction="none")
+                per_token[t0:t0 + chunk] = nll.double().cpu()
+                del logits
+            sums += per_token.view(batch.shape[0], -1).sum(dim=1).tolist()
     return sums
 
 
@@ -120,7 +197,7 @@ def evaluate_perplexity(model: str, source: str, languages: list[str], seqlen: i
     """
     from ..data.overlap import DEFAULT_WINDOW, check_disjoint
     from ..data.sources import parse_source
-    from ..models import free_memory, load_tokenizer
+    from ..models import bos_prefix, free_memory, load_tokenizer
     from .modelload import load_evaluated_model
     from .results import check_metrics_out, record, write_metrics
     from .units import window_units
@@ -136,7 +213,8 @@ def evaluate_perplexity(model: str, source: str, languages: list[str], seqlen: i
     texts = {lang: eval_text(src, lang, tokenizer, max_tokens) for lang in languages}
     shards = calibration_shards(list(calibration), checkpoint)
     check_disjoint(texts, shards, overlap_window or DEFAULT_WINDOW)
-    windows = {lang: make_windows(texts[lang], tokenizer, seqlen, max_tokens, lang) for lang in languages}
+    prefix = bos_prefix(tokenizer)
+    windows = {lang: make_windows(texts[lang], tokenizer, seqlen, max_tokens, lang, prefix) for lang in languages}
     lm = load_evaluated_model(model, checkpoint, dtype=dtype, device=device, revision=revision)
     records = []
     for lang in languages:
@@ -150,7 +228,7 @@ def evaluate_perplexity(model: str, source: str, languages: list[str], seqlen: i
     del lm
     free_memory()
     settings = {"source": src.spec, "languages": languages, "seqlen": seqlen, "max_tokens": max_tokens,
-                "revision": revision,
+                "revision": revision, "bos": bool(prefix),
                 "calibration": shards, "dtype": dtype, "batch_size": batch_size}
     return write_metrics(out, kind="perplexity", model=model, checkpoint=checkpoint, records=records, tags=tags,
                          settings=settings, force=force)

@@ -38,13 +38,36 @@ def _check_groups(weight: torch.Tensor, structure: Structure, name: str) -> None
                              f"of --structure {structure.label}; use unstructured or another M")
 
 
+def kth_smallest(scores: torch.Tensor, k: int) -> torch.Tensor:
+    """The ``k``-th smallest score (1-based) of every row, keeping the last dim (size 1).
+
+    On the CPU numpy's introselect, several times faster than ``torch.kthvalue`` there;
+    elsewhere ``torch.kthvalue``. Both give the same value.
+    """
+    if scores.device.type == "cpu":
+        import numpy as np
+
+        picked = np.partition(scores.detach().contiguous().numpy(), k - 1, axis=-1)[..., k - 1:k]
+        return torch.from_numpy(np.ascontiguousarray(picked))
+    return torch.kthvalue(scores, k, dim=-1, keepdim=True).values
+
+
 def lowest_per_row(scores: torch.Tensor, count: int) -> torch.Tensor:
-    """Keep-mask pruning exactly ``count`` lowest scores in every row; ties broken by column order."""
-    keep = torch.ones_like(scores, dtype=torch.bool)
-    if count > 0:
-        order = torch.sort(scores, dim=-1, stable=True).indices[..., :count]
-        keep.scatter_(-1, order, False)
-    return keep
+    """Keep-mask pruning exactly ``count`` lowest scores in every row; ties broken by column order.
+
+    A selection, not a sort (an order of magnitude faster on real shapes): everything below
+    the row's ``count``-th smallest score goes, then as many scores equal to it as are still
+    needed, leftmost first, which is the set a stable sort would pick.
+    """
+    if count <= 0:
+        return torch.ones_like(scores, dtype=torch.bool)
+    threshold = kth_smallest(scores, count)
+    tied = scores == threshold
+    if int(tied.sum()) == tied.numel() // tied.shape[-1]:  # no ties: only the threshold itself, once per row
+        return scores > threshold
+    below = scores < threshold
+    still_needed = count - below.sum(dim=-1, keepdim=True)
+    return ~(below | (tied & (torch.cumsum(tied, dim=-1) <= still_needed)))
 
 
 def lowest_overall(scores: torch.Tensor, count: int) -> torch.Tensor:

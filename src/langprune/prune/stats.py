@@ -164,16 +164,24 @@ class LayerStatsCollector(_Hooks):
         return {name: finals[owner].for_linear(name) for name, owner in self.group_of.items()}
 
 
+ERROR_TOKEN_BUDGET = 1024  # tokens per linear the reconstruction error is measured on (whole batches)
+
+
 class ReconstructionMeter(_Hooks):
     """Measures ||W X - W' X||^2 / ||W X||^2 per linear while the pruned layer runs.
 
     Takes ownership of a copy of the layer's dense weights (one layer's worth of memory,
     overwritten with W - W') and uses one extra matmul per linear per batch:
-    W X = W' X + (W - W') X.
+    W X = W' X + (W - W') X. Only whole batches until ``token_budget`` tokens were measured
+    take part (at least one batch), so the measurement stays a small share of pruning
+    however large the calibration set: the error is an estimate on the first batches.
     """
 
-    def __init__(self, linears: dict[str, nn.Linear], dense: dict[str, torch.Tensor]):
+    def __init__(self, linears: dict[str, nn.Linear], dense: dict[str, torch.Tensor],
+                 token_budget: int | None = ERROR_TOKEN_BUDGET):
         self.linears = linears
+        self.token_budget = token_budget
+        self.tokens = {name: 0 for name in linears}
         # W - W' computed into the dense copy itself: no second layer-sized buffer.
         self.delta = {name: dense[name].to(module.weight.device).sub_(module.weight.detach())
                       for name, module in linears.items()}
@@ -186,7 +194,10 @@ class ReconstructionMeter(_Hooks):
 
     def _hook_for(self, name: str):
         def hook(module: nn.Linear, args: tuple, output: torch.Tensor) -> None:
+            if self.token_budget is not None and self.tokens[name] >= self.token_budget:
+                return
             started = time.perf_counter()
+            self.tokens[name] += args[0].shape[:-1].numel()
             diff = torch.nn.functional.linear(args[0], self.delta[name]).float()
             pruned = output.detach().float()
             if module.bias is not None:

