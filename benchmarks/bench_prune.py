@@ -244,7 +244,7 @@ def gpu_run(method: str, shape: dict, nsamples: int, seqlen: int, batch_size: in
             "offload": offload, "wall_s": wall, "capture_s": result.timings["capture"],
             "s_per_layer": sum(per_layer) / len(per_layer),
             "projected_32_layers_min": (result.timings["capture"] + 32 * sum(per_layer) / len(per_layer)) / 60,
-            "peak_device_gib": peak, "mean_rel_error": sum(l.rel_error for l in result.layers) / len(per_layer)}
+            "peak_device_gib": peak, "mean_rel_error": sum(layer.rel_error for layer in result.layers) / len(per_layer)}
 
 
 def real_plain_forward_seconds(model, ids, batch_size: int) -> float:
@@ -328,7 +328,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--real-sizes", default="32x128,128x128", help="calibration sizes NxS,NxS for --real")
     parser.add_argument("--real-batch-sizes", default="1,4,8,16", help="batch sizes of the --real forward sweep")
     parser.add_argument("--shape", default=None, help="JSON overriding 8B shapes, for a CPU dry run of --gpu")
-    parser.add_argument("--sizes", default="16x128,64x128", help="CPU calibration sizes NxS,NxS ('' skips to the overhead check)")
+    parser.add_argument("--sizes", default="16x128,64x128",
+                        help="CPU calibration sizes NxS,NxS ('' skips to the overhead check)")
     parser.add_argument("--methods", action="store_true",
                         help="only the RIA / OWL / DSnoT cost tables (vs Wanda, and DSnoT per cycle)")
     parser.add_argument("--threads", type=int, default=1,

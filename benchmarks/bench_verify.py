@@ -23,8 +23,8 @@ import torch
 def build_checkpoint(root: Path, hidden: int, layers: int):
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from langprune.checkpoint import base_weights_hash, kept_values, write_checkpoint
     from langprune.bitmasks import PackedMasks
+    from langprune.checkpoint import base_weights_hash, kept_values, write_checkpoint
 
     torch.manual_seed(0)
     config = LlamaConfig(vocab_size=32000, hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=16,

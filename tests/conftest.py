@@ -15,7 +15,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 SAMPLE_TEXT = {
-    "en": "All human beings are born free and equal in dignity and rights. They are endowed with reason and conscience.",
+    "en": "All human beings are born free and equal in dignity and rights. "
+          "They are endowed with reason and conscience.",
     "de": "Alle Menschen sind frei und gleich an Würde und Rechten geboren. Sie sind mit Vernunft und Gewissen begabt.",
     "es": "Todos los seres humanos nacen libres e iguales en dignidad y derechos y, dotados como están de razón.",
     "ru": "Все люди рождаются свободными и равными в своем достоинстве и правах. Они наделены разумом и совестью.",

@@ -3,8 +3,14 @@
 import pytest
 import torch
 
-from langprune.analysis.features import (default_rank, feature_change, features_table, fit_language_subspace,
-                                         observation_check, split_features)
+from langprune.analysis.features import (
+    default_rank,
+    feature_change,
+    features_table,
+    fit_language_subspace,
+    observation_check,
+    split_features,
+)
 from langprune.errors import LangpruneError
 
 LANGS = ["ar", "de", "en", "sw"]

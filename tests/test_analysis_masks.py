@@ -4,8 +4,16 @@ import pytest
 import torch
 
 from langprune.analysis import masks as masks_mod
-from langprune.analysis.masks import (iou, language_matrix, layer_curve, layer_index, linear_type, overlap_table,
-                                      pair_counts, random_iou)
+from langprune.analysis.masks import (
+    iou,
+    language_matrix,
+    layer_curve,
+    layer_index,
+    linear_type,
+    overlap_table,
+    pair_counts,
+    random_iou,
+)
 
 
 def label(calib, seed):

@@ -5,8 +5,14 @@ import math
 import pytest
 import torch
 
-from langprune.analysis.neurons import (activation_probability, lape, neuron_pruned_counts, protection_check,
-                                        pruned_share_rows, select_language_neurons)
+from langprune.analysis.neurons import (
+    activation_probability,
+    lape,
+    neuron_pruned_counts,
+    protection_check,
+    pruned_share_rows,
+    select_language_neurons,
+)
 
 LANGS = ["de", "en", "sw"]
 

@@ -13,8 +13,18 @@ from transformers import AutoModelForCausalLM
 
 from conftest import build_model
 from langprune.bitmasks import PackedMasks, pack_mask, unpack_mask
-from langprune.checkpoint import (MASKS, VALUES, applied, apply_checkpoint, checkpoint_bytes, export_dense, load_pruned_model,
-                                  iter_masks, read_manifest, read_masks)
+from langprune.checkpoint import (
+    MASKS,
+    VALUES,
+    applied,
+    apply_checkpoint,
+    checkpoint_bytes,
+    export_dense,
+    iter_masks,
+    load_pruned_model,
+    read_manifest,
+    read_masks,
+)
 from langprune.cli import main
 from langprune.errors import LangpruneError
 from langprune.prune import prune_to_checkpoint
@@ -66,7 +76,8 @@ def test_pack_unpack_round_trip():
 def test_save_load_export_round_trip_bit_exact(tmp_path, tiny_llama_dir, tiny_cohere_dir, shard, arch, method,
                                                structure):
     base = str(tiny_llama_dir if arch == "llama" else tiny_cohere_dir)
-    outcome = prune_to_checkpoint(base, tmp_path / "ckpt", method, sparsity=0.5 if structure == "unstructured" else None,
+    sparsity = 0.5 if structure == "unstructured" else None
+    outcome = prune_to_checkpoint(base, tmp_path / "ckpt", method, sparsity=sparsity,
                                   structure=structure, calibration=shard, batch_size=4, dtype="bfloat16",
                                   progress=False, tags={"calib": "de"})
     manifest = read_manifest(outcome.path)
@@ -97,7 +108,8 @@ def test_applied_restores_the_base_and_iter_masks_reads_one_weight(tmp_path, tin
     after = dict(base.named_parameters())
     assert all(torch.equal(before[name], after[name]) for name in before)
     name = sorted(read_manifest(outcome.path)["tensors"])[-1]
-    assert [(n, keep.shape) for n, keep in iter_masks(outcome.path, [name])] == [(name, outcome.result.masks[name].shape)]
+    expected = [(name, outcome.result.masks[name].shape)]
+    assert [(n, keep.shape) for n, keep in iter_masks(outcome.path, [name])] == expected
     assert torch.equal(next(iter(dict(iter_masks(outcome.path, [name])).values())), outcome.result.masks[name])
 
 

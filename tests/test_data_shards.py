@@ -156,8 +156,10 @@ def test_mc4_reads_files_from_the_hub_cache_offline(tmp_path, tiny_tokenizer_dir
     docs = source.documents("sw", "train", limit=10)
     assert [d.id for d in docs[:2]] == ["mc4/sw/train/0", "mc4/sw/train/1"] and docs[3].text == rows[3]["text"]
     assert len(docs) == 10
-    from langprune.data.shards import language_rng, sample_documents
     from transformers import AutoTokenizer
 
-    sample = sample_documents(docs, AutoTokenizer.from_pretrained(tiny_tokenizer_dir), 3, 12, language_rng(0, "sw"), "sw")
+    from langprune.data.shards import language_rng, sample_documents
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_tokenizer_dir)
+    sample = sample_documents(docs, tokenizer, 3, 12, language_rng(0, "sw"), "sw")
     assert len(sample.windows) == 3 and all(len(w) == 12 for w in sample.windows)

@@ -6,12 +6,12 @@ import pandas as pd
 import pytest
 import torch
 
+from langprune.bitmasks import PackedMasks
 from langprune.checkpoint import write_checkpoint
 from langprune.cli import main
 from langprune.errors import LangpruneError
 from langprune.evaluate.results import gather, record, write_metrics
 from langprune.io import write_json
-from langprune.bitmasks import PackedMasks
 from langprune.reference import load_reference
 from langprune.variant import parse_tags
 

@@ -184,10 +184,9 @@ def test_evaluate_tasks_backends_give_identical_records(tmp_path, tiny_llama_dir
     """`langprune evaluate tasks` (shared by default) and `--backend hflm`: udhr_mc, ARC and MKQA."""
     import json
 
-    from test_eval_tasks import MKQA_ROWS, write_arc_copies
-
     from langprune.cli import main
     from langprune.io import read_json
+    from test_eval_tasks import MKQA_ROWS, write_arc_copies
 
     assert main(["evaluate", "make-mc", "--source", f"text:{text_splits['eval']}", "--languages", "de,en",
                  "--n-items", "6", "--out", str(tmp_path / "mc")]) == 0

@@ -74,7 +74,8 @@ def test_hub_task_data_missing_offline_is_one_clear_error(tmp_path, tiny_llama_d
 
 
 def test_mc_items_come_from_consecutive_passages():
-    docs = [" ".join(f"w{i}" for i in range(40)), " ".join(f"v{i}" for i in range(20)), "人人生而自由在尊严和权利上一律平等。"]
+    docs = [" ".join(f"w{i}" for i in range(40)), " ".join(f"v{i}" for i in range(20)),
+            "人人生而自由在尊严和权利上一律平等。"]
     assert passages(docs[0], 8)[:2] == ["w0 w1 w2 w3 w4 w5 w6 w7", "w8 w9 w10 w11 w12 w13 w14 w15"]
     assert passages(docs[2], 4) == ["人人生而自由在尊", "严和权利上一律平", "等。"]
     items = build_items(docs, 6, random.Random(0), "xx")
@@ -97,8 +98,8 @@ MKQA_ROWS = [
 
 def write_arc_copies(root) -> None:
     """Local copies in the hub datasets' columns: Okapi m_arc (German) and ai2_arc (English)."""
-    okapi = [{"id": str(i), "instruction": f"Frage {i}?", "option_a": "ja", "option_b": "nein", "option_c": "vielleicht",
-              "option_d": "nie", "option_e": None, "answer": "ABCD"[i % 4]} for i in range(3)]
+    okapi = [{"id": str(i), "instruction": f"Frage {i}?", "option_a": "ja", "option_b": "nein",
+              "option_c": "vielleicht", "option_d": "nie", "option_e": None, "answer": "ABCD"[i % 4]} for i in range(3)]
     (root / "arc_de").mkdir(parents=True)
     (root / "arc_de" / "test.jsonl").write_text("".join(json.dumps(d) + "\n" for d in okapi))
     ai2 = [{"id": str(i), "question": f"Question {i}?", "answerKey": "B",

@@ -62,7 +62,8 @@ def test_one_load_writes_every_benchmark_of_every_variant(setup, monkeypatch, tm
     loads = []
     real = langprune.models.load_model
     monkeypatch.setattr(langprune.models, "load_model", lambda *a, **k: loads.append(a) or real(*a, **k))
-    variants = {"dense": tmp_path / "dense", str(root / "mag24"): tmp_path / "mag24", str(root / "mag70"): tmp_path / "m70"}
+    variants = {"dense": tmp_path / "dense", str(root / "mag24"): tmp_path / "mag24",
+                str(root / "mag70"): tmp_path / "m70"}
     argv = ["evaluate", "variant", "--model", model, "--tag", "model=tiny"]
     for ckpt, out in variants.items():
         argv += ["--checkpoint", ckpt, "--out-dir", str(out)]

@@ -96,7 +96,8 @@ def test_wanda_matches_brute_force_definition():
 @pytest.mark.parametrize("structure", [unstructured(0.5), n_of_m(2, 4)])
 def test_sparsegpt_beats_wanda_and_magnitude_on_correlated_inputs(layer, structure):
     w, x, stats = layer
-    errors = {m: _recon_error(w, _pruned_weight(m, w, stats, structure)[1], x) for m in ("magnitude", "wanda", "sparsegpt")}
+    errors = {m: _recon_error(w, _pruned_weight(m, w, stats, structure)[1], x)
+              for m in ("magnitude", "wanda", "sparsegpt")}
     assert errors["sparsegpt"] < errors["wanda"]
     assert errors["sparsegpt"] < errors["magnitude"]
 
@@ -135,7 +136,8 @@ def test_cholesky_retries_with_more_dampening_then_names_the_layer(caplog):
     from langprune.prune.stats import LinearStats
 
     w = torch.randn(4, 3)
-    barely_indefinite = LinearStats("model.layers.7.mlp.down_proj", 10, hessian=torch.diag(torch.tensor([1.0, 1.0, -0.05])))
+    barely_indefinite = LinearStats("model.layers.7.mlp.down_proj", 10,
+                                    hessian=torch.diag(torch.tensor([1.0, 1.0, -0.05])))
     with caplog.at_level(logging.WARNING, logger="langprune.prune"):
         keep, new = METHODS["sparsegpt"].prune(w, barely_indefinite, unstructured(0.34))
     assert torch.isfinite(new).all()

@@ -12,8 +12,15 @@ from scipy import stats
 from langprune.cli import main
 from langprune.errors import LangpruneError
 from langprune.io import write_json
-from langprune.report.significance import (BEST_OTHER, SignificanceSettings, compare_calibrations, holm, paired_test,
-                                           read_significance, read_units)
+from langprune.report.significance import (
+    BEST_OTHER,
+    SignificanceSettings,
+    compare_calibrations,
+    holm,
+    paired_test,
+    read_significance,
+    read_units,
+)
 
 FAST = SignificanceSettings(resamples=999, alpha=0.05, seed=0, seed_counts=(1, 2))
 

@@ -72,7 +72,8 @@ def test_second_config_takes_shared_artifacts_from_the_cache(scratch, tmp_path):
     grown = wf.with_changes(wf.reduced_default(), **{"calibration.seeds": [0, 1]})
     workdir = wf.make_workdir(tmp_path / "other-config", grown)
     plan = cache_plan(workdir, scratch / "cache")
-    shared = {SHARD.format(calib=c, seed=0) for c in ("de", "en")} | {CKPT.format(calib=c, seed=0) for c in ("de", "en")}
+    shared = ({SHARD.format(calib=c, seed=0) for c in ("de", "en")}
+              | {CKPT.format(calib=c, seed=0) for c in ("de", "en")})
     assert plan["obtained from"] == shared | {DENSE}
     assert plan["written to"] == ({SHARD.format(calib=c, seed=1) for c in ("de", "en")}
                                   | {CKPT.format(calib=c, seed=1) for c in ("de", "en")})

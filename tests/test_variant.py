@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import pandas as pd
 import pytest
-
-from langprune import variant
 import torch
 
+from langprune import variant
 from langprune.bitmasks import PackedMasks
 from langprune.checkpoint import write_checkpoint
 from langprune.errors import LangpruneError
 from langprune.evaluate.results import gather, record, write_metrics
-from langprune.io import write_json
 from langprune.prune.structure import parse_structure
 from langprune.report import tables
 from langprune.variant import parse_tags

@@ -8,8 +8,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = Path(sys.executable).with_name("snakemake")
 
@@ -101,7 +99,8 @@ def test_paper_grid_extension_job_count_matches_its_comment(tmp_path):
     """config/paper.yaml's commented-out RIA/DSnoT/OWL extension plans the job count its comment states."""
     text = (REPO / "config" / "paper.yaml").read_text()
     extended = re.sub(r"\n  methods: \[wanda, sparsegpt\]\n", "\n", text)
-    extended = extended.replace("  # methods: [wanda, sparsegpt, ria, dsnot]", "  methods: [wanda, sparsegpt, ria, dsnot]")
+    extended = extended.replace("  # methods: [wanda, sparsegpt, ria, dsnot]",
+                                "  methods: [wanda, sparsegpt, ria, dsnot]")
     extended = extended.replace("  # allocation: [uniform, owl]", "  allocation: [uniform, owl]")
     assert extended.count("methods: [wanda, sparsegpt, ria, dsnot]") == 1 and "  allocation: [uniform" in extended
     config = tmp_path / "paper_extended.yaml"

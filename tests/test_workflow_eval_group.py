@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import yaml
+
 from test_workflow_dryrun import REPO, job_counts, run_snakemake
 
 

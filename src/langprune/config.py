@@ -70,7 +70,8 @@ def _check_duplicate_keys(loader: yaml.SafeLoader, node: yaml.Node, path: list, 
                 continue
             if first is not None:
                 raise LangpruneError(
-                    f"config key {_key_path([*path, key])}: duplicate key in {where}, at line {first.start_mark.line + 1} "
+                    f"config key {_key_path([*path, key])}: duplicate key in {where}, "
+                    f"at line {first.start_mark.line + 1} "
                     f"and again at line {key_node.start_mark.line + 1}; YAML would silently keep only the last one. "
                     f"Keep one of them")
             seen[key] = key_node
@@ -258,7 +259,8 @@ def _check_tasks(config: dict) -> None:
         if name not in known:
             close = difflib.get_close_matches(name, known, n=1)
             hint = f"did you mean '{close[0]}'? " if close else ""
-            raise LangpruneError(f"config key evaluation.tasks.{name}: unknown benchmark; {hint}known: {', '.join(known)}")
+            raise LangpruneError(f"config key evaluation.tasks.{name}: unknown benchmark; "
+                                 f"{hint}known: {', '.join(known)}")
     if "udhr_mc" in tasks:
         if not evaluation.get("multiple_choice"):
             raise LangpruneError("config key evaluation.tasks.udhr_mc: its items are built from text by "

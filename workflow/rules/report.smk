@@ -12,8 +12,16 @@ REPORT_HEATMAPS = variant.HEATMAP_DIR
 # (langprune.report's TABLES, paper comparison and summary; tests/test_report_rules.py checks they agree).
 REPORT_TABLE_FORMATS = ["csv", "md", "tex", "html"]
 REPORT_TABLE_FILES = {
-    **{name: REPORT_TABLE_FORMATS for name in ["table1_perplexity", "table1_bits_per_byte", "table2_tasks",
-                                               "table4_mixes_tasks", "table4_mixes_perplexity"]},
+    **{
+        name: REPORT_TABLE_FORMATS
+        for name in [
+            "table1_perplexity",
+            "table1_bits_per_byte",
+            "table2_tasks",
+            "table4_mixes_tasks",
+            "table4_mixes_perplexity",
+        ]
+    },
     "paper_comparison": ["csv", "md", "html"],
 }
 REPORT_SUMMARY_FILES = {"target_best": ["csv", "md", "html"]}
@@ -21,15 +29,25 @@ REPORT_SUMMARY_FILES = {"target_best": ["csv", "md", "html"]}
 REPORT_SIGNIFICANCE = "results/tables/{model}/significance.csv"
 REPORT_SIGNIFICANCE_FILES = {"significance": ["csv", "md", "html"], "seed_intervals": ["csv", "md", "html"]}
 # Test settings as flags; a key the config leaves out keeps the command's default (the schema's).
-SIGNIFICANCE_FLAGS = " ".join(f"--{key.replace('_', '-')} {','.join(map(str, value)) if isinstance(value, list) else value}"
-                              for key, value in config.get("significance", {}).items())
+SIGNIFICANCE_FLAGS = " ".join(
+    f"--{key.replace('_', '-')} {','.join(map(str, value)) if isinstance(value, list) else value}"
+    for key, value in config.get("significance", {}).items()
+)
 # Formats shown in the report: HTML renders inline, CSV is the download.
 REPORT_SHOWN = {"html": "Tables", "csv": "Table data (CSV)"}
 # (A line may not start with `report(` outside a rule: Snakemake would read the `report:` keyword.)
 REPORT_OUTPUTS = {
-    (name, ext): f"results/tables/{{model}}/{name}.{ext}" if ext not in REPORT_SHOWN else report(
-        f"results/tables/{{model}}/{name}.{ext}", caption=f"../report/{name}.rst", category=REPORT_SHOWN[ext],
-        subcategory="{model}", labels={"model": "{model}", "table": name, "format": ext})
+    (name, ext): (
+        f"results/tables/{{model}}/{name}.{ext}"
+        if ext not in REPORT_SHOWN
+        else report(
+            f"results/tables/{{model}}/{name}.{ext}",
+            caption=f"../report/{name}.rst",
+            category=REPORT_SHOWN[ext],
+            subcategory="{model}",
+            labels={"model": "{model}", "table": name, "format": ext},
+        )
+    )
     for files in (REPORT_TABLE_FILES, REPORT_SUMMARY_FILES, REPORT_SIGNIFICANCE_FILES)
     for name, formats in files.items()
     for ext in formats
@@ -44,8 +62,8 @@ rule report_tables:
     input:
         REPORT_METRICS,
     output:
-        aggregated="results/tables/{model}/aggregated.csv",
         **{f"{n}_{e}": REPORT_OUTPUTS[n, e] for n, formats in REPORT_TABLE_FILES.items() for e in formats},
+        aggregated="results/tables/{model}/aggregated.csv",
     log:
         "logs/report/{model}/tables.log",
     wildcard_constraints:
@@ -61,14 +79,14 @@ rule report_significance:
         REPORT_METRICS,
     output:
         **{f"{n}_{e}": REPORT_OUTPUTS[n, e] for n, formats in REPORT_SIGNIFICANCE_FILES.items() for e in formats},
-    params:
-        flags=SIGNIFICANCE_FLAGS,
     log:
         "logs/report/{model}/significance.log",
     wildcard_constraints:
         model="[^/]+",
     conda:
         REPORT_CONDA_ENV
+    params:
+        flags=SIGNIFICANCE_FLAGS,
     shell:
         "langprune report significance --metrics {input:q} --out-dir $(dirname {output.significance_csv:q}) "
         "{params.flags} > {log:q} 2>&1"
@@ -79,8 +97,8 @@ rule report_summary:
         metrics=REPORT_METRICS,
         significance=REPORT_SIGNIFICANCE,
     output:
-        columns="results/tables/{model}/target_best_columns.csv",
         **{f"{n}_{e}": REPORT_OUTPUTS[n, e] for n, formats in REPORT_SUMMARY_FILES.items() for e in formats},
+        columns="results/tables/{model}/target_best_columns.csv",
     log:
         "logs/report/{model}/summary.log",
     wildcard_constraints:
@@ -97,9 +115,14 @@ rule report_figures:
         metrics=REPORT_METRICS,
         significance=REPORT_SIGNIFICANCE,
     output:
-        report(directory(REPORT_HEATMAPS), patterns=["{setting}/{figure}.png"], caption="../report/heatmap.rst",
-               category="Heatmaps", subcategory="{model}",
-               labels={"model": "{model}", "setting": "{setting}", "figure": "{figure}"}),
+        report(
+            directory(REPORT_HEATMAPS),
+            patterns=["{setting}/{figure}.png"],
+            caption="../report/heatmap.rst",
+            category="Heatmaps",
+            subcategory="{model}",
+            labels={"model": "{model}", "setting": "{setting}", "figure": "{figure}"},
+        ),
     log:
         "logs/report/{model}/figures.log",
     wildcard_constraints:

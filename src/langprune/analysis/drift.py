@@ -12,8 +12,17 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..variant import LABEL_KEYS, SETTING_KEYS
-from .common import (check_outputs, language_colors, legend_for_all, save_figure, sort_languages,
-                     use_headless_backend, variant_title, write_csv, write_text)
+from .common import (
+    check_outputs,
+    language_colors,
+    legend_for_all,
+    save_figure,
+    sort_languages,
+    use_headless_backend,
+    variant_title,
+    write_csv,
+    write_text,
+)
 from .states import by_language, load_variants
 
 

@@ -18,8 +18,17 @@ from pathlib import Path
 
 from ..errors import LangpruneError
 from ..variant import LABEL_KEYS, SETTING_KEYS
-from .common import (check_outputs, language_colors, legend_for_all, save_figure, sort_languages,
-                     use_headless_backend, variant_title, write_csv, write_text)
+from .common import (
+    check_outputs,
+    language_colors,
+    legend_for_all,
+    save_figure,
+    sort_languages,
+    use_headless_backend,
+    variant_title,
+    write_csv,
+    write_text,
+)
 from .states import by_language, load_variants, read_states
 
 COMPONENTS = ("agnostic", "specific")

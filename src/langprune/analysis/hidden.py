@@ -229,7 +229,8 @@ def run_hidden(*, model: str, probe: str, languages: list[str], outs: list[str],
         ref_tensors, ref_meta = read_states(reference)
         if ref_meta.get("probe_sha256") != fingerprint:
             raise LangpruneError(f"--reference '{reference}' was computed on other probe text, languages or "
-                                 "--max-length; rerun `langprune analyze hidden` for the dense model with the same flags")
+                                 "--max-length; rerun `langprune analyze hidden` for the dense model "
+                                 "with the same flags")
     tokenizer = load_tokenizer(model)
     written = []
     for out, (checkpoint, net) in zip(outs, analysis_models(model, checkpoints, dtype, device)):

@@ -205,7 +205,8 @@ def group_checkpoints(checkpoints: list[str]) -> dict[tuple, list[tuple[dict, st
 
 def run_masks(*, checkpoints: list[str], out_table: str, out_matrix: str, out_layers: str, out_types: str,
               out_figure: str, languages: list[str] | None = None, threads: int | None = None) -> list[Path]:
-    """`langprune analyze masks`: pairwise IoU tables (per layer x type, language matrix, per layer, per type) + figure."""
+    """`langprune analyze masks`: pairwise IoU tables (per layer x type, language matrix, per layer, per type)
+    and a figure."""
     import pandas as pd
 
     from .common import check_outputs, limit_threads

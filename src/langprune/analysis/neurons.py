@@ -21,8 +21,7 @@ from pathlib import Path
 
 from ..errors import LangpruneError
 from ..variant import LABEL_KEYS, SETTING_KEYS, variant_labels
-from .common import save_figure, sort_languages, use_headless_backend, variant_title, \
-    write_csv, write_text
+from .common import save_figure, sort_languages, use_headless_backend, variant_title, write_csv, write_text
 
 NEURON_AXIS = {"gate": 1, "up": 1, "down": 0}  # sum over this axis to get one count per neuron
 
@@ -178,8 +177,8 @@ def run_neurons(*, dense: str, checkpoints: list[str], out_table: str, out_neuro
     import pandas as pd
 
     from .common import check_outputs, checkpoint_tags, limit_threads
-    from .states import by_language, read_states
     from .masks import PrunedMasks
+    from .states import by_language, read_states
 
     limit_threads(threads)
     check_outputs([dense, *checkpoints], out_table=out_table, out_neurons=out_neurons, out_figure=out_figure,

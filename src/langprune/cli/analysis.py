@@ -65,7 +65,8 @@ def register(subparsers) -> None:
     cpu = argparse.ArgumentParser(add_help=False)
     cpu.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
 
-    p = sub.add_parser("hidden", parents=[cpu], help="probe states of one model: one hooked forward pass per probe language")
+    p = sub.add_parser("hidden", parents=[cpu],
+                       help="probe states of one model: one hooked forward pass per probe language")
     p.add_argument("--model", required=True, help="base model id or directory")
     p.add_argument("--checkpoint", nargs="+", help="sparse checkpoint directories (omit for the dense model)")
     p.add_argument("--probe", required=True, help="text:DIR (or DIR) with parallel <lang>.txt probe passages")

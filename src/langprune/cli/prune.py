@@ -134,7 +134,8 @@ def register(subparsers) -> None:
     h.add_argument("--dsnot-pow-of-var", type=float, default=None,
                    help="DSnoT: power of the input variance dividing the grow score (default 1)")
     h.add_argument("--dsnot-skip", default=None,
-                   help="DSnoT: linears under modules with this name keep the initial mask (default mlp; none: refine all)")
+                   help="DSnoT: linears under modules with this name keep the initial mask "
+                        "(default mlp; none: refine all)")
     p.set_defaults(func=_prune)
 
     e = subparsers.add_parser("export", help="write a dense Hugging Face model directory from a sparse checkpoint")

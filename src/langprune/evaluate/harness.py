@@ -151,8 +151,8 @@ def evaluate_tasks(model: str, benchmarks: list[str], languages: list[str], out:
 
     from ..data.languages import check_mc4_languages
     from ..models import free_memory, load_tokenizer
-    from .registry import select
     from .modelload import load_evaluated_model
+    from .registry import select
     from .results import check_metrics_out, record, write_metrics
     from .sharedlm import DEFAULT_BATCH_TOKENS, check_backend, make_lm
 
@@ -180,10 +180,12 @@ def evaluate_tasks(model: str, benchmarks: list[str], languages: list[str], out:
     records = []
     for entry in entries:
         value, n = score(entry, results) if entry.available else (None, 0)
-        records.append(record(entry.benchmark, entry.label, entry.metric, value, n, entry.available and value is not None,
+        records.append(record(entry.benchmark, entry.label, entry.metric, value, n,
+                              entry.available and value is not None,
                               task=entry.task, **(item_scores(entry, results) if entry.available else {})))
     settings = {"benchmarks": benchmarks, "languages": languages, "limit": limit, "batch_size": batch_size,
-                "max_length": max_length, "num_fewshot": 0, "revision": revision, "task_data": [str(d) for d in task_data], "dtype": dtype,
+                "max_length": max_length, "num_fewshot": 0, "revision": revision,
+                "task_data": [str(d) for d in task_data], "dtype": dtype,
                 "backend": backend, "batch_tokens": batch_tokens if backend == "shared" else None}
     return write_metrics(out, kind="tasks", model=model, checkpoint=checkpoint, records=records, tags=tags,
                          settings=settings, force=force)

@@ -170,8 +170,8 @@ def calibration_shards(explicit: list[str], checkpoint: str | None) -> list[str]
     """
     import sys
 
-    from ..io import sha256_file
     from ..checkpoint import checkpoint_identity
+    from ..io import sha256_file
 
     shards = list(explicit)
     recorded = (checkpoint_identity(checkpoint)[1].get("calibration") or {})

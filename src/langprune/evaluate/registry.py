@@ -42,7 +42,9 @@ def load_registry(path: Path = REGISTRY_FILE) -> list[TaskEntry]:
 
 def _for_language(entry: TaskEntry, lang: str) -> TaskEntry:
     """Instantiate a wildcard row for one language."""
-    fill = (lambda s: s.format(lang=lang) if s else s)
+    def fill(text):
+        return text.format(lang=lang) if text else text
+
     return replace(entry, language=lang, label=fill(entry.label), task=fill(entry.task),
                    local_data=fill(entry.local_data))
 

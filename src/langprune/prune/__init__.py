@@ -40,7 +40,8 @@ def load_calibration(path: str | os.PathLike) -> tuple[Any, dict[str, Any]]:
     try:
         with safe_open(str(path), framework="pt") as shard:
             if "input_ids" not in shard.keys():
-                raise LangpruneError(f"--calibration '{path}' has no tensor 'input_ids' (found: {sorted(shard.keys())})")
+                raise LangpruneError(f"--calibration '{path}' has no tensor 'input_ids' "
+                                     f"(found: {sorted(shard.keys())})")
             input_ids = shard.get_tensor("input_ids")
             metadata = shard.metadata() or {}
     except SafetensorError as exc:

@@ -24,8 +24,15 @@ from ..errors import LangpruneError
 from ..io import atomic_path
 from ..variant import SETTING_KEYS, setting_name
 from .common import PERPLEXITY_BENCHMARK, html_page, metric_info, write_text
-from .tables import (aggregate_seeds, calib_sort_key, column_sort_key, is_dense, read_metrics, single_calibrations,
-                     target_language)
+from .tables import (
+    aggregate_seeds,
+    calib_sort_key,
+    column_sort_key,
+    is_dense,
+    read_metrics,
+    single_calibrations,
+    target_language,
+)
 
 COLUMN_KEYS = ["benchmark", "metric", "language"]
 NA_COLOUR = "#d9d9d9"
@@ -141,7 +148,8 @@ def target_best_columns(agg: pd.DataFrame) -> pd.DataFrame:
                 sign = 1.0 if grid.lower_is_better[j] else -1.0
                 gap = sign * (column[target] - (others.min() if sign > 0 else others.max())) if len(others) else np.nan
                 records.append({**setting, "benchmark": benchmark, "metric": metric, "language": language,
-                                "target": target, "best_single": " / ".join(winners), "target_is_best": target in winners,
+                                "target": target, "best_single": " / ".join(winners),
+                                "target_is_best": target in winners,
                                 "best_overall": " / ".join(overall), "gap_to_best_other": gap})
     columns = SETTING_KEYS + ["benchmark", "metric", "language", "target", "best_single", "target_is_best",
                               "best_overall", "gap_to_best_other"]
@@ -273,7 +281,8 @@ def draw_heatmap(grid: Grid, relative: bool, title: str, significant: np.ndarray
     for i, row in enumerate(cell_text(values, relative)):
         for j, text in enumerate(row):
             shade = masked[i, j] if not np.ma.is_masked(masked[i, j]) else None
-            dark = shade is not None and (image.norm(shade) < 0.35 if not relative else abs(image.norm(shade) - 0.5) > 0.35)
+            level = image.norm(shade) if shade is not None else None
+            dark = level is not None and (level < 0.35 if not relative else abs(level - 0.5) > 0.35)
             starred = significant is not None and significant[i, j]
             ax.text(j, i, text + (" *" if starred else ""), ha="center", va="center", fontsize=7,
                     fontweight="bold" if starred else "normal", color="white" if dark else "black")

@@ -272,7 +272,8 @@ def read_significance(path: str | os.PathLike) -> pd.DataFrame:
     table = pd.read_csv(path, dtype={k: str for k in labels}, keep_default_na=False, na_values=[""])
     missing = [c for c in RESULT_COLUMNS if c not in table.columns]
     if missing:
-        raise LangpruneError(f"{path} lacks column(s) {', '.join(missing)}: rewrite it with `langprune report significance`")
+        raise LangpruneError(f"{path} lacks column(s) {', '.join(missing)}: "
+                             f"rewrite it with `langprune report significance`")
     for flag in ["significant", "own_better"]:
         table[flag] = table[flag].astype(str).str.lower().isin(["true", "1"])
     return table

@@ -185,7 +185,8 @@ def layout_table(agg: pd.DataFrame, spec: TableSpec) -> pd.DataFrame:
     cells = agg[spec.select(agg)]
     keep_calib = cells["calib"].map(lambda c: (c not in singles) if spec.mixes else (c in singles))
     cells = cells[is_reference_row(cells) | keep_calib]
-    columns = sorted({(b, m, lang) for b, m, lang in cells[["benchmark", "metric", "language"]].itertuples(index=False)},
+    keys = cells[["benchmark", "metric", "language"]].itertuples(index=False)
+    columns = sorted({(b, m, lang) for b, m, lang in keys},
                      key=lambda c: column_sort_key(*c))
     column_index = two_level_index([(column_label(b, m), lang.upper()) for b, m, lang in columns])
     rows = sort_rows(cells[ROW_KEYS].drop_duplicates(), singles)
@@ -221,7 +222,9 @@ def write_table_formats(table: pd.DataFrame, out_prefix: Path, title: str, note:
     flat = flat_columns(table, per_benchmark)
     written = [write_text(out_prefix.with_suffix(".csv"), flat.to_csv(index=False)),
                write_text(out_prefix.with_suffix(".md"),
-                          f"**{title}**\n\n{note}\n\n" + (flat.to_markdown(index=False, disable_numparse=True) if len(flat) else "(no rows)") + "\n")]
+                          f"**{title}**\n\n{note}\n\n"
+                          + (flat.to_markdown(index=False, disable_numparse=True) if len(flat) else "(no rows)")
+                          + "\n")]
     latex = table.to_latex(index=False, multicolumn=True, multicolumn_format="c", escape=True, caption=title,
                            label=f"tab:{out_prefix.name}") if len(table.columns) else ""
     written.append(write_text(out_prefix.with_suffix(".tex"), latex))
