@@ -267,6 +267,7 @@ def real_run(path: str, nsamples: int, seqlen: int, batch_size: int, method: str
 
     model = load_model(path, dtype="float32")
     ids = _ids(nsamples, seqlen, model.config.vocab_size)
+    real_plain_forward_seconds(model, ids[:batch_size], batch_size)  # warm-up: pages the mmapped weights in
     plain = real_plain_forward_seconds(model, ids, batch_size)
     started = time.perf_counter()
     result = prune_model(model, get_method(method), unstructured(0.5), ids, batch_size=batch_size, progress=False)
