@@ -323,7 +323,8 @@ def read_masks(ckpt_dir: str | os.PathLike) -> dict[str, Any]:
     return dict(iter_masks(ckpt_dir))
 
 
-def _check_base(manifest: dict[str, Any], model: str, revision: str | None) -> None:
+def check_base(manifest: dict[str, Any], model: str, revision: str | None) -> None:
+    """Refuse a base model whose weights hash differs from the one the checkpoint was pruned from."""
     expected = manifest["base"]["weights_sha256"]
     actual = base_weights_hash(model, revision)["sha256"]
     if actual != expected:
@@ -387,7 +388,7 @@ def load_pruned_model(model: str | None, checkpoint: str | os.PathLike | None = 
         model = model or base["model"]
         revision = revision if revision is not None else base.get("revision")
         dtype = dtype or base.get("dtype")
-        _check_base(manifest, model, revision)
+        check_base(manifest, model, revision)
     if model is None:
         raise LangpruneError("no model given: pass a model id or directory (or a checkpoint that names its base)")
     loaded = load_model(model, dtype=dtype, device="cpu", revision=revision, trust_remote_code=trust_remote_code)

@@ -43,7 +43,7 @@ class SharedBase:
 
     def model_for(self, model: str, checkpoint: str | None, *, dtype: str | None, device: str,
                   revision: str | None):
-        from ..checkpoint import _check_base, apply_checkpoint, read_manifest
+        from ..checkpoint import apply_checkpoint, check_base, read_manifest
         from ..models import load_model, resolve_dtype
 
         if checkpoint is not None:
@@ -60,7 +60,7 @@ class SharedBase:
             return self.model
         self._restore_dense()
         if checkpoint is not None:
-            _check_base(read_manifest(checkpoint), model, revision)
+            check_base(read_manifest(checkpoint), model, revision)
             self._keep_dense(read_manifest(checkpoint)["tensors"])
             apply_checkpoint(self.model, checkpoint)
             self.applied = checkpoint
