@@ -6,6 +6,7 @@ model id or directory is exercised for real.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from pathlib import Path
 
@@ -126,3 +127,12 @@ def unavailable(reason: str, requirement: str):
     if os.environ.get(variable) == "1":
         pytest.fail(f"{requirement} required ({variable}=1) but {reason}")
     pytest.skip(reason)
+
+
+def load_benchmark(name: str):
+    """A script of benchmarks/ as a module, so tests run its functions on tiny inputs."""
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
