@@ -196,3 +196,22 @@ def test_lowest_overall_equals_a_stable_sort(shape, count):
     for scores in (torch.rand(shape, generator=g), torch.randint(0, 4, shape, generator=g).float()):  # ties
         expected = lowest_per_row(scores.reshape(1, -1), count).reshape(shape)
         assert torch.equal(lowest_overall(scores, count), expected)
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_lowest_per_row_equals_a_stable_sort_on_parallel_row_blocks(threads):
+    """Large matrices are selected in row blocks on several threads; the mask must not depend on it."""
+    from langprune.prune.methods import kth_smallest, lowest_per_row
+
+    g = torch.Generator().manual_seed(threads)
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        for scores in (torch.rand(1031, 640, generator=g), torch.randint(0, 5, (1031, 640), generator=g).float()):
+            count = 320
+            order = torch.sort(scores, dim=-1, stable=True).indices[:, :count]
+            expected = torch.ones_like(scores, dtype=torch.bool).scatter_(1, order, False)
+            assert torch.equal(lowest_per_row(scores, count), expected)
+            assert torch.equal(kth_smallest(scores, count), torch.kthvalue(scores, count, dim=-1, keepdim=True).values)
+    finally:
+        torch.set_num_threads(before)
