@@ -13,7 +13,7 @@ from typing import Any
 
 from ..errors import LangpruneError
 
-ALLOCATIONS = ("uniform", "owl")  # how the target sparsity is spread over decoder layers
+ALLOCATIONS = ("uniform", "owl", "cwl")  # how the target sparsity is spread over decoder layers
 
 
 @dataclass
@@ -57,6 +57,22 @@ def load_calibration(path: str | os.PathLike) -> tuple[Any, dict[str, Any]]:
                        "seqlen": int(input_ids.shape[1]), "shard": shard_info}
 
 
+def calibration_row_languages(calib_info: dict[str, Any], what: str) -> list[int]:
+    """Each calibration row's language index (M-Wanda, CWL), from the shard's metadata; at least two languages."""
+    from ..data.shards import row_languages
+    from .mwanda import check_languages
+
+    shard = calib_info.get("shard") or {}
+    languages = row_languages(shard)
+    if len(languages) != calib_info["nsamples"]:
+        raise LangpruneError(f"{what} needs the language of every calibration row, but --calibration "
+                             f"'{calib_info['path']}' records {len(languages)} for {calib_info['nsamples']} rows "
+                             f"(no or altered `langprune calibrate` metadata); rebuild it with `langprune calibrate`")
+    check_languages(languages, what)
+    order = list(dict.fromkeys(languages))
+    return [order.index(lang) for lang in languages]
+
+
 def _check_device(device: str) -> None:
     import torch
 
@@ -82,7 +98,8 @@ def prune_to_checkpoint(model: str, out: str | os.PathLike, method: str, *, spar
                         tags: dict[str, str] | None = None, progress: bool = True,
                         measure_error: bool = True, method_params: dict[str, Any] | None = None,
                         allocation: str = "uniform", owl_m: float | None = None,
-                        owl_lambda: float | None = None, force: bool = False) -> PruneOutcome:
+                        owl_lambda: float | None = None, cwl_lambda: float | None = None,
+                        force: bool = False) -> PruneOutcome:
     """Prune ``model`` and write a sparse checkpoint to ``out``; prints the per-layer summary.
 
     ``out`` is checked before any work: it may replace only an existing checkpoint (or,
@@ -92,7 +109,9 @@ def prune_to_checkpoint(model: str, out: str | os.PathLike, method: str, *, spar
     ``measure_error=False`` skips the reconstruction-error matmuls (one per linear and
     batch in the propagation pass) for the largest runs. ``method_params`` override the
     method's published hyperparameters; ``allocation="owl"`` gives each decoder layer its
-    own sparsity (OWL, threshold ``owl_m``, spread ``owl_lambda``) averaging to the target.
+    own sparsity (OWL, threshold ``owl_m``, spread ``owl_lambda``) averaging to the target;
+    ``allocation="cwl"`` does so from the layers' cross-lingual correlation (M-Wanda's CWL,
+    spread ``cwl_lambda``). M-Wanda and CWL read each row's language from the shard's metadata.
     """
     import time
 
@@ -101,21 +120,25 @@ def prune_to_checkpoint(model: str, out: str | os.PathLike, method: str, *, spar
     from ..checkpoint import CHECKPOINT_KIND, base_weights_hash, build_manifest, kept_values, write_checkpoint
     from ..io import check_output
     from ..models import load_model, model_files
-    from .engine import prune_model
+    from .engine import dense_layer_values, prune_model
     from .methods import get_method
+    from .mwanda import CWL_LAMBDA, cross_lingual_correlation, cwl_sparsities
     from .owl import OWL_LAMBDA, OWL_M, check_owl_structure, layer_outlier_ratios, owl_sparsities
+    from .stats import LANGUAGES
     from .structure import Structure, parse_structure, unstructured
 
     chosen = get_method(method, **(method_params or {}))
     parsed = parse_structure(structure, sparsity)
     if allocation not in ALLOCATIONS:
         raise LangpruneError(f"--allocation '{allocation}' is not one of: {', '.join(ALLOCATIONS)}")
-    if allocation == "owl":
-        check_owl_structure(parsed)
+    if allocation in ("owl", "cwl"):
+        check_owl_structure(parsed, allocation)
         if calibration is None:
-            raise LangpruneError("--allocation owl needs --calibration SHARD.safetensors (outliers are Wanda scores)")
+            raise LangpruneError(f"--allocation {allocation} needs --calibration SHARD.safetensors (it is computed "
+                                 f"from the dense model's activations)")
     owl_m = OWL_M if owl_m is None else owl_m
     owl_lambda = OWL_LAMBDA if owl_lambda is None else owl_lambda
+    cwl_lambda = CWL_LAMBDA if cwl_lambda is None else cwl_lambda
     if batch_size < 1:
         raise LangpruneError(f"--batch-size {batch_size} must be at least 1")
     _check_device(device)
@@ -128,6 +151,10 @@ def prune_to_checkpoint(model: str, out: str | os.PathLike, method: str, *, spar
     check_output(out, CHECKPOINT_KIND, force=force, inputs=[*base_dirs, calibration],
                  need_bytes=weight_bytes if chosen.updates_weights else weight_bytes // 8)
     input_ids, calib_info = load_calibration(calibration) if calibration is not None else (None, None)
+    languages = None  # each calibration row's language index, for the language-aware method and allocation
+    if LANGUAGES in chosen.needs or allocation == "cwl":
+        languages = calibration_row_languages(calib_info, f"--method {method}" if LANGUAGES in chosen.needs
+                                              else "--allocation cwl")
     torch.manual_seed(seed)
     started = time.perf_counter()
     base_hash = base_weights_hash(model, revision)
@@ -149,8 +176,16 @@ def prune_to_checkpoint(model: str, out: str | os.PathLike, method: str, *, spar
         layer_structures = [unstructured(s) for s in layer_sparsity]
         allocation_info.update(M=owl_m, **{"lambda": owl_lambda}, outlier_ratios=ratios,
                                layer_sparsity=layer_sparsity, seconds=seconds)
+    elif allocation == "cwl":
+        correlations, seconds = dense_layer_values(
+            loaded, input_ids, frozenset({LANGUAGES}), lambda linears, stats: cross_lingual_correlation(stats),
+            batch_size=batch_size, device=device, offload=offload, row_languages=languages)
+        layer_sparsity = cwl_sparsities(correlations, parsed.sparsity, cwl_lambda)
+        layer_structures = [unstructured(s) for s in layer_sparsity]
+        allocation_info.update(**{"lambda": cwl_lambda}, correlations=correlations, layer_sparsity=layer_sparsity,
+                               seconds=seconds)
     result = prune_model(loaded, chosen, layer_structures, input_ids, batch_size=batch_size, device=device,
-                         offload=offload, progress=progress, measure_error=measure_error)
+                         offload=offload, progress=progress, measure_error=measure_error, row_languages=languages)
     run = {"device": device, "batch_size": batch_size, "offload": offload, "seconds": time.perf_counter() - started,
            "timings": result.timings}
     manifest = build_manifest(model, revision, base_hash, loaded, method=method, structure=parsed, seed=seed,

@@ -44,10 +44,12 @@ def owl_sparsities(ratios: list[float], target: float, lam: float = OWL_LAMBDA, 
     return sparsities
 
 
-def check_owl_structure(structure: Structure) -> None:
+def check_owl_structure(structure: Structure, allocation: str = "owl") -> None:
+    """Layer-wise allocations (OWL, CWL) spread an unstructured sparsity; N:M is refused."""
     if structure.is_nm:
-        raise LangpruneError(f"--allocation owl needs unstructured sparsity, not --structure {structure.label}: "
-                             f"OWL's layer-wise ratios do not give pure N:M masks (use --allocation uniform)")
+        raise LangpruneError(f"--allocation {allocation} needs unstructured sparsity, not --structure "
+                             f"{structure.label}: layer-wise ratios do not give pure N:M masks "
+                             f"(use --allocation uniform)")
 
 
 def layer_outlier_ratios(model: torch.nn.Module, input_ids: torch.Tensor, *, m: float = OWL_M, batch_size: int = 1,
