@@ -51,7 +51,17 @@ def _prune(args) -> int:
                         trust_remote_code=args.trust_remote_code, tags=dict(args.tag),
                         measure_error=not args.no_error, method_params=method_params(args),
                         allocation=args.allocation, owl_m=args.owl_m, owl_lambda=args.owl_lambda,
-                        cwl_lambda=args.cwl_lambda, force=args.force)
+                        cwl_lambda=args.cwl_lambda, owl_ratios=args.owl_ratios, force=args.force)
+    print(args.out)
+    return 0
+
+
+def _owl_ratios(args) -> int:
+    from ..prune import write_owl_ratios
+
+    write_owl_ratios(args.model, args.calibration, args.out, m=args.owl_m, device=args.device,
+                     batch_size=args.batch_size, dtype=args.dtype, offload=args.offload, revision=args.revision,
+                     trust_remote_code=args.trust_remote_code, force=args.force)
     print(args.out)
     return 0
 
@@ -130,6 +140,9 @@ def register(subparsers) -> None:
                         "(a shard of two or more languages); both unstructured only")
     h.add_argument("--owl-m", type=float, default=None, help="OWL outlier threshold M (default 5)")
     h.add_argument("--owl-lambda", type=float, default=None, help="OWL sparsity spread lambda (default 0.08)")
+    h.add_argument("--owl-ratios", metavar="FILE", default=None,
+                   help="OWL's outlier ratios from `langprune owl-ratios` for this model, shard, dtype and M: "
+                        "skips OWL's dense pass (default: computed here)")
     h.add_argument("--cwl-lambda", type=float, default=None, help="CWL sparsity spread lambda (default 0.08)")
     h.add_argument("--mwanda-spread-weight", type=float, default=None,
                    help="M-Wanda: weight of the cross-language spread of input norms (default 1)")
@@ -148,6 +161,25 @@ def register(subparsers) -> None:
                    help="DSnoT: linears under modules with this name keep the initial mask "
                         "(default mlp; none: refine all)")
     p.set_defaults(func=_prune)
+
+    o = subparsers.add_parser("owl-ratios", help="OWL's per-layer outlier ratios of a dense model, for reuse",
+                              description="Compute OWL's per-layer outlier ratios of the dense model on a "
+                                          "calibration shard (one forward pass) and write them as JSON. They do not "
+                                          "depend on the method or the sparsity: `langprune prune --allocation owl "
+                                          "--owl-ratios FILE` reuses them and refuses a file made for another "
+                                          "model, dtype, shard or M.")
+    o.add_argument("--model", required=True, help="hub id or local model directory")
+    o.add_argument("--calibration", required=True, metavar="SHARD", help="safetensors calibration shard")
+    o.add_argument("--out", required=True, metavar="FILE", help="JSON file to write (atomically)")
+    o.add_argument("--owl-m", type=float, default=None, help="OWL outlier threshold M (default 5)")
+    o.add_argument("--device", default="cpu", help="cpu (default) or cuda[:N]")
+    o.add_argument("--batch-size", type=int, default=8, help="calibration sequences on the device at once")
+    o.add_argument("--dtype", default=None, help="as for `langprune prune` (must match it)")
+    o.add_argument("--offload", action="store_true", help="keep at most one decoder layer on the device")
+    o.add_argument("--revision", default=None, help="hub revision of --model")
+    o.add_argument("--trust-remote-code", action="store_true", help="allow model code from the hub")
+    o.add_argument("--force", action="store_true", help="replace whatever is at --out; never an input")
+    o.set_defaults(func=_owl_ratios)
 
     e = subparsers.add_parser("export", help="write a dense Hugging Face model directory from a sparse checkpoint")
     e.add_argument("checkpoint", metavar="CKPT")

@@ -91,6 +91,98 @@ def summary_table(layers: list) -> str:
     return tabulate(rows, headers=["layer", "sparsity", "rel. error ||WX-W'X||²/||WX||² (mean of linears)", "seconds"])
 
 
+def _load_base(model: str, input_ids: Any, calibration: Any, *, dtype: str | None, revision: str | None,
+               trust_remote_code: bool) -> Any:
+    """The base model on the CPU, after checking the calibration ids fit its vocabulary and positions."""
+    from ..models import load_model
+
+    loaded = load_model(model, dtype=dtype, device="cpu", revision=revision, trust_remote_code=trust_remote_code)
+    vocab = loaded.get_input_embeddings().num_embeddings
+    if input_ids is not None and (int(input_ids.min()) < 0 or int(input_ids.max()) >= vocab):
+        raise LangpruneError(f"--calibration '{calibration}' holds token ids outside [0, {vocab}) of '{model}': "
+                             f"it was tokenized for another model; rebuild it with this model's tokenizer")
+    positions = getattr(loaded.config, "max_position_embeddings", None)
+    if input_ids is not None and isinstance(positions, int) and input_ids.shape[1] > positions:
+        raise LangpruneError(f"--calibration '{calibration}' has windows of {input_ids.shape[1]} tokens but '{model}' "
+                             f"has only {positions} positions; rebuild the shard with --seqlen {positions} or less")
+    return loaded
+
+
+OWL_RATIOS_FORMAT = 1
+
+
+def _is_owl_ratios(path: Path) -> bool:
+    import json
+
+    try:
+        return json.loads(path.read_text(encoding="utf-8")).get("kind") == "owl-ratios"
+    except (ValueError, AttributeError, UnicodeDecodeError):
+        return False
+
+
+def write_owl_ratios(model: str, calibration: str | os.PathLike, out: str | os.PathLike, *, m: float | None = None,
+                     device: str = "cpu", batch_size: int = 1, dtype: str | None = None, offload: bool = False,
+                     revision: str | None = None, trust_remote_code: bool = False, force: bool = False) -> dict:
+    """OWL's per-layer outlier ratios of the dense ``model`` on ``calibration``, written as JSON to ``out``.
+
+    They depend only on (base weights, dtype, shard, M), not on the method or the target
+    sparsity, so one file serves every OWL pruning run of that model and shard
+    (``prune_to_checkpoint(owl_ratios=...)``), which checks the recorded identity.
+    """
+    from ..checkpoint import base_weights_hash
+    from ..io import ArtifactKind, check_output, write_json
+    from .owl import OWL_M, layer_outlier_ratios
+
+    m = OWL_M if m is None else m
+    if batch_size < 1:
+        raise LangpruneError(f"--batch-size {batch_size} must be at least 1")
+    _check_device(device)
+    kind = ArtifactKind("OWL ratios file", recognise=_is_owl_ratios)
+    check_output(out, kind, force=force, inputs=[model, calibration], need_bytes=1 << 16)
+    input_ids, calib_info = load_calibration(calibration)
+    base_hash = base_weights_hash(model, revision)
+    loaded = _load_base(model, input_ids, calibration, dtype=dtype, revision=revision,
+                        trust_remote_code=trust_remote_code)
+    ratios, seconds = layer_outlier_ratios(loaded.eval(), input_ids, m=m, batch_size=batch_size, device=device,
+                                           offload=offload)
+    record = {"format": OWL_RATIOS_FORMAT, "kind": "owl-ratios", "model": model, "revision": revision,
+              "base_weights_sha256": base_hash["sha256"], "dtype": str(loaded.dtype),
+              "calibration": {k: calib_info[k] for k in ("path", "sha256", "nsamples", "seqlen")},
+              "M": m, "outlier_ratios": ratios, "seconds": seconds, "device": device}
+    write_json(out, record, kind, force=force)
+    return record
+
+
+def read_owl_ratios(path: str | os.PathLike, *, base_sha256: str, calib_info: dict[str, Any], m: float, dtype: str,
+                    layers: int) -> tuple[list[float], dict[str, Any]]:
+    """Ratios from a :func:`write_owl_ratios` file, refused unless made for this model, dtype, shard and M."""
+    import json
+
+    from ..io import sha256_file
+
+    path = Path(path)
+    redo = "recompute it with `langprune owl-ratios` for this --model, --calibration, --dtype and --owl-m"
+    if not path.is_file():
+        raise LangpruneError(f"--owl-ratios '{path}' does not exist; {redo}")
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise LangpruneError(f"--owl-ratios '{path}' is not JSON ({exc}); {redo}") from exc
+    if not isinstance(record, dict) or record.get("kind") != "owl-ratios" or record.get("format") != OWL_RATIOS_FORMAT:
+        raise LangpruneError(f"--owl-ratios '{path}' is not an OWL ratios file of format {OWL_RATIOS_FORMAT}; {redo}")
+    stale = [what for what, recorded, wanted in [
+        ("base model weights", record.get("base_weights_sha256"), base_sha256),
+        ("calibration shard", (record.get("calibration") or {}).get("sha256"), calib_info["sha256"]),
+        ("dtype", record.get("dtype"), dtype), ("M", record.get("M"), m)] if recorded != wanted]
+    ratios = record.get("outlier_ratios")
+    if not isinstance(ratios, list) or len(ratios) != layers:
+        stale.append(f"number of layers ({len(ratios) if isinstance(ratios, list) else 'none'} for {layers})")
+    if stale:
+        raise LangpruneError(f"--owl-ratios '{path}' was computed for another {', '.join(stale)}; {redo}")
+    return [float(r) for r in ratios], {"path": str(path), "sha256": sha256_file(path),
+                                        "seconds": record.get("seconds")}
+
+
 def prune_to_checkpoint(model: str, out: str | os.PathLike, method: str, *, sparsity: float | None = None,
                         structure: str | None = "unstructured", calibration: str | os.PathLike | None = None,
                         device: str = "cpu", batch_size: int = 1, dtype: str | None = None, offload: bool = False,
@@ -99,7 +191,7 @@ def prune_to_checkpoint(model: str, out: str | os.PathLike, method: str, *, spar
                         measure_error: bool = True, method_params: dict[str, Any] | None = None,
                         allocation: str = "uniform", owl_m: float | None = None,
                         owl_lambda: float | None = None, cwl_lambda: float | None = None,
-                        force: bool = False) -> PruneOutcome:
+                        owl_ratios: str | os.PathLike | None = None, force: bool = False) -> PruneOutcome:
     """Prune ``model`` and write a sparse checkpoint to ``out``; prints the per-layer summary.
 
     ``out`` is checked before any work: it may replace only an existing checkpoint (or,
@@ -112,6 +204,8 @@ def prune_to_checkpoint(model: str, out: str | os.PathLike, method: str, *, spar
     own sparsity (OWL, threshold ``owl_m``, spread ``owl_lambda``) averaging to the target;
     ``allocation="cwl"`` does so from the layers' cross-lingual correlation (M-Wanda's CWL,
     spread ``cwl_lambda``). M-Wanda and CWL read each row's language from the shard's metadata.
+    ``owl_ratios`` is a file from :func:`write_owl_ratios` for this model, shard and M: OWL then
+    skips its dense pass (paid once per shard instead of once per pruning run).
     """
     import time
 
@@ -119,7 +213,7 @@ def prune_to_checkpoint(model: str, out: str | os.PathLike, method: str, *, spar
 
     from ..checkpoint import CHECKPOINT_KIND, base_weights_hash, build_manifest, kept_values, write_checkpoint
     from ..io import check_output
-    from ..models import load_model, model_files
+    from ..models import decoder_layers, model_files
     from .engine import dense_layer_values, prune_model
     from .methods import get_method
     from .mwanda import CWL_LAMBDA, cross_lingual_correlation, cwl_sparsities
@@ -131,6 +225,8 @@ def prune_to_checkpoint(model: str, out: str | os.PathLike, method: str, *, spar
     parsed = parse_structure(structure, sparsity)
     if allocation not in ALLOCATIONS:
         raise LangpruneError(f"--allocation '{allocation}' is not one of: {', '.join(ALLOCATIONS)}")
+    if owl_ratios is not None and allocation != "owl":
+        raise LangpruneError(f"--owl-ratios applies to --allocation owl, not --allocation {allocation}")
     if allocation in ("owl", "cwl"):
         check_owl_structure(parsed, allocation)
         if calibration is None:
@@ -148,7 +244,7 @@ def prune_to_checkpoint(model: str, out: str | os.PathLike, method: str, *, spar
     base_dirs = sorted({str(path.parent) for path in weights} | ({model} if os.path.isdir(model) else set()))
     # Masks take a bit per weight (at most 1/8 of the weight bytes); kept values at most the weights' bytes.
     weight_bytes = sum(path.stat().st_size for path in weights)
-    check_output(out, CHECKPOINT_KIND, force=force, inputs=[*base_dirs, calibration],
+    check_output(out, CHECKPOINT_KIND, force=force, inputs=[*base_dirs, calibration, owl_ratios],
                  need_bytes=weight_bytes if chosen.updates_weights else weight_bytes // 8)
     input_ids, calib_info = load_calibration(calibration) if calibration is not None else (None, None)
     languages = None  # each calibration row's language index, for the language-aware method and allocation
@@ -158,24 +254,25 @@ def prune_to_checkpoint(model: str, out: str | os.PathLike, method: str, *, spar
     torch.manual_seed(seed)
     started = time.perf_counter()
     base_hash = base_weights_hash(model, revision)
-    loaded = load_model(model, dtype=dtype, device="cpu", revision=revision, trust_remote_code=trust_remote_code)
-    vocab = loaded.get_input_embeddings().num_embeddings
-    if input_ids is not None and (int(input_ids.min()) < 0 or int(input_ids.max()) >= vocab):
-        raise LangpruneError(f"--calibration '{calibration}' holds token ids outside [0, {vocab}) of '{model}': "
-                             f"it was tokenized for another model; rebuild it with this model's tokenizer")
-    positions = getattr(loaded.config, "max_position_embeddings", None)
-    if input_ids is not None and isinstance(positions, int) and input_ids.shape[1] > positions:
-        raise LangpruneError(f"--calibration '{calibration}' has windows of {input_ids.shape[1]} tokens but '{model}' "
-                             f"has only {positions} positions; rebuild the shard with --seqlen {positions} or less")
+    loaded = _load_base(model, input_ids, calibration, dtype=dtype, revision=revision,
+                        trust_remote_code=trust_remote_code)
     allocation_info: dict[str, Any] = {"name": allocation}
     layer_structures: Structure | list[Structure] = parsed
     if allocation == "owl":
-        ratios, seconds = layer_outlier_ratios(loaded, input_ids, m=owl_m, batch_size=batch_size, device=device,
-                                               offload=offload)
+        if owl_ratios is not None:  # computed once per (model, shard, M) by `langprune owl-ratios`
+            ratios, cached = read_owl_ratios(owl_ratios, base_sha256=base_hash["sha256"], calib_info=calib_info,
+                                             m=owl_m, dtype=str(loaded.dtype), layers=len(decoder_layers(loaded)[1]))
+            seconds = 0.0
+        else:
+            ratios, seconds = layer_outlier_ratios(loaded, input_ids, m=owl_m, batch_size=batch_size,
+                                                   device=device, offload=offload)
+            cached = None
         layer_sparsity = owl_sparsities(ratios, parsed.sparsity, owl_lambda)
         layer_structures = [unstructured(s) for s in layer_sparsity]
         allocation_info.update(M=owl_m, **{"lambda": owl_lambda}, outlier_ratios=ratios,
                                layer_sparsity=layer_sparsity, seconds=seconds)
+        if cached is not None:
+            allocation_info["ratios_file"] = cached
     elif allocation == "cwl":
         correlations, seconds = dense_layer_values(
             loaded, input_ids, frozenset({LANGUAGES}), lambda linears, stats: cross_lingual_correlation(stats),
