@@ -110,6 +110,7 @@ def test_paper_grid_extension_job_count_matches_its_comment(tmp_path):
     assert "1830 (+1374)" in text and "10980" in text
     assert "1830 evaluate_perplexity + 9150 evaluate_tasks" in text
     assert counts["prune"] == 1830 and counts["evaluate_perplexity"] == 1830 and counts["evaluate_tasks"] == 9150
+    assert "(114 owl_ratios jobs)" in text and counts["owl_ratios"] == 2 * 19 * 3  # models x calibration sets x seeds
 
 
 def test_real_model_grid_job_count_and_gguf_commands(tmp_path):

@@ -154,6 +154,13 @@ def prune_calibration(wildcards):
     return shard_path(wildcards.model, wildcards.calib, wildcards.seed)
 
 
+def owl_ratios_input(wildcards):
+    """An OWL variant reads the dense model's outlier ratios of its shard, computed once (rule owl_ratios)."""
+    if variant.method_parts(wildcards.method)[1] != "owl":
+        return []
+    return f"results/owl_ratios/{wildcards.model}/{wildcards.calib}/seed{wildcards.seed}.json"
+
+
 def revision_flag(wildcards):
     """`--revision REV` when the config pins the model's hub revision, else nothing."""
     revision = MODELS[wildcards.model]["revision"]

@@ -59,9 +59,10 @@ def _prune(args) -> int:
 def _owl_ratios(args) -> int:
     from ..prune import write_owl_ratios
 
-    write_owl_ratios(args.model, args.calibration, args.out, m=args.owl_m, device=args.device,
-                     batch_size=args.batch_size, dtype=args.dtype, offload=args.offload, revision=args.revision,
-                     trust_remote_code=args.trust_remote_code, force=args.force)
+    record = write_owl_ratios(args.model, args.calibration, args.out, m=args.owl_m, device=args.device,
+                              batch_size=args.batch_size, dtype=args.dtype, offload=args.offload,
+                              revision=args.revision, trust_remote_code=args.trust_remote_code, force=args.force)
+    print(f"outlier ratios of {len(record['outlier_ratios'])} layers in {record['seconds']:.1f} s")
     print(args.out)
     return 0
 

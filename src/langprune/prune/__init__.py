@@ -148,9 +148,9 @@ def write_owl_ratios(model: str, calibration: str | os.PathLike, out: str | os.P
     record = {"format": OWL_RATIOS_FORMAT, "kind": "owl-ratios", "model": model, "revision": revision,
               "base_weights_sha256": base_hash["sha256"], "dtype": str(loaded.dtype),
               "calibration": {k: calib_info[k] for k in ("path", "sha256", "nsamples", "seqlen")},
-              "M": m, "outlier_ratios": ratios, "seconds": seconds, "device": device}
-    write_json(out, record, kind, force=force)
-    return record
+              "M": m, "outlier_ratios": ratios, "device": device}
+    write_json(out, record, kind, force=force)  # no timings inside: equal inputs give equal bytes (cache keys)
+    return {**record, "seconds": seconds}
 
 
 def read_owl_ratios(path: str | os.PathLike, *, base_sha256: str, calib_info: dict[str, Any], m: float, dtype: str,
@@ -179,8 +179,7 @@ def read_owl_ratios(path: str | os.PathLike, *, base_sha256: str, calib_info: di
         stale.append(f"number of layers ({len(ratios) if isinstance(ratios, list) else 'none'} for {layers})")
     if stale:
         raise LangpruneError(f"--owl-ratios '{path}' was computed for another {', '.join(stale)}; {redo}")
-    return [float(r) for r in ratios], {"path": str(path), "sha256": sha256_file(path),
-                                        "seconds": record.get("seconds")}
+    return [float(r) for r in ratios], {"path": str(path), "sha256": sha256_file(path)}
 
 
 def prune_to_checkpoint(model: str, out: str | os.PathLike, method: str, *, sparsity: float | None = None,
