@@ -86,7 +86,8 @@ class InputAccumulator:
             if self.gram is not None:
                 self.gram.addmm_(flat.t(), flat)
             elif self.sumsq is not None:
-                self.sumsq.add_(flat.pow(2).sum(dim=0))
+                squares = flat.pow(2).sum(dim=0)
+                self.sumsq.add_(squares)
             if self.total is not None:  # DSnoT's per-feature mean and variance
                 self.sequences += 1
                 self.total.add_(flat.sum(dim=0))
@@ -94,7 +95,7 @@ class InputAccumulator:
             if self.row_languages is not None:  # M-Wanda: this row's language gets its sums
                 lang = self.row_languages[self.rows]
                 self.language_tokens[lang] += flat.shape[0]
-                self.language_sumsq[lang].add_(flat.pow(2).sum(dim=0))
+                self.language_sumsq[lang].add_(flat.pow(2).sum(dim=0) if self.gram is not None else squares)
                 self.language_positive[lang].add_((flat > 0).sum(dim=0).float())
             self.rows += 1
 
