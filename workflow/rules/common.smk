@@ -42,6 +42,13 @@ TASKS = {name: {"languages": LANGUAGES, **task} for name, task in EVALUATION["ta
 ALLOCATIONS = PRUNING["allocation"] if isinstance(PRUNING["allocation"], list) else [PRUNING["allocation"]]
 METHOD_VARIANTS = [variant.method_label(m, a) for m in PRUNING["methods"] for a in ALLOCATIONS]
 UNSTRUCTURED_ONLY_METHODS = {"dsnot"}
+# M-Wanda's scores and CWL's allocation compare languages: built only for mixes of two or more.
+MIXED_CALIBRATION_ONLY = {"mwanda", "cwl"}
+
+
+def calibrates_on(method_variant, calib):
+    """Whether a method variant is built with this calibration set (language-aware ones need a mix)."""
+    return not MIXED_CALIBRATION_ONLY & set(variant.method_parts(method_variant)) or len(CALIB["sets"][calib]) > 1
 
 
 def reads_no_calibration(method_variant):
@@ -147,6 +154,13 @@ def prune_calibration(wildcards):
     return shard_path(wildcards.model, wildcards.calib, wildcards.seed)
 
 
+def owl_ratios_input(wildcards):
+    """An OWL variant reads the dense model's outlier ratios of its shard, computed once (rule owl_ratios)."""
+    if variant.method_parts(wildcards.method)[1] != "owl":
+        return []
+    return f"results/owl_ratios/{wildcards.model}/{wildcards.calib}/seed{wildcards.seed}.json"
+
+
 def revision_flag(wildcards):
     """`--revision REV` when the config pins the model's hub revision, else nothing."""
     revision = MODELS[wildcards.model]["revision"]
@@ -203,7 +217,7 @@ def checkpoint_variants(model):
                 runs = (
                     [(variant.UNCALIBRATED, variant.UNCALIBRATED_SEED)]
                     if reads_no_calibration(method)
-                    else [(c, s) for c in CALIB["sets"] for s in CALIB["seeds"]]
+                    else [(c, s) for c in CALIB["sets"] if calibrates_on(method, c) for s in CALIB["seeds"]]
                 )
                 variants += [variant.variant_path(method, structure, sparsity, calib, seed) for calib, seed in runs]
     return variants

@@ -7,10 +7,41 @@
 # shapes the checkpoint from params.
 
 
+rule owl_ratios:
+    """OWL's per-layer outlier ratios of the dense model on one shard: they depend on neither the
+    method nor the sparsity, so every +owl prune job of that model, shard and seed reuses them."""
+    input:
+        model=model_input,
+        calibration=lambda wc: shard_path(wc.model, wc.calib, wc.seed),
+    output:
+        "results/owl_ratios/{model}/{calib}/seed{seed}.json",
+    log:
+        "logs/owl_ratios/{model}/{calib}/seed{seed}.log",
+    conda:
+        CONDA_ENV
+    threads: stage_threads("pruning")
+    resources:
+        gpu=gpus,
+        mem_mb=scaled("pruning", "mem_mb"),
+        runtime=scaled("pruning", "runtime"),
+    params:
+        model=lambda wc: MODELS[wc.model]["path"],
+        revision=revision_flag,
+        dtype=lambda wc: MODELS[wc.model]["dtype"],
+        device=device,
+        batch_size=PRUNING["batch_size"],
+        offload="--offload" if PRUNING["offload"] else "",
+    shell:
+        "langprune owl-ratios --model {params.model} {params.revision} --calibration {input.calibration} "
+        "--dtype {params.dtype} --device {params.device} --batch-size {params.batch_size} {params.offload} "
+        "--out {output} > {log} 2>&1"
+
+
 rule prune:
     input:
         model=model_input,
         calibration=prune_calibration,
+        owl_ratios=owl_ratios_input,
     output:
         directory(variant.pruned_pattern(variant.CHECKPOINT_DIR)),
     log:
@@ -28,6 +59,7 @@ rule prune:
         revision=revision_flag,
         method=lambda wc: variant.method_parts(wc.method)[0],
         allocation=allocation_flag,
+        owl_ratios=lambda wc, input: f"--owl-ratios {input.owl_ratios}" if input.owl_ratios else "",
         sparsity=lambda wc: wc.sparsity,
         seed=lambda wc: int(wc.seed),
         calibration=lambda wc, input: f"--calibration {input.calibration}" if input.calibration else "",
@@ -39,6 +71,6 @@ rule prune:
         tags=pruned_tags,
     shell:
         "langprune prune --model {params.model} {params.revision} {params.calibration} --method {params.method} "
-        "{params.allocation} --sparsity {params.sparsity} --structure {params.structure} --dtype {params.dtype} "
+        "{params.allocation} {params.owl_ratios} --sparsity {params.sparsity} --structure {params.structure} --dtype {params.dtype} "
         "--device {params.device} --batch-size {params.batch_size} --seed {params.seed} {params.offload} {params.tags} "
         "--out {output} > {log} 2>&1"

@@ -22,6 +22,8 @@ HYPERPARAMETER_FLAGS = {
     "dsnot_initial": ("dsnot", "initial"), "dsnot_max_cycles": ("dsnot", "max_cycles"),
     "dsnot_update_threshold": ("dsnot", "update_threshold"),
     "dsnot_pow_of_var": ("dsnot", "pow_of_var_regrowing"), "dsnot_skip": ("dsnot", "skip"),
+    "mwanda_spread_weight": ("mwanda", "spread_weight"),
+    "mwanda_probability_weight": ("mwanda", "probability_weight"),
 }
 
 
@@ -48,7 +50,19 @@ def _prune(args) -> int:
                         dtype=args.dtype, offload=args.offload, seed=args.seed, revision=args.revision,
                         trust_remote_code=args.trust_remote_code, tags=dict(args.tag),
                         measure_error=not args.no_error, method_params=method_params(args),
-                        allocation=args.allocation, owl_m=args.owl_m, owl_lambda=args.owl_lambda, force=args.force)
+                        allocation=args.allocation, owl_m=args.owl_m, owl_lambda=args.owl_lambda,
+                        cwl_lambda=args.cwl_lambda, owl_ratios=args.owl_ratios, force=args.force)
+    print(args.out)
+    return 0
+
+
+def _owl_ratios(args) -> int:
+    from ..prune import write_owl_ratios
+
+    record = write_owl_ratios(args.model, args.calibration, args.out, m=args.owl_m, device=args.device,
+                              batch_size=args.batch_size, dtype=args.dtype, offload=args.offload,
+                              revision=args.revision, trust_remote_code=args.trust_remote_code, force=args.force)
+    print(f"outlier ratios of {len(record['outlier_ratios'])} layers in {record['seconds']:.1f} s")
     print(args.out)
     return 0
 
@@ -94,12 +108,14 @@ def _verify(args) -> int:
 def register(subparsers) -> None:
     p = subparsers.add_parser("prune", help="prune a model layer by layer into a sparse checkpoint",
                               description="Prune every decoder-layer linear of a causal LM (Wanda, SparseGPT, "
-                                          "magnitude, RIA or DSnoT; optionally with OWL layer-wise sparsity) "
+                                          "magnitude, RIA, DSnoT or M-Wanda; optionally with OWL's or M-Wanda's "
+                                          "CWL layer-wise sparsity) "
                                           "and write a sparse checkpoint directory.")
     p.add_argument("--model", required=True, help="hub id or local model directory")
     p.add_argument("--calibration", metavar="SHARD", help="safetensors shard with int64 input_ids [n, seqlen] "
                                                           "(not needed for magnitude)")
-    p.add_argument("--method", required=True, help="magnitude, wanda, sparsegpt, ria or dsnot")
+    p.add_argument("--method", required=True, help="magnitude, wanda, sparsegpt, ria, dsnot or mwanda "
+                                                   "(M-Wanda: needs a shard mixing two or more languages)")
     p.add_argument("--sparsity", type=float, help="fraction pruned, in (0, 1); implied by N:M structures")
     p.add_argument("--structure", default="unstructured", help="unstructured (default) or N:M such as 2:4, 4:8")
     p.add_argument("--out", required=True, metavar="CKPT", help="checkpoint directory to write (atomically)")
@@ -119,11 +135,20 @@ def register(subparsers) -> None:
     p.add_argument("--tag", type=_tag, action="append", default=[], metavar="KEY=VALUE",
                    help="label stored in manifest.json tags (repeatable)")
     h = p.add_argument_group("layer-wise sparsity and method hyperparameters (defaults: the published ones)")
-    h.add_argument("--allocation", default="uniform", choices=["uniform", "owl"],
+    h.add_argument("--allocation", default="uniform", choices=["uniform", "owl", "cwl"],
                    help="uniform (default): every layer at --sparsity; owl: outlier-weighted layer-wise sparsity "
-                        "averaging to --sparsity (unstructured only)")
+                        "averaging to --sparsity; cwl: M-Wanda's, from each layer's cross-lingual correlation "
+                        "(a shard of two or more languages); both unstructured only")
     h.add_argument("--owl-m", type=float, default=None, help="OWL outlier threshold M (default 5)")
     h.add_argument("--owl-lambda", type=float, default=None, help="OWL sparsity spread lambda (default 0.08)")
+    h.add_argument("--owl-ratios", metavar="FILE", default=None,
+                   help="OWL's outlier ratios from `langprune owl-ratios` for this model, shard, dtype and M: "
+                        "skips OWL's dense pass (default: computed here)")
+    h.add_argument("--cwl-lambda", type=float, default=None, help="CWL sparsity spread lambda (default 0.08)")
+    h.add_argument("--mwanda-spread-weight", type=float, default=None,
+                   help="M-Wanda: weight of the cross-language spread of input norms (default 1)")
+    h.add_argument("--mwanda-probability-weight", type=float, default=None,
+                   help="M-Wanda: weight of the mean activation probability (default 1)")
     h.add_argument("--ria-a", type=float, default=None, help="RIA activation exponent a (default 0.5)")
     h.add_argument("--ria-per-outneuron", action="store_true",
                    help="RIA: compare scores within each output row instead of the whole matrix")
@@ -137,6 +162,25 @@ def register(subparsers) -> None:
                    help="DSnoT: linears under modules with this name keep the initial mask "
                         "(default mlp; none: refine all)")
     p.set_defaults(func=_prune)
+
+    o = subparsers.add_parser("owl-ratios", help="OWL's per-layer outlier ratios of a dense model, for reuse",
+                              description="Compute OWL's per-layer outlier ratios of the dense model on a "
+                                          "calibration shard (one forward pass) and write them as JSON. They do not "
+                                          "depend on the method or the sparsity: `langprune prune --allocation owl "
+                                          "--owl-ratios FILE` reuses them and refuses a file made for another "
+                                          "model, dtype, shard or M.")
+    o.add_argument("--model", required=True, help="hub id or local model directory")
+    o.add_argument("--calibration", required=True, metavar="SHARD", help="safetensors calibration shard")
+    o.add_argument("--out", required=True, metavar="FILE", help="JSON file to write (atomically)")
+    o.add_argument("--owl-m", type=float, default=None, help="OWL outlier threshold M (default 5)")
+    o.add_argument("--device", default="cpu", help="cpu (default) or cuda[:N]")
+    o.add_argument("--batch-size", type=int, default=8, help="calibration sequences on the device at once")
+    o.add_argument("--dtype", default=None, help="as for `langprune prune` (must match it)")
+    o.add_argument("--offload", action="store_true", help="keep at most one decoder layer on the device")
+    o.add_argument("--revision", default=None, help="hub revision of --model")
+    o.add_argument("--trust-remote-code", action="store_true", help="allow model code from the hub")
+    o.add_argument("--force", action="store_true", help="replace whatever is at --out; never an input")
+    o.set_defaults(func=_owl_ratios)
 
     e = subparsers.add_parser("export", help="write a dense Hugging Face model directory from a sparse checkpoint")
     e.add_argument("checkpoint", metavar="CKPT")

@@ -228,6 +228,12 @@ def build_shard(spec: ShardSpec, out: str | Path, *, force: bool = False) -> dic
     return meta
 
 
+def row_languages(meta: dict) -> list[str]:
+    """Each row's language, from the metadata: :func:`build_shard` writes ``counts[lang]`` rows per
+    language, in ``languages`` order."""
+    return [lang for lang in meta.get("languages", []) for _ in range(int(meta.get("counts", {}).get(lang, 0)))]
+
+
 def read_shard(path: str | Path):
     """``(input_ids, metadata)`` of a shard written by :func:`build_shard`."""
     from safetensors import safe_open

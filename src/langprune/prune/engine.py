@@ -232,9 +232,10 @@ class _Calibration:
 
 
 def _collect_stats(layer: nn.Module, index: int, linears: dict[str, nn.Linear], method: Method, calib: _Calibration,
-                   timings: dict[str, float]) -> tuple[dict[str, LinearStats], list[list[str]]]:
+                   timings: dict[str, float], row_languages: list[int] | None = None
+                   ) -> tuple[dict[str, LinearStats], list[list[str]]]:
     """Forward the dense layer over all inputs with hooks; returns per-linear stats and shared-input groups."""
-    with LayerStatsCollector(linears, method.needs) as collector:
+    with LayerStatsCollector(linears, method.needs, row_languages) as collector:
         started = time.perf_counter()
         calib.run(layer, index, write_back=False, before_batch=collector.start_batch)
         timings["forward"] += time.perf_counter() - started - collector.seconds
@@ -259,13 +260,15 @@ def prune_model(model: nn.Module, method: Method, structure: Structure | list[St
                 input_ids: torch.Tensor | None = None, *,
                 batch_size: int = 1, device: str | torch.device = "cpu", offload: bool = False,
                 measure_error: bool = True, progress: bool = True,
-                on_stats: Callable[[int, dict[str, LinearStats]], None] | None = None) -> PruneResult:
+                on_stats: Callable[[int, dict[str, LinearStats]], None] | None = None,
+                row_languages: list[int] | None = None) -> PruneResult:
     """Prune every linear of every decoder layer of ``model`` in place, sequentially.
 
     ``input_ids`` ([nsamples, seqlen] int64) may be None only for methods that need no
     statistics; then no forward pass runs and no reconstruction error is measured.
     ``on_stats(layer_index, stats)`` sees each layer's statistics (used by tests).
     ``structure`` may be a list with one structure per decoder layer (layer-wise sparsity, e.g. OWL).
+    ``row_languages`` gives each calibration row's language index (methods needing ``LANGUAGES``).
     """
     from tqdm.auto import tqdm
 
@@ -296,7 +299,7 @@ def prune_model(model: nn.Module, method: Method, structure: Structure | list[St
             stats: dict[str, LinearStats] = {}
             groups: list[list[str]] = []
             if method.needs:
-                stats, groups = _collect_stats(layer, index, linears, method, calib, timings)
+                stats, groups = _collect_stats(layer, index, linears, method, calib, timings, row_languages)
                 if on_stats is not None:
                     on_stats(index, stats)
             dense = ({name: linear.weight.detach().clone() for name, linear in linears.items()}
@@ -317,3 +320,34 @@ def prune_model(model: nn.Module, method: Method, structure: Structure | list[St
             model.to("cpu")
     model.train(was_training)
     return result
+
+
+def dense_layer_values(model: nn.Module, input_ids: torch.Tensor, needs: frozenset[str],
+                       value: Callable[[dict[str, nn.Linear], dict[str, LinearStats]], float], *,
+                       batch_size: int = 1, device: str | torch.device = "cpu", offload: bool = False,
+                       row_languages: list[int] | None = None) -> tuple[list[float], float]:
+    """One number per decoder layer of the *dense* model, from its linears and their input statistics.
+
+    What a layer-wise sparsity allocation (OWL, CWL) needs before layer 0 is pruned: one
+    pass, each layer fed the dense outputs of the layers below. Returns (values, seconds).
+    """
+    started = time.perf_counter()
+    device = torch.device(device)
+    _, layers = decoder_layers(model)
+    names = {module: name for name, module in model.named_modules()}
+    values = []
+    with torch.no_grad():
+        place_model(model, device, offload)
+        calib = _Calibration(*capture_layer_inputs(model, input_ids, batch_size, device), batch_size, device)
+        for index, layer in enumerate(layers):
+            if offload:
+                layer.to(device)
+            linears = layer_linears(layer, names[layer])
+            with LayerStatsCollector(linears, needs, row_languages) as collector:  # stats and dense outputs, one pass
+                calib.run(layer, index, write_back=True, before_batch=collector.start_batch)
+            values.append(value(linears, collector.results()))
+            if offload:
+                layer.to("cpu")
+        if offload:
+            model.to("cpu")
+    return values, time.perf_counter() - started

@@ -22,8 +22,9 @@ import torch
 
 from ..errors import LangpruneError
 from .dsnot import dsnot
+from .mwanda import mwanda
 from .ria import ria
-from .stats import HESSIAN, MOMENTS, SUMSQ, LinearStats
+from .stats import HESSIAN, LANGUAGES, MOMENTS, SUMSQ, LinearStats
 from .structure import Structure
 
 log = logging.getLogger("langprune.prune")
@@ -243,8 +244,11 @@ METHODS: dict[str, Method] = {
     "sparsegpt": Method(sparsegpt, frozenset({SUMSQ, HESSIAN}), updates_weights=True),
     "ria": Method(ria, frozenset({SUMSQ}), updates_weights=False),
     "dsnot": Method(dsnot, frozenset({SUMSQ, MOMENTS}), updates_weights=False),
+    "mwanda": Method(mwanda, frozenset({SUMSQ, LANGUAGES}), updates_weights=False),
 }
-MASK_ONLY = tuple(name for name, method in METHODS.items() if not method.updates_weights and name != "dsnot")
+# DSnoT's possible initial masks: methods that change no weights and need no statistics beyond DSnoT's own.
+MASK_ONLY = tuple(name for name, method in METHODS.items()
+                  if not method.updates_weights and name != "dsnot" and method.needs <= METHODS["dsnot"].needs)
 
 
 def get_method(name: str, **params: Any) -> Method:

@@ -12,8 +12,6 @@ Only unstructured sparsity: OWL's own N:M variant does not give pure N:M masks.
 
 from __future__ import annotations
 
-import time
-
 import torch
 
 from ..errors import LangpruneError
@@ -30,7 +28,7 @@ def outlier_ratio(scores: list[torch.Tensor], m: float = OWL_M) -> float:
     return float((pooled > pooled.mean() * m).sum()) / pooled.numel() * 100
 
 
-def owl_sparsities(ratios: list[float], target: float, lam: float = OWL_LAMBDA) -> list[float]:
+def owl_sparsities(ratios: list[float], target: float, lam: float = OWL_LAMBDA, allocation: str = "owl") -> list[float]:
     """Per-layer sparsities from outlier ratios: more outliers, less sparsity; mean density = 1 - target."""
     low, high = min(ratios), max(ratios)
     if high == low:  # the authors' code divides by zero here; every layer equally outlier-rich means uniform
@@ -40,43 +38,29 @@ def owl_sparsities(ratios: list[float], target: float, lam: float = OWL_LAMBDA) 
     sparsities = [1 - (s - mean + (1 - target)) for s in scaled]
     sparsities = [OWL_MIN_SPARSITY if s <= 0 else s for s in sparsities]
     if max(sparsities) >= 1:
-        raise LangpruneError(f"--allocation owl: --sparsity {target} with --owl-lambda {lam} gives a layer "
-                             f"sparsity of {max(sparsities):.3f} >= 1; lower --owl-lambda or --sparsity")
+        raise LangpruneError(f"--allocation {allocation}: --sparsity {target} with --{allocation}-lambda {lam} "
+                             f"gives a layer sparsity of {max(sparsities):.3f} >= 1; lower --{allocation}-lambda "
+                             f"or --sparsity")
     return sparsities
 
 
-def check_owl_structure(structure: Structure) -> None:
+def check_owl_structure(structure: Structure, allocation: str = "owl") -> None:
+    """Layer-wise allocations (OWL, CWL) spread an unstructured sparsity; N:M is refused."""
     if structure.is_nm:
-        raise LangpruneError(f"--allocation owl needs unstructured sparsity, not --structure {structure.label}: "
-                             f"OWL's layer-wise ratios do not give pure N:M masks (use --allocation uniform)")
+        raise LangpruneError(f"--allocation {allocation} needs unstructured sparsity, not --structure "
+                             f"{structure.label}: layer-wise ratios do not give pure N:M masks "
+                             f"(use --allocation uniform)")
 
 
 def layer_outlier_ratios(model: torch.nn.Module, input_ids: torch.Tensor, *, m: float = OWL_M, batch_size: int = 1,
                          device: str | torch.device = "cpu", offload: bool = False) -> tuple[list[float], float]:
     """Each decoder layer's outlier ratio from one dense pass; returns (ratios, seconds)."""
-    from ..models import decoder_layers, layer_linears
-    from .engine import _Calibration, capture_layer_inputs, place_model
-    from .stats import SUMSQ, LayerStatsCollector
+    from .engine import dense_layer_values
+    from .stats import SUMSQ
 
-    started = time.perf_counter()
-    device = torch.device(device)
-    _, layers = decoder_layers(model)
-    names = {module: name for name, module in model.named_modules()}
-    ratios = []
-    with torch.no_grad():
-        place_model(model, device, offload)
-        calib = _Calibration(*capture_layer_inputs(model, input_ids, batch_size, device), batch_size, device)
-        for index, layer in enumerate(layers):
-            if offload:
-                layer.to(device)
-            linears = layer_linears(layer, names[layer])
-            with LayerStatsCollector(linears, frozenset({SUMSQ})) as collector:  # stats and dense outputs, one pass
-                calib.run(layer, index, write_back=True, before_batch=collector.start_batch)
-            stats = collector.results()
-            ratios.append(outlier_ratio([lin.weight.abs().float() * stats[n].sumsq.sqrt().unsqueeze(0)
-                                         for n, lin in linears.items()], m))
-            if offload:
-                layer.to("cpu")
-        if offload:
-            model.to("cpu")
-    return ratios, time.perf_counter() - started
+    def ratio(linears, stats) -> float:
+        return outlier_ratio([lin.weight.abs().float() * stats[n].sumsq.sqrt().unsqueeze(0)
+                              for n, lin in linears.items()], m)
+
+    return dense_layer_values(model, input_ids, frozenset({SUMSQ}), ratio, batch_size=batch_size, device=device,
+                              offload=offload)

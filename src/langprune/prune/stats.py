@@ -18,6 +18,7 @@ from torch import nn
 SUMSQ = "sumsq"
 HESSIAN = "hessian"
 MOMENTS = "moments"  # per-feature sum and per-sequence variance (DSnoT)
+LANGUAGES = "languages"  # per-language sums of squares and positive counts (M-Wanda, CWL); needs row languages
 
 
 @dataclass(frozen=True)
@@ -27,7 +28,10 @@ class LinearStats:
     ``sumsq[j]`` is the sum over calibration tokens of ``x_j ** 2``; ``hessian`` is
     ``(2 / tokens) * sum x x^T``. With ``MOMENTS``: ``total[j]`` is the sum of ``x_j``
     over tokens and ``seq_var[j]`` the token-weighted mean over calibration sequences of
-    the variance of ``x_j`` within each sequence. Each is None when not asked for.
+    the variance of ``x_j`` within each sequence. With ``LANGUAGES`` (calibration rows labelled
+    by language index ``l``): ``language_tokens[l]``, ``language_sumsq[l, j]`` (sum of ``x_j ** 2``)
+    and ``language_positive[l, j]`` (tokens with ``x_j > 0``) over that language's rows only.
+    Each is None when not asked for.
     """
 
     name: str
@@ -37,6 +41,9 @@ class LinearStats:
     sequences: int = 0
     total: torch.Tensor | None = None
     seq_var: torch.Tensor | None = None
+    language_tokens: torch.Tensor | None = None
+    language_sumsq: torch.Tensor | None = None
+    language_positive: torch.Tensor | None = None
 
     def for_linear(self, name: str) -> "LinearStats":
         """The same (shared) statistics, labelled with another linear's name."""
@@ -46,7 +53,8 @@ class LinearStats:
 class InputAccumulator:
     """Running fp32 sums over the tokens one input tensor carries."""
 
-    def __init__(self, features: int, needs: frozenset[str], device: torch.device):
+    def __init__(self, features: int, needs: frozenset[str], device: torch.device,
+                 row_languages: list[int] | None = None):
         self.tokens = 0
         self.sumsq = torch.zeros(features, dtype=torch.float32, device=device) if needs else None
         self.gram = (torch.zeros(features, features, dtype=torch.float32, device=device)
@@ -54,6 +62,15 @@ class InputAccumulator:
         self.sequences = 0
         self.total = torch.zeros(features, dtype=torch.float32, device=device) if MOMENTS in needs else None
         self.var_sum = torch.zeros(features, dtype=torch.float32, device=device) if MOMENTS in needs else None
+        self.rows = 0  # calibration rows seen: the index into row_languages
+        self.row_languages = row_languages if LANGUAGES in needs else None
+        if self.row_languages is not None:
+            count = max(self.row_languages) + 1
+            self.language_tokens = torch.zeros(count, dtype=torch.float32, device=device)
+            self.language_sumsq = torch.zeros(count, features, dtype=torch.float32, device=device)
+            self.language_positive = torch.zeros(count, features, dtype=torch.float32, device=device)
+        elif LANGUAGES in needs:
+            raise ValueError("per-language statistics need the language of every calibration row")
 
     def update(self, x: torch.Tensor) -> None:
         """Add one batch; ``x`` is [..., features] in any dtype.
@@ -69,17 +86,27 @@ class InputAccumulator:
             if self.gram is not None:
                 self.gram.addmm_(flat.t(), flat)
             elif self.sumsq is not None:
-                self.sumsq.add_(flat.pow(2).sum(dim=0))
+                squares = flat.pow(2).sum(dim=0)
+                self.sumsq.add_(squares)
             if self.total is not None:  # DSnoT's per-feature mean and variance
                 self.sequences += 1
                 self.total.add_(flat.sum(dim=0))
                 self.var_sum.add_(flat.var(dim=0, unbiased=False) * flat.shape[0])
+            if self.row_languages is not None:  # M-Wanda: this row's language gets its sums
+                lang = self.row_languages[self.rows]
+                self.language_tokens[lang] += flat.shape[0]
+                self.language_sumsq[lang].add_(flat.pow(2).sum(dim=0) if self.gram is not None else squares)
+                self.language_positive[lang].add_((flat > 0).sum(dim=0).float())
+            self.rows += 1
 
     def result(self, name: str) -> LinearStats:
         """Finalise into the published normalisation (H = 2/N sum x x^T)."""
         moments = {}
         if self.total is not None:
             moments = dict(sequences=self.sequences, total=self.total, seq_var=self.var_sum / max(self.tokens, 1))
+        if self.row_languages is not None:
+            moments.update(language_tokens=self.language_tokens, language_sumsq=self.language_sumsq,
+                           language_positive=self.language_positive)
         if self.gram is not None:
             hessian = self.gram * (2.0 / max(self.tokens, 1))
             return LinearStats(name, self.tokens, sumsq=torch.diagonal(self.gram).clone(), hessian=hessian, **moments)
@@ -113,9 +140,10 @@ class LayerStatsCollector(_Hooks):
     its normal lifetime.
     """
 
-    def __init__(self, linears: dict[str, nn.Linear], needs: frozenset[str]):
+    def __init__(self, linears: dict[str, nn.Linear], needs: frozenset[str], row_languages: list[int] | None = None):
         self.linears = linears
         self.needs = needs
+        self.row_languages = row_languages
         self.group_of: dict[str, str] = {}
         self.accumulators: dict[str, InputAccumulator] = {}
         self.seconds = 0.0
@@ -142,7 +170,8 @@ class LayerStatsCollector(_Hooks):
                 owner = name
                 self._seen.append((weakref.ref(x), name))
                 if name not in self.accumulators:
-                    self.accumulators[name] = InputAccumulator(x.shape[-1], self.needs, x.device)
+                    self.accumulators[name] = InputAccumulator(x.shape[-1], self.needs, x.device,
+                                                                self.row_languages)
                 self.accumulators[name].update(x)
             previous = self.group_of.setdefault(name, owner)
             if previous != owner:

@@ -25,8 +25,9 @@ from .paper import write_paper_comparison
 
 REQUIRED_COLUMNS = [*LABEL_KEYS, "benchmark", "language", "metric", "value", "n", "available"]
 # Methods in the order the paper discusses them; unknown methods follow alphabetically.
-METHOD_ORDER = [DENSE, "magnitude", "wanda", "sparsegpt", "ria", "dsnot"]
-METHOD_ORDER += [f"{method}+owl" for method in METHOD_ORDER[1:]]  # OWL layer-wise allocation after uniform
+METHOD_ORDER = [DENSE, "magnitude", "wanda", "sparsegpt", "ria", "dsnot", "mwanda"]
+# layer-wise allocations (OWL, M-Wanda's CWL) after uniform
+METHOD_ORDER += [f"{method}+{allocation}" for allocation in ("owl", "cwl") for method in METHOD_ORDER[1:]]
 # Task columns in the paper's order; unknown benchmarks follow alphabetically.
 BENCHMARK_ORDER = [PERPLEXITY_BENCHMARK, "arc", "belebele", "mmlu", "hellaswag", "mkqa", "udhr_mc"]
 
