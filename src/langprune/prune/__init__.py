@@ -6,12 +6,25 @@ a calibration shard, prune layer by layer, write a sparse checkpoint, print a su
 
 from __future__ import annotations
 
+import json
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
+from safetensors import SafetensorError, safe_open
+from tabulate import tabulate
+
+from ..checkpoint import CHECKPOINT_KIND, base_weights_hash, build_manifest, kept_values, write_checkpoint
 from ..errors import LangpruneError
+from ..io import check_output, sha256_file
+from ..models import load_model, model_files
+from .engine import prune_model
+from .methods import get_method
+from .owl import OWL_LAMBDA, OWL_M, check_owl_structure, layer_outlier_ratios, owl_sparsities
+from .structure import Structure, parse_structure, unstructured
 
 ALLOCATIONS = ("uniform", "owl")  # how the target sparsity is spread over decoder layers
 
@@ -27,13 +40,6 @@ class PruneOutcome:
 
 def load_calibration(path: str | os.PathLike) -> tuple[Any, dict[str, Any]]:
     """Read ``input_ids`` (int64 [nsamples, seqlen]) from a safetensors shard, plus its identity."""
-    import json
-
-    import torch
-    from safetensors import SafetensorError, safe_open
-
-    from ..io import sha256_file
-
     path = Path(path)
     if not path.is_file():
         raise LangpruneError(f"--calibration '{path}' does not exist; make one with `langprune calibrate`")
@@ -58,8 +64,6 @@ def load_calibration(path: str | os.PathLike) -> tuple[Any, dict[str, Any]]:
 
 
 def _check_device(device: str) -> None:
-    import torch
-
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise LangpruneError(f"--device {device} requested but no CUDA GPU is visible; use --device cpu")
     if not (device == "cpu" or device.startswith("cuda")):
@@ -68,8 +72,6 @@ def _check_device(device: str) -> None:
 
 def summary_table(layers: list) -> str:
     """Per-layer achieved sparsity, relative reconstruction error and seconds, as text."""
-    from tabulate import tabulate
-
     rows = [[layer.index, f"{layer.sparsity:.4f}", "-" if layer.rel_error is None else f"{layer.rel_error:.4g}",
              f"{layer.seconds:.2f}"] for layer in layers]
     return tabulate(rows, headers=["layer", "sparsity", "rel. error ||WX-W'X||²/||WX||² (mean of linears)", "seconds"])
@@ -94,18 +96,6 @@ def prune_to_checkpoint(model: str, out: str | os.PathLike, method: str, *, spar
     method's published hyperparameters; ``allocation="owl"`` gives each decoder layer its
     own sparsity (OWL, threshold ``owl_m``, spread ``owl_lambda``) averaging to the target.
     """
-    import time
-
-    import torch
-
-    from ..checkpoint import CHECKPOINT_KIND, base_weights_hash, build_manifest, kept_values, write_checkpoint
-    from ..io import check_output
-    from ..models import load_model, model_files
-    from .engine import prune_model
-    from .methods import get_method
-    from .owl import OWL_LAMBDA, OWL_M, check_owl_structure, layer_outlier_ratios, owl_sparsities
-    from .structure import Structure, parse_structure, unstructured
-
     chosen = get_method(method, **(method_params or {}))
     parsed = parse_structure(structure, sparsity)
     if allocation not in ALLOCATIONS:

@@ -19,6 +19,7 @@ from typing import Any, Callable, Iterator
 
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
 from ..bitmasks import PackedMasks
 from ..errors import LangpruneError
@@ -267,8 +268,6 @@ def prune_model(model: nn.Module, method: Method, structure: Structure | list[St
     ``on_stats(layer_index, stats)`` sees each layer's statistics (used by tests).
     ``structure`` may be a list with one structure per decoder layer (layer-wise sparsity, e.g. OWL).
     """
-    from tqdm.auto import tqdm
-
     device = torch.device(device)
     if method.needs and input_ids is None:
         raise LangpruneError("this method needs calibration data: pass --calibration SHARD.safetensors")

@@ -15,6 +15,7 @@ import logging
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 
+import numpy as np
 import torch
 
 from ..errors import LangpruneError
@@ -45,8 +46,6 @@ def kth_smallest(scores: torch.Tensor, k: int) -> torch.Tensor:
     elsewhere ``torch.kthvalue``. Both give the same value.
     """
     if scores.device.type == "cpu":
-        import numpy as np
-
         picked = np.partition(scores.detach().contiguous().numpy(), k - 1, axis=-1)[..., k - 1:k]
         return torch.from_numpy(np.ascontiguousarray(picked))
     return torch.kthvalue(scores, k, dim=-1, keepdim=True).values

@@ -17,6 +17,9 @@ import time
 import torch
 
 from ..errors import LangpruneError
+from ..models import decoder_layers, layer_linears
+from .engine import _Calibration, capture_layer_inputs, place_model
+from .stats import SUMSQ, LayerStatsCollector
 from .structure import Structure
 
 OWL_M = 5.0  # outlier threshold: a score is an outlier above M times its layer's mean score
@@ -54,10 +57,6 @@ def check_owl_structure(structure: Structure) -> None:
 def layer_outlier_ratios(model: torch.nn.Module, input_ids: torch.Tensor, *, m: float = OWL_M, batch_size: int = 1,
                          device: str | torch.device = "cpu", offload: bool = False) -> tuple[list[float], float]:
     """Each decoder layer's outlier ratio from one dense pass; returns (ratios, seconds)."""
-    from ..models import decoder_layers, layer_linears
-    from .engine import _Calibration, capture_layer_inputs, place_model
-    from .stats import SUMSQ, LayerStatsCollector
-
     started = time.perf_counter()
     device = torch.device(device)
     _, layers = decoder_layers(model)
