@@ -32,7 +32,7 @@ real: $(STAMP)
 	$(BIN)/snakemake --cores $(CORES) --directory real --configfile config/real.yaml --report results/report.html
 	@echo "Tables: real/results/tables/  Figures: real/results/figures/  Report: real/results/report.html"
 
-# Lint first (seconds): ruff (pyflakes, pycodestyle at 120 columns, import order) and snakefmt,
+# Lint first (seconds): ruff (pyflakes, pycodestyle at 120 columns, import order, imports at module top) and snakefmt,
 # both configured in pyproject.toml and pinned in requirements.txt.
 lint: $(STAMP)
 	$(BIN)/ruff check .

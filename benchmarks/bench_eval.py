@@ -142,7 +142,7 @@ LAST_LM = {}
 
 def _keep_lm() -> None:
     """Remember the shared backend's LM of the last evaluation, for its token counts."""
-    from langprune.evaluate import sharedlm
+    from langprune.evaluate import harness, sharedlm
 
     real = sharedlm.make_lm
     if getattr(real, "kept", False):
@@ -154,6 +154,7 @@ def _keep_lm() -> None:
 
     make_lm.kept = True
     sharedlm.make_lm = make_lm
+    harness.make_lm = make_lm  # harness binds make_lm when imported
 
 
 def _timed_scoring() -> None:

@@ -95,21 +95,19 @@ def bench_perplexity(repeats: int, out: Path) -> list[tuple]:
 
 
 def bench_tasks(repeats: int, out: Path) -> list[tuple]:
-    import lm_eval
+    from langprune.evaluate import harness
 
-    from langprune.evaluate.harness import evaluate_tasks
-
-    real = lm_eval.simple_evaluate
+    real = harness.simple_evaluate  # patched where harness calls it (bound when harness is imported)
 
     def run(log_samples: bool) -> None:
         def patched(**kwargs):
             return real(**{**kwargs, "log_samples": log_samples})
 
-        lm_eval.simple_evaluate = patched
+        harness.simple_evaluate = patched
         try:
-            evaluate_tasks(MODEL, ["udhr_mc"], LANGUAGES, str(out), task_data=[MC], batch_size=16)
+            harness.evaluate_tasks(MODEL, ["udhr_mc"], LANGUAGES, str(out), task_data=[MC], batch_size=16)
         finally:
-            lm_eval.simple_evaluate = real
+            harness.simple_evaluate = real
 
     run(True)
     first = units_of(out)

@@ -18,14 +18,22 @@ import time
 from pathlib import Path
 
 import torch
+from transformers import LlamaConfig, LlamaForCausalLM
+
+import langprune.checkpoint as ckpt_module
+from langprune.bitmasks import PackedMasks
+from langprune.checkpoint import (
+    base_weights_hash,
+    checkpoint_bytes,
+    kept_values,
+    load_pruned_model,
+    verify_checkpoint,
+    write_checkpoint,
+)
+from langprune.prune.stats import HESSIAN, InputAccumulator
 
 
 def build_checkpoint(root: Path, hidden: int, layers: int):
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    from langprune.bitmasks import PackedMasks
-    from langprune.checkpoint import base_weights_hash, kept_values, write_checkpoint
-
     torch.manual_seed(0)
     config = LlamaConfig(vocab_size=32000, hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=16,
                          num_key_value_heads=4, intermediate_size=int(hidden * 2.75), max_position_embeddings=512)
@@ -58,10 +66,6 @@ def main(argv=None) -> int:
     parser.add_argument("--layers", type=int, default=8)
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
-
-    import langprune.checkpoint as ckpt_module
-    from langprune.checkpoint import checkpoint_bytes, load_pruned_model, verify_checkpoint
-    from langprune.prune.stats import HESSIAN, InputAccumulator
 
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)

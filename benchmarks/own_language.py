@@ -14,16 +14,25 @@ run of every variant did not fit the loaded shared machine.
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import time
 from pathlib import Path
 
+import torch
+from tabulate import tabulate
+
+from langprune.data.sources import parse_source
+from langprune.evaluate.perplexity import eval_text, make_windows, window_nll
+from langprune.models import load_model, load_tokenizer
+from langprune.prune import load_calibration
+from langprune.prune.engine import prune_model
+from langprune.prune.methods import get_method
+from langprune.prune.owl import layer_outlier_ratios, owl_sparsities
+from langprune.prune.structure import unstructured
+
 
 def perplexities(model, windows: dict) -> dict[str, float]:
-    import math
-
-    from langprune.evaluate.perplexity import window_nll
-
     out = {}
     for lang, win in windows.items():
         nll, tokens = math.fsum(window_nll(model, win.input_ids, batch_size=8)), sum(len(w) - 1 for w in win.input_ids)
@@ -39,18 +48,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sparsity", type=float, default=0.5)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-
-    import torch
-    from tabulate import tabulate
-
-    from langprune.data.sources import parse_source
-    from langprune.evaluate.perplexity import eval_text, make_windows
-    from langprune.models import load_model, load_tokenizer
-    from langprune.prune import load_calibration
-    from langprune.prune.engine import prune_model
-    from langprune.prune.methods import get_method
-    from langprune.prune.owl import layer_outlier_ratios, owl_sparsities
-    from langprune.prune.structure import unstructured
 
     torch.set_num_threads(1)
     root = args.workdir

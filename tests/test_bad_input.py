@@ -296,10 +296,13 @@ UNWRITABLE_CASES = {
 def test_unwritable_out_fails_before_the_work(fx, tmp_path, capsys, monkeypatch, case, how):
     """R01-R05: a write that cannot succeed is found before pruning, evaluation or export run."""
     import langprune.checkpoint
-    import langprune.prune.engine
+    import langprune.evaluate.modelload
+    import langprune.prune
 
-    monkeypatch.setattr(langprune.prune.engine, "prune_model", _fail_if_called)
+    # Patched where they are called (each module binds them at import).
+    monkeypatch.setattr(langprune.prune, "prune_model", _fail_if_called)
     monkeypatch.setattr(langprune.checkpoint, "load_pruned_model", _fail_if_called)
+    monkeypatch.setattr(langprune.evaluate.modelload, "load_pruned_model", _fail_if_called)
     blocked = tmp_path / "ro"
     if how == "parent_is_a_file":
         blocked.write_text("a file where a folder is needed\n")
@@ -320,9 +323,9 @@ def test_free_space_is_checked_before_the_work(fx, tmp_path, capsys, monkeypatch
     import collections
 
     import langprune.io
-    import langprune.prune.engine
+    import langprune.prune
 
-    monkeypatch.setattr(langprune.prune.engine, "prune_model", _fail_if_called)
+    monkeypatch.setattr(langprune.prune, "prune_model", _fail_if_called)
     monkeypatch.setattr(langprune.io.shutil, "disk_usage",
                         lambda path: collections.namedtuple("usage", "total used free")(10, 10, 0))
     rc, err = run(capsys, _prune(fx, str(tmp_path / "ckpt")))

@@ -14,6 +14,7 @@ from transformers import AutoModelForCausalLM
 from conftest import build_model
 from langprune.bitmasks import PackedMasks, pack_mask, unpack_mask
 from langprune.checkpoint import (
+    MANIFEST,
     MASKS,
     VALUES,
     applied,
@@ -209,3 +210,20 @@ def test_cli_bad_tag_and_bad_checkpoint(tmp_path, tiny_llama_dir, capsys):
     (tmp_path / "fake" / "manifest.json").write_text(json.dumps({"format": "other"}))
     assert main(["export", str(tmp_path / "fake"), "--out", str(tmp_path / "d")]) == 2
     assert "format" in capsys.readouterr().err
+
+
+def test_a_weight_updating_checkpoint_without_values_is_refused(tmp_path, tiny_llama_dir, shard):
+    """SparseGPT's manifest records that kept weights changed; a copy stripped of the values is refused,
+    and so is a manifest from before `updates_weights` was recorded (judged by its method)."""
+    ckpt = prune_to_checkpoint(str(tiny_llama_dir), tmp_path / "ckpt", "sparsegpt", sparsity=0.5,
+                               calibration=shard, progress=False).path
+    manifest = json.loads((ckpt / MANIFEST).read_text())
+    assert manifest["updates_weights"] is True
+    (ckpt / VALUES).unlink()
+    del manifest["files"][VALUES]
+    for legacy in (False, True):
+        if legacy:
+            del manifest["updates_weights"]
+        (ckpt / MANIFEST).write_text(json.dumps(manifest))
+        with pytest.raises(LangpruneError, match="updates the kept weights, but has no values"):
+            read_manifest(ckpt)

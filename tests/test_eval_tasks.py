@@ -125,7 +125,7 @@ def run(tmp_path_factory, tiny_llama_dir, text_splits):
         return real(**kwargs)
 
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr("lm_eval.simple_evaluate", spy)
+        mp.setattr(harness, "simple_evaluate", spy)  # where harness calls it (bound at import)
         out = root / "tasks.json"
         assert main(["evaluate", "tasks", "--model", str(tiny_llama_dir), "--tasks", "udhr_mc,mkqa,arc",
                      "--languages", "de,en,sw", "--task-data", str(root / "mc"), "--task-data", str(root / "mkqa"),

@@ -56,12 +56,15 @@ def test_shared_base_switches_checkpoints_exactly(setup):
 
 
 def test_one_load_writes_every_benchmark_of_every_variant(setup, monkeypatch, tmp_path):
+    import langprune.checkpoint
+    import langprune.evaluate.modelload
     import langprune.models
 
     root, model, runs = setup["root"], setup["model"], setup["runs"]
     loads = []
     real = langprune.models.load_model
-    monkeypatch.setattr(langprune.models, "load_model", lambda *a, **k: loads.append(a) or real(*a, **k))
+    for module in (langprune.checkpoint, langprune.evaluate.modelload):  # each binds load_model at import
+        monkeypatch.setattr(module, "load_model", lambda *a, **k: loads.append(a) or real(*a, **k))
     variants = {"dense": tmp_path / "dense", str(root / "mag24"): tmp_path / "mag24",
                 str(root / "mag70"): tmp_path / "m70"}
     argv = ["evaluate", "variant", "--model", model, "--tag", "model=tiny"]

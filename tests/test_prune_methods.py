@@ -197,7 +197,7 @@ def test_dsnot_keeps_row_counts_on_wide_rows_and_warns_on_narrow_ones(caplog):
 
 @pytest.mark.parametrize("shape,count", [((16, 40), 300), ((1, 7), 3), ((5, 5), 0), ((5, 5), 25), ((64, 64), 2048)])
 def test_lowest_overall_equals_a_stable_sort(shape, count):
-    from langprune.prune.methods import lowest_overall, lowest_per_row
+    from langprune.prune.selection import lowest_overall, lowest_per_row
 
     g = torch.Generator().manual_seed(count)
     for scores in (torch.rand(shape, generator=g), torch.randint(0, 4, shape, generator=g).float()):  # ties
@@ -208,7 +208,7 @@ def test_lowest_overall_equals_a_stable_sort(shape, count):
 @pytest.mark.parametrize("threads", [1, 2, 3])
 def test_lowest_per_row_equals_a_stable_sort_on_parallel_row_blocks(threads):
     """Large matrices are selected in row blocks on several threads; the mask must not depend on it."""
-    from langprune.prune.methods import kth_smallest, lowest_per_row
+    from langprune.prune.selection import kth_smallest, lowest_per_row
 
     g = torch.Generator().manual_seed(threads)
     before = torch.get_num_threads()

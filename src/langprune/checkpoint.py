@@ -31,15 +31,25 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import safetensors
+import torch
+import transformers
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file, save_file
+
+from . import __version__
 from .bitmasks import PackedMasks, unpack_mask
 from .errors import LangpruneError
 from .io import ArtifactKind, atomic_path, check_output, read_json, sha256_bytes, sha256_file, write_json
+from .models import load_model, load_tokenizer, model_files
 
 FORMAT = "langprune-sparse-checkpoint"
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 MASKS = "masks.safetensors"
 VALUES = "values.safetensors"
+# Manifests written before they recorded `updates_weights`: the methods that changed kept weights then.
+LEGACY_WEIGHT_UPDATING = ("sparsegpt",)
 EXPORT_MARKER = "langprune_export.json"
 
 
@@ -101,8 +111,6 @@ def cached_sha256(path: Path) -> str:
 
 def base_weights_hash(model: str, revision: str | None = None) -> dict[str, Any]:
     """Content hash over the base model's weight files: what a checkpoint is tied to."""
-    from .models import model_files
-
     files = model_files(model, revision=revision)
     per_file = {path.name: cached_sha256(path) for path in files}
     combined = sha256_bytes("".join(f"{name}\0{digest}\n" for name, digest in sorted(per_file.items())).encode())
@@ -110,12 +118,6 @@ def base_weights_hash(model: str, revision: str | None = None) -> dict[str, Any]
 
 
 def library_versions() -> dict[str, str]:
-    import safetensors
-    import torch
-    import transformers
-
-    from . import __version__
-
     return {"langprune": __version__, "torch": torch.__version__, "transformers": transformers.__version__,
             "safetensors": safetensors.__version__, "python": platform.python_version()}
 
@@ -125,20 +127,21 @@ def library_versions() -> dict[str, str]:
 def build_manifest(model: str, revision: str | None, base_hash: dict[str, Any], loaded, *, method: str,
                    structure, seed: int, calibration: dict | None, tags: dict[str, str] | None,
                    run: dict[str, Any], layers: list, method_params: dict[str, Any] | None = None,
-                   allocation: dict[str, Any] | None = None) -> dict[str, Any]:
+                   allocation: dict[str, Any] | None = None, updates_weights: bool = False) -> dict[str, Any]:
     """The manifest of a pruning run: its base, its identity labels, versions and per-layer report.
 
     ``base_hash`` is :func:`base_weights_hash` of the base, ``loaded`` the base model in
     memory, ``structure`` the parsed ``Structure``, ``layers`` the engine's layer results,
     ``method_params`` the method's hyperparameters and ``allocation`` how sparsity was spread
-    over layers (uniform, or OWL with its ratios).
+    over layers (uniform, or OWL with its ratios). ``updates_weights`` says the method changed
+    kept weights, so the checkpoint must carry their values (checked on every read).
     """
     return {
         "base": {"model": str(model), "revision": revision, "weights_sha256": base_hash["sha256"],
                  "weight_files": base_hash["files"],
                  "dtype": str(next(loaded.parameters()).dtype).replace("torch.", ""),
                  "architecture": type(loaded).__name__},
-        "method": method, "method_params": dict(method_params or {}),
+        "method": method, "method_params": dict(method_params or {}), "updates_weights": bool(updates_weights),
         "allocation": dict(allocation or {"name": "uniform"}), "sparsity": structure.sparsity,
         "structure": structure.label, "seed": seed,
         "calibration": calibration, "tags": dict(tags or {}), "versions": library_versions(),
@@ -161,8 +164,6 @@ def write_checkpoint(out: str | os.PathLike, masks: PackedMasks, values: dict | 
     Replaces only an existing checkpoint directory (or anything, with ``force``); file
     modes follow the umask like every other artifact.
     """
-    from safetensors.torch import save_file
-
     out = Path(out)
     manifest = dict(manifest)
     manifest["format"], manifest["format_version"] = FORMAT, FORMAT_VERSION
@@ -232,8 +233,6 @@ def _file_identity(path: Path) -> tuple:
 
 def _popcount(packed) -> int:
     """Set bits of a uint8 tensor (kept weights of a packed mask)."""
-    import torch
-
     table = torch.tensor([bin(i).count("1") for i in range(256)], dtype=torch.int64)
     return int(table[packed.to(torch.int64)].sum())
 
@@ -245,8 +244,6 @@ def verify_checkpoint(ckpt_dir: str | os.PathLike, manifest: dict[str, Any] | No
     what a hash cannot: the masks hold exactly the manifest's tensors with its kept counts,
     and the kept values (required for methods that update weights) match the masks.
     """
-    from safetensors import SafetensorError, safe_open
-
     ckpt = Path(ckpt_dir)
     manifest = manifest if manifest is not None else read_manifest(ckpt, verify=False)
     hint = rebuild_hint(ckpt, manifest)
@@ -280,10 +277,8 @@ def verify_checkpoint(ckpt_dir: str | os.PathLike, manifest: dict[str, Any] | No
                 if kept != info.get("kept"):
                     raise LangpruneError(f"checkpoint '{ckpt}': the mask of {name} keeps {kept} weights but the "
                                          f"manifest says {info.get('kept')}; {hint}")
-        from .prune.methods import METHODS
-
-        method = METHODS.get(manifest.get("method"))
-        if method is not None and method.updates_weights and VALUES not in files:
+        updates_weights = manifest.get("updates_weights", manifest.get("method") in LEGACY_WEIGHT_UPDATING)
+        if updates_weights and VALUES not in files:
             raise LangpruneError(f"checkpoint '{ckpt}' was pruned with {manifest['method']}, which updates the kept "
                                  f"weights, but has no {VALUES}; {hint}")
         if VALUES in files:
@@ -310,8 +305,6 @@ def checkpoint_identity(checkpoint: str | os.PathLike | None) -> tuple[str | Non
 def iter_masks(ckpt_dir: str | os.PathLike, names: list[str] | None = None) -> Iterator[tuple[str, Any]]:
     """(parameter name, keep-mask) one weight at a time (True = kept); a paper-sized model's masks
     unpacked together would not fit in memory. ``names`` picks weights (default: all, in manifest order)."""
-    from safetensors import safe_open
-
     tensors = read_manifest(ckpt_dir)["tensors"]
     with safe_open(str(Path(ckpt_dir) / MASKS), framework="pt") as handle:
         for name in tensors if names is None else names:
@@ -336,9 +329,6 @@ def check_base(manifest: dict[str, Any], model: str, revision: str | None) -> No
 
 def apply_checkpoint(model, ckpt_dir: str | os.PathLike):
     """Zero the pruned weights of an already loaded base model in place (and restore SparseGPT values)."""
-    import torch
-    from safetensors.torch import load_file
-
     masks = read_masks(ckpt_dir)  # verified against the manifest
     values_path = Path(ckpt_dir) / VALUES
     values = load_file(str(values_path)) if values_path.is_file() else {}
@@ -361,8 +351,6 @@ def apply_checkpoint(model, ckpt_dir: str | os.PathLike):
 def applied(model, ckpt_dir: str | os.PathLike):
     """``model`` with the checkpoint applied inside the block and its base weights restored after,
     so one loaded base serves many checkpoints."""
-    import torch
-
     params = dict(model.named_parameters())
     originals = {name: params[name].detach().clone() for name in read_manifest(ckpt_dir)["tensors"] if name in params}
     try:
@@ -380,8 +368,6 @@ def load_pruned_model(model: str | None, checkpoint: str | os.PathLike | None = 
     ``model`` None means the base recorded in the checkpoint. ``dtype`` None means the
     dtype the checkpoint was pruned in, so kept SparseGPT values come back bit-exactly.
     """
-    from .models import load_model
-
     manifest = read_manifest(checkpoint) if checkpoint is not None else None
     if manifest is not None:
         base = manifest["base"]
@@ -406,8 +392,6 @@ def export_dense(ckpt_dir: str | os.PathLike, out_dir: str | os.PathLike, model:
     ``out_dir`` may replace only an earlier export (``langprune_export.json`` marks one),
     or anything but the inputs with ``force``; it is checked before the model is loaded.
     """
-    from .models import load_tokenizer, model_files
-
     manifest = read_manifest(ckpt_dir)
     base = model or manifest["base"]["model"]
     revision = manifest["base"].get("revision")

@@ -20,9 +20,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import yaml
+from jsonschema.exceptions import best_match
 
+from .data.languages import MC4_LANGUAGES
+from .data.sources import TextDirSource
 from .errors import LangpruneError
+from .evaluate.registry import load_registry
 
 # Where the schema lives in a checkout (the workflow reads it from there too).
 SCHEMA_RELPATH = Path("workflow") / "schemas" / "config.schema.yaml"
@@ -165,9 +170,6 @@ def _schema_message(error) -> str:
 
 def check_schema(config: dict, schema_path: str | os.PathLike) -> None:
     """Validate against the workflow's JSON schema; the most relevant violation becomes one line."""
-    import jsonschema
-    from jsonschema.exceptions import best_match
-
     schema = yaml.safe_load(Path(schema_path).read_text(encoding="utf-8"))
     validator = jsonschema.validators.validator_for(schema)(schema)
     errors = list(validator.iter_errors(config))
@@ -214,9 +216,6 @@ def _text_sources(config: dict) -> Iterator[tuple[str, str, list[str], str]]:
 
 def _check_text_source(config: dict, key: str, source: str, languages: list[str], languages_key: str,
                        root: Path) -> None:
-    from .data.languages import MC4_LANGUAGES
-    from .data.sources import TextDirSource
-
     directory = _source_dir(source)
     if directory is None:  # mc4
         unknown = [lang for lang in languages if lang not in MC4_LANGUAGES]
@@ -250,8 +249,6 @@ def _check_text_source(config: dict, key: str, source: str, languages: list[str]
 
 
 def _check_tasks(config: dict) -> None:
-    from .evaluate.registry import load_registry
-
     evaluation = config["evaluation"]
     tasks = evaluation.get("tasks") or {}
     known = sorted({entry.benchmark for entry in load_registry()})

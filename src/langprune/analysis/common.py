@@ -6,6 +6,11 @@ import os
 from pathlib import Path
 from typing import Any, Iterable
 
+import matplotlib
+import matplotlib.pyplot as plt
+import torch
+
+from ..checkpoint import read_manifest
 from ..io import atomic_path, check_output
 from ..variant import DENSE_LABELS
 
@@ -14,7 +19,6 @@ def checkpoint_tags(checkpoint: str | os.PathLike | None) -> dict[str, str]:
     """Tags of a checkpoint from its manifest; the dense model gets the dense tags."""
     if checkpoint is None:
         return dict(DENSE_LABELS)
-    from ..checkpoint import read_manifest
 
     manifest = read_manifest(checkpoint)
     return {key: str(value) for key, value in (manifest.get("tags") or {}).items()}
@@ -42,8 +46,6 @@ def write_text(text: str, path: str | os.PathLike) -> Path:
 
 def save_figure(fig, path: str | os.PathLike) -> Path:
     """Save a matplotlib figure atomically without timestamps (deterministic PNG bytes)."""
-    import matplotlib.pyplot as plt
-
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight", metadata={"Software": None})
     plt.close(fig)
@@ -52,15 +54,11 @@ def save_figure(fig, path: str | os.PathLike) -> Path:
 
 def use_headless_backend() -> None:
     """Figures are written to files only; never try to open a window."""
-    import matplotlib
-
     matplotlib.use("Agg", force=True)
 
 
 def language_colors(languages: Iterable[str]) -> dict[str, Any]:
     """One stable colour per calibration language, the same in every figure."""
-    import matplotlib.pyplot as plt
-
     palette = plt.get_cmap("tab10").colors
     return {lang: palette[i % len(palette)] for i, lang in enumerate(sorted(languages))}
 
@@ -94,6 +92,4 @@ def limit_threads(threads: int | None) -> None:
     """Use the CPU threads the scheduler granted: on a shared 2-core machine, torch's default of
     one thread per core makes small forwards several times slower under contention."""
     if threads:
-        import torch
-
         torch.set_num_threads(threads)

@@ -11,6 +11,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import matplotlib.pyplot as plt
+import pandas as pd
+from matplotlib.ticker import MaxNLocator
+
 from ..variant import LABEL_KEYS, SETTING_KEYS
 from .common import (
     check_outputs,
@@ -33,8 +37,6 @@ def layer_distance(pruned, dense):
 
 def drift_table(variants: list[tuple[dict, dict]]):
     """Tidy rows (variant labels, eval_language, layer, drift, dense_norm) from pruned probe states."""
-    import pandas as pd
-
     rows = []
     for label, tensors in variants:
         norms = by_language(tensors, "dense_norm")
@@ -54,8 +56,6 @@ def target_benefit(table):
     Seeds are averaged first. Only evaluation languages that were also calibration languages count,
     and "other" means the other monolingual calibrations (mixes are shown, not compared).
     """
-    import pandas as pd
-
     mean = table.groupby([*SETTING_KEYS, "calib", "eval_language", "layer"], as_index=False)["drift"].mean()
     mean = mean[mean["calib"].isin(set(mean["eval_language"]))]  # monolingual calibrations only
     rows = []
@@ -108,8 +108,6 @@ def describe_benefit(summary) -> str:
 def plot_drift(table, languages_order=None):
     """One row per pruning variant, one panel per evaluation language, one line per calibration language."""
     use_headless_backend()
-    import matplotlib.pyplot as plt
-    from matplotlib.ticker import MaxNLocator
 
     mean = table.groupby([*SETTING_KEYS, "calib", "eval_language", "layer"], as_index=False)["drift"].mean()
     groups = list(mean.groupby(list(SETTING_KEYS)))

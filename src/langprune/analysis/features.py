@@ -16,6 +16,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import torch
+
 from ..errors import LangpruneError
 from ..variant import LABEL_KEYS, SETTING_KEYS
 from .common import (
@@ -41,8 +46,6 @@ def default_rank(n_languages: int) -> int:
 
 def fit_language_subspace(embeddings: dict[str, object], rank: int | None = None):
     """Orthonormal basis [hidden, rank] of the directions separating the languages' mean embeddings."""
-    import torch
-
     if len(embeddings) < 2:
         raise LangpruneError("the language subspace needs probe text in at least two languages")
     means = torch.stack([embeddings[lang].double().mean(0) for lang in sorted(embeddings)], dim=1)  # [d, L]
@@ -69,8 +72,6 @@ def feature_change(pruned, dense, basis) -> dict[str, float]:
 
 def features_table(dense_final: dict, variants: list[tuple[dict, dict]], rank: int | None = None):
     """Tidy rows (variant labels, eval_language, component, change, dense_magnitude, rank)."""
-    import pandas as pd
-
     basis = fit_language_subspace(dense_final, rank)
     magnitude = {}
     for lang, dense in dense_final.items():
@@ -99,8 +100,6 @@ def observation_check(table):
     figure (mixes such as all7 stay in the table and plot). Variants with fewer than two
     calibration sets (magnitude pruning reads none) have nothing to compare and are left out.
     """
-    import pandas as pd
-
     mean = table.groupby([*SETTING_KEYS, "calib", "eval_language", "component"], as_index=False)["change"].mean()
     rows = []
     for key, block in mean.groupby(list(SETTING_KEYS)):
@@ -145,8 +144,6 @@ def describe_observations(check) -> str:
 def plot_features(table, languages_order=None):
     """Grouped bars: evaluation language on x, one colour per calibration language; a | s side by side."""
     use_headless_backend()
-    import matplotlib.pyplot as plt
-    import numpy as np
 
     stats = table.groupby([*SETTING_KEYS, "calib", "eval_language", "component"], as_index=False)["change"].agg(
         ["mean", "std"])

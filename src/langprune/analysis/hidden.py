@@ -16,10 +16,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
+
+from ..checkpoint import applied, base_weights_hash, load_pruned_model, read_manifest
 from ..data.sources import TextDirSource, split_paragraphs
 from ..errors import LangpruneError
 from ..io import check_output, sha256_bytes
+from ..models import decoder_layers, load_tokenizer
 from ..variant import variant_labels
+from .common import checkpoint_tags, limit_threads
+from .drift import layer_distance
 from .states import STATES_KIND, read_states, write_states
 
 
@@ -61,8 +67,6 @@ def probe_fingerprint(texts: dict[str, list[str]], max_length: int) -> str:
 
 def decoder_parts(model) -> tuple[list[Any], Any]:
     """The decoder layers (found like the pruning engine finds them) and the final norm before the LM head."""
-    from ..models import decoder_layers
-
     _, layers = decoder_layers(model)
     base = model.get_decoder() if hasattr(model, "get_decoder") else getattr(model, "model", model)
     norm = getattr(base, "norm", None)
@@ -101,8 +105,6 @@ class _Capture:
         the "activated" test of Tang et al. (2024) without relying on how the activation module
         is shared between layers.
         """
-        import torch
-
         def hook(_module, _inputs, output):
             fired = (output > 0) & self.valid.bool().unsqueeze(-1)
             self.active[index] = fired.sum((0, 1)).to("cpu", torch.int64)
@@ -134,8 +136,6 @@ def collect_states(model, tokenizer, passages: list[str], *, max_length: int = 2
     ``activations``, ``active`` [n_layers, intermediate] (tokens on which each neuron fired) and
     ``tokens`` (pooled token count).
     """
-    import torch
-
     layers, _ = decoder_parts(model)
     device = next(model.parameters()).device
     if tokenizer.pad_token is None:
@@ -180,8 +180,6 @@ def analysis_models(model: str, checkpoints: list[str] | None, dtype: str | None
     many checkpoints pays one model load. Each checkpoint's manifest must name these base
     weights (same check as ``load_pruned_model``).
     """
-    from ..checkpoint import applied, base_weights_hash, load_pruned_model, read_manifest
-
     net = load_pruned_model(model, None, dtype=dtype, device=device)
     if not checkpoints:
         yield None, net
@@ -208,11 +206,6 @@ def run_hidden(*, model: str, probe: str, languages: list[str], outs: list[str],
     checkpoint with its final embedding and per-layer drift. Several checkpoints in one call
     share the tokenizer, the probe text and one process start.
     """
-    import torch
-
-    from ..models import load_tokenizer
-    from .common import limit_threads
-
     limit_threads(threads)
     if (checkpoints and len(checkpoints) != len(outs)) or (not checkpoints and len(outs) != 1):
         raise LangpruneError("give one --out per --checkpoint (or one --out for the dense model)")
@@ -244,8 +237,6 @@ def run_hidden(*, model: str, probe: str, languages: list[str], outs: list[str],
 
 
 def _labels(model: str, checkpoint: str | None, tags: dict[str, str] | None) -> dict[str, str]:
-    from .common import checkpoint_tags
-
     return variant_labels({"model": model, **checkpoint_tags(checkpoint), **(tags or {})})
 
 
@@ -256,8 +247,6 @@ def probe_tensors(net, tokenizer, texts: dict[str, list[str]], reference: dict |
     The dense pass runs language by language (activation counts are per language); a pruned
     pass batches all languages together, since pooled states do not depend on batch company.
     """
-    from .drift import layer_distance
-
     tensors: dict[str, Any] = {}
     if reference is None:
         for lang, passages in texts.items():

@@ -16,9 +16,25 @@ import re
 from pathlib import Path
 from typing import Iterator
 
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import torch
+from matplotlib.ticker import MaxNLocator
+
+from ..checkpoint import iter_masks, read_manifest
 from ..errors import LangpruneError
 from ..variant import SETTING_KEYS, variant_labels
-from .common import save_figure, sort_languages, use_headless_backend, variant_title, write_csv
+from .common import (
+    check_outputs,
+    checkpoint_tags,
+    limit_threads,
+    save_figure,
+    sort_languages,
+    use_headless_backend,
+    variant_title,
+    write_csv,
+)
 
 LINEAR_TYPES = {"q_proj": "q", "k_proj": "k", "v_proj": "v", "o_proj": "o", "gate_proj": "gate",
                 "up_proj": "up", "down_proj": "down"}
@@ -47,8 +63,6 @@ def random_iou(sparsity: float) -> float:
 
 def pair_counts(stacked):
     """Pruned counts [N] and pairwise intersections [N, N] of stacked boolean masks [N, n_weights]."""
-    import torch
-
     flat = stacked.reshape(stacked.shape[0], -1)
     inter = torch.zeros(flat.shape[0], flat.shape[0], dtype=torch.int64)
     for start in range(0, flat.shape[1], _CHUNK):
@@ -67,8 +81,6 @@ class PrunedMasks:
     unpacked together would not fit in memory). Keys are module names without '.weight'."""
 
     def __init__(self, checkpoint: str):
-        from ..checkpoint import read_manifest
-
         self.checkpoint = checkpoint
         self.weights = {name.removesuffix(".weight"): name for name in read_manifest(checkpoint)["tensors"]}
 
@@ -79,8 +91,6 @@ class PrunedMasks:
         return len(self.weights)
 
     def __getitem__(self, name: str):
-        from ..checkpoint import iter_masks
-
         ((_, keep),) = iter_masks(self.checkpoint, [self.weights[name]])
         return ~keep
 
@@ -90,8 +100,6 @@ class PrunedMasks:
 
 def overlap_counts(masks_by_checkpoint: list[dict[str, object]]) -> Iterator[tuple[int, str, object, object]]:
     """Per pruned linear: (layer, linear type, pruned counts [N], pairwise intersections [N, N])."""
-    import torch
-
     names = sorted(masks_by_checkpoint[0], key=lambda n: (layer_index(n), n))
     for other in masks_by_checkpoint[1:]:
         if set(other) != set(names):
@@ -105,8 +113,6 @@ def overlap_counts(masks_by_checkpoint: list[dict[str, object]]) -> Iterator[tup
 
 def overlap_table(labels: list[dict], masks_by_checkpoint: list[dict[str, object]]):
     """Tidy rows per checkpoint pair x (layer, linear type): intersection, union, iou, pair kind."""
-    import pandas as pd
-
     totals: dict[tuple[int, str], tuple] = {}  # linears of one kind in one layer are pooled
     for layer, kind, counts, inter in overlap_counts(masks_by_checkpoint):
         if (layer, kind) in totals:
@@ -136,8 +142,6 @@ def pooled_iou(table, by: list[str]):
 
 def language_matrix(table):
     """Per variant: calib_a x calib_b IoU pooled over layers, linear types and seed pairs (both halves)."""
-    import pandas as pd
-
     mirrored = table.rename(columns={"calib_a": "calib_b", "calib_b": "calib_a", "seed_a": "seed_b",
                                      "seed_b": "seed_a"})
     both = pd.concat([table, mirrored[table.columns]])
@@ -153,9 +157,6 @@ def layer_curve(table):
 def plot_masks(matrix, curve, languages_order=None):
     """Per variant: language x language heatmap (diagonal = two seeds) and the per-layer IoU curve."""
     use_headless_backend()
-    import matplotlib.pyplot as plt
-    import numpy as np
-    from matplotlib.ticker import MaxNLocator
 
     groups = list(matrix.groupby(list(SETTING_KEYS)))
     curves = dict(list(curve.groupby(list(SETTING_KEYS))))
@@ -194,8 +195,6 @@ def plot_masks(matrix, curve, languages_order=None):
 
 def group_checkpoints(checkpoints: list[str]) -> dict[tuple, list[tuple[dict, str]]]:
     """Checkpoints grouped by (model, method, structure, sparsity), each sorted by (calib, seed)."""
-    from .common import checkpoint_tags
-
     groups: dict[tuple, list[tuple[dict, str]]] = {}
     for path in checkpoints:
         label = variant_labels(checkpoint_tags(path))
@@ -207,10 +206,6 @@ def run_masks(*, checkpoints: list[str], out_table: str, out_matrix: str, out_la
               out_figure: str, languages: list[str] | None = None, threads: int | None = None) -> list[Path]:
     """`langprune analyze masks`: pairwise IoU tables (per layer x type, language matrix, per layer, per type)
     and a figure."""
-    import pandas as pd
-
-    from .common import check_outputs, limit_threads
-
     limit_threads(threads)
     check_outputs(checkpoints, out_table=out_table, out_matrix=out_matrix, out_layers=out_layers,
                   out_types=out_types, out_figure=out_figure)

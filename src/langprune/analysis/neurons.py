@@ -19,24 +19,37 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import torch
+
 from ..errors import LangpruneError
 from ..variant import LABEL_KEYS, SETTING_KEYS, variant_labels
-from .common import save_figure, sort_languages, use_headless_backend, variant_title, write_csv, write_text
+from .common import (
+    check_outputs,
+    checkpoint_tags,
+    limit_threads,
+    save_figure,
+    sort_languages,
+    use_headless_backend,
+    variant_title,
+    write_csv,
+    write_text,
+)
+from .masks import PrunedMasks, layer_index, linear_type
+from .states import by_language, read_states
 
 NEURON_AXIS = {"gate": 1, "up": 1, "down": 0}  # sum over this axis to get one count per neuron
 
 
 def activation_probability(active: dict[str, object], tokens: dict[str, object], languages: list[str]):
     """[layers, neurons, languages] share of each language's tokens on which a neuron fired."""
-    import torch
-
     return torch.stack([active[lang].double() / max(int(tokens[lang]), 1) for lang in languages], dim=-1)
 
 
 def lape(probability):
     """Entropy over languages of the normalised activation probabilities, [layers, neurons]."""
-    import torch
-
     total = probability.sum(-1, keepdim=True)
     normed = torch.where(total > 0, probability / total.clamp_min(1e-30), torch.zeros_like(probability))
     return -(torch.where(normed > 0, normed * normed.clamp_min(1e-30).log(), torch.zeros_like(normed))).sum(-1)
@@ -45,8 +58,6 @@ def lape(probability):
 def select_language_neurons(probability, languages: list[str], *, top_rate: float = 0.01,
                             filter_rate: float = 0.95, activation_bar: float = 0.95) -> dict[str, object]:
     """Boolean [layers, neurons] mask of the language-specific neurons of each language."""
-    import torch
-
     flat = probability.flatten().float()
     entropy = lape(probability)
     # ">=": a small model's probabilities saturate at 1, and a strict ">" would then admit nothing
@@ -64,8 +75,6 @@ def select_language_neurons(probability, languages: list[str], *, top_rate: floa
 
 def neuron_pruned_counts(masks: dict[str, object]) -> dict[tuple[int, str], object]:
     """Pruned weights per MLP neuron: {(layer, 'gate'|'up'|'down'): counts [neurons]} and the row length."""
-    from .masks import layer_index, linear_type
-
     counts = {}
     for name in masks:
         kind = linear_type(name)
@@ -101,8 +110,6 @@ def protection_check(table):
     neuron's own language (positive: calibrating in a language prunes fewer of its neurons' weights).
     Languages without selected neurons are left out; mixed calibration sets are not compared.
     """
-    import pandas as pd
-
     mlp = table[(table["linear_type"] == "mlp") & (table["neuron_language"] != "all") & (table["n_neurons"] > 0)]
     mean = mlp.groupby([*SETTING_KEYS, "neuron_language", "calib"], as_index=False)["pruned_share"].mean()
     mean = mean[mean["calib"].isin(set(table["neuron_language"]))]  # monolingual calibrations only
@@ -139,8 +146,6 @@ def describe_protection(check, counts) -> str:
 def plot_neurons(table, languages_order=None):
     """Per variant: heatmap of pruned share, neuron language (rows) x calibration language (columns)."""
     use_headless_backend()
-    import matplotlib.pyplot as plt
-    import numpy as np
 
     mlp = table[table["linear_type"] == "mlp"]
     mean = mlp.groupby([*SETTING_KEYS, "neuron_language", "calib"], as_index=False)["pruned_share"].mean()
@@ -174,12 +179,6 @@ def run_neurons(*, dense: str, checkpoints: list[str], out_table: str, out_neuro
                 out_summary: str, top_rate: float = 0.01, filter_rate: float = 0.95, activation_bar: float = 0.95,
                 languages: list[str] | None = None, threads: int | None = None) -> list[Path]:
     """`langprune analyze neurons`: LAPE neuron selection on the dense model, pruned shares per checkpoint."""
-    import pandas as pd
-
-    from .common import check_outputs, checkpoint_tags, limit_threads
-    from .masks import PrunedMasks
-    from .states import by_language, read_states
-
     limit_threads(threads)
     check_outputs([dense, *checkpoints], out_table=out_table, out_neurons=out_neurons, out_figure=out_figure,
                   out_summary=out_summary)
@@ -207,8 +206,6 @@ def run_neurons(*, dense: str, checkpoints: list[str], out_table: str, out_neuro
 
 def neuron_list(selection: dict[str, object], probability, languages: list[str]):
     """Tidy list of the selected neurons: language, layer (from 1), index, LAPE and activation probabilities."""
-    import pandas as pd
-
     entropy = lape(probability)
     rows = []
     for lang, chosen in selection.items():

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from datasets import load_dataset
+
 from ..errors import LangpruneError
 from ..io import ArtifactKind, atomic_path, check_output
 
@@ -36,8 +38,6 @@ PROBE_KIND = ArtifactKind("probe text directory (<lang>.txt)", directory=True,
 
 def write_belebele_probe(*, languages: list[str], out: str, max_passages: int | None = 200) -> Path:
     """Write ``OUT/<lang>.txt`` (passages separated by blank lines) for ``langprune analyze hidden``."""
-    from datasets import load_dataset
-
     missing = [lang for lang in languages if lang not in BELEBELE_CONFIG]
     if missing:
         raise LangpruneError(f"no Belebele config known for {', '.join(missing)}; known: {', '.join(BELEBELE_CONFIG)}")

@@ -12,6 +12,9 @@ import os
 from pathlib import Path
 from typing import Any
 
+from safetensors import safe_open
+from safetensors.torch import save_file
+
 from ..errors import LangpruneError
 from ..io import ArtifactKind, atomic_path, langprune_metadata
 
@@ -22,8 +25,6 @@ STATES_KIND = ArtifactKind("probe-states file", recognise=lambda path: langprune
 def write_states(path: str | os.PathLike, tensors: dict[str, Any], meta: dict[str, Any], *,
                  force: bool = False) -> Path:
     """One safetensors file; tensor names are ``<kind>.<lang>``; metadata JSON under 'langprune'."""
-    from safetensors.torch import save_file
-
     meta = {**meta, "format": FORMAT}
     with atomic_path(path, STATES_KIND, force=force) as tmp:
         save_file({k: v.contiguous() for k, v in sorted(tensors.items())}, str(tmp),
@@ -33,8 +34,6 @@ def write_states(path: str | os.PathLike, tensors: dict[str, Any], meta: dict[st
 
 def read_states(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, Any]]:
     """Tensors and metadata of a probe-states file, with a clear error for anything else."""
-    from safetensors import safe_open
-
     try:
         with safe_open(str(path), framework="pt") as handle:
             meta = json.loads((handle.metadata() or {}).get("langprune", "{}"))

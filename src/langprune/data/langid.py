@@ -10,13 +10,13 @@ from __future__ import annotations
 
 from collections import Counter
 
+import py3langid
+
 from .languages import langid_code
 
 
 def detect_language(text: str) -> str:
     """ISO 639-1 code of the most likely language of ``text``."""
-    import py3langid
-
     return py3langid.classify(text)[0]
 
 

@@ -15,6 +15,8 @@ import unicodedata
 from pathlib import Path
 
 from ..errors import LangpruneError
+from ..models import load_tokenizer
+from .shards import read_shard
 
 DEFAULT_WINDOW = 32
 MIN_WINDOW = 4
@@ -34,9 +36,6 @@ def window_hashes(ws: list[str], window: int) -> dict[int, int]:
 
 def calibration_texts(shard: str | Path) -> list[str]:
     """The text of each calibration sample, decoded with the tokenizer that made the shard."""
-    from ..models import load_tokenizer
-    from .shards import read_shard
-
     ids, meta = read_shard(shard)
     tokenizer = load_tokenizer(meta["tokenizer"])
     return [tokenizer.decode(row) for row in ids.tolist()]

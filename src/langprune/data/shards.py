@@ -20,13 +20,21 @@ from __future__ import annotations
 
 import json
 import random
+import sys
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
 
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+from transformers import AutoConfig
+
 from ..errors import LangpruneError
 from ..io import ArtifactKind, atomic_path, check_output, langprune_metadata
-from .sources import Document
+from ..models import bos_prefix, load_tokenizer
+from .langid import purity
+from .sources import Document, parse_source
 
 SHARD_FORMAT = 1
 METADATA_KEY = "langprune"
@@ -156,8 +164,6 @@ def check_spec(spec: ShardSpec) -> None:
 
 def max_positions(tokenizer_name: str, tokenizer) -> int | None:
     """The longest window the tokenizer's model accepts, when its config or tokenizer says so."""
-    from transformers import AutoConfig
-
     try:
         config = AutoConfig.from_pretrained(tokenizer_name)
         limit = getattr(config, "max_position_embeddings", None)
@@ -171,8 +177,6 @@ def max_positions(tokenizer_name: str, tokenizer) -> int | None:
 
 def check_window(spec: ShardSpec, tokenizer) -> None:
     """A window longer than the model's positions would calibrate on positions it never saw."""
-    import sys
-
     limit = max_positions(spec.tokenizer, tokenizer)
     if limit is None:
         print(f"warning: cannot tell the maximum positions of the model of --tokenizer '{spec.tokenizer}' (no "
@@ -188,13 +192,6 @@ def build_shard(spec: ShardSpec, out: str | Path, *, force: bool = False) -> dic
     ``out`` is checked first: an existing file that is not a calibration shard is refused
     unless ``force``, and so is an unwritable or full destination.
     """
-    import torch
-    from safetensors.torch import save_file
-
-    from ..models import bos_prefix, load_tokenizer
-    from .langid import purity
-    from .sources import parse_source
-
     check_spec(spec)
     source = parse_source(spec.source)
     check_output(out, SHARD_KIND, force=force, inputs=[getattr(source, "root", None), spec.tokenizer],
@@ -236,8 +233,6 @@ def row_languages(meta: dict) -> list[str]:
 
 def read_shard(path: str | Path):
     """``(input_ids, metadata)`` of a shard written by :func:`build_shard`."""
-    from safetensors import safe_open
-
     path = Path(path)
     if not path.is_file():
         raise LangpruneError(f"calibration shard '{path}' does not exist; build it with `langprune calibrate`")

@@ -105,7 +105,8 @@ def cached_files(patterns: list[str], cache_dir: str | None = None) -> list[str]
     Files fetched with ``huggingface-cli download`` are read from disk, so a cluster without
     internet works from a copied HF_HOME.
     """
-    from huggingface_hub import snapshot_download
+    # Local: hub sources only; the Snakefile imports langprune.config (and so this module) at parse time.
+    from huggingface_hub import snapshot_download  # noqa: PLC0415
 
     try:
         root = Path(snapshot_download(MC4_REPO, repo_type="dataset", allow_patterns=patterns, local_files_only=True,
@@ -133,7 +134,8 @@ class Mc4Source:
 
     def iter_documents(self, lang: str, split: str = "train") -> Iterator[Document]:
         """Documents of the split in file order, streamed (nothing is read beyond what is consumed)."""
-        import datasets
+        # Local: hub sources only; the Snakefile imports langprune.config (and so this module) at parse time.
+        import datasets  # noqa: PLC0415
 
         self.check_languages([lang])
         files = mc4_data_files(lang, split, self.shards)

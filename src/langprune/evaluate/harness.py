@@ -16,8 +16,18 @@ from __future__ import annotations
 import functools
 from pathlib import Path
 
+from lm_eval import simple_evaluate
+from lm_eval.tasks import TaskManager
+from lm_eval.tasks._yaml_loader import load_yaml
+
+from ..data.languages import check_mc4_languages
 from ..errors import LangpruneError
-from .registry import TASKS_DIR, TaskEntry
+from ..models import free_memory, load_tokenizer
+from .modelload import load_evaluated_model
+from .registry import TASKS_DIR, TaskEntry, select
+from .results import check_metrics_out, record, write_metrics
+from .sharedlm import DEFAULT_BATCH_TOKENS, check_backend, make_lm
+from .units import item_units
 
 BUILDERS = {".jsonl": "json", ".json": "json", ".jsonl.gz": "json", ".json.gz": "json", ".parquet": "parquet",
             ".csv": "csv"}
@@ -31,8 +41,6 @@ def task_manager(include_defaults: bool = True):
     ``include_defaults=False`` indexes only this package's tasks: milliseconds instead of
     the 5-10 s lm-eval needs for its thousands of YAMLs, which dominated every toy evaluation.
     """
-    from lm_eval.tasks import TaskManager
-
     return TaskManager(include_path=str(TASKS_DIR), include_defaults=include_defaults)
 
 
@@ -76,8 +84,6 @@ def local_data_files(entry: TaskEntry, splits: list[str], task_data: list[str | 
 
 def task_spec(entry: TaskEntry, task_data: list[str | Path]):
     """What lm-eval loads for ``entry``: its registered name, or a config dict with local data."""
-    from lm_eval.tasks._yaml_loader import load_yaml
-
     manager = manager_for([entry])
     registered = manager.task_index.get(entry.base or entry.task)
     if registered is None or registered.yaml_path is None:
@@ -131,8 +137,6 @@ def score(entry: TaskEntry, results: dict) -> tuple[float | None, int]:
 
 def item_scores(entry: TaskEntry, results: dict) -> dict:
     """``{"units": ...}``: the per-item scores of one task, or nothing when lm-eval logged none."""
-    from .units import item_units
-
     samples = results.get("samples", {}).get(entry.task)
     return {"units": item_units(samples, entry.metric)} if samples else {}
 
@@ -147,15 +151,6 @@ def evaluate_tasks(model: str, benchmarks: list[str], languages: list[str], out:
     ``backend`` ``shared`` scores each distinct context once (:mod:`.sharedlm`, batches of
     ``batch_tokens`` tokens); ``hflm`` is lm-eval's plain HFLM (``batch_size`` requests a batch).
     """
-    from lm_eval import simple_evaluate
-
-    from ..data.languages import check_mc4_languages
-    from ..models import free_memory, load_tokenizer
-    from .modelload import load_evaluated_model
-    from .registry import select
-    from .results import check_metrics_out, record, write_metrics
-    from .sharedlm import DEFAULT_BATCH_TOKENS, check_backend, make_lm
-
     batch_tokens = DEFAULT_BATCH_TOKENS if batch_tokens is None else batch_tokens
     check_backend(backend, batch_tokens)
     if limit is not None and limit <= 0:

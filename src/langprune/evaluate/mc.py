@@ -16,6 +16,8 @@ import random
 import re
 from pathlib import Path
 
+from ..data.shards import language_rng
+from ..data.sources import parse_source
 from ..errors import LangpruneError
 from ..io import ArtifactKind, atomic_path, check_output
 
@@ -61,9 +63,6 @@ MC_KIND = ArtifactKind("directory of multiple-choice items (<lang>.jsonl)", dire
 def make_mc(source: str, languages: list[str], n_items: int, seed: int, out: str | Path, *,
             force: bool = False) -> dict[str, int]:
     """Write ``out/<lang>.jsonl`` items for each language (atomically, as one directory)."""
-    from ..data.shards import language_rng
-    from ..data.sources import parse_source
-
     if n_items <= 0:
         raise LangpruneError(f"--n-items must be positive, not {n_items}")
     src = parse_source(source)

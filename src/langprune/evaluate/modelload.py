@@ -16,6 +16,12 @@ import contextlib
 from dataclasses import dataclass, field
 from typing import Any
 
+import torch
+from transformers import AutoConfig
+
+from ..checkpoint import apply_checkpoint, check_base, load_pruned_model, read_manifest
+from ..models import free_memory, load_model, resolve_dtype
+
 
 def load_evaluated_model(model: str, checkpoint: str | None = None, *, dtype: str | None = None,
                          device: str = "cpu", revision: str | None = None):
@@ -26,7 +32,6 @@ def load_evaluated_model(model: str, checkpoint: str | None = None, *, dtype: st
     """
     if _SHARED is not None:
         return _SHARED.model_for(model, checkpoint, dtype=dtype, device=device, revision=revision)
-    from ..checkpoint import load_pruned_model
 
     return load_pruned_model(model, checkpoint, dtype=dtype, device=device, revision=revision).eval()
 
@@ -43,9 +48,6 @@ class SharedBase:
 
     def model_for(self, model: str, checkpoint: str | None, *, dtype: str | None, device: str,
                   revision: str | None):
-        from ..checkpoint import apply_checkpoint, check_base, read_manifest
-        from ..models import load_model, resolve_dtype
-
         if checkpoint is not None:
             base = read_manifest(checkpoint)["base"]
             revision = revision if revision is not None else base.get("revision")
@@ -73,8 +75,6 @@ class SharedBase:
                 self.dense[name] = params[name].detach().to("cpu", copy=True)
 
     def _restore_dense(self) -> None:
-        import torch
-
         if self.applied is None:
             return
         params = dict(self.model.named_parameters())
@@ -84,8 +84,6 @@ class SharedBase:
         self.applied = None
 
     def release(self) -> None:
-        from ..models import free_memory
-
         self.key, self.model, self.dense, self.applied = None, None, {}, None
         free_memory()
 
@@ -93,9 +91,6 @@ class SharedBase:
 def _auto_dtype(model: str, revision: str | None):
     """The dtype ``from_pretrained`` picks when none is asked for (the config's), so that a dense
     request and a checkpoint pruned in that dtype share one loaded model."""
-    import torch
-    from transformers import AutoConfig
-
     try:
         config = AutoConfig.from_pretrained(model, revision=revision)
     except (OSError, ValueError):

@@ -19,11 +19,23 @@ vocabulary times the batch: a 262k vocabulary would otherwise need 1 MB per toke
 from __future__ import annotations
 
 import math
+import sys
 import weakref
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+import torch.nn.functional as F
+
+from ..checkpoint import checkpoint_identity
+from ..data.overlap import DEFAULT_WINDOW, check_disjoint
+from ..data.sources import parse_source
 from ..errors import LangpruneError
+from ..io import sha256_file
+from ..models import bos_prefix, free_memory, load_tokenizer
+from .modelload import load_evaluated_model
+from .results import check_metrics_out, record, write_metrics
+from .units import window_units
 
 DOCUMENT_JOINER = "\n\n"
 
@@ -72,8 +84,6 @@ LOGIT_CHUNK_BYTES = 256 * 2**20
 
 def _logits_fn(model):
     """hidden states -> logits as the model's own forward computes them (head, scaling, soft-capping)."""
-    import torch
-
     head = model.get_output_embeddings()
     config = model.config
     softcap = getattr(config, "final_logit_softcapping", None)
@@ -98,8 +108,6 @@ _HEAD_CHECKED: "weakref.WeakSet" = weakref.WeakSet()  # models whose head was ch
 
 def _chunked_head_matches(model, body, logits_fn, window: list[int], device: str) -> bool:
     """Whether head(hidden) reproduces the model's own last-position logits (one short forward)."""
-    import torch
-
     ids = torch.tensor([window], dtype=torch.long, device=device)
     own = model(input_ids=ids, logits_to_keep=1).logits[0, -1].float()
     mine = logits_fn(body(input_ids=ids).last_hidden_state[0, -1:])[0]
@@ -112,9 +120,6 @@ def window_nll(model, windows: list[list[int]], batch_size: int = 1, device: str
     The decoder runs once per batch; the head and the loss run over chunks of
     predicted tokens, so no [batch, seqlen, vocab] logits tensor is ever built.
     """
-    import torch
-    import torch.nn.functional as F
-
     body = model.base_model
     logits_fn = _logits_fn(model)
     vocab = model.get_output_embeddings().weight.shape[0]
@@ -168,11 +173,6 @@ def calibration_shards(explicit: list[str], checkpoint: str | None) -> list[str]
     The checkpoint's manifest records the shard it was calibrated on; it is checked when the
     file is still there with the recorded hash, and a missing one is reported, not ignored.
     """
-    import sys
-
-    from ..checkpoint import checkpoint_identity
-    from ..io import sha256_file
-
     shards = list(explicit)
     recorded = (checkpoint_identity(checkpoint)[1].get("calibration") or {})
     path = recorded.get("path")
@@ -195,13 +195,6 @@ def evaluate_perplexity(model: str, source: str, languages: list[str], seqlen: i
     Evaluation text is first checked to be disjoint from every ``calibration`` shard and
     from the shard recorded in the checkpoint's manifest.
     """
-    from ..data.overlap import DEFAULT_WINDOW, check_disjoint
-    from ..data.sources import parse_source
-    from ..models import bos_prefix, free_memory, load_tokenizer
-    from .modelload import load_evaluated_model
-    from .results import check_metrics_out, record, write_metrics
-    from .units import window_units
-
     if seqlen < 2 or max_tokens < seqlen:
         raise LangpruneError(f"need --seqlen >= 2 and --max-tokens >= --seqlen (got {seqlen}, {max_tokens})")
     if batch_size < 1:

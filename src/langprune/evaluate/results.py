@@ -69,7 +69,8 @@ def record(benchmark: str, language: str, metric: str, value: float | None, n: i
 def write_metrics(out: str | Path, *, kind: str, model: str, checkpoint: str | Path | None, records: list[dict],
                   tags: dict[str, str] | None = None, settings: dict | None = None, force: bool = False) -> dict:
     """Write one evaluation's metrics JSON atomically and return it."""
-    from ..checkpoint import checkpoint_identity
+    # Local: the report reads metrics through this module and must not load torch (checkpoint.py needs it).
+    from ..checkpoint import checkpoint_identity  # noqa: PLC0415
 
     checkpoint_hash, manifest = checkpoint_identity(checkpoint)
     merged_tags = {**{str(k): str(v) for k, v in (manifest.get("tags") or {}).items()}, **(tags or {})}
@@ -94,7 +95,8 @@ def _labels(doc: dict) -> dict[str, str]:
 
 def gather(paths: list[str | Path]):
     """Tidy ``pandas.DataFrame``: one row per record of every metrics JSON, with its labels."""
-    import pandas as pd
+    # Local: every evaluation job writes its metrics through this module; only gathering needs pandas.
+    import pandas as pd  # noqa: PLC0415
 
     rows = []
     seen: dict[str, str] = {}

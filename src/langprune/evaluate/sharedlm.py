@@ -34,6 +34,8 @@ import torch.nn.functional as F
 from lm_eval.api.registry import register_model
 from lm_eval.models.huggingface import HFLM
 
+from ..errors import LangpruneError
+
 DEFAULT_BATCH_TOKENS = 4096
 PAD_SLACK = 0.05  # a batch takes rows at least (1 - PAD_SLACK) x its longest: padding stays under 5%
 MASKED_ATTENTION = ("sdpa", "eager")
@@ -244,8 +246,6 @@ BACKENDS = ("shared", "hflm")
 
 def check_backend(backend: str, batch_tokens: int) -> None:
     """Bad backend settings are one clear error, before any model is loaded."""
-    from ..errors import LangpruneError
-
     if backend not in BACKENDS:
         raise LangpruneError(f"--backend '{backend}' is not one of: {', '.join(BACKENDS)}")
     if batch_tokens <= 0:

@@ -6,12 +6,28 @@ a calibration shard, prune layer by layer, write a sparse checkpoint, print a su
 
 from __future__ import annotations
 
+import json
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
+from safetensors import SafetensorError, safe_open
+from tabulate import tabulate
+
+from ..checkpoint import CHECKPOINT_KIND, base_weights_hash, build_manifest, kept_values, write_checkpoint
+from ..data.shards import row_languages
 from ..errors import LangpruneError
+from ..io import ArtifactKind, check_output, sha256_file, write_json
+from ..models import decoder_layers, load_model, model_files
+from .engine import dense_layer_values, prune_model
+from .methods import get_method
+from .mwanda import CWL_LAMBDA, check_languages, cross_lingual_correlation, cwl_sparsities
+from .owl import OWL_LAMBDA, OWL_M, check_owl_structure, layer_outlier_ratios, owl_sparsities
+from .stats import LANGUAGES
+from .structure import Structure, parse_structure, unstructured
 
 ALLOCATIONS = ("uniform", "owl", "cwl")  # how the target sparsity is spread over decoder layers
 
@@ -27,12 +43,8 @@ class PruneOutcome:
 
 def load_calibration(path: str | os.PathLike) -> tuple[Any, dict[str, Any]]:
     """Read ``input_ids`` (int64 [nsamples, seqlen]) from a safetensors shard, plus its identity."""
-    import json
 
-    import torch
-    from safetensors import SafetensorError, safe_open
 
-    from ..io import sha256_file
 
     path = Path(path)
     if not path.is_file():
@@ -59,8 +71,6 @@ def load_calibration(path: str | os.PathLike) -> tuple[Any, dict[str, Any]]:
 
 def calibration_row_languages(calib_info: dict[str, Any], what: str) -> list[int]:
     """Each calibration row's language index (M-Wanda, CWL), from the shard's metadata; at least two languages."""
-    from ..data.shards import row_languages
-    from .mwanda import check_languages
 
     shard = calib_info.get("shard") or {}
     languages = row_languages(shard)
@@ -74,7 +84,6 @@ def calibration_row_languages(calib_info: dict[str, Any], what: str) -> list[int
 
 
 def _check_device(device: str) -> None:
-    import torch
 
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise LangpruneError(f"--device {device} requested but no CUDA GPU is visible; use --device cpu")
@@ -84,7 +93,6 @@ def _check_device(device: str) -> None:
 
 def summary_table(layers: list) -> str:
     """Per-layer achieved sparsity, relative reconstruction error and seconds, as text."""
-    from tabulate import tabulate
 
     rows = [[layer.index, f"{layer.sparsity:.4f}", "-" if layer.rel_error is None else f"{layer.rel_error:.4g}",
              f"{layer.seconds:.2f}"] for layer in layers]
@@ -94,7 +102,6 @@ def summary_table(layers: list) -> str:
 def _load_base(model: str, input_ids: Any, calibration: Any, *, dtype: str | None, revision: str | None,
                trust_remote_code: bool) -> Any:
     """The base model on the CPU, after checking the calibration ids fit its vocabulary and positions."""
-    from ..models import load_model
 
     loaded = load_model(model, dtype=dtype, device="cpu", revision=revision, trust_remote_code=trust_remote_code)
     vocab = loaded.get_input_embeddings().num_embeddings
@@ -112,7 +119,6 @@ OWL_RATIOS_FORMAT = 1
 
 
 def _is_owl_ratios(path: Path) -> bool:
-    import json
 
     try:
         return json.loads(path.read_text(encoding="utf-8")).get("kind") == "owl-ratios"
@@ -129,9 +135,6 @@ def write_owl_ratios(model: str, calibration: str | os.PathLike, out: str | os.P
     sparsity, so one file serves every OWL pruning run of that model and shard
     (``prune_to_checkpoint(owl_ratios=...)``), which checks the recorded identity.
     """
-    from ..checkpoint import base_weights_hash
-    from ..io import ArtifactKind, check_output, write_json
-    from .owl import OWL_M, layer_outlier_ratios
 
     m = OWL_M if m is None else m
     if batch_size < 1:
@@ -156,9 +159,7 @@ def write_owl_ratios(model: str, calibration: str | os.PathLike, out: str | os.P
 def read_owl_ratios(path: str | os.PathLike, *, base_sha256: str, calib_info: dict[str, Any], m: float, dtype: str,
                     layers: int) -> tuple[list[float], dict[str, Any]]:
     """Ratios from a :func:`write_owl_ratios` file, refused unless made for this model, dtype, shard and M."""
-    import json
 
-    from ..io import sha256_file
 
     path = Path(path)
     redo = "recompute it with `langprune owl-ratios` for this --model, --calibration, --dtype and --owl-m"
@@ -206,19 +207,8 @@ def prune_to_checkpoint(model: str, out: str | os.PathLike, method: str, *, spar
     ``owl_ratios`` is a file from :func:`write_owl_ratios` for this model, shard and M: OWL then
     skips its dense pass (paid once per shard instead of once per pruning run).
     """
-    import time
 
-    import torch
 
-    from ..checkpoint import CHECKPOINT_KIND, base_weights_hash, build_manifest, kept_values, write_checkpoint
-    from ..io import check_output
-    from ..models import decoder_layers, model_files
-    from .engine import dense_layer_values, prune_model
-    from .methods import get_method
-    from .mwanda import CWL_LAMBDA, cross_lingual_correlation, cwl_sparsities
-    from .owl import OWL_LAMBDA, OWL_M, check_owl_structure, layer_outlier_ratios, owl_sparsities
-    from .stats import LANGUAGES
-    from .structure import Structure, parse_structure, unstructured
 
     chosen = get_method(method, **(method_params or {}))
     parsed = parse_structure(structure, sparsity)
@@ -286,7 +276,8 @@ def prune_to_checkpoint(model: str, out: str | os.PathLike, method: str, *, spar
            "timings": result.timings}
     manifest = build_manifest(model, revision, base_hash, loaded, method=method, structure=parsed, seed=seed,
                               calibration=calib_info, tags=tags, run=run, layers=result.layers,
-                              method_params=dict(chosen.params), allocation=allocation_info)
+                              method_params=dict(chosen.params), allocation=allocation_info,
+                              updates_weights=chosen.updates_weights)
     values = kept_values(loaded, result.masks) if chosen.updates_weights else None
     path = write_checkpoint(out, result.masks, values, manifest, force=force)
     print(summary_table(result.layers))

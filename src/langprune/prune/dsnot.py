@@ -18,9 +18,7 @@ import logging
 
 import torch
 
-from ..errors import LangpruneError
 from .stats import LinearStats
-from .structure import Structure
 
 log = logging.getLogger("langprune.prune")
 
@@ -81,26 +79,3 @@ def refine(weight: torch.Tensor, keep: torch.Tensor, stats: LinearStats, *, max_
         error += torch.where(active, effect.gather(1, prune_idx), 0.0)  # two steps: the authors' rounding
         error -= torch.where(active, effect.gather(1, grow_idx), 0.0)
     return ~pruned
-
-
-def dsnot(weight: torch.Tensor, stats: LinearStats, structure: Structure, *, initial: str = "wanda",
-          max_cycles: int = 50, update_threshold: float = 0.1, pow_of_var_regrowing: float = 1.0,
-          skip: str = "mlp") -> tuple[torch.Tensor, None]:
-    """``initial``'s mask refined by DSnoT; linears under a module named ``skip`` keep the initial mask."""
-    from .methods import MASK_ONLY, METHODS
-
-    if structure.is_nm:
-        raise LangpruneError(f"--method dsnot refines unstructured masks only, not --structure {structure.label}")
-    if initial not in MASK_ONLY:
-        raise LangpruneError(f"--dsnot-initial '{initial}' must be a mask-only method: {', '.join(MASK_ONLY)}")
-    keep, _ = METHODS[initial].run(weight, stats, structure)
-    if skip in stats.name.split("."):
-        return keep, None
-    refined = refine(weight, keep, stats, max_cycles=max_cycles, update_threshold=update_threshold,
-                     pow_of_var_regrowing=pow_of_var_regrowing)
-    moved = int((refined.sum(dim=1) != keep.to(refined.device).sum(dim=1)).sum())
-    if moved:  # the authors' candidate pointers meet when a row has not many more candidates than cycles
-        log.warning("%s: dsnot changed the pruned count of %d of %d rows (rows of %d inputs are narrow for "
-                    "max_cycles=%d; the authors' code does the same)", stats.name, moved, keep.shape[0],
-                    keep.shape[1], max_cycles)
-    return refined, None

@@ -15,17 +15,20 @@ import contextlib
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
 from ..bitmasks import PackedMasks
 from ..errors import LangpruneError
 from ..models import decoder_layers, layer_linears
-from .methods import Method
 from .stats import LayerStatsCollector, LinearStats, ReconstructionMeter
 from .structure import Structure
+
+if TYPE_CHECKING:  # the method registry imports allocations that drive this engine
+    from .methods import Method
 
 
 @dataclass
@@ -270,8 +273,6 @@ def prune_model(model: nn.Module, method: Method, structure: Structure | list[St
     ``structure`` may be a list with one structure per decoder layer (layer-wise sparsity, e.g. OWL).
     ``row_languages`` gives each calibration row's language index (methods needing ``LANGUAGES``).
     """
-    from tqdm.auto import tqdm
-
     device = torch.device(device)
     if method.needs and input_ids is None:
         raise LangpruneError("this method needs calibration data: pass --calibration SHARD.safetensors")

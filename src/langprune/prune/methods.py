@@ -10,20 +10,18 @@ whose defaults are the published ones; :meth:`Method.bind` overrides them.
 
 from __future__ import annotations
 
-import functools
 import inspect
 import logging
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 
-import numpy as np
 import torch
 
 from ..errors import LangpruneError
-from .dsnot import dsnot
+from .dsnot import refine as refine_mask
 from .mwanda import mwanda
 from .ria import ria
+from .selection import check_groups, lowest_overall, lowest_per_group, lowest_per_row, mask_from_scores
 from .stats import HESSIAN, LANGUAGES, MOMENTS, SUMSQ, LinearStats
 from .structure import Structure
 
@@ -33,100 +31,12 @@ MethodResult = tuple[torch.Tensor, "torch.Tensor | None"]
 
 SPARSEGPT_BLOCK = 128
 SPARSEGPT_DAMP = 0.01
-PARALLEL_SELECT_MIN = 1 << 18  # elements per selection thread: below that, thread hand-off costs more
 CHOLESKY_RETRIES = 4  # dampening tried: 0.01, 0.1, 1, 10, 100 times mean(diag H)
-
-
-def _check_groups(weight: torch.Tensor, structure: Structure, name: str) -> None:
-    if structure.is_nm and weight.shape[1] % structure.m:
-        raise LangpruneError(f"{name}: {weight.shape[1]} input columns are not divisible by M={structure.m} "
-                             f"of --structure {structure.label}; use unstructured or another M")
-
-
-def kth_smallest(scores: torch.Tensor, k: int) -> torch.Tensor:
-    """The ``k``-th smallest score (1-based) of every row, keeping the last dim (size 1).
-
-    On the CPU numpy's introselect, several times faster than ``torch.kthvalue`` there, run
-    on row blocks in parallel threads (numpy releases the GIL) up to torch's thread count;
-    elsewhere ``torch.kthvalue``. Both give the same value.
-    """
-    if scores.device.type != "cpu":
-        return torch.kthvalue(scores, k, dim=-1, keepdim=True).values
-    array = scores.detach().contiguous().numpy()
-    rows = array.reshape(-1, array.shape[-1])
-    picked = np.empty((rows.shape[0], 1), dtype=rows.dtype)
-
-    def select(block: slice) -> None:
-        picked[block] = np.partition(rows[block], k - 1, axis=-1)[:, k - 1:k]
-
-    threads = min(torch.get_num_threads(), max(1, rows.size // PARALLEL_SELECT_MIN))
-    blocks = [slice(start, start + -(-rows.shape[0] // threads)) for start in
-              range(0, rows.shape[0], -(-rows.shape[0] // threads))]
-    if len(blocks) == 1:
-        select(blocks[0])
-    else:
-        list(_select_pool(len(blocks)).map(select, blocks))
-    return torch.from_numpy(picked.reshape(*array.shape[:-1], 1))
-
-
-@functools.lru_cache(maxsize=None)
-def _select_pool(workers: int) -> ThreadPoolExecutor:
-    return ThreadPoolExecutor(max_workers=workers, thread_name_prefix="langprune-select")
-
-
-def lowest_per_row(scores: torch.Tensor, count: int) -> torch.Tensor:
-    """Keep-mask pruning exactly ``count`` lowest scores in every row; ties broken by column order.
-
-    A selection, not a sort (an order of magnitude faster on real shapes): everything below
-    the row's ``count``-th smallest score goes, then as many scores equal to it as are still
-    needed, leftmost first, which is the set a stable sort would pick.
-    """
-    if count <= 0:
-        return torch.ones_like(scores, dtype=torch.bool)
-    threshold = kth_smallest(scores, count)
-    keep = scores > threshold
-    if bool((keep.sum(dim=-1) == scores.shape[-1] - count).all()):  # no ties at the threshold
-        return keep
-    tied = scores == threshold
-    below = scores < threshold
-    still_needed = count - below.sum(dim=-1, keepdim=True)
-    return ~(below | (tied & (torch.cumsum(tied, dim=-1) <= still_needed)))
-
-
-def lowest_overall(scores: torch.Tensor, count: int) -> torch.Tensor:
-    """Keep-mask pruning the ``count`` lowest scores of the whole tensor; ties broken by flat index.
-
-    The same mask as a stable sort of the flattened scores, found with one selection
-    (``kthvalue``) instead: several times faster on large matrices.
-    """
-    flat = scores.reshape(-1)
-    if count <= 0:
-        return torch.ones_like(scores, dtype=torch.bool)
-    if count >= flat.numel():
-        return torch.zeros_like(scores, dtype=torch.bool)
-    value = torch.kthvalue(flat, count).values
-    pruned = flat < value
-    ties = torch.nonzero(flat == value).flatten()[: count - int(pruned.sum())]
-    pruned[ties] = True
-    return (~pruned).reshape(scores.shape)
-
-
-def lowest_per_group(scores: torch.Tensor, n: int, m: int) -> torch.Tensor:
-    """Keep-mask pruning the ``n`` lowest scores of every ``m`` consecutive columns of each row."""
-    rows, cols = scores.shape
-    return lowest_per_row(scores.reshape(rows, cols // m, m), n).reshape(rows, cols)
-
-
-def mask_from_scores(scores: torch.Tensor, structure: Structure) -> torch.Tensor:
-    """Per-row comparison (unstructured) or per-group (N:M), as Wanda defines it."""
-    if structure.is_nm:
-        return lowest_per_group(scores, structure.n, structure.m)
-    return lowest_per_row(scores, structure.pruned_count(scores.shape[1]))
 
 
 def magnitude(weight: torch.Tensor, stats: LinearStats, structure: Structure) -> MethodResult:
     """|W| with one threshold per matrix (unstructured) or per group of M inputs (N:M)."""
-    _check_groups(weight, structure, stats.name)
+    check_groups(weight, structure, stats.name)
     scores = weight.detach().abs().float()
     if structure.is_nm:
         return lowest_per_group(scores, structure.n, structure.m), None
@@ -135,7 +45,7 @@ def magnitude(weight: torch.Tensor, stats: LinearStats, structure: Structure) ->
 
 def wanda(weight: torch.Tensor, stats: LinearStats, structure: Structure) -> MethodResult:
     """|W_ij| * ||X_j||_2 compared within each output row (Sun et al., 2024)."""
-    _check_groups(weight, structure, stats.name)
+    check_groups(weight, structure, stats.name)
     if stats.sumsq is None:
         raise ValueError(f"{stats.name}: wanda needs input sum-of-squares statistics")
     scores = weight.detach().abs().float().mul_(stats.sumsq.to(weight.device).sqrt().unsqueeze(0))
@@ -167,7 +77,7 @@ def _damped_inverse_cholesky(hessian: torch.Tensor, name: str) -> torch.Tensor:
 
 def sparsegpt(weight: torch.Tensor, stats: LinearStats, structure: Structure) -> MethodResult:
     """Optimal-brain-surgeon pruning with weight updates (Frantar & Alistarh, 2023), in fp32."""
-    _check_groups(weight, structure, stats.name)
+    check_groups(weight, structure, stats.name)
     if stats.hessian is None:
         raise ValueError(f"{stats.name}: sparsegpt needs the input Hessian")
     w = weight.detach().float().clone()
@@ -205,6 +115,31 @@ def sparsegpt(weight: torch.Tensor, stats: LinearStats, structure: Structure) ->
         w[:, start:end] = w_block
         w[:, end:] -= err_block @ hinv[start:end, end:]
     return keep, w.masked_fill(~keep, 0.0).to(weight.dtype)
+
+
+def dsnot(weight: torch.Tensor, stats: LinearStats, structure: Structure, *, initial: str = "wanda",
+          max_cycles: int = 50, update_threshold: float = 0.1, pow_of_var_regrowing: float = 1.0,
+          skip: str = "mlp") -> tuple[torch.Tensor, None]:
+    """``initial``'s mask refined by DSnoT; linears under a module named ``skip`` keep the initial mask.
+
+    Beside the registry because it runs another registered method first; the refinement
+    itself is :func:`.dsnot.refine`.
+    """
+    if structure.is_nm:
+        raise LangpruneError(f"--method dsnot refines unstructured masks only, not --structure {structure.label}")
+    if initial not in MASK_ONLY:
+        raise LangpruneError(f"--dsnot-initial '{initial}' must be a mask-only method: {', '.join(MASK_ONLY)}")
+    keep, _ = METHODS[initial].run(weight, stats, structure)
+    if skip in stats.name.split("."):
+        return keep, None
+    refined = refine_mask(weight, keep, stats, max_cycles=max_cycles, update_threshold=update_threshold,
+                          pow_of_var_regrowing=pow_of_var_regrowing)
+    moved = int((refined.sum(dim=1) != keep.to(refined.device).sum(dim=1)).sum())
+    if moved:  # the authors' candidate pointers meet when a row has not many more candidates than cycles
+        log.warning("%s: dsnot changed the pruned count of %d of %d rows (rows of %d inputs are narrow for "
+                    "max_cycles=%d; the authors' code does the same)", stats.name, moved, keep.shape[0],
+                    keep.shape[1], max_cycles)
+    return refined, None
 
 
 def published_defaults(function: Callable[..., MethodResult]) -> dict[str, Any]:

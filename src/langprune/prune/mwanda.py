@@ -33,6 +33,7 @@ import torch
 
 from ..errors import LangpruneError
 from .owl import owl_sparsities
+from .selection import check_groups, mask_from_scores
 from .stats import LinearStats
 from .structure import Structure
 
@@ -73,9 +74,7 @@ def mwanda(weight: torch.Tensor, stats: LinearStats, structure: Structure, *,
            spread_weight: float = MWANDA_SPREAD_WEIGHT,
            probability_weight: float = MWANDA_PROBABILITY_WEIGHT) -> tuple[torch.Tensor, None]:
     """M-Wanda keep-mask: language-aware scores compared within each output row (or N:M group), as Wanda."""
-    from .methods import _check_groups, mask_from_scores
-
-    _check_groups(weight, structure, stats.name)
+    check_groups(weight, structure, stats.name)
     return mask_from_scores(mwanda_scores(weight, stats, spread_weight, probability_weight), structure), None
 
 

@@ -15,6 +15,8 @@ from __future__ import annotations
 import torch
 
 from ..errors import LangpruneError
+from .engine import dense_layer_values
+from .stats import SUMSQ
 from .structure import Structure
 
 OWL_M = 5.0  # outlier threshold: a score is an outlier above M times its layer's mean score
@@ -55,8 +57,6 @@ def check_owl_structure(structure: Structure, allocation: str = "owl") -> None:
 def layer_outlier_ratios(model: torch.nn.Module, input_ids: torch.Tensor, *, m: float = OWL_M, batch_size: int = 1,
                          device: str | torch.device = "cpu", offload: bool = False) -> tuple[list[float], float]:
     """Each decoder layer's outlier ratio from one dense pass; returns (ratios, seconds)."""
-    from .engine import dense_layer_values
-    from .stats import SUMSQ
 
     def ratio(linears, stats) -> float:
         return outlier_ratio([lin.weight.abs().float() * stats[n].sumsq.sqrt().unsqueeze(0)

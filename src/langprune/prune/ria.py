@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import torch
 
+from .selection import check_groups, lowest_overall, mask_from_scores
 from .stats import LinearStats
 from .structure import Structure
 
@@ -36,9 +37,7 @@ def ria_scores(weight: torch.Tensor, sumsq: torch.Tensor, a: float = RIA_ACTIVAT
 def ria(weight: torch.Tensor, stats: LinearStats, structure: Structure, *, a: float = RIA_ACTIVATION_POWER,
         per_outneuron: bool = False) -> tuple[torch.Tensor, None]:
     """RIA keep-mask: one threshold per matrix (unstructured), per row with ``per_outneuron``, or per N:M group."""
-    from .methods import _check_groups, lowest_overall, mask_from_scores
-
-    _check_groups(weight, structure, stats.name)
+    check_groups(weight, structure, stats.name)
     if stats.sumsq is None:
         raise ValueError(f"{stats.name}: ria needs input sum-of-squares statistics")
     scores = ria_scores(weight, stats.sumsq, a)

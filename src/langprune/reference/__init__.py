@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pandas as pd
+
 from ..errors import LangpruneError
 
 HERE = Path(__file__).parent
@@ -20,8 +22,6 @@ TIDY = {"perplexity": ("perplexity", "perplexity", "perplexity", 1.0),
 
 def load_reference(table: str, tidy: bool = False):
     """One of the paper's tables as a ``pandas.DataFrame``; ``tidy`` maps it onto langprune's metric schema."""
-    import pandas as pd
-
     if table not in TABLES:
         raise LangpruneError(f"unknown reference table '{table}'; choose one of: {', '.join(TABLES)}")
     frame = pd.read_csv(HERE / TABLES[table])

@@ -19,11 +19,16 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from matplotlib import colormaps
+from matplotlib.colors import TwoSlopeNorm
+from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
 
 from ..errors import LangpruneError
 from ..io import atomic_path
 from ..variant import SETTING_KEYS, setting_name
 from .common import PERPLEXITY_BENCHMARK, html_page, metric_info, write_text
+from .significance import annotate_target_best, read_significance, significant_cells
 from .tables import (
     aggregate_seeds,
     calib_sort_key,
@@ -193,8 +198,6 @@ def write_summary(metrics_csv: str | os.PathLike, out_dir: str | os.PathLike,
     With ``significance`` (significance.csv) each column also states own vs the next best
     language: the effect, its interval, the Holm-adjusted p-value and whether the win is significant.
     """
-    from .significance import annotate_target_best, read_significance
-
     out_dir = Path(out_dir)
     columns = target_best_columns(aggregate_seeds(read_metrics(metrics_csv)))
     if significance is not None:
@@ -256,11 +259,6 @@ def draw_heatmap(grid: Grid, relative: bool, title: str, significant: np.ndarray
 
     ``significant``: cells whose own-language win is significant; they get a star and a solid box.
     """
-    from matplotlib import colormaps
-    from matplotlib.colors import TwoSlopeNorm
-    from matplotlib.figure import Figure
-    from matplotlib.patches import Rectangle
-
     values = relative_change(grid) if relative else grid.values
     lower = grid.lower_is_better
     if relative:
@@ -322,8 +320,6 @@ def write_figures(metrics_csv: str | os.PathLike, out_dir: str | os.PathLike,
 
     ``significance`` (significance.csv): star the cells of significant own-language wins.
     """
-    from .significance import read_significance, significant_cells
-
     tests = read_significance(significance) if significance is not None else None
     agg = aggregate_seeds(read_metrics(metrics_csv))
     models = sorted(agg["model"].unique())

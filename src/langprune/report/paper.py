@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from ..reference import TABLES, load_reference
 from ..variant import DENSE, UNCALIBRATED, canonical_calib
 from .common import CELL_KEYS, html_page, metric_info, write_text
 
@@ -24,8 +25,6 @@ JOIN_KEYS = ["paper_model", "method", "calib", "benchmark", "language", "metric"
 
 def paper_reference() -> pd.DataFrame:
     """All of the paper's numbers as one long table keyed like our cells (values in our units)."""
-    from ..reference import TABLES, load_reference
-
     tidy = pd.concat([load_reference(name, tidy=True) for name in TABLES], ignore_index=True)
     tidy = tidy.rename(columns={"model": "paper_model", "value": "paper"})
     for key in ["method", "calib", "benchmark", "language"]:

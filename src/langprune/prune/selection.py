@@ -1,0 +1,107 @@
+"""Selecting the weights to prune from scores: per row, per N:M group, or over a whole matrix.
+
+Shared by every scoring method (``methods``, ``ria``, ``mwanda``): each computes scores and
+leaves the choice of which ones go to these functions. Ties are broken by position, as a
+stable sort would, so masks do not depend on the selection algorithm or thread count.
+"""
+
+from __future__ import annotations
+
+import functools
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import torch
+
+from ..errors import LangpruneError
+from .structure import Structure
+
+PARALLEL_SELECT_MIN = 1 << 18  # elements per selection thread: below that, thread hand-off costs more
+
+
+def check_groups(weight: torch.Tensor, structure: Structure, name: str) -> None:
+    """N:M needs the input columns to split into whole groups of M; a clear error names the linear."""
+    if structure.is_nm and weight.shape[1] % structure.m:
+        raise LangpruneError(f"{name}: {weight.shape[1]} input columns are not divisible by M={structure.m} "
+                             f"of --structure {structure.label}; use unstructured or another M")
+
+
+def kth_smallest(scores: torch.Tensor, k: int) -> torch.Tensor:
+    """The ``k``-th smallest score (1-based) of every row, keeping the last dim (size 1).
+
+    On the CPU numpy's introselect, several times faster than ``torch.kthvalue`` there, run
+    on row blocks in parallel threads (numpy releases the GIL) up to torch's thread count;
+    elsewhere ``torch.kthvalue``. Both give the same value.
+    """
+    if scores.device.type != "cpu":
+        return torch.kthvalue(scores, k, dim=-1, keepdim=True).values
+    array = scores.detach().contiguous().numpy()
+    rows = array.reshape(-1, array.shape[-1])
+    picked = np.empty((rows.shape[0], 1), dtype=rows.dtype)
+
+    def select(block: slice) -> None:
+        picked[block] = np.partition(rows[block], k - 1, axis=-1)[:, k - 1:k]
+
+    threads = min(torch.get_num_threads(), max(1, rows.size // PARALLEL_SELECT_MIN))
+    blocks = [slice(start, start + -(-rows.shape[0] // threads)) for start in
+              range(0, rows.shape[0], -(-rows.shape[0] // threads))]
+    if len(blocks) == 1:
+        select(blocks[0])
+    else:
+        list(_select_pool(len(blocks)).map(select, blocks))
+    return torch.from_numpy(picked.reshape(*array.shape[:-1], 1))
+
+
+@functools.lru_cache(maxsize=None)
+def _select_pool(workers: int) -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(max_workers=workers, thread_name_prefix="langprune-select")
+
+
+def lowest_per_row(scores: torch.Tensor, count: int) -> torch.Tensor:
+    """Keep-mask pruning exactly ``count`` lowest scores in every row; ties broken by column order.
+
+    A selection, not a sort (an order of magnitude faster on real shapes): everything below
+    the row's ``count``-th smallest score goes, then as many scores equal to it as are still
+    needed, leftmost first, which is the set a stable sort would pick.
+    """
+    if count <= 0:
+        return torch.ones_like(scores, dtype=torch.bool)
+    threshold = kth_smallest(scores, count)
+    keep = scores > threshold
+    if bool((keep.sum(dim=-1) == scores.shape[-1] - count).all()):  # no ties at the threshold
+        return keep
+    tied = scores == threshold
+    below = scores < threshold
+    still_needed = count - below.sum(dim=-1, keepdim=True)
+    return ~(below | (tied & (torch.cumsum(tied, dim=-1) <= still_needed)))
+
+
+def lowest_overall(scores: torch.Tensor, count: int) -> torch.Tensor:
+    """Keep-mask pruning the ``count`` lowest scores of the whole tensor; ties broken by flat index.
+
+    The same mask as a stable sort of the flattened scores, found with one selection
+    (``kthvalue``) instead: several times faster on large matrices.
+    """
+    flat = scores.reshape(-1)
+    if count <= 0:
+        return torch.ones_like(scores, dtype=torch.bool)
+    if count >= flat.numel():
+        return torch.zeros_like(scores, dtype=torch.bool)
+    value = torch.kthvalue(flat, count).values
+    pruned = flat < value
+    ties = torch.nonzero(flat == value).flatten()[: count - int(pruned.sum())]
+    pruned[ties] = True
+    return (~pruned).reshape(scores.shape)
+
+
+def lowest_per_group(scores: torch.Tensor, n: int, m: int) -> torch.Tensor:
+    """Keep-mask pruning the ``n`` lowest scores of every ``m`` consecutive columns of each row."""
+    rows, cols = scores.shape
+    return lowest_per_row(scores.reshape(rows, cols // m, m), n).reshape(rows, cols)
+
+
+def mask_from_scores(scores: torch.Tensor, structure: Structure) -> torch.Tensor:
+    """Per-row comparison (unstructured) or per-group (N:M), as Wanda defines it."""
+    if structure.is_nm:
+        return lowest_per_group(scores, structure.n, structure.m)
+    return lowest_per_row(scores, structure.pruned_count(scores.shape[1]))
