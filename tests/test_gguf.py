@@ -4,6 +4,7 @@ it was written from."""
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import zipfile
@@ -16,7 +17,7 @@ import torch
 from conftest import SAMPLE_TEXT, build_tokenizer
 from langprune.cli import main
 from langprune.errors import LangpruneError
-from langprune.gguf import GGUF_NAME, LICENSES_DIR, convert_gguf, fetch_gguf
+from langprune.gguf import CONVERSION_FILE, GGUF_NAME, LICENSES_DIR, convert_gguf, fetch_gguf
 
 HEADS, KV_HEADS = 4, 2
 
@@ -118,6 +119,26 @@ def test_same_gguf_gives_byte_identical_weights(tiny_gguf, tmp_path):
     assert _sha(tmp_path / "a" / "model.safetensors") == _sha(tmp_path / "b" / "model.safetensors")
     convert_gguf(path, tmp_path / "c", dtype="bfloat16")
     assert json.loads((tmp_path / "c" / "config.json").read_text())["dtype"] == "bfloat16"
+
+
+def test_layers_keeps_the_first_decoder_layers_and_records_it(tiny_gguf, tmp_path, capsys):
+    from transformers import AutoModelForCausalLM
+
+    path, original = tiny_gguf
+    assert main(["model", "from-gguf", "--gguf", str(path), "--layers", "1", "--out", str(tmp_path / "hf")]) == 0
+    assert "1 of 2 layers" in capsys.readouterr().out
+    assert json.loads((tmp_path / "hf" / CONVERSION_FILE).read_text())["layers"] == 1
+    loaded = AutoModelForCausalLM.from_pretrained(tmp_path / "hf").eval()
+    assert loaded.config.num_hidden_layers == 1 and len(loaded.model.layers) == 1
+    # the original model cut to its first layer by hand computes the same logits
+    original = copy.deepcopy(original)
+    original.model.layers = original.model.layers[:1]
+    original.config.num_hidden_layers = 1
+    ids = torch.randint(0, original.config.vocab_size, (2, 17), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(ids).logits, original(ids).logits, rtol=1e-5, atol=1e-5)
+    assert main(["model", "from-gguf", "--gguf", str(path), "--layers", "3", "--out", str(tmp_path / "x")]) == 2
+    assert "has only 2 decoder layers" in capsys.readouterr().err and not (tmp_path / "x").exists()
 
 
 def test_unsupported_architecture_is_one_error_line(tmp_path, capsys):

@@ -33,7 +33,7 @@ from typing import Any
 
 from .bitmasks import PackedMasks, unpack_mask
 from .errors import LangpruneError
-from .io import ArtifactKind, atomic_path, check_output, read_json, sha256_bytes, sha256_file, write_json
+from .io import ArtifactKind, atomic_path, cache_dir, check_output, read_json, sha256_bytes, sha256_file, write_json
 
 FORMAT = "langprune-sparse-checkpoint"
 FORMAT_VERSION = 1
@@ -60,8 +60,7 @@ EXPORT_KIND = ArtifactKind("model directory exported by `langprune export`", dir
 # --- base identity -----------------------------------------------------------------------
 
 def _hash_cache_path() -> Path:
-    root = os.environ.get("LANGPRUNE_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "langprune")
-    return Path(root) / "file_hashes.json"
+    return cache_dir() / "file_hashes.json"
 
 
 def hash_cache_key(path: Path) -> str:
