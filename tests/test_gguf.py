@@ -171,7 +171,9 @@ def test_architecture_is_read_from_the_header_past_other_keys(tiny_gguf, tmp_pat
     (tmp_path / "late.gguf").write_bytes(header)
     assert gguf_architecture(tmp_path / "late.gguf") == "gemma3"
     three_keys = header.replace(struct.pack("<IQQ", 3, 0, 4), struct.pack("<IQQ", 3, 0, 3), 1)
-    for name, data in {"cut.gguf": header[:40], "plain.gguf": b"not a gguf", "noarch.gguf": three_keys}.items():
+    huge = b"GGUF" + struct.pack("<IQQQ", 3, 0, 1, 1 << 62)
+    cases = {"cut.gguf": header[:40], "plain.gguf": b"not a gguf", "noarch.gguf": three_keys, "huge.gguf": huge}
+    for name, data in cases.items():
         (tmp_path / name).write_bytes(data)
         with pytest.raises(LangpruneError, match="not a readable GGUF"):
             gguf_architecture(tmp_path / name)

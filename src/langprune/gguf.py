@@ -133,7 +133,13 @@ def gguf_architecture(path: str | Path) -> str:
                 return struct.unpack(fmt, data)[0]
 
             def read_str() -> bytes:
-                return f.read(read("<Q"))
+                length = read("<Q")
+                if length > 1 << 24:  # metadata strings are keys, tokens, templates: far shorter
+                    raise fail(f"a metadata string of {length} bytes")
+                data = f.read(length)
+                if len(data) != length:
+                    raise fail("the header ends early")
+                return data
 
             def skip(kind: int) -> None:
                 if kind == _GGUF_STRING:
