@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -118,6 +119,7 @@ def test_smollm2_converted_cut_pruned_and_evaluated_through_the_cli(smollm2_gguf
     english = _value(tmp_path / "full.json", "en", "perplexity")
     assert english < 100  # of a vocabulary of 49,152: a wrong dequantization or head gives thousands
     assert english < _value(tmp_path / "full.json", "de", "perplexity")
+    shutil.rmtree(full)  # 538 MB; pytest keeps the last runs' tmp dirs
 
     checkpoint = tmp_path / "wanda"
     _cli(capsys, "prune", "--model", cut, "--calibration", shard, "--method", "wanda", "--sparsity", 0.5,
