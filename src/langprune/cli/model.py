@@ -11,11 +11,13 @@ def _fetch_gguf(args) -> int:
 
 
 def _from_gguf(args) -> int:
-    from ..gguf import convert_gguf
+    from ..gguf import CONVERSION_FILE, convert_gguf
+    from ..io import read_json
 
-    config = convert_gguf(args.gguf, args.out, dtype=args.dtype, licenses=args.licenses)
-    print(f"wrote {args.out}: {config.get('architectures', ['?'])[0]}, {config.get('num_hidden_layers')} layers, "
-          f"vocabulary {config.get('vocab_size')}, {args.dtype}")
+    config = convert_gguf(args.gguf, args.out, dtype=args.dtype, licenses=args.licenses, layers=args.layers)
+    record = read_json(f"{args.out}/{CONVERSION_FILE}")
+    print(f"wrote {args.out}: {config.get('architectures', ['?'])[0]}, {record['layers']} of {record['source_layers']} "
+          f"layers, vocabulary {config.get('vocab_size')}, {args.dtype}")
     return 0
 
 
@@ -44,5 +46,7 @@ def register(subparsers) -> None:
     p.add_argument("--gguf", required=True, help="the .gguf file")
     p.add_argument("--dtype", default="float32", help="float32 (default), bfloat16 or float16")
     p.add_argument("--licenses", default=None, metavar="DIR", help="folder of license files copied into the output")
+    p.add_argument("--layers", type=int, default=None, metavar="N",
+                   help="keep only the first N decoder layers (quick tests on real shapes; default: all)")
     p.add_argument("--out", required=True, metavar="DIR", help="model directory to write (atomically)")
     p.set_defaults(func=_from_gguf)
