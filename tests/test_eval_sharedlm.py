@@ -123,6 +123,29 @@ def test_sliding_window_layers_are_respected(tmp_path, tiny_tokenizer_dir):
     assert_same_scores(plain, shared, instances(items(3)))
 
 
+def test_gemma3_softcapped_head_scores_as_hflm(tiny_tokenizer_dir):
+    """Gemma 3 caps its logits after the LM head (final_logit_softcapping): the kept-position logits
+    must go through the model's own head, cap included (a cap of 2 changes every score), and its
+    sliding-window layers (window 200 of max 512) pack the requests that fit, HFLM the rest."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    torch.manual_seed(0)
+    config = AutoConfig.for_model("gemma3_text", vocab_size=320, hidden_size=64, num_hidden_layers=2,
+                                  num_attention_heads=4, num_key_value_heads=2, head_dim=16, intermediate_size=128,
+                                  max_position_embeddings=512, sliding_window=200, final_logit_softcapping=2.0,
+                                  layer_types=["sliding_attention", "full_attention"], bos_token_id=0,
+                                  eos_token_id=1, pad_token_id=2)
+    model = AutoModelForCausalLM.from_config(config, attn_implementation="sdpa").eval()
+    plain, shared = both(model, tiny_tokenizer_dir, batch_tokens=512)
+    reqs = instances(items(5))
+    assert_same_scores(plain, shared, reqs)
+    assert shared.stats["rows"] > 0  # the packed path ran, not only the HFLM fallback
+    model.config.final_logit_softcapping = None
+    uncapped = shared.loglikelihood(reqs[:4])
+    model.config.final_logit_softcapping = 2.0
+    assert all(abs(a[0] - b[0]) > 1e-3 for a, b in zip(uncapped, plain.loglikelihood(reqs[:4]), strict=True))
+
+
 def test_each_context_runs_once(tiny_llama_dir, monkeypatch):
     """Four HellaSwag endings and five ARC answers: one packed row per item."""
     from langprune.evaluate import sharedlm

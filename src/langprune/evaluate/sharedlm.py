@@ -144,6 +144,66 @@ def continuation_positions(row: ContextRow) -> list[list[int]]:
     return out
 
 
+@dataclass
+class Targets:
+    """Every scored token of a batch: the kept-logit row that predicts it, its id, and its request.
+
+    Requests are numbered in row order, continuations in order within a row.
+    """
+
+    position: list[int] = field(default_factory=list)
+    token: list[int] = field(default_factory=list)
+    request: list[int] = field(default_factory=list)
+    requests: int = 0
+
+
+def scored_targets(rows: list[ContextRow]) -> Targets:
+    """The targets of packed rows whose kept positions are ``[len(context) - 1, length)`` of each row.
+
+    The last context position predicts each continuation's first token; continuation j's
+    token k (k >= 1) is predicted by its own token k - 1 in the row.
+    """
+    out, offset = Targets(), 0
+    for row in rows:
+        for cont, where in zip(row.continuations, continuation_positions(row), strict=True):
+            out.position += [offset + p - (len(row.context) - 1) for p in where]
+            out.token += cont
+            out.request += [out.requests] * len(cont)
+            out.requests += 1
+        offset += row.length - len(row.context) + 1
+    return out
+
+
+LOGPROB_CHUNK_ELEMENTS = 1 << 26  # log-softmax this many logits at a time (256 MB in float32)
+
+
+def score_targets(logits: torch.Tensor, targets: Targets, softmax_dtype: torch.dtype | None,
+                  device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per request: the summed log-probabilities of its tokens and whether each was the argmax.
+
+    ``logits`` is [kept positions, vocab]; the log-softmax runs over chunks of positions, so a
+    large vocabulary (Gemma's 262k) never holds a second full-size copy.
+    """
+    position = torch.tensor(targets.position, dtype=torch.long, device=device)
+    token = torch.tensor(targets.token, dtype=torch.long, device=device)
+    request = torch.tensor(targets.request, dtype=torch.long, device=device)
+    logprob = torch.empty(len(targets.token), dtype=softmax_dtype or logits.dtype, device=device)
+    hit = torch.empty(len(targets.token), dtype=torch.bool, device=device)
+    step = max(1, LOGPROB_CHUNK_ELEMENTS // logits.shape[-1])
+    for start in range(0, logits.shape[0], step):
+        chunk = F.log_softmax(logits[start:start + step], dim=-1, dtype=softmax_dtype)
+        inside = (position >= start) & (position < start + step)
+        where, tok = position[inside] - start, token[inside]
+        logprob[inside] = chunk[where, tok]
+        hit[inside] = chunk.argmax(dim=-1)[where] == tok
+    # Each request's sum over its own contiguous slice, in HFLM's order (a scatter-add's order
+    # differs by float32 rounding, which reaches 1e-4 on sums of hundreds).
+    lengths = torch.bincount(request, minlength=targets.requests).tolist()
+    sums = torch.stack([part.sum() for part in logprob.split(lengths)])
+    misses = torch.zeros(targets.requests, dtype=torch.long, device=device).index_add_(0, request, (~hit).long())
+    return sums.cpu(), (misses == 0).cpu()
+
+
 def sliding_window(config) -> int | None:
     """The smallest attention window any layer of the model may use (None: all layers attend fully)."""
     windows = [getattr(config, key, None) for key in ("sliding_window", "attention_window")]
@@ -198,17 +258,27 @@ class SharedContextLM(HFLM):
                         self.cache_hook.add_partial("loglikelihood", request_str, answer)
         return results
 
-    def _forward(self, ids: torch.Tensor, positions: torch.Tensor | None, mask: torch.Tensor | None,
-                 first_kept: int) -> torch.Tensor:
-        """Logits of positions ``first_kept`` onwards, with HFLM's autocast settings (no mask: causal)."""
-        kwargs = {}
-        if "logits_to_keep" in inspect.signature(self.model.forward).parameters:
-            kwargs["logits_to_keep"] = ids.shape[1] - first_kept
+    def _logits(self, ids: torch.Tensor, positions: torch.Tensor | None, mask: torch.Tensor | None,
+                keep: torch.Tensor) -> torch.Tensor:
+        """[kept positions, vocab] logits of the ``keep`` ([rows, width] bool) positions, row-major.
+
+        The model's own forward computes them (``logits_to_keep`` as a boolean mask, which
+        transformers' causal LMs apply to the decoder's hidden states before their LM head), so
+        the head's own post-processing applies as in HFLM's full logits: Gemma's
+        ``final_logit_softcapping``, Cohere's ``logit_scale``. A model without
+        ``logits_to_keep`` computes every position, and the kept ones are selected after.
+        Autocast as HFLM's; no mask means the model's causal mask.
+        """
+        kwargs = {"logits_to_keep": keep} if self._keeps_logits else {}
         with torch.no_grad(), torch.autocast(device_type=self.device.type, dtype=self.mixed_precision_dtype,
                                              enabled=self.mixed_precision_dtype is not None):
             logits = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=False,
                                 **kwargs).logits
-        return logits[:, -(ids.shape[1] - first_kept):] if "logits_to_keep" not in kwargs else logits
+        return logits[keep] if logits.dim() == 3 else logits
+
+    @property
+    def _keeps_logits(self) -> bool:
+        return "logits_to_keep" in inspect.signature(self.model.forward).parameters
 
     def _score_batch(self, rows: list[ContextRow]) -> list[list[tuple[float, bool]]]:
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
@@ -224,18 +294,16 @@ class SharedContextLM(HFLM):
                 dtype = self.model.dtype
                 mask = torch.zeros(mask.shape, dtype=dtype, device=self.device).masked_fill_(~mask,
                                                                                            torch.finfo(dtype).min)
-        first_kept = min(len(r.context) for r in rows) - 1
-        logits = self._forward(ids, positions, mask, first_kept)
-        out = []
+        targets = scored_targets(rows)
+        keep = torch.zeros(ids.shape, dtype=torch.bool)
         for b, row in enumerate(rows):
-            answers = []
-            for cont, where in zip(row.continuations, continuation_positions(row), strict=True):
-                index = torch.tensor(where, device=self.device) - first_kept
-                logprobs = F.log_softmax(logits[b, index], dim=-1, dtype=self.softmax_dtype)
-                target = torch.tensor(cont, dtype=torch.long, device=self.device)
-                greedy = bool((logprobs.argmax(dim=-1) == target).all())
-                answers.append((float(logprobs.gather(1, target[:, None]).sum()), greedy))
-            out.append(answers)
+            keep[b, len(row.context) - 1:row.length] = True
+        logits = self._logits(ids, positions, mask, keep.to(self.device))
+        sums, greedy = score_targets(logits, targets, self.softmax_dtype, device=self.device)
+        out, request = [], 0
+        for row in rows:
+            out.append([(float(sums[request + j]), bool(greedy[request + j])) for j in range(len(row.continuations))])
+            request += len(row.continuations)
         return out
 
 
