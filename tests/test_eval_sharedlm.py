@@ -56,6 +56,7 @@ def both(model, tokenizer_dir, **kwargs):
 
     tok = AutoTokenizer.from_pretrained(tokenizer_dir)
     plain = HFLM(pretrained=model, tokenizer=tok, batch_size=3, max_length=kwargs.pop("max_length", None))
+    kwargs.setdefault("batch_size", 8)  # the padding allowance of its token-budget batches: several rows a batch
     shared = SharedContextLM(pretrained=model, tokenizer=tok, max_length=plain.max_length, **kwargs)
     return plain, shared
 
@@ -78,6 +79,8 @@ def arch_dirs(tmp_path_factory, tiny_tokenizer_dir, tiny_llama_dir, tiny_cohere_
 def test_every_task_shape_scores_as_hflm(arch, budget, arch_dirs):
     plain, shared = both(load(arch_dirs[arch]), arch_dirs[arch], batch_tokens=budget)
     assert_same_scores(plain, shared, instances(items()))
+    if budget > 64:  # right-padded rows of several lengths shared a batch
+        assert shared.stats["padded_tokens"] > shared.stats["row_tokens"]
 
 
 def test_eager_attention_takes_an_additive_mask(tiny_llama_dir):
@@ -164,15 +167,30 @@ def test_each_context_runs_once(tiny_llama_dir, monkeypatch):
     assert sum(rows) == len(pairs) and len(rows) < len(pairs)
 
 
-def test_token_budget_batches_longest_first():
+def test_token_budget_batches_pad_no_more_than_hflm():
+    """Longest first, within the budget, and never more padding than HFLM's sorted batches of 4."""
     from langprune.evaluate.sharedlm import ContextRow, token_budget_batches
 
+    def padding(batches):
+        return sum(b[0].length - r.length for b in batches for r in b)
+
+    rng = random.Random(0)
+    lengths = [rng.randint(30, 90) for _ in range(60)] + [50] * 20
+    rows = [ContextRow([1] * (n - 1), [[5, 6]], [i]) for i, n in enumerate(lengths)]
+    ordered = sorted(rows, key=lambda r: -r.length)
+    hflm = [ordered[i:i + 4] for i in range(0, len(ordered), 4)]
+    batches = token_budget_batches(rows, 1000, pad_like=4)
+    assert [r for b in batches for r in b] == ordered
+    assert all(len(b) * b[0].length <= 1000 for b in batches)
+    assert 0 < padding(batches) <= padding(hflm)
+    assert max(map(len, batches)) == 1000 // 50  # equal lengths fill the budget
+    assert len(batches) < len(hflm)
+    assert all(len(b) == 1 or b[0].length == b[-1].length for b in token_budget_batches(rows, 1000, pad_like=1))
     rows = [ContextRow([1] * n, [[5, 6]], [i]) for i, n in enumerate([39, 79, 40, 39, 79, 160, 40, 39])]
-    batches = token_budget_batches(rows, 130)
-    assert [[r.length for r in b] for b in batches] == [[161], [80], [80], [41, 41, 40], [40, 40]]
+    assert [[r.length for r in b] for b in token_budget_batches(rows, 130, pad_like=8)] == \
+        [[161], [80], [80], [41, 41, 40], [40, 40]]
     mixed = rows + [ContextRow([1] * 39, [[5, 6], [7, 8]], [8])]  # two endings: needs the block mask
-    assert [[r.length for r in b] for b in token_budget_batches(mixed, 130)][-1] == [41]
-    assert [[r.length for r in b] for b in token_budget_batches(rows[:4], 1000)] == [[80], [41, 40, 40]]
+    assert [[r.length for r in b] for b in token_budget_batches(mixed, 130, pad_like=8)][-1] == [41]
 
 
 def test_block_causal_mask_separates_continuations():

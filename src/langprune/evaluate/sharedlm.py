@@ -13,8 +13,9 @@ log-likelihood of a continuation depends only on the tokens before it, so
 
 The scores are therefore HFLM's up to floating-point summation order. Rows are right-padded
 (pad tokens see only themselves and are never seen) and batched by a token budget
-(``batch_tokens`` = rows x padded row length) instead of a fixed request count; only the
-positions that predict continuation tokens go through the LM head.
+(``batch_tokens`` = rows x padded row length) instead of a fixed request count, never padding
+more than HFLM's sorted fixed-size batches would; only the positions that predict continuation
+tokens go through the LM head and the log-softmax.
 
 Everything else is HFLM's: tokenization (``_encode_pair`` with its trailing-space rule),
 ``generate_until`` (MKQA) and ``loglikelihood_rolling``. Requests this packing cannot
@@ -35,7 +36,6 @@ from lm_eval.api.registry import register_model
 from lm_eval.models.huggingface import HFLM
 
 DEFAULT_BATCH_TOKENS = 4096
-PAD_SLACK = 0.05  # a batch takes rows at least (1 - PAD_SLACK) x its longest: padding stays under 5%
 MASKED_ATTENTION = ("sdpa", "eager")
 
 Request = tuple[tuple[str, str] | None, list[int], list[int]]
@@ -73,25 +73,39 @@ def group_by_context(requests: list[Request], fits) -> tuple[list[ContextRow], l
     return list(rows.values()), rejected
 
 
-def token_budget_batches(rows: list[ContextRow], batch_tokens: int) -> list[list[ContextRow]]:
+def token_budget_batches(rows: list[ContextRow], batch_tokens: int, pad_like: int) -> list[list[ContextRow]]:
     """Rows, longest first, in batches whose padded size (rows x longest row) stays within the budget
-    and whose rows are all within ``PAD_SLACK`` of the longest (a budget of many rows would
-    otherwise pad short rows to long ones, costing more than HFLM's small sorted batches).
+    and whose padding never exceeds HFLM's.
 
-    Causal rows (see :attr:`ContextRow.causal`) and rows that need the block mask are batched
-    apart, so that a batch of causal rows runs with the plain causal mask as HFLM's does.
-    A row longer than the budget is a batch of its own.
+    HFLM sorts its sequences longest first and cuts them into batches of ``pad_like``
+    (its batch size), each padded to its first. A row joins the current batch only while the
+    padding spent so far stays within what those fixed-size batches would spend on the same
+    rows so far; for rows that are HFLM's own sequences (letter answers: one context, one-token
+    continuations) the shared backend therefore never runs more tokens than HFLM, and rows of
+    equal length fill the budget. Causal rows (see :attr:`ContextRow.causal`) and rows that need
+    the block mask are batched apart, so that a batch of causal rows runs with the plain causal
+    mask as HFLM's does. A row longer than the budget is a batch of its own.
     """
     batches: list[list[ContextRow]] = []
     for causal in (True, False):
-        start = len(batches)
-        for row in sorted((r for r in rows if r.causal == causal), key=lambda r: -r.length):
-            head = batches[-1][0].length if len(batches) > start else 0
-            if head and (len(batches[-1]) + 1) * head <= batch_tokens and row.length >= (1 - PAD_SLACK) * head:
+        ordered = sorted((r for r in rows if r.causal == causal), key=lambda r: -r.length)
+        allowed = spent = 0
+        for i, row in enumerate(ordered):
+            allowed += ordered[i - i % max(1, pad_like)].length - row.length
+            head = batches[-1][0].length if i else 0
+            if head and (len(batches[-1]) + 1) * head <= batch_tokens and spent + head - row.length <= allowed:
                 batches[-1].append(row)
+                spent += head - row.length
             else:
                 batches.append([row])
     return batches
+
+
+def hflm_padded_tokens(requests: list[Request], batch_size: int) -> int:
+    """Tokens HFLM runs for ``requests``, padding included: its distinct sequences (context +
+    continuation[:-1]) longest first in batches of ``batch_size``, each padded to its first."""
+    lengths = sorted(map(len, {tuple(r[1] + r[2][:-1]) for r in requests}), reverse=True)
+    return sum(lengths[i] * len(lengths[i:i + batch_size]) for i in range(0, len(lengths), max(1, batch_size)))
 
 
 def pack_rows(rows: list[ContextRow], pad_id: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -225,8 +239,13 @@ class SharedContextLM(HFLM):
         self.batch_tokens = int(batch_tokens)
         # Tokens run: rows x padded width, the rows' own lengths, and what HFLM would run
         # (context + continuation - 1 per distinct such sequence: HFLM already shares one-token
-        # continuations), so that a run can report its saving.
-        self.stats = {"rows": 0, "padded_tokens": 0, "row_tokens": 0, "hflm_tokens": 0}
+        # continuations), without and with its batch padding, so that a run can report its saving.
+        self.stats = {"rows": 0, "padded_tokens": 0, "row_tokens": 0, "hflm_tokens": 0, "hflm_padded_tokens": 0}
+
+    @property
+    def _pad_like(self) -> int:
+        """HFLM's batch size, whose padding the token-budget batches stay within (1 for ``auto``)."""
+        return self.batch_size if isinstance(self.batch_size, int) else 1
 
     def _packs_exactly(self) -> bool:
         return self.backend == "causal" and self.model.config._attn_implementation in MASKED_ATTENTION
@@ -243,13 +262,14 @@ class SharedContextLM(HFLM):
             return super()._loglikelihood_tokens(requests, disable_tqdm=disable_tqdm, override_bs=override_bs)
         rows, rejected = group_by_context(requests, self._fits)
         self.stats["hflm_tokens"] += sum(map(len, {tuple(r[1] + r[2][:-1]) for r in requests}))
+        self.stats["hflm_padded_tokens"] += hflm_padded_tokens(requests, self._pad_like)
         results: list[tuple[float, bool] | None] = [None] * len(requests)
         if rejected:
             plain = super()._loglikelihood_tokens([requests[i] for i in rejected], disable_tqdm=True,
                                                   override_bs=override_bs)
             for i, answer in zip(rejected, plain, strict=True):
                 results[i] = answer
-        for batch in token_budget_batches(rows, self.batch_tokens):
+        for batch in token_budget_batches(rows, self.batch_tokens, self._pad_like):
             for row, answers in zip(batch, self._score_batch(batch), strict=True):
                 for i, answer in zip(row.requests, answers, strict=True):
                     results[i] = answer
