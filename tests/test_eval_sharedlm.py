@@ -206,6 +206,27 @@ def test_block_causal_mask_separates_continuations():
     assert mask[1][2] == [0, 0, 1, 0, 0]  # padding sees itself only
 
 
+def test_continuations_differing_in_their_last_token_share_one_body(tiny_llama_dir):
+    """" A".." D" as " " + letter: one row ``context | " "`` (HFLM's one-token sharing), a causal one."""
+    from langprune.evaluate.sharedlm import ContextRow, continuation_positions, pack_rows
+
+    row = ContextRow([7, 8, 9], [[3, 10], [3, 11], [3, 12], [4, 5, 6]], [0, 1, 2, 3])
+    assert row.bodies == [(3,), (4, 5)] and row.length == 6 and not row.causal
+    assert continuation_positions(row) == [[2, 3], [2, 3], [2, 3], [2, 4, 5]]
+    assert pack_rows([row], pad_id=0)[0].tolist() == [[7, 8, 9, 3, 4, 5]]
+    letters = ContextRow([7, 8, 9], [[3, 10], [3, 11]], [0, 1])
+    assert letters.causal and letters.length == 4
+    plain, shared = both(load(tiny_llama_dir), tiny_llama_dir, batch_tokens=512)
+    tok = shared.tokenizer
+    space = tok(" ", add_special_tokens=False).input_ids
+    reqs = [(None, tok("Question: why?\nAnswer:", add_special_tokens=False).input_ids, space + [t])
+            for t in (10, 11, 12, 13)]
+    expected, got = plain._loglikelihood_tokens(reqs), shared._loglikelihood_tokens(reqs)
+    for (lp, greedy), (lp2, greedy2) in zip(expected, got, strict=True):
+        assert abs(lp - lp2) <= TOL and greedy == greedy2
+    assert shared.stats["padded_tokens"] == shared.stats["hflm_tokens"] == len(reqs[0][1]) + len(space)
+
+
 def test_rolling_and_generation_are_hflm_s(tiny_llama_dir):
     """loglikelihood_rolling (through the packed path) and MKQA-style greedy generation."""
     from lm_eval.api.instance import Instance

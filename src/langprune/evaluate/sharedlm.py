@@ -50,13 +50,21 @@ class ContextRow:
     requests: list[int] = field(default_factory=list)
 
     @property
+    def bodies(self) -> list[tuple[int, ...]]:
+        """The distinct continuation bodies (all tokens but the last, which is only predicted), first
+        seen first: continuations that differ only in their last token share one body, as HFLM's
+        one-token lookup shares ``context + continuation[:-1]`` (e.g. " A".." D" tokenized as
+        " " + letter)."""
+        return list(dict.fromkeys(tuple(c[:-1]) for c in self.continuations))
+
+    @property
     def length(self) -> int:
-        return len(self.context) + sum(len(c) - 1 for c in self.continuations)
+        return len(self.context) + sum(map(len, self.bodies))
 
     @property
     def causal(self) -> bool:
-        """At most one continuation has tokens in the row: the row is one ordinary causal sequence."""
-        return sum(len(c) > 1 for c in self.continuations) <= 1
+        """At most one body has tokens: the row is one ordinary causal sequence."""
+        return sum(len(b) > 0 for b in self.bodies) <= 1
 
 
 def group_by_context(requests: list[Request], fits) -> tuple[list[ContextRow], list[int]]:
@@ -111,8 +119,7 @@ def hflm_padded_tokens(requests: list[Request], batch_size: int) -> int:
 def pack_rows(rows: list[ContextRow], pad_id: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Input ids, position ids and segment ids ([rows, width]) of right-padded packed rows.
 
-    Segment 0 is the context, segment j + 1 continuation j's tokens (all but its last, which
-    is only predicted), -1 padding.
+    Segment 0 is the context, segment j + 1 body j (see :attr:`ContextRow.bodies`), -1 padding.
     """
     width = max(r.length for r in rows)
     ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
@@ -124,8 +131,7 @@ def pack_rows(rows: list[ContextRow], pad_id: int) -> tuple[torch.Tensor, torch.
         positions[b, :n] = torch.arange(n)
         segments[b, :n] = 0
         start = n
-        for j, cont in enumerate(row.continuations):
-            body = cont[:-1]
+        for j, body in enumerate(row.bodies):
             ids[b, start:start + len(body)] = torch.tensor(body, dtype=torch.long)
             positions[b, start:start + len(body)] = torch.arange(n, n + len(body))
             segments[b, start:start + len(body)] = j + 1
@@ -150,12 +156,12 @@ def block_causal_mask(segments: torch.Tensor) -> torch.Tensor:
 
 def continuation_positions(row: ContextRow) -> list[list[int]]:
     """For each continuation, the row positions whose logits predict its tokens."""
-    last_context = len(row.context) - 1
-    out, start = [], len(row.context)
-    for cont in row.continuations:
-        out.append([last_context] + list(range(start, start + len(cont) - 1)))
-        start += len(cont) - 1
-    return out
+    starts, start = {}, len(row.context)
+    for body in row.bodies:
+        starts[body] = start
+        start += len(body)
+    return [[len(row.context) - 1] + list(range(starts[tuple(c[:-1])], starts[tuple(c[:-1])] + len(c) - 1))
+            for c in row.continuations]
 
 
 @dataclass
