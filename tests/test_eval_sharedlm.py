@@ -88,6 +88,15 @@ def test_eager_attention_takes_an_additive_mask(tiny_llama_dir):
     assert_same_scores(plain, shared, instances(items(1)))
 
 
+def test_model_without_logits_to_keep_selects_kept_positions_after(tiny_llama_dir, monkeypatch):
+    """A forward without ``logits_to_keep`` returns every position; the kept ones are picked after."""
+    from langprune.evaluate.sharedlm import SharedContextLM
+
+    monkeypatch.setattr(SharedContextLM, "_keeps_logits", property(lambda self: False))
+    plain, shared = both(load(tiny_llama_dir), tiny_llama_dir, batch_tokens=512)
+    assert_same_scores(plain, shared, instances(items(6)))
+
+
 def test_requests_hflm_truncates_fall_back_to_it(tiny_llama_dir, monkeypatch):
     """Over max_length, HFLM cuts each request from the left; those requests take HFLM's path."""
     from lm_eval.models.huggingface import HFLM
