@@ -15,14 +15,16 @@ load), and items written in the hub datasets' own columns, so lm-eval's real tas
 1. Per task family, in one process: wall time of ``evaluate_tasks`` with ``--backend hflm``
    (lm-eval's HFLM, fixed batch) and the default shared backend (token budget), after one
    warm-up so lm-eval's task index is built before either is timed; best of two alternating
-   runs each; the time spent inside ``loglikelihood`` (scoring) besides the wall time; the
-   tokens the shared backend runs (padding included) over those HFLM runs (its own one-token
-   sharing counted); the records must be equal.
+   runs each; the time spent inside ``loglikelihood`` (scoring) besides the wall time, and
+   that scoring's process CPU time (steadier than wall time on a loaded machine); the tokens
+   the shared backend runs (padding included) over those HFLM runs (its own one-token sharing
+   counted), without and with HFLM's batch padding; the records must be equal.
 2. One variant (a magnitude 2:4 checkpoint of the model), six benchmarks: one
    ``langprune evaluate variant`` process vs six ``langprune evaluate perplexity|tasks``
    processes, loads and interpreter start included; the metrics files must be equal.
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_eval.py                  # CPU, small model
+    .venv/bin/python benchmarks/bench_eval.py --model-dir real/results/models/gemma3-270m --skip-variant  # a real model
     .venv/bin/python benchmarks/bench_eval.py --shape llama3-8b --device cuda --dtype bfloat16  # on a GPU
 
 Targets: shared/hflm <= 0.6 on HellaSwag and ARC shapes, <= 1.0 on the lettered shapes,
@@ -136,7 +138,7 @@ def write_task_data(root: Path, items: int, seed: int = 0) -> Path:
     return data
 
 
-SCORING = {"s": 0.0}
+SCORING = {"s": 0.0, "cpu_s": 0.0}
 LAST_LM = {}
 
 
@@ -166,28 +168,29 @@ def _timed_scoring() -> None:
         return
 
     def loglikelihood(self, *args, **kwargs):
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         try:
             return real(self, *args, **kwargs)
         finally:
             SCORING["s"] += time.perf_counter() - start
+            SCORING["cpu_s"] += time.process_time() - cpu
 
     loglikelihood.timed = True
     HFLM.loglikelihood = loglikelihood
 
 
 def time_family(model: str, family: str, data: Path, out: Path, backend: str, batch_size: int, device: str,
-                dtype: str | None) -> tuple[float, float, list]:
-    """Wall seconds of one `evaluate tasks` call, seconds of it spent scoring, and its records."""
+                dtype: str | None) -> tuple[float, float, float, list]:
+    """Wall seconds of one `evaluate tasks` call, wall and CPU seconds of it spent scoring, and its records."""
     from langprune.evaluate.harness import evaluate_tasks
 
     _timed_scoring()
     _keep_lm()
-    SCORING["s"] = 0.0
+    SCORING.update(s=0.0, cpu_s=0.0)
     start = time.perf_counter()
     doc = evaluate_tasks(model, [family], ["en"], str(out), task_data=[str(data)], batch_size=batch_size,
                          device=device, dtype=dtype, backend=backend)
-    return time.perf_counter() - start, SCORING["s"], doc["records"]
+    return time.perf_counter() - start, SCORING["s"], SCORING["cpu_s"], doc["records"]
 
 
 def family_table(model: str, data: Path, root: Path, batch_size: int, device: str, dtype: str | None,
@@ -195,22 +198,25 @@ def family_table(model: str, data: Path, root: Path, batch_size: int, device: st
     time_family(model, "mmlu", data, root / "warmup.json", "shared", batch_size, device, dtype)  # task index
     rows = []
     for family in families:
-        seconds, scoring, records = {"hflm": [], "shared": []}, {"hflm": [], "shared": []}, {}
+        seconds, scoring, cpu = ({"hflm": [], "shared": []} for _ in range(3))
+        records = {}
         for backend in ("hflm", "shared", "shared", "hflm")[:2 * repeats]:  # alternating, best of `repeats`
-            wall, spent, records[backend] = time_family(model, family, data, root / f"{family}-{backend}.json",
-                                                        backend, batch_size, device, dtype)
+            wall, spent, spent_cpu, records[backend] = time_family(
+                model, family, data, root / f"{family}-{backend}.json", backend, batch_size, device, dtype)
             seconds[backend].append(wall)
             scoring[backend].append(spent)
+            cpu[backend].append(spent_cpu)
             if backend == "shared":
                 stats = LAST_LM["lm"].stats
-        seconds = {k: min(v) for k, v in seconds.items()}
-        scoring = {k: min(v) for k, v in scoring.items()}
+        seconds, scoring, cpu = ({k: min(v) for k, v in d.items()} for d in (seconds, scoring, cpu))
         rows.append({"family": family, "items": sum(r["n"] for r in records["shared"]),
                      "token_ratio": stats["padded_tokens"] / stats["hflm_tokens"],
+                     "padded_token_ratio": stats["padded_tokens"] / stats["hflm_padded_tokens"],
                      "hflm_wall_s": seconds["hflm"], "shared_wall_s": seconds["shared"],
                      "wall_ratio": seconds["shared"] / seconds["hflm"],
                      "hflm_scoring_s": scoring["hflm"], "shared_scoring_s": scoring["shared"],
                      "scoring_ratio": scoring["shared"] / scoring["hflm"],
+                     "scoring_cpu_ratio": cpu["shared"] / cpu["hflm"],
                      "identical": records["shared"] == records["hflm"]})
     return rows
 
@@ -279,12 +285,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--families", default=",".join(FAMILIES), help="task families to time")
     parser.add_argument("--repeats", type=int, choices=(1, 2), default=2, help="timings per backend (best kept)")
     parser.add_argument("--json", help="also write the tables here")
+    parser.add_argument("--model-dir", help="time this model directory (weights + tokenizer, read only) instead of "
+                        "a random --shape model, e.g. a real large-vocabulary Gemma 3")
     args = parser.parse_args(argv)
+    if args.model_dir and not (Path(args.model_dir) / "config.json").is_file():
+        parser.error(f"--model-dir {args.model_dir}: no config.json there; give a model directory")
     with tempfile.TemporaryDirectory(prefix="bench_eval.") as tmp:
         root = Path(tmp)
-        model = str(build_assets(root, args.shape, args.dtype, args.device))
+        model = args.model_dir or str(build_assets(root, args.shape, args.dtype, args.device))
         data = write_task_data(root, args.items)
-        print(f"# shape {args.shape}, {args.dtype} on {args.device}, torch threads "
+        print(f"# model {args.model_dir or 'shape ' + args.shape}, {args.dtype} on {args.device}, torch threads "
               f"{__import__('torch').get_num_threads()}, {args.items} items per family")
         families = family_table(model, data, root, args.batch_size, args.device, args.dtype,
                                 args.families.split(","), args.repeats)

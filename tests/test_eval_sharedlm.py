@@ -56,6 +56,7 @@ def both(model, tokenizer_dir, **kwargs):
 
     tok = AutoTokenizer.from_pretrained(tokenizer_dir)
     plain = HFLM(pretrained=model, tokenizer=tok, batch_size=3, max_length=kwargs.pop("max_length", None))
+    kwargs.setdefault("batch_size", 8)  # the padding allowance of its token-budget batches: several rows a batch
     shared = SharedContextLM(pretrained=model, tokenizer=tok, max_length=plain.max_length, **kwargs)
     return plain, shared
 
@@ -78,11 +79,22 @@ def arch_dirs(tmp_path_factory, tiny_tokenizer_dir, tiny_llama_dir, tiny_cohere_
 def test_every_task_shape_scores_as_hflm(arch, budget, arch_dirs):
     plain, shared = both(load(arch_dirs[arch]), arch_dirs[arch], batch_tokens=budget)
     assert_same_scores(plain, shared, instances(items()))
+    if budget > 64:  # right-padded rows of several lengths shared a batch
+        assert shared.stats["padded_tokens"] > shared.stats["row_tokens"]
 
 
 def test_eager_attention_takes_an_additive_mask(tiny_llama_dir):
     plain, shared = both(load(tiny_llama_dir, "eager"), tiny_llama_dir, batch_tokens=512)
     assert_same_scores(plain, shared, instances(items(1)))
+
+
+def test_model_without_logits_to_keep_selects_kept_positions_after(tiny_llama_dir, monkeypatch):
+    """A forward without ``logits_to_keep`` returns every position; the kept ones are picked after."""
+    from langprune.evaluate.sharedlm import SharedContextLM
+
+    monkeypatch.setattr(SharedContextLM, "_keeps_logits", property(lambda self: False))
+    plain, shared = both(load(tiny_llama_dir), tiny_llama_dir, batch_tokens=512)
+    assert_same_scores(plain, shared, instances(items(6)))
 
 
 def test_requests_hflm_truncates_fall_back_to_it(tiny_llama_dir, monkeypatch):
@@ -123,6 +135,29 @@ def test_sliding_window_layers_are_respected(tmp_path, tiny_tokenizer_dir):
     assert_same_scores(plain, shared, instances(items(3)))
 
 
+def test_gemma3_softcapped_head_scores_as_hflm(tiny_tokenizer_dir):
+    """Gemma 3 caps its logits after the LM head (final_logit_softcapping): the kept-position logits
+    must go through the model's own head, cap included (a cap of 2 changes every score), and its
+    sliding-window layers (window 200 of max 512) pack the requests that fit, HFLM the rest."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    torch.manual_seed(0)
+    config = AutoConfig.for_model("gemma3_text", vocab_size=320, hidden_size=64, num_hidden_layers=2,
+                                  num_attention_heads=4, num_key_value_heads=2, head_dim=16, intermediate_size=128,
+                                  max_position_embeddings=512, sliding_window=200, final_logit_softcapping=2.0,
+                                  layer_types=["sliding_attention", "full_attention"], bos_token_id=0,
+                                  eos_token_id=1, pad_token_id=2)
+    model = AutoModelForCausalLM.from_config(config, attn_implementation="sdpa").eval()
+    plain, shared = both(model, tiny_tokenizer_dir, batch_tokens=512)
+    reqs = instances(items(5))
+    assert_same_scores(plain, shared, reqs)
+    assert shared.stats["rows"] > 0  # the packed path ran, not only the HFLM fallback
+    model.config.final_logit_softcapping = None
+    uncapped = shared.loglikelihood(reqs[:4])
+    model.config.final_logit_softcapping = 2.0
+    assert all(abs(a[0] - b[0]) > 1e-3 for a, b in zip(uncapped, plain.loglikelihood(reqs[:4]), strict=True))
+
+
 def test_each_context_runs_once(tiny_llama_dir, monkeypatch):
     """Four HellaSwag endings and five ARC answers: one packed row per item."""
     from langprune.evaluate import sharedlm
@@ -141,15 +176,30 @@ def test_each_context_runs_once(tiny_llama_dir, monkeypatch):
     assert sum(rows) == len(pairs) and len(rows) < len(pairs)
 
 
-def test_token_budget_batches_longest_first():
+def test_token_budget_batches_pad_no_more_than_hflm():
+    """Longest first, within the budget, and never more padding than HFLM's sorted batches of 4."""
     from langprune.evaluate.sharedlm import ContextRow, token_budget_batches
 
+    def padding(batches):
+        return sum(b[0].length - r.length for b in batches for r in b)
+
+    rng = random.Random(0)
+    lengths = [rng.randint(30, 90) for _ in range(60)] + [50] * 20
+    rows = [ContextRow([1] * (n - 1), [[5, 6]], [i]) for i, n in enumerate(lengths)]
+    ordered = sorted(rows, key=lambda r: -r.length)
+    hflm = [ordered[i:i + 4] for i in range(0, len(ordered), 4)]
+    batches = token_budget_batches(rows, 1000, pad_like=4)
+    assert [r for b in batches for r in b] == ordered
+    assert all(len(b) * b[0].length <= 1000 for b in batches)
+    assert 0 < padding(batches) <= padding(hflm)
+    assert max(map(len, batches)) == 1000 // 50  # equal lengths fill the budget
+    assert len(batches) < len(hflm)
+    assert all(len(b) == 1 or b[0].length == b[-1].length for b in token_budget_batches(rows, 1000, pad_like=1))
     rows = [ContextRow([1] * n, [[5, 6]], [i]) for i, n in enumerate([39, 79, 40, 39, 79, 160, 40, 39])]
-    batches = token_budget_batches(rows, 130)
-    assert [[r.length for r in b] for b in batches] == [[161], [80], [80], [41, 41, 40], [40, 40]]
+    assert [[r.length for r in b] for b in token_budget_batches(rows, 130, pad_like=8)] == \
+        [[161], [80], [80], [41, 41, 40], [40, 40]]
     mixed = rows + [ContextRow([1] * 39, [[5, 6], [7, 8]], [8])]  # two endings: needs the block mask
-    assert [[r.length for r in b] for b in token_budget_batches(mixed, 130)][-1] == [41]
-    assert [[r.length for r in b] for b in token_budget_batches(rows[:4], 1000)] == [[80], [41, 40, 40]]
+    assert [[r.length for r in b] for b in token_budget_batches(mixed, 130, pad_like=8)][-1] == [41]
 
 
 def test_block_causal_mask_separates_continuations():
@@ -163,6 +213,27 @@ def test_block_causal_mask_separates_continuations():
     assert mask[0][4] == [1, 1, 0, 0, 1]  # the second continuation sees the context, not the first one
     assert mask[0][3] == [1, 1, 1, 1, 0]
     assert mask[1][2] == [0, 0, 1, 0, 0]  # padding sees itself only
+
+
+def test_continuations_differing_in_their_last_token_share_one_body(tiny_llama_dir):
+    """" A".." D" as " " + letter: one row ``context | " "`` (HFLM's one-token sharing), a causal one."""
+    from langprune.evaluate.sharedlm import ContextRow, continuation_positions, pack_rows
+
+    row = ContextRow([7, 8, 9], [[3, 10], [3, 11], [3, 12], [4, 5, 6]], [0, 1, 2, 3])
+    assert row.bodies == [(3,), (4, 5)] and row.length == 6 and not row.causal
+    assert continuation_positions(row) == [[2, 3], [2, 3], [2, 3], [2, 4, 5]]
+    assert pack_rows([row], pad_id=0)[0].tolist() == [[7, 8, 9, 3, 4, 5]]
+    letters = ContextRow([7, 8, 9], [[3, 10], [3, 11]], [0, 1])
+    assert letters.causal and letters.length == 4
+    plain, shared = both(load(tiny_llama_dir), tiny_llama_dir, batch_tokens=512)
+    tok = shared.tokenizer
+    space = tok(" ", add_special_tokens=False).input_ids
+    reqs = [(None, tok("Question: why?\nAnswer:", add_special_tokens=False).input_ids, space + [t])
+            for t in (10, 11, 12, 13)]
+    expected, got = plain._loglikelihood_tokens(reqs), shared._loglikelihood_tokens(reqs)
+    for (lp, greedy), (lp2, greedy2) in zip(expected, got, strict=True):
+        assert abs(lp - lp2) <= TOL and greedy == greedy2
+    assert shared.stats["padded_tokens"] == shared.stats["hflm_tokens"] == len(reqs[0][1]) + len(space)
 
 
 def test_rolling_and_generation_are_hflm_s(tiny_llama_dir):

@@ -152,7 +152,8 @@ def register(subparsers) -> None:
                    help="shared: each distinct context runs once for all its continuations (default); "
                         "hflm: lm-eval's plain HFLM, for comparison. Same scores")
     p.add_argument("--batch-tokens", type=int, default=None,
-                   help="token budget per batch of the shared backend (default 4096); --batch-size is HFLM's")
+                   help="token budget per batch of the shared backend (default 4096); --batch-size is HFLM's, "
+                        "and the shared backend pads no more than HFLM's batches of that size")
     p.set_defaults(func=run_tasks)
 
     p = sub.add_parser("variant", help="perplexity and tasks of one or more checkpoints of one base, one model load")
