@@ -38,7 +38,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from . import __version__
-from .bitmasks import PackedMasks, unpack_mask
+from .bitmasks import PackedMasks, unpack_mask, zero_pruned
 from .errors import LangpruneError
 from .io import ArtifactKind, atomic_path, cache_dir, check_output, read_json, sha256_bytes, sha256_file, write_json
 from .models import load_model, load_tokenizer, model_files
@@ -340,7 +340,7 @@ def apply_checkpoint(model, ckpt_dir: str | os.PathLike):
                                      f"model has {found}; load the base model the checkpoint was made from")
             param = params[name]
             keep = keep.to(param.device)
-            param.masked_fill_(~keep, 0.0)
+            zero_pruned(param, keep)
             if name in values:
                 param[keep] = values[name].to(param.device, param.dtype)
     return model

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..bitmasks import PackedMasks
+from ..bitmasks import PackedMasks, zero_pruned
 from ..errors import LangpruneError
 from ..models import decoder_layers, layer_linears
 from .stats import LayerStatsCollector, LinearStats, ReconstructionMeter
@@ -173,7 +173,7 @@ def _mask_and_apply(name: str, linear: nn.Linear, method: Method, stats: LinearS
     """Run the method on one linear, write the pruned weight into it, return the keep-mask."""
     keep, new_weight = method.run(linear.weight.data, stats.for_linear(name), structure)
     if new_weight is None:
-        linear.weight.data.masked_fill_(~keep.to(linear.weight.device), 0.0)
+        zero_pruned(linear.weight.data, keep)
     else:
         linear.weight.data.copy_(new_weight)
     return keep
