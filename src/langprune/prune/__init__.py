@@ -44,8 +44,6 @@ class PruneOutcome:
 def load_calibration(path: str | os.PathLike) -> tuple[Any, dict[str, Any]]:
     """Read ``input_ids`` (int64 [nsamples, seqlen]) from a safetensors shard, plus its identity."""
 
-
-
     path = Path(path)
     if not path.is_file():
         raise LangpruneError(f"--calibration '{path}' does not exist; make one with `langprune calibrate`")
@@ -84,7 +82,6 @@ def calibration_row_languages(calib_info: dict[str, Any], what: str) -> list[int
 
 
 def _check_device(device: str) -> None:
-
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise LangpruneError(f"--device {device} requested but no CUDA GPU is visible; use --device cpu")
     if not (device == "cpu" or device.startswith("cuda")):
@@ -119,7 +116,6 @@ OWL_RATIOS_FORMAT = 1
 
 
 def _is_owl_ratios(path: Path) -> bool:
-
     try:
         return json.loads(path.read_text(encoding="utf-8")).get("kind") == "owl-ratios"
     except (ValueError, AttributeError, UnicodeDecodeError):
@@ -159,7 +155,6 @@ def write_owl_ratios(model: str, calibration: str | os.PathLike, out: str | os.P
 def read_owl_ratios(path: str | os.PathLike, *, base_sha256: str, calib_info: dict[str, Any], m: float, dtype: str,
                     layers: int) -> tuple[list[float], dict[str, Any]]:
     """Ratios from a :func:`write_owl_ratios` file, refused unless made for this model, dtype, shard and M."""
-
 
     path = Path(path)
     redo = "recompute it with `langprune owl-ratios` for this --model, --calibration, --dtype and --owl-m"
@@ -207,8 +202,6 @@ def prune_to_checkpoint(model: str, out: str | os.PathLike, method: str, *, spar
     ``owl_ratios`` is a file from :func:`write_owl_ratios` for this model, shard and M: OWL then
     skips its dense pass (paid once per shard instead of once per pruning run).
     """
-
-
 
     chosen = get_method(method, **(method_params or {}))
     parsed = parse_structure(structure, sparsity)
