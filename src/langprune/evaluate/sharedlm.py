@@ -36,6 +36,7 @@ from lm_eval.api.registry import register_model
 from lm_eval.models.huggingface import HFLM
 
 from ..errors import LangpruneError
+from .perplexity import LOGIT_CHUNK_BYTES
 
 DEFAULT_BATCH_TOKENS = 4096
 MASKED_ATTENTION = ("sdpa", "eager")
@@ -196,9 +197,6 @@ def scored_targets(rows: list[ContextRow]) -> Targets:
     return out
 
 
-LOGPROB_CHUNK_ELEMENTS = 1 << 26  # log-softmax this many logits at a time (256 MB in float32)
-
-
 def score_targets(logits: torch.Tensor, targets: Targets, softmax_dtype: torch.dtype | None,
                   device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """Per request: the summed log-probabilities of its tokens and whether each was the argmax.
@@ -211,7 +209,7 @@ def score_targets(logits: torch.Tensor, targets: Targets, softmax_dtype: torch.d
     request = torch.tensor(targets.request, dtype=torch.long, device=device)
     logprob = torch.empty(len(targets.token), dtype=softmax_dtype or logits.dtype, device=device)
     hit = torch.empty(len(targets.token), dtype=torch.bool, device=device)
-    step = max(1, LOGPROB_CHUNK_ELEMENTS // logits.shape[-1])
+    step = max(1, LOGIT_CHUNK_BYTES // (4 * logits.shape[-1]))  # the perplexity loop's chunk: 256 MB of fp32
     for start in range(0, logits.shape[0], step):
         chunk = F.log_softmax(logits[start:start + step], dim=-1, dtype=softmax_dtype)
         inside = (position >= start) & (position < start + step)
