@@ -7,16 +7,11 @@ stable sort would, so masks do not depend on the selection algorithm or thread c
 
 from __future__ import annotations
 
-import functools
-from concurrent.futures import ThreadPoolExecutor
-
 import numpy as np
 import torch
 
 from ..errors import LangpruneError
 from .structure import Structure
-
-PARALLEL_SELECT_MIN = 1 << 18  # elements per selection thread: below that, thread hand-off costs more
 
 
 def check_groups(weight: torch.Tensor, structure: Structure, name: str) -> None:
@@ -29,32 +24,13 @@ def check_groups(weight: torch.Tensor, structure: Structure, name: str) -> None:
 def kth_smallest(scores: torch.Tensor, k: int) -> torch.Tensor:
     """The ``k``-th smallest score (1-based) of every row, keeping the last dim (size 1).
 
-    On the CPU numpy's introselect, several times faster than ``torch.kthvalue`` there, run
-    on row blocks in parallel threads (numpy releases the GIL) up to torch's thread count;
+    On the CPU numpy's introselect, several times faster than ``torch.kthvalue`` there;
     elsewhere ``torch.kthvalue``. Both give the same value.
     """
     if scores.device.type != "cpu":
         return torch.kthvalue(scores, k, dim=-1, keepdim=True).values
-    array = scores.detach().contiguous().numpy()
-    rows = array.reshape(-1, array.shape[-1])
-    picked = np.empty((rows.shape[0], 1), dtype=rows.dtype)
-
-    def select(block: slice) -> None:
-        picked[block] = np.partition(rows[block], k - 1, axis=-1)[:, k - 1:k]
-
-    threads = min(torch.get_num_threads(), max(1, rows.size // PARALLEL_SELECT_MIN))
-    blocks = [slice(start, start + -(-rows.shape[0] // threads)) for start in
-              range(0, rows.shape[0], -(-rows.shape[0] // threads))]
-    if len(blocks) == 1:
-        select(blocks[0])
-    else:
-        list(_select_pool(len(blocks)).map(select, blocks))
-    return torch.from_numpy(picked.reshape(*array.shape[:-1], 1))
-
-
-@functools.lru_cache(maxsize=None)
-def _select_pool(workers: int) -> ThreadPoolExecutor:
-    return ThreadPoolExecutor(max_workers=workers, thread_name_prefix="langprune-select")
+    picked = np.partition(scores.detach().contiguous().numpy(), k - 1, axis=-1)[..., k - 1:k]
+    return torch.from_numpy(np.ascontiguousarray(picked))
 
 
 def lowest_per_row(scores: torch.Tensor, count: int) -> torch.Tensor:
