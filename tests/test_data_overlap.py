@@ -53,3 +53,21 @@ def test_window_shrinks_to_the_shortest_sample_but_not_below_the_minimum():
     assert effective_window([["a"]], 32) == 4
     with pytest.raises(LangpruneError, match="--overlap-window"):
         check_disjoint({}, [], window=2)
+
+
+def test_a_tokenizer_the_caller_holds_is_not_loaded_again(shard, text_splits, tiny_tokenizer_dir, monkeypatch):
+    from transformers import AutoTokenizer
+
+    from langprune.data import overlap
+
+    held = AutoTokenizer.from_pretrained(str(tiny_tokenizer_dir))
+
+    def no_second_load(name, **_):
+        raise AssertionError(f"tokenizer {name} loaded again")
+
+    monkeypatch.setattr(overlap, "load_tokenizer", no_second_load)
+    check_disjoint({"de": text_of(text_splits["eval"], "de")}, [shard], loaded={str(tiny_tokenizer_dir): held})
+    with pytest.raises(LangpruneError, match="'de' overlaps"):
+        check_disjoint({"de": text_of(text_splits["calib"], "de")}, [shard], loaded={str(tiny_tokenizer_dir): held})
+    with pytest.raises(AssertionError, match="loaded again"):
+        check_disjoint({"de": "x"}, [shard], loaded={"another/tokenizer": held})

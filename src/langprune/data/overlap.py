@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from ..errors import LangpruneError
 from ..models import load_tokenizer
@@ -34,10 +36,14 @@ def window_hashes(ws: list[str], window: int) -> dict[int, int]:
     return {hash(tuple(ws[i:i + window])): i for i in range(max(0, len(ws) - window + 1))}
 
 
-def calibration_texts(shard: str | Path) -> list[str]:
-    """The text of each calibration sample, decoded with the tokenizer that made the shard."""
+def calibration_texts(shard: str | Path, loaded: Mapping[str, Any] | None = None) -> list[str]:
+    """The text of each calibration sample, decoded with the tokenizer that made the shard.
+
+    ``loaded`` maps tokenizer names to tokenizers the caller already holds: a 262k-vocabulary
+    tokenizer takes seconds to load, so an evaluation does not load its own one twice.
+    """
     ids, meta = read_shard(shard)
-    tokenizer = load_tokenizer(meta["tokenizer"])
+    tokenizer = (loaded or {}).get(meta["tokenizer"]) or load_tokenizer(meta["tokenizer"])
     return [tokenizer.decode(row) for row in ids.tolist()]
 
 
@@ -46,13 +52,17 @@ def effective_window(samples: list[list[str]], window: int) -> int:
     return max(MIN_WINDOW, min([window] + [len(ws) for ws in samples]))
 
 
-def check_disjoint(eval_texts: dict[str, str], shards: list[str | Path], window: int = DEFAULT_WINDOW) -> None:
-    """Raise if any evaluation language shares a word window with any calibration shard."""
+def check_disjoint(eval_texts: dict[str, str], shards: list[str | Path], window: int = DEFAULT_WINDOW,
+                   loaded: Mapping[str, Any] | None = None) -> None:
+    """Raise if any evaluation language shares a word window with any calibration shard.
+
+    ``loaded``: tokenizers already in memory, by name (see :func:`calibration_texts`).
+    """
     if window < MIN_WINDOW:
         raise LangpruneError(f"--overlap-window must be at least {MIN_WINDOW}, not {window}")
     eval_words = {lang: words(text) for lang, text in eval_texts.items()}
     for shard in shards:
-        samples = [words(t) for t in calibration_texts(shard)]
+        samples = [words(t) for t in calibration_texts(shard, loaded)]
         size = effective_window(samples, window)
         calib: set[int] = set()
         for ws in samples:

@@ -205,7 +205,8 @@ def evaluate_perplexity(model: str, source: str, languages: list[str], seqlen: i
     tokenizer = load_tokenizer(model, revision=revision)
     texts = {lang: eval_text(src, lang, tokenizer, max_tokens) for lang in languages}
     shards = calibration_shards(list(calibration), checkpoint)
-    check_disjoint(texts, shards, overlap_window or DEFAULT_WINDOW)
+    check_disjoint(texts, shards, overlap_window or DEFAULT_WINDOW,
+                   loaded={model: tokenizer} if revision is None else None)
     prefix = bos_prefix(tokenizer)
     windows = {lang: make_windows(texts[lang], tokenizer, seqlen, max_tokens, lang, prefix) for lang in languages}
     lm = load_evaluated_model(model, checkpoint, dtype=dtype, device=device, revision=revision)
