@@ -222,3 +222,27 @@ def test_lowest_per_row_equals_a_stable_sort_at_any_thread_count(threads):
             assert torch.equal(kth_smallest(scores, count), torch.kthvalue(scores, count, dim=-1, keepdim=True).values)
     finally:
         torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("n,m", [(2, 4), (1, 4), (3, 4), (4, 8), (8, 16)])
+def test_lowest_per_group_equals_a_stable_sort_within_each_group(n, m):
+    """Both paths (pairwise ranks for small M, a selection for large M) prune what a stable sort would."""
+    from langprune.prune.selection import lowest_per_group
+
+    g = torch.Generator().manual_seed(m * 10 + n)
+    for scores in (torch.rand(37, 8 * m, generator=g), torch.randint(0, 3, (37, 8 * m), generator=g).float()):
+        groups = scores.reshape(-1, m)
+        order = torch.sort(groups, dim=-1, stable=True).indices[:, :n]
+        expected = torch.ones_like(groups, dtype=torch.bool).scatter_(1, order, False).reshape(scores.shape)
+        assert torch.equal(lowest_per_group(scores, n, m), expected)
+
+
+def test_lowest_per_row_finds_a_tie_in_a_single_row():
+    """The no-ties shortcut counts kept entries over the whole matrix; one tied row must still be resolved."""
+    from langprune.prune.selection import lowest_per_row
+
+    scores = torch.rand(50, 64, generator=torch.Generator().manual_seed(0))
+    scores[17, :] = 0.5  # every score of row 17 ties at its threshold
+    keep = lowest_per_row(scores, 32)
+    assert keep.sum(dim=-1).tolist() == [32] * 50
+    assert keep[17].tolist() == [False] * 32 + [True] * 32
