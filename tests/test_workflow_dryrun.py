@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import yaml
+
 REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = Path(sys.executable).with_name("snakemake")
 
@@ -76,8 +78,6 @@ def test_toy_default_job_count_of_every_rule(tmp_path):
 
 
 def test_pinned_revision_reaches_pruning_and_both_evaluations(tmp_path):
-    import yaml
-
     config = yaml.safe_load((REPO / "config" / "paper.yaml").read_text())
     name = next(iter(config["models"]))
     config["models"] = {name: {**config["models"][name], "revision": "abc123"}}
@@ -125,8 +125,14 @@ def test_real_model_grid_job_count_and_gguf_commands(tmp_path):
     assert counts["fetch_gguf"] == counts["gguf_model"] == models
     assert counts["calibration_shard"] == models * calib_sets * seeds  # one tokenizer per model
     assert counts["prune"] == checkpoints == 132
-    assert counts["evaluate_perplexity"] == counts["evaluate_tasks"] == checkpoints  # perplexity + udhr_mc
-    assert counts["evaluate_perplexity_dense"] == counts["evaluate_tasks_dense"] == models
+    # one job per variant (evaluation.group: variant) for perplexity + udhr_mc, one model load each
+    assert counts["evaluate_pruned_variant"] == checkpoints and counts["evaluate_dense_variant"] == models
+    assert not {"evaluate_perplexity", "evaluate_tasks"} & set(counts)
+    variant_jobs = [line for line in proc.stdout.splitlines() if "langprune evaluate variant" in line]
+    assert len(variant_jobs) == checkpoints + models
+    assert all("--batch-size 8 " in line.split("--run")[1] for line in variant_jobs)  # perplexity run
+    config = yaml.safe_load((REPO / "config" / "real.yaml").read_text())  # two jobs side by side on 2 cores
+    assert config["pruning"]["resources"]["threads"] == config["evaluation"]["resources"]["threads"] == 1
     assert counts["toy_corpus"] == counts["multiple_choice_items"] == 1
     assert not {"toy_tokenizer", "toy_model"} & set(counts)
     fetch = [line for line in proc.stdout.splitlines() if "langprune model fetch-gguf" in line]
@@ -145,14 +151,12 @@ def test_trimmed_real_grid_is_one_seed_wanda_and_sparsegpt_at_50_percent_on_gemm
     calib_sets, methods = 8, 2  # seven languages + all7; wanda, sparsegpt; one seed, unstructured only
     assert counts["fetch_gguf"] == counts["gguf_model"] == 1
     assert counts["calibration_shard"] == calib_sets
-    assert counts["prune"] == counts["evaluate_perplexity"] == counts["evaluate_tasks"] == calib_sets * methods
-    assert counts["evaluate_perplexity_dense"] == counts["evaluate_tasks_dense"] == 1
-    assert counts["total"] == 67
+    assert counts["prune"] == counts["evaluate_pruned_variant"] == calib_sets * methods
+    assert counts["evaluate_dense_variant"] == 1
+    assert counts["total"] == 50
 
 
 def test_gguf_model_path_must_be_where_it_is_built(tmp_path):
-    import yaml
-
     config = yaml.safe_load((REPO / "config" / "real.yaml").read_text())
     config["models"]["smollm2-135m"]["path"] = "somewhere/else"
     configfile = tmp_path / "bad.yaml"

@@ -248,6 +248,7 @@ def evaluate_flags(benchmark):
     if benchmark == "perplexity":
         words = ["--source", PERPLEXITY["source"], "--languages", ",".join(LANGUAGES)]
         words += ["--seqlen", PERPLEXITY["seqlen"], "--max-tokens", PERPLEXITY["max_tokens"]]
+        words += ["--batch-size", PERPLEXITY["batch_size"]] if PERPLEXITY.get("batch_size") else []
         return " ".join(map(str, words))
     task = TASKS[benchmark]
     words = ["--tasks", benchmark, "--languages", ",".join(task["languages"]), "--batch-size", task["batch_size"]]
