@@ -43,7 +43,9 @@ def calibration_texts(shard: str | Path, loaded: Mapping[str, Any] | None = None
     tokenizer takes seconds to load, so an evaluation does not load its own one twice.
     """
     ids, meta = read_shard(shard)
-    tokenizer = (loaded or {}).get(meta["tokenizer"]) or load_tokenizer(meta["tokenizer"])
+    tokenizer = (loaded or {}).get(meta["tokenizer"])
+    if tokenizer is None:
+        tokenizer = load_tokenizer(meta["tokenizer"])
     return [tokenizer.decode(row) for row in ids.tolist()]
 
 
