@@ -1,0 +1,231 @@
+"""The method registry: every compression method and sparsity allocation, with its traits.
+
+One entry per method is the only place its facts live: which calibration statistics it
+needs, whether it needs calibration text at all or a mix of languages, whether it is
+unstructured-only, whether it changes surviving weights, and its hyperparameters with
+their published defaults and declared ranges. The experiment grid, the CLI (flags and
+help), the config check, the report's row order and the pruning call all read it.
+
+Adding a method is one :class:`MethodSpec` here plus one module holding its pure function
+(named by ``function``, ``"module:attribute"``, imported only when the method runs).
+Torch-free: the workflow imports this while it parses.
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import LangpruneError
+from .ranges import NON_NEGATIVE, POSITIVE, POSITIVE_INT, Range
+
+# Calibration statistics the layer-by-layer engine can collect (langprune.prune.stats).
+SUMSQ = "sumsq"  # per input feature: sum of x_j ** 2 (Wanda's ||X_j||)
+HESSIAN = "hessian"  # (2 / tokens) * sum x x^T (SparseGPT)
+MOMENTS = "moments"  # per-feature sum and per-sequence variance (DSnoT)
+LANGUAGES = "languages"  # per-language sums of squares and positive counts; needs each row's language
+
+UNIFORM = "uniform"  # every decoder layer at the target sparsity
+
+
+@dataclass(frozen=True)
+class Param:
+    """One hyperparameter: the keyword of the method's function, its flag, default and allowed values.
+
+    Numbers declare a :class:`Range`; strings may declare ``choices`` (a tuple, or a function
+    giving one, for choices that depend on the registry itself); booleans are switches whose
+    default is False.
+    """
+
+    name: str
+    flag: str
+    default: Any
+    help: str
+    range: Range | None = None
+    choices: tuple[str, ...] | Callable[[], tuple[str, ...]] | None = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.default, bool):
+            if self.default is not False:
+                raise ValueError(f"{self.flag}: a switch must default to False")
+        elif isinstance(self.default, (int, float)) and (self.range is None or not self.range.allows(self.default)):
+            raise ValueError(f"{self.flag}: numeric default {self.default!r} needs a range that allows it")
+
+    @property
+    def dest(self) -> str:
+        """The argparse destination of the flag: '--ria-a' -> 'ria_a'."""
+        return self.flag.lstrip("-").replace("-", "_")
+
+    @property
+    def kind(self) -> type:
+        return type(self.default)
+
+    def allowed_choices(self) -> tuple[str, ...] | None:
+        return self.choices() if callable(self.choices) else self.choices
+
+    def describe(self) -> str:
+        """What values are allowed, for help texts and errors."""
+        if self.range is not None:
+            return self.range.describe()
+        choices = self.allowed_choices()
+        if choices:
+            return "one of " + ", ".join(choices)
+        return "a switch" if self.kind is bool else "a string"
+
+    def check(self, value: Any, name: str | None = None) -> Any:
+        """``value`` if allowed for this parameter, else a LangpruneError naming ``name`` (default: the flag)."""
+        name = name or self.flag
+        if self.range is not None:
+            return self.range.check(value, name)
+        if self.kind is bool:
+            if not isinstance(value, bool):
+                raise LangpruneError(f"{name} {value!r}: must be true or false")
+            return value
+        choices = self.allowed_choices()
+        if not isinstance(value, str) or not value or (choices and value not in choices):
+            raise LangpruneError(f"{name} {value!r}: must be {self.describe()}")
+        return value
+
+
+def _check_params(params: Iterable[Param], values: Mapping[str, Any], owner: str) -> dict[str, Any]:
+    """Defaults overridden by ``values`` (keyed by parameter name), each checked against its declaration."""
+    declared = {p.name: p for p in params}
+    unknown = sorted(set(values) - set(declared))
+    if unknown:
+        known = ", ".join(sorted(declared)) or "none"
+        raise LangpruneError(f"{owner} has no hyperparameter {', '.join(unknown)} (it has: {known})")
+    return {name: (p.check(values[name]) if name in values else p.default) for name, p in declared.items()}
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """A compression method's facts (see the module docstring)."""
+
+    name: str
+    function: str  # "module:attribute" of the pure function (weight, stats, structure, **params) -> (mask, new)
+    summary: str
+    statistics: frozenset[str] = frozenset()
+    updates_weights: bool = False
+    needs_language_mix: bool = False
+    unstructured_only: bool = False
+    params: tuple[Param, ...] = ()
+    allocations: tuple[str, ...] = ()  # allocations it combines with (empty: every registered one)
+
+    @property
+    def needs_calibration(self) -> bool:
+        """A method that collects no statistics reads no calibration text (magnitude)."""
+        return bool(self.statistics)
+
+    def resolve(self) -> Callable[..., Any]:
+        """The method's function (imports its module, which may import torch)."""
+        module, _, attribute = self.function.partition(":")
+        return getattr(importlib.import_module(module), attribute)
+
+    def bind(self, values: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """Every hyperparameter's value: published defaults, overridden and checked."""
+        return _check_params(self.params, values or {}, f"--method {self.name}")
+
+    def combines_with(self, allocation: str) -> bool:
+        return allocation in (self.allocations or tuple(ALLOCATIONS))
+
+
+@dataclass(frozen=True)
+class AllocationSpec:
+    """How a target sparsity is spread over decoder layers (uniform, or a layer-wise allocation)."""
+
+    name: str
+    summary: str
+    needs_calibration: bool = False  # computed from the dense model's activations on the calibration shard
+    needs_language_mix: bool = False
+    unstructured_only: bool = False  # layer-wise ratios do not give pure N:M masks
+    spread: Param | None = None  # the lambda: layer sparsities span [target - spread, target + spread]
+    params: tuple[Param, ...] = field(default=())  # further settings of the allocation's dense pass
+
+    @property
+    def all_params(self) -> tuple[Param, ...]:
+        return (*self.params, *([self.spread] if self.spread else []))
+
+    def bind(self, values: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        return _check_params(self.all_params, values or {}, f"--allocation {self.name}")
+
+    def check_feasible(self, sparsity: float, spread: float | None = None) -> None:
+        """Layer sparsities ``sparsity ± spread`` must stay below 1, checked before any work."""
+        if self.spread is None:
+            return
+        spread = self.spread.default if spread is None else spread
+        if not (math.isfinite(sparsity) and sparsity + spread < 1):
+            raise LangpruneError(
+                f"--allocation {self.name}: --sparsity {sparsity:g} with {self.spread.flag} {spread:g} would give "
+                f"layers a sparsity of up to {sparsity + spread:g}, and every layer must stay below 1; "
+                f"lower {self.spread.flag} or --sparsity")
+
+
+def _mask_only_methods() -> tuple[str, ...]:
+    """DSnoT's possible initial masks: methods that change no weights and need no statistics beyond DSnoT's."""
+    dsnot = METHODS["dsnot"]
+    return tuple(name for name, spec in METHODS.items()
+                 if name != "dsnot" and not spec.updates_weights and spec.statistics <= dsnot.statistics)
+
+
+METHODS: dict[str, MethodSpec] = {spec.name: spec for spec in [
+    MethodSpec("magnitude", "langprune.prune.methods:magnitude",
+               "|W| with one threshold per matrix (no calibration)"),
+    MethodSpec("wanda", "langprune.prune.methods:wanda",
+               "|W| x input norm, compared per output row (Sun et al., 2024)", frozenset({SUMSQ})),
+    MethodSpec("sparsegpt", "langprune.prune.methods:sparsegpt",
+               "optimal-brain-surgeon pruning with weight updates (Frantar & Alistarh, 2023)",
+               frozenset({SUMSQ, HESSIAN}), updates_weights=True),
+    MethodSpec("ria", "langprune.prune.ria:ria", "relative importance and activations (Zhang et al., 2024)",
+               frozenset({SUMSQ}), params=(
+                   Param("a", "--ria-a", 0.5, "activation exponent a", range=NON_NEGATIVE),
+                   Param("per_outneuron", "--ria-per-outneuron", False,
+                         "compare scores within each output row instead of the whole matrix"))),
+    MethodSpec("dsnot", "langprune.prune.dsnot:dsnot",
+               "training-free prune-and-grow refinement of another method's mask (Zhang et al., 2024)",
+               frozenset({SUMSQ, MOMENTS}), unstructured_only=True, params=(
+                   Param("initial", "--dsnot-initial", "wanda", "method whose mask is refined",
+                         choices=_mask_only_methods),
+                   Param("max_cycles", "--dsnot-max-cycles", 50, "prune-and-grow cycles", range=POSITIVE_INT),
+                   Param("update_threshold", "--dsnot-update-threshold", 0.1,
+                         "a row stops once |expected error| <= this", range=NON_NEGATIVE),
+                   Param("pow_of_var_regrowing", "--dsnot-pow-of-var", 1.0,
+                         "power of the input variance dividing the grow score", range=NON_NEGATIVE),
+                   Param("skip", "--dsnot-skip", "mlp",
+                         "linears under modules with this name keep the initial mask (none: refine all)"))),
+    MethodSpec("mwanda", "langprune.prune.mwanda:mwanda",
+               "language-aware Wanda (Choenni & Titov, 2025; langprune's reading of the paper)",
+               frozenset({SUMSQ, LANGUAGES}), needs_language_mix=True, params=(
+                   Param("spread_weight", "--mwanda-spread-weight", 1.0,
+                         "weight of the cross-language spread of input norms", range=NON_NEGATIVE),
+                   Param("probability_weight", "--mwanda-probability-weight", 1.0,
+                         "weight of the mean activation probability", range=NON_NEGATIVE))),
+]}
+
+_SPREAD = Range(float, minimum=0, maximum=1, max_open=True)
+
+ALLOCATIONS: dict[str, AllocationSpec] = {spec.name: spec for spec in [
+    AllocationSpec(UNIFORM, "every decoder layer at the target sparsity"),
+    AllocationSpec("owl", "outlier-weighted layer-wise sparsity (Yin et al., 2024)", needs_calibration=True,
+                   unstructured_only=True,
+                   spread=Param("lambda", "--owl-lambda", 0.08, "OWL sparsity spread lambda", range=_SPREAD),
+                   params=(Param("M", "--owl-m", 5.0, "OWL outlier threshold M", range=POSITIVE),)),
+    AllocationSpec("cwl", "M-Wanda's layer-wise sparsity from cross-lingual correlation", needs_calibration=True,
+                   needs_language_mix=True, unstructured_only=True,
+                   spread=Param("lambda", "--cwl-lambda", 0.08, "CWL sparsity spread lambda", range=_SPREAD)),
+]}
+
+
+def method(name: str) -> MethodSpec:
+    """The registered method ``name``; an unknown name is one error listing the known ones."""
+    if name not in METHODS:
+        raise LangpruneError(f"--method '{name}' is not one of: {', '.join(METHODS)}")
+    return METHODS[name]
+
+
+def allocation(name: str) -> AllocationSpec:
+    if name not in ALLOCATIONS:
+        raise LangpruneError(f"--allocation '{name}' is not one of: {', '.join(ALLOCATIONS)}")
+    return ALLOCATIONS[name]
