@@ -141,6 +141,9 @@ class AllocationSpec:
     needs_calibration: bool = False  # computed from the dense model's activations on the calibration shard
     needs_language_mix: bool = False
     unstructured_only: bool = False  # layer-wise ratios do not give pure N:M masks
+    # its layer statistics come from one dense pass per model and shard (`langprune owl-ratios`),
+    # computed once and read by every variant pruned with that shard
+    dense_pass: bool = False
     spread: Param | None = None  # the lambda: layer sparsities span [target - spread, target + spread]
     params: tuple[Param, ...] = field(default=())  # further settings of the allocation's dense pass
 
@@ -209,7 +212,7 @@ _SPREAD = Range(float, minimum=0, maximum=1, max_open=True)
 ALLOCATIONS: dict[str, AllocationSpec] = {spec.name: spec for spec in [
     AllocationSpec(UNIFORM, "every decoder layer at the target sparsity"),
     AllocationSpec("owl", "outlier-weighted layer-wise sparsity (Yin et al., 2024)", needs_calibration=True,
-                   unstructured_only=True,
+                   unstructured_only=True, dense_pass=True,
                    spread=Param("lambda", "--owl-lambda", 0.08, "OWL sparsity spread lambda", range=_SPREAD),
                    params=(Param("M", "--owl-m", 5.0, "OWL outlier threshold M", range=POSITIVE),)),
     AllocationSpec("cwl", "M-Wanda's layer-wise sparsity from cross-lingual correlation", needs_calibration=True,

@@ -13,7 +13,7 @@ from pathlib import Path
 from .. import __version__
 from ..errors import LangpruneError
 from ..io import ArtifactKind, atomic_path, check_output, read_json, write_json
-from ..variant import DENSE_LABELS, LABEL_KEYS, UNIFORM, canonical_calib, method_label, mix_name
+from ..variant import LABEL_KEYS, checkpoint_labels, run_labels
 
 # Columns every tidy row has, in this order; other tags follow.
 LABEL_COLUMNS = LABEL_KEYS
@@ -48,18 +48,6 @@ def check_metrics_out(out: str | Path, *, force: bool = False, inputs=()) -> Non
     check_output(out, METRICS_KIND, force=force, inputs=inputs)
 
 
-def pruning_labels(manifest: dict) -> dict[str, str]:
-    """Label columns recorded by the checkpoint itself, used where the run has no tag for them."""
-    if not manifest:
-        return {}
-    labels = {k: str(manifest[k]) for k in ("method", "structure", "sparsity", "seed") if manifest.get(k) is not None}
-    if "method" in labels:
-        labels["method"] = method_label(labels["method"], (manifest.get("allocation") or {}).get("name", UNIFORM))
-    shard = (manifest.get("calibration") or {}).get("shard") or {}
-    labels["calib"] = mix_name(shard.get("languages") or [])
-    return labels
-
-
 def record(benchmark: str, language: str, metric: str, value: float | None, n: int, available: bool = True,
            **extra) -> dict:
     return {"benchmark": benchmark, "language": language, "metric": metric,
@@ -75,22 +63,16 @@ def write_metrics(out: str | Path, *, kind: str, model: str, checkpoint: str | P
     checkpoint_hash, manifest = checkpoint_identity(checkpoint)
     merged_tags = {**{str(k): str(v) for k, v in (manifest.get("tags") or {}).items()}, **(tags or {})}
     doc = {"kind": kind, "model": model, "checkpoint": None if checkpoint is None else str(checkpoint),
-           "checkpoint_hash": checkpoint_hash, "tags": merged_tags, "pruning": pruning_labels(manifest),
+           "checkpoint_hash": checkpoint_hash, "tags": merged_tags, "pruning": checkpoint_labels(manifest),
            "settings": settings or {},
            "records": records, "langprune_version": __version__}
     write_json(out, doc, METRICS_KIND, force=force)
     return doc
 
 
-def _labels(doc: dict) -> dict[str, str]:
-    """Label columns of one metrics JSON: tags, else the checkpoint's own labels, else dense defaults."""
-    labels = dict(DENSE_LABELS) if doc.get("checkpoint") is None else {k: None for k in DENSE_LABELS}
-    labels["model"] = doc.get("model")
-    labels.update(doc.get("pruning") or {})
-    labels.update(doc.get("tags") or {})
-    if labels["calib"] is not None:
-        labels["calib"] = canonical_calib(labels["calib"])
-    return labels
+def _labels(doc: dict) -> dict[str, str | None]:
+    """Label columns of one metrics JSON: its tags, else the checkpoint's own labels, else dense defaults."""
+    return run_labels(doc.get("model"), doc.get("pruning"), doc.get("tags"), dense=doc.get("checkpoint") is None)
 
 
 def gather(paths: list[str | Path]):
