@@ -245,6 +245,16 @@ class Grid:
         return [c for c in self.checkpoints(model)
                 if c.method in settings.methods and c.calib in settings.calibrations]
 
+    def analysis_groups(self) -> list[tuple[list[str], list[str]]]:
+        """(models, variant paths) of the models that share one list of analysed variants (models
+        with none are left out): a one-job-per-model probe pass writes that list for each of them."""
+        groups: dict[tuple[str, ...], list[str]] = {}
+        for model in self.models:
+            paths = tuple(c.path for c in self.analysis_checkpoints(model))
+            if paths:
+                groups.setdefault(paths, []).append(model)
+        return [(models, list(paths)) for paths, models in groups.items()]
+
     # ------------------------------------------------------------------ what the workflow builds
 
     @cached_property

@@ -80,7 +80,7 @@ if ANALYSIS_GROUPED:
 
     # Every pruned probe pass of a model in one job (one model load). A rule's outputs cannot depend
     # on its model, so the models that share one list of analysed variants share one rule.
-    for _group, (_models, _paths) in enumerate(analysis_state_groups()):
+    for _group, (_models, _paths) in enumerate(GRID.analysis_groups()):
 
         rule:
             name:

@@ -54,16 +54,6 @@ def analysis_pruned_states(wildcards):
     return [c.hidden_states for c in GRID.analysis_checkpoints(wildcards.model)]
 
 
-def analysis_state_groups():
-    """(models, variant paths) of the models that share one list of analysed variants: a rule's
-    outputs cannot depend on its model, so one-job-per-model passes get one rule per group."""
-    groups = {}
-    for model in MODELS:
-        paths = tuple(c.path for c in GRID.analysis_checkpoints(model))
-        groups.setdefault(paths, []).append(model)
-    return [(models, paths) for paths, models in groups.items() if paths]
-
-
 def analysis_outputs(name):
     """Named outputs of one analysis; figures and tables flagged for the report with a caption."""
     outputs = {}
