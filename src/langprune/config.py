@@ -359,7 +359,8 @@ def _check_plan(config: dict) -> None:
     allocation keeps each layer's sparsity below 1 at every configured sparsity."""
     grid = Grid(config)
     for key, value, why in pairs_without_checkpoints(grid):
-        raise LangpruneError(f"config key {key}: {value} builds no checkpoint: {why}")
+        raise LangpruneError(f"config key {key}: {value} builds no checkpoint: {why}; remove it from {key} or "
+                             f"change the keys named")
     for allocation in allocation_names(config):
         spec = registry.allocation(allocation)
         for index, sparsity in enumerate(config["pruning"]["sparsities"]):

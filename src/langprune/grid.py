@@ -290,16 +290,15 @@ class Grid:
 
 
 def pairs_without_checkpoints(grid: Grid) -> Iterator[tuple[str, str, str]]:
-    """(config key, value, why) for each configured method, allocation and structure no variant is
+    """(config key, value, why) for each configured allocation, method and structure no variant is
     built with: configuring it does nothing, which is never what was meant."""
     built = list(grid.all_checkpoints())
-    sets = ", ".join(grid.calibration_sets)
-    for method in grid.methods:
-        if not any(c.method == method for c in built):
-            yield "pruning.methods", method, _why(grid, [(method, a) for a in grid.allocations], sets)
     for allocation in grid.allocations:
         if not any(c.allocation == allocation for c in built):
-            yield "pruning.allocation", allocation, _why(grid, [(m, allocation) for m in grid.methods], sets)
+            yield "pruning.allocation", allocation, _why(grid, [(m, allocation) for m in grid.methods])
+    for method in grid.methods:
+        if not any(c.method == method for c in built):
+            yield "pruning.methods", method, _why(grid, [(method, a) for a in grid.allocations])
     for structure in grid.structures:
         if not any(c.structure == structure for c in built):
             yield "pruning.structures", structure, (
@@ -307,17 +306,19 @@ def pairs_without_checkpoints(grid: Grid) -> Iterator[tuple[str, str, str]]:
                 f"({', '.join(grid.method_labels)}); add a method and allocation that build N:M masks")
 
 
-def _why(grid: Grid, pairs: list[tuple[str, str]], sets: str) -> str:
+def _why(grid: Grid, pairs: list[tuple[str, str]]) -> str:
     """Why none of these (method, allocation) pairs builds a variant, naming the keys to change."""
-    reasons = []
+    reasons: dict[str, list[str]] = {}
     for method, allocation in pairs:
         label = variant.method_label(method, allocation)
         if not registry.method(method).combines_with(allocation):
-            reasons.append(f"{method} does not combine with allocation {allocation}")
+            reasons.setdefault(f"do not combine with allocation {allocation}", []).append(method)
         elif not any(grid.builds(method, allocation, s) for s in grid.structures):
-            reasons.append(f"{label} is unstructured-only and pruning.structures has only "
-                           f"{', '.join(grid.structures)}")
+            reasons.setdefault(f"unstructured-only and pruning.structures has only {', '.join(grid.structures)}",
+                               []).append(label)
         elif not grid.runs(method, allocation):
-            reasons.append(f"{label} needs a calibration set mixing two or more languages and "
-                           f"calibration.sets has none ({sets})")
-    return "; ".join(reasons) or "no method builds it"
+            reasons.setdefault(f"calibrated on a set mixing two or more languages and calibration.sets has "
+                               f"none ({', '.join(grid.calibration_sets)})", []).append(label)
+    return "; ".join(f"{', '.join(labels)} {'is' if len(labels) == 1 else 'are'} "
+                     f"{'only ' if reason.startswith('calibrated') else ''}{reason}"
+                     for reason, labels in reasons.items())
