@@ -278,12 +278,6 @@ class Grid:
         """A `text:DIR` source built by the workflow; mc4 and user directories are none."""
         return self.local_dependency(source[len("text:"):]) if source.startswith("text:") else []
 
-    @property
-    def multiple_choice(self) -> dict | None:
-        """The udhr_mc item settings when the udhr_mc task reads them (its items are built locally)."""
-        mc = self.config["evaluation"].get("multiple_choice")
-        return mc if mc and "udhr_mc" in self.tasks else None
-
     def task_data(self, benchmark: str) -> list[str]:
         """Local task data a benchmark reads: the udhr_mc items built from text."""
         return [TOY_MC] if self.config["evaluation"].get("multiple_choice") and benchmark == "udhr_mc" else []
