@@ -1,0 +1,171 @@
+"""Quantized checkpoints: GPTQ through the engine, packed codes on disk, verified reads, dequantized evaluation."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+from transformers import AutoModelForCausalLM
+
+from conftest import build_model
+from langprune.bitmasks import PackedMasks
+from langprune.checkpoint import (
+    MANIFEST,
+    QUANTIZED,
+    QUANTIZED_FORMAT,
+    applied,
+    base_weights_hash,
+    build_manifest,
+    iter_masks,
+    iter_quantized,
+    load_pruned_model,
+    read_manifest,
+    write_checkpoint,
+)
+from langprune.errors import LangpruneError
+from langprune.prune.engine import prune_model
+from langprune.prune.gptq import gptq
+from langprune.prune.methods import Method
+from langprune.prune.stats import HESSIAN, SUMSQ
+from langprune.prune.structure import unstructured
+from langprune.quantized import QuantizedWeight, pack_codes, unpack_codes
+
+
+@pytest.fixture(autouse=True)
+def _private_hash_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("LANGPRUNE_CACHE", str(tmp_path / "cache"))
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory) -> Path:
+    """Input sizes 128 and 256, so groups of 128 fit every linear."""
+    return build_model(tmp_path_factory.mktemp("llama128"), "llama", hidden=128, intermediate=256, layers=2, seed=3)
+
+
+def calibration_ids() -> torch.Tensor:
+    return torch.randint(3, 320, (8, 32), generator=torch.Generator().manual_seed(5))
+
+
+def quantize_to_checkpoint(model_dir: Path, out: Path, **settings):
+    """GPTQ through the layer-by-layer engine into a checkpoint; returns (quantized model in memory, result)."""
+    model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
+    method = Method(gptq, frozenset({SUMSQ, HESSIAN}), updates_weights=True)
+    method = method.bind("gptq", **settings) if settings else method
+    result = prune_model(model, method, unstructured(0.0), calibration_ids(), batch_size=4, progress=False)
+    manifest = build_manifest(str(model_dir), None, base_weights_hash(str(model_dir)), model, method="gptq",
+                              seed=0, calibration=None, tags={}, run={}, layers=result.layers,
+                              method_params=dict(method.params), updates_weights=True)
+    write_checkpoint(out, PackedMasks(), None, manifest, quantized=result.quantized)
+    return model, result
+
+
+@pytest.mark.parametrize("bits", [2, 3, 4, 8])
+def test_codes_pack_at_their_width_and_back(bits):
+    codes = torch.randint(0, 1 << bits, (37, 19), generator=torch.Generator().manual_seed(bits), dtype=torch.uint8)
+    packed = pack_codes(codes, bits)
+    assert packed.dtype == torch.uint8 and packed.numel() == (37 * 19 * bits + 7) // 8
+    assert torch.equal(unpack_codes(packed, bits, (37, 19)), codes)
+
+
+def test_four_bit_codes_pack_two_to_a_byte_high_nibble_first():
+    assert pack_codes(torch.tensor([[1, 2, 15, 0]], dtype=torch.uint8), 4).tolist() == [0x12, 0xF0]
+
+
+@pytest.mark.parametrize("settings", [dict(bits=4, group_size=128), dict(bits=3, group_size=0, symmetric=True),
+                                      dict(bits=4, group_size=128, act_order=True)],
+                         ids=["w4g128", "w3-per-row-sym", "w4g128-act"])
+def test_checkpoint_round_trip_is_bit_exact(tmp_path, model_dir, settings):
+    ckpt = tmp_path / "ckpt"
+    ours, result = quantize_to_checkpoint(model_dir, ckpt, **settings)
+    manifest = read_manifest(ckpt)
+    assert manifest["format"] == QUANTIZED_FORMAT and "structure" not in manifest
+    assert manifest["method_params"]["bits"] == settings["bits"] and len(manifest["tensors"]) == 2 * 7
+    assert sorted(path.name for path in ckpt.iterdir()) == [MANIFEST, QUANTIZED]
+    for name, weight in iter_quantized(ckpt):
+        stored = result.quantized[name]
+        assert torch.equal(weight.codes, stored.codes) and torch.equal(weight.scales, stored.scales)
+        assert torch.equal(weight.zeros, stored.zeros)
+    loaded = load_pruned_model(None, ckpt)  # the base named in the manifest, dequantized in memory
+    ids = calibration_ids()
+    with torch.no_grad():
+        assert torch.equal(loaded(ids).logits, ours(ids).logits)
+    # the base's other weights are untouched, the quantized ones hold 2**bits levels per group at most
+    dense = AutoModelForCausalLM.from_pretrained(model_dir)
+    changed = {name for name, p in loaded.named_parameters() if not torch.equal(p, dense.get_parameter(name))}
+    assert changed == set(manifest["tensors"])
+    name, quantized = next(iter_quantized(ckpt))
+    first_group = loaded.get_parameter(name)[0, quantized.column_groups() == 0]
+    assert len(torch.unique(first_group)) <= 1 << settings["bits"]
+
+
+def test_applied_restores_the_base_and_masks_are_refused(tmp_path, model_dir):
+    ckpt = tmp_path / "ckpt"
+    quantize_to_checkpoint(model_dir, ckpt, bits=4, group_size=64)
+    model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    with applied(model, ckpt):
+        assert not torch.equal(model.get_parameter("model.layers.1.self_attn.o_proj.weight"),
+                               before["model.layers.1.self_attn.o_proj.weight"])
+    assert all(torch.equal(p, before[name]) for name, p in model.named_parameters())
+    with pytest.raises(LangpruneError, match="is quantized .gptq.: it has no pruning masks"):
+        next(iter_masks(ckpt))
+
+
+def test_size_against_dense_bf16(tmp_path, model_dir):
+    """4-bit codes + float32 scale and 4-bit zero point per 128 weights: (4 + 32/128 + 4/128) / 16 = 0.268."""
+    ckpt = tmp_path / "ckpt"
+    quantize_to_checkpoint(model_dir, ckpt, bits=4, group_size=128)
+    manifest = read_manifest(ckpt)
+    dense_bf16 = sum(2 * torch.Size(info["shape"]).numel() for info in manifest["tensors"].values())
+    payload = sum(t.numel() * t.element_size() for t in load_file(str(ckpt / QUANTIZED)).values())
+    assert payload / dense_bf16 == pytest.approx((4 + 32 / 128 + 4 / 128) / 16)
+
+
+def _rewrite(ckpt: Path, change) -> None:
+    """Edit the quantized tensors and re-record their hash, so only the structural check can catch it."""
+    tensors = load_file(str(ckpt / QUANTIZED))
+    change(tensors)
+    save_file(tensors, str(ckpt / QUANTIZED))
+    manifest = json.loads((ckpt / MANIFEST).read_text())
+    from langprune.io import sha256_file
+    manifest["files"][QUANTIZED] = sha256_file(ckpt / QUANTIZED)
+    (ckpt / MANIFEST).write_text(json.dumps(manifest))
+
+
+NAME = "model.layers.0.self_attn.q_proj.weight"
+
+
+@pytest.mark.parametrize("damage,message", [
+    (lambda t: t.__setitem__(f"{NAME}.codes", t[f"{NAME}.codes"][:-1].clone()), "codes is U8 .* calls for U8"),
+    (lambda t: t.__setitem__(f"{NAME}.scales", t[f"{NAME}.scales"].half()), "scales is F16"),
+    (lambda t: t.pop(f"{NAME}.zeros"), "disagree on the quantized tensors"),
+], ids=["truncated-codes", "half-scales", "missing-zeros"])
+def test_every_read_verifies_the_quantized_tensors(tmp_path, model_dir, damage, message):
+    ckpt = tmp_path / "ckpt"
+    quantize_to_checkpoint(model_dir, ckpt, bits=4, group_size=128)
+    _rewrite(ckpt, damage)
+    with pytest.raises(LangpruneError, match=message) as caught:
+        load_pruned_model(None, ckpt)
+    assert "\n" not in str(caught.value) and "rebuild it" in str(caught.value)
+
+
+def test_a_tampered_file_fails_its_hash(tmp_path, model_dir):
+    ckpt = tmp_path / "ckpt"
+    quantize_to_checkpoint(model_dir, ckpt, bits=3, group_size=128)
+    with safe_open(str(ckpt / QUANTIZED), framework="pt") as handle:
+        tensors = {key: handle.get_tensor(key) for key in handle.keys()}
+    tensors[f"{NAME}.codes"][0] ^= 1
+    save_file(tensors, str(ckpt / QUANTIZED))
+    with pytest.raises(LangpruneError, match="does not match the SHA-256"):
+        read_manifest(ckpt)
+
+
+def test_dequantize_follows_the_group_index():
+    codes = torch.tensor([[0, 3, 1, 2]], dtype=torch.uint8)
+    weight = QuantizedWeight(codes, torch.tensor([[1.0, 10.0]]), torch.tensor([[1, 2]], dtype=torch.uint8), 2, 2,
+                             False, torch.tensor([1, 0, 0, 1], dtype=torch.int32))
+    assert weight.dequantize().tolist() == [[-20.0, 2.0, 0.0, 0.0]]
