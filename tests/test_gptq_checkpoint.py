@@ -169,3 +169,99 @@ def test_dequantize_follows_the_group_index():
     weight = QuantizedWeight(codes, torch.tensor([[1.0, 10.0]]), torch.tensor([[1, 2]], dtype=torch.uint8), 2, 2,
                              False, torch.tensor([1, 0, 0, 1], dtype=torch.int32))
     assert weight.dequantize().tolist() == [[-20.0, 2.0, 0.0, 0.0]]
+
+
+# ------------------------------------------------------------------ export to compressed-tensors
+def _logits(model, ids):
+    with torch.no_grad():
+        return model(ids).logits.float()
+
+
+@pytest.fixture(scope="module")
+def bf16_model_dir(tmp_path_factory, model_dir) -> Path:
+    out = tmp_path_factory.mktemp("llama128-bf16")
+    AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.bfloat16).save_pretrained(out)
+    return out
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+@pytest.mark.parametrize("settings", [dict(bits=4, group_size=128), dict(bits=4, group_size=0, symmetric=True),
+                                      dict(bits=3, group_size=128, act_order=True, static_groups=True),
+                                      dict(bits=8, group_size=64, symmetric=True)],
+                         ids=["w4g128", "w4-per-row-sym", "w3g128-act-static", "w8g64-sym"])
+def test_compressed_tensors_export_loads_in_transformers(tmp_path, model_dir, bf16_model_dir, dtype, settings):
+    """Dequantized at load (CompressedTensorsConfig(dequantize=True)): the logits are ours, bit for bit.
+    Run compressed (transformers' default): symmetric grids only (asymmetric zero points fail to load in this
+    transformers/compressed-tensors pair), exact in float32; in bfloat16 the scales are held in bfloat16."""
+    from compressed_tensors.compressors.pack_quantized.helpers import unpack_from_int32
+    from safetensors.torch import load_file as load_tensors
+    from transformers import CompressedTensorsConfig
+
+    from langprune.checkpoint import export_model
+
+    base = model_dir if dtype == "float32" else bf16_model_dir
+    ckpt, out = tmp_path / "ckpt", tmp_path / "export"
+    quantize_to_checkpoint(base, ckpt, **settings)
+    export_model(ckpt, out, format="compressed-tensors")
+    config = json.loads((out / "config.json").read_text())["quantization_config"]
+    assert config["format"] == "pack-quantized" and config["quant_method"] == "compressed-tensors"
+    assert config["config_groups"]["group_0"]["weights"]["num_bits"] == settings["bits"]
+    assert config["ignore"] == ["lm_head"]
+    stored = load_tensors(str(out / "model.safetensors"))
+    for name, weight in iter_quantized(ckpt):  # the packed codes are exactly ours
+        module = name.removesuffix(".weight")
+        signed = unpack_from_int32(stored[f"{module}.weight_packed"], weight.bits, weight.codes.shape)
+        assert torch.equal(signed.to(torch.int16) + (1 << (weight.bits - 1)), weight.codes.to(torch.int16)), name
+        assert stored[f"{module}.weight_scale"].dtype == torch.float32 and name not in stored
+    ours, ids = load_pruned_model(None, ckpt), calibration_ids()
+    expected = _logits(ours, ids)
+    at_load = CompressedTensorsConfig(dequantize=True)
+    dequantized = AutoModelForCausalLM.from_pretrained(out, quantization_config=at_load)
+    assert dequantized.dtype == ours.dtype and torch.equal(_logits(dequantized.eval(), ids), expected)
+    if settings.get("symmetric"):
+        compressed = _logits(AutoModelForCausalLM.from_pretrained(out).eval(), ids)
+        if dtype == "float32":
+            assert torch.equal(compressed, expected)
+        else:
+            torch.testing.assert_close(compressed, expected, rtol=0.02, atol=0.02)
+
+
+def test_export_sizes_on_disk(tmp_path, model_dir):
+    """Quantized linears take 4.3/16 of their bf16 bytes; the rest of the model is stored as it was."""
+    from langprune.checkpoint import export_model
+
+    ckpt = tmp_path / "ckpt"
+    quantize_to_checkpoint(model_dir, ckpt, bits=4, group_size=128, symmetric=True)
+    export_model(ckpt, tmp_path / "dense")
+    export_model(ckpt, tmp_path / "ct", format="compressed-tensors")
+    dense = (tmp_path / "dense" / "model.safetensors").stat().st_size
+    packed = (tmp_path / "ct" / "model.safetensors").stat().st_size
+    linears = sum(4 * torch.Size(info["shape"]).numel() for info in read_manifest(ckpt)["tensors"].values())
+    assert dense - packed == pytest.approx(linears * (1 - (4 + 32 / 128) / 32), rel=0.01)  # float32 base
+
+
+@pytest.mark.parametrize("case,words", [
+    ("sparse", ["--format compressed-tensors", "sparse checkpoint", "--format dense"]),
+    ("act-order", ["--format compressed-tensors", "act-order", "--gptq-static-groups"]),
+    ("format", ["--format 'gguf' is not one of: dense, compressed-tensors"]),
+])
+def test_export_refuses_what_the_format_cannot_hold(tmp_path, model_dir, capsys, case, words):
+    from langprune.cli import main
+    from langprune.prune import prune_to_checkpoint
+
+    ckpt = tmp_path / "ckpt"
+    if case == "sparse":  # an OWL-allocated unstructured mask
+        ids = calibration_ids()
+        save_file({"input_ids": ids}, str(tmp_path / "shard.safetensors"))
+        prune_to_checkpoint(str(model_dir), ckpt, "wanda", sparsity=0.5, calibration=tmp_path / "shard.safetensors",
+                            allocation="owl", progress=False)
+    else:
+        quantize_to_checkpoint(model_dir, ckpt, bits=4, group_size=64, act_order=True)
+    capsys.readouterr()
+    rc = main(["export", str(ckpt), "--out", str(tmp_path / "out"),
+               "--format", "gguf" if case == "format" else "compressed-tensors"])
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if ": error: " in line]
+    assert rc == 2 and len(errors) == 1 and errors[0].startswith("langprune export: error: "), err
+    assert all(word in errors[0] for word in words), errors[0]
+    assert not (tmp_path / "out").exists()

@@ -495,23 +495,38 @@ def load_pruned_model(model: str | None, checkpoint: str | os.PathLike | None = 
     return loaded
 
 
-def export_dense(ckpt_dir: str | os.PathLike, out_dir: str | os.PathLike, model: str | None = None,
-                 trust_remote_code: bool = False, *, force: bool = False) -> Path:
-    """Write a dense Hugging Face model directory (weights + tokenizer) with the pruned weights.
+EXPORT_FORMATS = ("dense", "compressed-tensors")
 
-    ``out_dir`` may replace only an earlier export (``langprune_export.json`` marks one),
-    or anything but the inputs with ``force``; it is checked before the model is loaded.
+
+def export_model(ckpt_dir: str | os.PathLike, out_dir: str | os.PathLike, model: str | None = None,
+                 trust_remote_code: bool = False, *, format: str = "dense", force: bool = False) -> Path:
+    """Write a Hugging Face model directory (weights + tokenizer) of the checkpoint applied to its base.
+
+    ``format`` "dense" writes every weight as a plain tensor; "compressed-tensors" writes a
+    quantized checkpoint's linears packed (:mod:`langprune.compressed`). ``out_dir`` may replace
+    only an earlier export (``langprune_export.json`` marks one), or anything but the inputs with
+    ``force``; it and the format are checked before the model is loaded.
     """
     manifest = read_manifest(ckpt_dir)
+    if format not in EXPORT_FORMATS:
+        raise LangpruneError(f"--format '{format}' is not one of: {', '.join(EXPORT_FORMATS)}")
+    scheme = None
+    if format == "compressed-tensors":
+        from . import compressed  # noqa: PLC0415 - compressed-tensors loads in seconds; only this export needs it
+
+        scheme = compressed.scheme_for(ckpt_dir, manifest, is_quantized(manifest))
     base = model or manifest["base"]["model"]
     revision = manifest["base"].get("revision")
     weights = model_files(base, revision=revision)
     base_dirs = sorted({str(path.parent) for path in weights} | ({base} if os.path.isdir(base) else set()))
     check_output(out_dir, EXPORT_KIND, force=force, inputs=[ckpt_dir, *base_dirs],
                  need_bytes=sum(path.stat().st_size for path in weights))
-    pruned = load_pruned_model(model, ckpt_dir, trust_remote_code=trust_remote_code)
+    loaded = load_pruned_model(model, ckpt_dir, trust_remote_code=trust_remote_code)
     with atomic_path(out_dir, EXPORT_KIND, force=force) as tmp:
-        pruned.save_pretrained(tmp)
+        if scheme is None:
+            loaded.save_pretrained(tmp)
+        else:
+            compressed.save_compressed(loaded, iter_quantized(ckpt_dir), scheme, tmp)
         try:
             tokenizer = load_tokenizer(base, revision=revision, trust_remote_code=trust_remote_code)
         except LangpruneError:
@@ -520,7 +535,8 @@ def export_dense(ckpt_dir: str | os.PathLike, out_dir: str | os.PathLike, model:
             tokenizer.save_pretrained(tmp)
         (tmp / EXPORT_MARKER).write_text(json.dumps({
             "checkpoint": str(ckpt_dir), "manifest_sha256": sha256_file(Path(ckpt_dir) / MANIFEST),
-            "base": manifest["base"]["model"]}, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+            "base": manifest["base"]["model"], "format": format}, indent=2, sort_keys=True) + "\n",
+            encoding="utf-8")
     return Path(out_dir)
 
 

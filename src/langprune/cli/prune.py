@@ -68,10 +68,10 @@ def _owl_ratios(args) -> int:
 
 
 def _export(args) -> int:
-    from ..checkpoint import export_dense
+    from ..checkpoint import export_model
 
-    print(export_dense(args.checkpoint, args.out, model=args.model, trust_remote_code=args.trust_remote_code,
-                       force=args.force))
+    print(export_model(args.checkpoint, args.out, model=args.model, trust_remote_code=args.trust_remote_code,
+                       format=args.format, force=args.force))
     return 0
 
 
@@ -182,9 +182,12 @@ def register(subparsers) -> None:
     o.add_argument("--force", action="store_true", help="replace whatever is at --out; never an input")
     o.set_defaults(func=_owl_ratios)
 
-    e = subparsers.add_parser("export", help="write a dense Hugging Face model directory from a sparse checkpoint")
+    e = subparsers.add_parser("export", help="write a Hugging Face model directory from a checkpoint")
     e.add_argument("checkpoint", metavar="CKPT")
     e.add_argument("--out", required=True, metavar="DIR")
+    e.add_argument("--format", default="dense",
+                   help="dense (default): every weight a plain tensor; compressed-tensors: a quantized checkpoint's "
+                        "linears packed (W4A16 and kin), as transformers and vLLM read them")
     e.add_argument("--model", default=None, help="base model (default: the one recorded in the checkpoint)")
     e.add_argument("--trust-remote-code", action="store_true")
     e.add_argument("--force", action="store_true",
