@@ -112,12 +112,10 @@ def gptq_quantize(weight: torch.Tensor, hessian: torch.Tensor, settings: GptqSet
                     scale, zero = _grid(w[:, column:column + size], max_code, settings.symmetric)
                 scales.append(scale)
                 zeros.append(zero)
-            current = w_block[:, i:i + 1]
-            code = torch.div(current, scale).round_().add_(zero).clamp_(0, max_code)
-            code_block[:, i:i + 1] = code
-            err = current.sub(code.sub_(zero).mul_(scale)).div_(h_block[i, i])  # (w - scale * (code - zero)) / d
+            current, code, err = w_block[:, i:i + 1], code_block[:, i:i + 1], err_block[:, i:i + 1]
+            torch.div(current, scale, out=code).round_().add_(zero).clamp_(0, max_code)
+            torch.sub(current, (code - zero).mul_(scale), out=err).div_(h_block[i, i])  # (w - dequantized) / d
             w_block[:, i:] -= err.matmul(h_block[i:i + 1, i:])
-            err_block[:, i:i + 1] = err
         codes[:, start:end] = code_block.to(torch.uint8)
         w[:, end:] -= err_block.matmul(hinv[start:end, end:])
 
