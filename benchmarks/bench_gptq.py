@@ -23,7 +23,7 @@ import torch
 
 from langprune.prune.gptq import GptqSettings, gptq_quantize
 from langprune.prune.methods import sparsegpt
-from langprune.prune.stats import HESSIAN, SUMSQ, InputAccumulator
+from langprune.prune.stats import HESSIAN, SUMSQ, InputAccumulator, LinearStats
 from langprune.prune.structure import n_of_m, unstructured
 
 # Gemma 3 270M: hidden 640, 4 query heads and 1 key/value head of 256, MLP 2048 (rows = outputs, columns = inputs).
@@ -54,8 +54,6 @@ def _median_seconds(run, repeats: int) -> float:
 
 
 def bench_against_sparsegpt(shapes: dict[str, tuple[int, int]], repeats: int) -> None:
-    from langprune.prune.stats import LinearStats
-
     print(f"## GPTQ vs SparseGPT, seconds per linear (median of {repeats}, 1 thread)\n")
     columns = ["sparsegpt 50%", "sparsegpt 2:4", *GPTQ_SETTINGS]
     print("| linear (rows x columns) | " + " | ".join(columns) + " | slowest GPTQ / SparseGPT 50% |")
