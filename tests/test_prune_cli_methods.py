@@ -15,6 +15,7 @@ from langprune import registry
 from langprune.checkpoint import read_manifest
 from langprune.cli import main
 from langprune.owl_ratios import content_hash
+from langprune.ranges import POSITIVE
 
 
 def run_cli(argv: list[str]) -> int:
@@ -264,3 +265,26 @@ def test_stale_or_misplaced_owl_ratios_are_refused(tmp_path, tiny_llama_dir, sha
         assert len(errors) == 1 and errors[0].startswith("langprune prune: error: ") and message in errors[0], errors
         assert "computed for" not in message or "recompute it with `langprune owl-ratios`" in errors[0]
         assert not (tmp_path / "c").exists()
+
+
+def scaled_magnitude(weight, stats, structure, *, scale):
+    """A method for a test registry: magnitude of the weights times ``scale`` (the same mask)."""
+    from langprune.prune.methods import magnitude
+
+    return magnitude(weight * scale, stats, structure)
+
+
+def test_a_method_is_one_registry_entry_and_one_function(tmp_path, tiny_llama_dir, capsys, monkeypatch):
+    """Registered in a temporary registry, a new method gets its flag, its range check and its manifest."""
+    scale = registry.Param("scale", "--scaled-scale", 1.0, "factor on |W|", range=POSITIVE)
+    spec = registry.MethodSpec("scaled", f"{__name__}:scaled_magnitude", "magnitude, scaled", params=(scale,))
+    monkeypatch.setattr(registry, "METHODS", {**registry.METHODS, "scaled": spec})
+    argv = ["prune", "--model", str(tiny_llama_dir), "--method", "scaled", "--sparsity", "0.5"]
+    assert run_cli([*argv, "--scaled-scale=nan", "--out", str(tmp_path / "bad")]) == 2
+    assert "argument --scaled-scale: 'nan' is not a number > 0" in one_error(capsys)
+    assert main([*argv, "--scaled-scale", "3", "--out", str(tmp_path / "scaled")]) == 0
+    assert main(["prune", "--model", str(tiny_llama_dir), "--method", "magnitude", "--sparsity", "0.5",
+                 "--out", str(tmp_path / "magnitude")]) == 0
+    scaled, plain = read_manifest(tmp_path / "scaled"), read_manifest(tmp_path / "magnitude")
+    assert scaled["method"] == "scaled" and scaled["method_params"] == {"scale": 3.0}
+    assert scaled["files"]["masks.safetensors"] == plain["files"]["masks.safetensors"]

@@ -151,10 +151,13 @@ def from_spec(spec: registry.MethodSpec) -> Method:
     return Method(spec.name, function, spec.statistics, spec.updates_weights, spec.bind())
 
 
-METHODS: dict[str, Method] = {name: from_spec(spec) for name, spec in registry.METHODS.items()}
+METHODS: dict[str, Method] = {name: from_spec(spec) for name, spec in registry.METHODS.items()}  # at import
 
 
 def get_method(name: str, **params: Any) -> Method:
-    """The registered method, with ``params`` overriding its published hyperparameters (checked)."""
-    registry.method(name)  # an unknown name is one error listing the known ones
-    return METHODS[name].bind(**params) if params else METHODS[name]
+    """The registered method, with ``params`` overriding its published hyperparameters (checked).
+
+    Built from the registry as it is now (an unknown name is one error listing the known ones).
+    """
+    method = from_spec(registry.method(name))
+    return method.bind(**params) if params else method
