@@ -6,6 +6,7 @@ from __future__ import annotations
 import ast
 import json
 import math
+import random
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,7 @@ from langprune import registry
 from langprune.errors import LangpruneError
 from langprune.owl_ratios import check_made_for, content_hash, ratios_record, read_owl_ratios
 from langprune.prune import PruneRequest, check_request
+from langprune.prune.allocation import owl_sparsities
 from langprune.prune.methods import METHODS, from_spec, get_method
 
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "langprune"
@@ -231,3 +233,29 @@ def test_the_layer_wise_allocations_name_their_pass_and_spreading():
     with pytest.raises(ValueError, match="needs layer_values, values_key, sparsities and spread"):
         registry.AllocationSpec("half", "a layer-wise allocation without its spreading", needs_calibration=True,
                                 layer_values="x:y", values_key="v", spread=registry.ALLOCATIONS["owl"].spread)
+
+
+@pytest.mark.parametrize("sparsity,spread,feasible", [(0.84, 0.08, True), (0.85, 0.08, False), (0.5, 0.25, True),
+                                                      (0.5, 0.26, False), (math.nan, 0.08, False)])
+def test_allocation_feasibility_is_the_spreading_worst_case(sparsity, spread, feasible):
+    owl = registry.ALLOCATIONS["owl"]
+    if feasible:
+        owl.check_feasible(sparsity, spread)
+    else:
+        with pytest.raises(LangpruneError, match="must stay below 1"):
+            owl.check_feasible(sparsity, spread)
+
+
+def test_feasible_settings_never_fail_in_the_spreading_and_infeasible_ones_can():
+    """Whatever the per-layer values, a setting the early check accepts spreads without a layer at 1."""
+    rng = random.Random(0)
+    for _ in range(2000):
+        layers = rng.randint(2, 40)
+        ratios = [rng.choice([0.0, 1.0]) if rng.random() < 0.5 else rng.random() for _ in range(layers)]
+        spread = rng.uniform(0, 0.3)
+        sparsity = rng.uniform(0.05, 1 - 2 * spread) if spread < 0.475 else 0.05
+        registry.ALLOCATIONS["owl"].check_feasible(sparsity, spread)
+        assert max(owl_sparsities(ratios, sparsity, spread)) < 1
+    # the bound is tight: all layers but one at the top of the scale put that one near sparsity + 2 * spread
+    with pytest.raises(LangpruneError, match=">= 1"):
+        owl_sparsities([1.0] * 99 + [0.0], 0.85, 0.08)

@@ -192,15 +192,20 @@ class AllocationSpec:
         return _check_params(self.all_params, values or {}, f"--allocation {self.name}")
 
     def check_feasible(self, sparsity: float, spread: float | None = None) -> None:
-        """Layer sparsities ``sparsity ± spread`` must stay below 1, checked before any work."""
+        """Every layer's sparsity must stay below 1 whatever the per-layer values turn out to be.
+
+        The spreading (``prune.allocation``) scales the values into ``[0, 2 * spread]`` and centres
+        them on their mean, so a layer can get up to ``sparsity + 2 * spread`` (less than that for
+        any real set of values): only that bound rules out a job that would fail after its dense pass.
+        """
         if self.spread is None:
             return
         spread = self.spread.default if spread is None else spread
-        if not (math.isfinite(sparsity) and sparsity + spread < 1):
+        if not (math.isfinite(sparsity) and sparsity + 2 * spread <= 1):
             raise LangpruneError(
-                f"--allocation {self.name}: --sparsity {sparsity:g} with {self.spread.flag} {spread:g} would give "
-                f"layers a sparsity of up to {sparsity + spread:g}, and every layer must stay below 1; "
-                f"lower {self.spread.flag} or --sparsity")
+                f"--allocation {self.name}: --sparsity {sparsity:g} with {self.spread.flag} {spread:g} can give a "
+                f"layer a sparsity of up to {sparsity:g} + 2 x {spread:g} = {sparsity + 2 * spread:g}, and every "
+                f"layer must stay below 1; lower {self.spread.flag} or --sparsity")
 
 
 def mask_only_methods() -> tuple[str, ...]:
