@@ -78,8 +78,8 @@ def bench_against_sparsegpt(shapes: dict[str, tuple[int, int]], repeats: int) ->
 def bench_llmcompressor(rows: int, cols: int, repeats: int) -> None:
     print("## llm-compressor's GPTQ on the same layer\n")
     try:
-        from compressed_tensors.quantization import QuantizationArgs
-        from llmcompressor.modifiers.quantization.gptq.gptq_quantize import quantize_weight
+        from compressed_tensors.quantization import QuantizationArgs  # noqa: PLC0415 - optional comparison
+        from llmcompressor.modifiers.quantization.gptq.gptq_quantize import quantize_weight  # noqa: PLC0415
     except ImportError as exc:
         print(f"SKIPPED: llm-compressor is not installed in this environment ({exc}). It is not a langprune "
               f"requirement: install it in a separate venv beside the pins and run this script from there.\n")

@@ -12,26 +12,19 @@ from safetensors.torch import load_file, save_file
 from transformers import AutoModelForCausalLM
 
 from conftest import build_model
-from langprune.bitmasks import PackedMasks
 from langprune.checkpoint import (
     MANIFEST,
     QUANTIZED,
     QUANTIZED_FORMAT,
     applied,
-    base_weights_hash,
-    build_manifest,
     iter_masks,
     iter_quantized,
     load_pruned_model,
     read_manifest,
-    write_checkpoint,
 )
+from langprune.cli import main
 from langprune.errors import LangpruneError
-from langprune.prune.engine import prune_model
-from langprune.prune.gptq import gptq
-from langprune.prune.methods import Method
-from langprune.prune.stats import HESSIAN, SUMSQ
-from langprune.prune.structure import unstructured
+from langprune.prune import PruneRequest, prune_to_checkpoint
 from langprune.quantized import QuantizedWeight, pack_codes, unpack_codes
 
 
@@ -50,17 +43,18 @@ def calibration_ids() -> torch.Tensor:
     return torch.randint(3, 320, (8, 32), generator=torch.Generator().manual_seed(5))
 
 
-def quantize_to_checkpoint(model_dir: Path, out: Path, **settings):
-    """GPTQ through the layer-by-layer engine into a checkpoint; returns (quantized model in memory, result)."""
-    model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
-    method = Method(gptq, frozenset({SUMSQ, HESSIAN}), updates_weights=True)
-    method = method.bind("gptq", **settings) if settings else method
-    result = prune_model(model, method, unstructured(0.0), calibration_ids(), batch_size=4, progress=False)
-    manifest = build_manifest(str(model_dir), None, base_weights_hash(str(model_dir)), model, method="gptq",
-                              seed=0, calibration=None, tags={}, run={}, layers=result.layers,
-                              method_params=dict(method.params), updates_weights=True)
-    write_checkpoint(out, PackedMasks(), None, manifest, quantized=result.quantized)
-    return model, result
+@pytest.fixture(scope="module")
+def shard(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("shard") / "calib.safetensors"
+    save_file({"input_ids": calibration_ids()}, str(path), metadata={"langprune": json.dumps({"languages": ["de"]})})
+    return path
+
+
+def quantize_to_checkpoint(model_dir: Path, out: Path, shard: Path, **settings):
+    """GPTQ through the pruning run (the engine, layer by layer) into a checkpoint; returns (model, result)."""
+    outcome = prune_to_checkpoint(PruneRequest(model=str(model_dir), out=out, method="gptq", calibration=shard,
+                                               method_params=settings, batch_size=4, progress=False))
+    return outcome.model, outcome.result
 
 
 @pytest.mark.parametrize("bits", [2, 3, 4, 8])
@@ -78,9 +72,9 @@ def test_four_bit_codes_pack_two_to_a_byte_high_nibble_first():
 @pytest.mark.parametrize("settings", [dict(bits=4, group_size=128), dict(bits=3, group_size=0, symmetric=True),
                                       dict(bits=4, group_size=128, act_order=True)],
                          ids=["w4g128", "w3-per-row-sym", "w4g128-act"])
-def test_checkpoint_round_trip_is_bit_exact(tmp_path, model_dir, settings):
+def test_checkpoint_round_trip_is_bit_exact(tmp_path, model_dir, settings, shard):
     ckpt = tmp_path / "ckpt"
-    ours, result = quantize_to_checkpoint(model_dir, ckpt, **settings)
+    ours, result = quantize_to_checkpoint(model_dir, ckpt, shard, **settings)
     manifest = read_manifest(ckpt)
     assert manifest["format"] == QUANTIZED_FORMAT and "structure" not in manifest
     assert manifest["method_params"]["bits"] == settings["bits"] and len(manifest["tensors"]) == 2 * 7
@@ -102,9 +96,9 @@ def test_checkpoint_round_trip_is_bit_exact(tmp_path, model_dir, settings):
     assert len(torch.unique(first_group)) <= 1 << settings["bits"]
 
 
-def test_applied_restores_the_base_and_masks_are_refused(tmp_path, model_dir):
+def test_applied_restores_the_base_and_masks_are_refused(tmp_path, model_dir, shard):
     ckpt = tmp_path / "ckpt"
-    quantize_to_checkpoint(model_dir, ckpt, bits=4, group_size=64)
+    quantize_to_checkpoint(model_dir, ckpt, shard, bits=4, group_size=64)
     model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
     before = {name: p.detach().clone() for name, p in model.named_parameters()}
     with applied(model, ckpt):
@@ -115,10 +109,10 @@ def test_applied_restores_the_base_and_masks_are_refused(tmp_path, model_dir):
         next(iter_masks(ckpt))
 
 
-def test_size_against_dense_bf16(tmp_path, model_dir):
+def test_size_against_dense_bf16(tmp_path, model_dir, shard):
     """4-bit codes + float32 scale and 4-bit zero point per 128 weights: (4 + 32/128 + 4/128) / 16 = 0.268."""
     ckpt = tmp_path / "ckpt"
-    quantize_to_checkpoint(model_dir, ckpt, bits=4, group_size=128)
+    quantize_to_checkpoint(model_dir, ckpt, shard, bits=4, group_size=128)
     manifest = read_manifest(ckpt)
     dense_bf16 = sum(2 * torch.Size(info["shape"]).numel() for info in manifest["tensors"].values())
     payload = sum(t.numel() * t.element_size() for t in load_file(str(ckpt / QUANTIZED)).values())
@@ -144,18 +138,18 @@ NAME = "model.layers.0.self_attn.q_proj.weight"
     (lambda t: t.__setitem__(f"{NAME}.scales", t[f"{NAME}.scales"].half()), "scales is F16"),
     (lambda t: t.pop(f"{NAME}.zeros"), "disagree on the quantized tensors"),
 ], ids=["truncated-codes", "half-scales", "missing-zeros"])
-def test_every_read_verifies_the_quantized_tensors(tmp_path, model_dir, damage, message):
+def test_every_read_verifies_the_quantized_tensors(tmp_path, model_dir, damage, message, shard):
     ckpt = tmp_path / "ckpt"
-    quantize_to_checkpoint(model_dir, ckpt, bits=4, group_size=128)
+    quantize_to_checkpoint(model_dir, ckpt, shard, bits=4, group_size=128)
     _rewrite(ckpt, damage)
     with pytest.raises(LangpruneError, match=message) as caught:
         load_pruned_model(None, ckpt)
     assert "\n" not in str(caught.value) and "rebuild it" in str(caught.value)
 
 
-def test_a_tampered_file_fails_its_hash(tmp_path, model_dir):
+def test_a_tampered_file_fails_its_hash(tmp_path, model_dir, shard):
     ckpt = tmp_path / "ckpt"
-    quantize_to_checkpoint(model_dir, ckpt, bits=3, group_size=128)
+    quantize_to_checkpoint(model_dir, ckpt, shard, bits=3, group_size=128)
     with safe_open(str(ckpt / QUANTIZED), framework="pt") as handle:
         tensors = {key: handle.get_tensor(key) for key in handle.keys()}
     tensors[f"{NAME}.codes"][0] ^= 1
@@ -169,6 +163,48 @@ def test_dequantize_follows_the_group_index():
     weight = QuantizedWeight(codes, torch.tensor([[1.0, 10.0]]), torch.tensor([[1, 2]], dtype=torch.uint8), 2, 2,
                              False, torch.tensor([1, 0, 0, 1], dtype=torch.int32))
     assert weight.dequantize().tolist() == [[-20.0, 2.0, 0.0, 0.0]]
+
+
+def test_cli_quantizes_with_the_registry_flags(tmp_path, model_dir, shard, capsys):
+    ckpt = tmp_path / "ckpt"
+    rc = main(["prune", "--model", str(model_dir), "--method", "gptq", "--gptq-bits", "3", "--gptq-group-size", "64",
+               "--gptq-symmetric", "--calibration", str(shard), "--out", str(ckpt), "--batch-size", "4"])
+    assert rc == 0, capsys.readouterr().err
+    manifest = read_manifest(ckpt)
+    assert manifest["format"] == QUANTIZED_FORMAT and manifest["allocation"] == {"name": "uniform"}
+    assert manifest["method_params"] == {"bits": 3, "group_size": 64, "symmetric": True, "act_order": False,
+                                         "static_groups": False}
+    assert manifest["command"][:3] == ["langprune", "prune", "--model"]
+    assert all(info["bits"] == 3 and info["groups"] in (2, 4) for info in manifest["tensors"].values())
+
+
+@pytest.mark.parametrize("flags,words", [
+    (["--gptq-bits", "5"], ["argument --gptq-bits", "invalid choice: 5"]),
+    (["--gptq-bits", "16"], ["argument --gptq-bits", "integer in [2, 8]"]),
+    (["--gptq-group-size", "96"], ["--gptq-group-size 96 does not divide the 128 input columns of model.layers.0"]),
+    (["--gptq-group-size", "0", "--gptq-static-groups"], ["--gptq-static-groups needs groups"]),
+    (["--sparsity", "0.5"], ["--method gptq quantizes every weight", "drop --sparsity"]),
+    (["--structure", "2:4"], ["drop --structure 2:4"]),
+    (["--allocation", "owl"], ["--method gptq does not combine with --allocation owl"]),
+], ids=["bits-5", "bits-16", "group-not-dividing", "static-without-groups", "sparsity", "structure", "owl"])
+def test_cli_bad_quantization_settings_are_one_line_before_the_model_loads(tmp_path, model_dir, shard, capsys,
+                                                                           monkeypatch, flags, words):
+    import langprune.prune.run
+
+    def never(*args, **kwargs):
+        raise AssertionError("the model was loaded")
+
+    monkeypatch.setattr(langprune.prune.run, "load_model", never)
+    try:
+        rc = main(["prune", "--model", str(model_dir), "--method", "gptq", "--calibration", str(shard),
+                   "--out", str(tmp_path / "ckpt"), *flags])
+    except SystemExit as exc:  # argparse's own usage errors
+        rc = exc.code
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if "error: " in line]
+    assert rc == 2 and len(errors) == 1 and errors[0].startswith("langprune prune: error: "), err
+    assert all(word in errors[0] for word in words), errors[0]
+    assert not (tmp_path / "ckpt").exists()
 
 
 # ------------------------------------------------------------------ export to compressed-tensors
@@ -189,7 +225,7 @@ def bf16_model_dir(tmp_path_factory, model_dir) -> Path:
                                       dict(bits=3, group_size=128, act_order=True, static_groups=True),
                                       dict(bits=8, group_size=64, symmetric=True)],
                          ids=["w4g128", "w4-per-row-sym", "w3g128-act-static", "w8g64-sym"])
-def test_compressed_tensors_export_loads_in_transformers(tmp_path, model_dir, bf16_model_dir, dtype, settings):
+def test_compressed_tensors_export_loads_in_transformers(tmp_path, model_dir, bf16_model_dir, dtype, settings, shard):
     """Dequantized at load (CompressedTensorsConfig(dequantize=True)): the logits are ours, bit for bit.
     Run compressed (transformers' default): symmetric grids only (asymmetric zero points fail to load in this
     transformers/compressed-tensors pair), exact in float32; in bfloat16 the scales are held in bfloat16."""
@@ -201,7 +237,7 @@ def test_compressed_tensors_export_loads_in_transformers(tmp_path, model_dir, bf
 
     base = model_dir if dtype == "float32" else bf16_model_dir
     ckpt, out = tmp_path / "ckpt", tmp_path / "export"
-    quantize_to_checkpoint(base, ckpt, **settings)
+    quantize_to_checkpoint(base, ckpt, shard, **settings)
     export_model(ckpt, out, format="compressed-tensors")
     config = json.loads((out / "config.json").read_text())["quantization_config"]
     assert config["format"] == "pack-quantized" and config["quant_method"] == "compressed-tensors"
@@ -226,12 +262,12 @@ def test_compressed_tensors_export_loads_in_transformers(tmp_path, model_dir, bf
             torch.testing.assert_close(compressed, expected, rtol=0.02, atol=0.02)
 
 
-def test_export_sizes_on_disk(tmp_path, model_dir):
+def test_export_sizes_on_disk(tmp_path, model_dir, shard):
     """Quantized linears take 4.3/16 of their bf16 bytes; the rest of the model is stored as it was."""
     from langprune.checkpoint import export_model
 
     ckpt = tmp_path / "ckpt"
-    quantize_to_checkpoint(model_dir, ckpt, bits=4, group_size=128, symmetric=True)
+    quantize_to_checkpoint(model_dir, ckpt, shard, bits=4, group_size=128, symmetric=True)
     export_model(ckpt, tmp_path / "dense")
     export_model(ckpt, tmp_path / "ct", format="compressed-tensors")
     dense = (tmp_path / "dense" / "model.safetensors").stat().st_size
@@ -245,18 +281,13 @@ def test_export_sizes_on_disk(tmp_path, model_dir):
     ("act-order", ["--format compressed-tensors", "act-order", "--gptq-static-groups"]),
     ("format", ["--format 'gguf' is not one of: dense, compressed-tensors"]),
 ])
-def test_export_refuses_what_the_format_cannot_hold(tmp_path, model_dir, capsys, case, words):
-    from langprune.cli import main
-    from langprune.prune import prune_to_checkpoint
-
+def test_export_refuses_what_the_format_cannot_hold(tmp_path, model_dir, capsys, case, words, shard):
     ckpt = tmp_path / "ckpt"
     if case == "sparse":  # an OWL-allocated unstructured mask
-        ids = calibration_ids()
-        save_file({"input_ids": ids}, str(tmp_path / "shard.safetensors"))
-        prune_to_checkpoint(str(model_dir), ckpt, "wanda", sparsity=0.5, calibration=tmp_path / "shard.safetensors",
-                            allocation="owl", progress=False)
+        prune_to_checkpoint(PruneRequest(model=str(model_dir), out=ckpt, method="wanda", sparsity=0.5,
+                                         calibration=shard, allocation="owl", progress=False))
     else:
-        quantize_to_checkpoint(model_dir, ckpt, bits=4, group_size=64, act_order=True)
+        quantize_to_checkpoint(model_dir, ckpt, shard, bits=4, group_size=64, act_order=True)
     capsys.readouterr()
     rc = main(["export", str(ckpt), "--out", str(tmp_path / "out"),
                "--format", "gguf" if case == "format" else "compressed-tensors"])

@@ -144,7 +144,7 @@ def test_quantization_lowers_the_output_error_below_rounding(reference):
     (GptqSettings(bits=5), "--gptq-bits 5: must be one of 2, 3, 4, 8"),
     (GptqSettings(group_size=100), "--gptq-group-size 100 does not divide the 256 input columns"),
     (GptqSettings(group_size=0, static_groups=True), "--gptq-static-groups needs groups"),
-    (GptqSettings(group_size=-1), "--gptq-group-size -1: must be 0"),
+    (GptqSettings(group_size=-1), "--gptq-group-size -1: must be an integer >= 0"),
 ])
 def test_settings_that_cannot_work_are_one_line_errors(settings, message):
     weight, hessian = random_layer(8, 256, seed=0)
@@ -161,14 +161,12 @@ def test_the_engine_quantizes_each_linear_as_the_authors_would(reference, monkey
     from conftest import build_model
     from langprune.models import decoder_layers
     from langprune.prune.engine import prune_model
-    from langprune.prune.gptq import gptq
-    from langprune.prune.methods import Method
+    from langprune.prune.methods import get_method
     from langprune.prune.structure import unstructured
 
     model = AutoModelForCausalLM.from_pretrained(build_model(tmp_path, "llama", hidden=128, intermediate=256)).eval()
     settings = GptqSettings(4, 64, act_order=True, static_groups=True)
-    method = Method(gptq, frozenset({SUMSQ, HESSIAN}), updates_weights=True).bind(
-        "gptq", bits=4, group_size=64, act_order=True, static_groups=True)
+    method = get_method("gptq", bits=4, group_size=64, act_order=True, static_groups=True)
     theirs = {}
 
     def on_stats(index, stats):

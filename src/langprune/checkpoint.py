@@ -50,7 +50,7 @@ from .bitmasks import PackedMasks, unpack_mask, zero_pruned
 from .errors import LangpruneError
 from .io import ArtifactKind, atomic_path, cache_dir, check_output, read_json, sha256_bytes, sha256_file, write_json
 from .models import load_model, load_tokenizer, model_files
-from .quantized import SUPPORTED_BITS, PackedQuantized, QuantizedWeight, unpack_weight
+from .quantized import CODE_BITS, PackedQuantized, QuantizedWeight, unpack_weight
 
 FORMAT = "langprune-sparse-checkpoint"
 FORMAT_VERSION = 1
@@ -341,7 +341,7 @@ def _quantized_layout(name: str, info: Any) -> dict[str, tuple[str, list[int]]]:
     """Tensor name -> (safetensors dtype, shape) that a manifest entry calls for; ValueError if it is malformed."""
     rows, columns = info["shape"]
     bits, groups, size = info["bits"], info["groups"], info["group_size"]
-    if bits not in SUPPORTED_BITS or min(rows, columns, groups) < 1 or size < 0 or \
+    if bits not in CODE_BITS or min(rows, columns, groups) < 1 or size < 0 or \
             groups != (columns // size if size else 1) or (size and columns % size):
         raise ValueError(name)
     layout = {f"{name}.codes": ("U8", [(rows * columns * bits + 7) // 8]),
@@ -360,7 +360,7 @@ def _check_quantized(ckpt: Path, manifest: dict[str, Any], hint: str) -> None:
             layout.update(_quantized_layout(name, info))
         except (KeyError, TypeError, ValueError):
             raise LangpruneError(f"checkpoint '{ckpt}': the manifest's entry for {name} is not a quantized weight "
-                                 f"(shape, bits in {SUPPORTED_BITS}, group_size, groups, symmetric, group_index); "
+                                 f"(shape, bits from 1 to 8, group_size, groups, symmetric, group_index); "
                                  f"{hint}") from None
     with safe_open(str(ckpt / QUANTIZED), framework="pt") as handle:
         names = set(handle.keys())

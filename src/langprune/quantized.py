@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-SUPPORTED_BITS = (2, 3, 4, 8)  # the code widths of the GPTQ reference (its --wbits choices)
+CODE_BITS = range(1, 9)  # the code widths the packing (and a checkpoint) can hold
 
 
 def pack_codes(codes: torch.Tensor, bits: int) -> torch.Tensor:

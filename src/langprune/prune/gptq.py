@@ -16,12 +16,15 @@ still a run of consecutive columns and no per-column group index is needed).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from typing import Any
 
 import torch
 
+from .. import registry
 from ..errors import LangpruneError
-from ..quantized import SUPPORTED_BITS, QuantizedWeight
+from ..quantized import QuantizedWeight
 from .methods import _damped_inverse_cholesky
 from .stats import LinearStats
 from .structure import Structure
@@ -31,6 +34,8 @@ GPTQ_BLOCK = 128  # columns updated together (the authors' default blocksize)
 
 @dataclass(frozen=True)
 class GptqSettings:
+    """The quantizer's settings; their allowed values are the registry's (``--gptq-*``)."""
+
     bits: int = 4
     group_size: int = 128
     symmetric: bool = False
@@ -43,11 +48,7 @@ class GptqSettings:
 
     def check(self, columns: int | None = None, name: str = "gptq") -> "GptqSettings":
         """These settings, or one error line naming the setting that cannot work (before any work)."""
-        if self.bits not in SUPPORTED_BITS:
-            raise LangpruneError(f"--gptq-bits {self.bits}: must be one of {', '.join(map(str, SUPPORTED_BITS))}")
-        if self.group_size < 0:
-            raise LangpruneError(f"--gptq-group-size {self.group_size}: must be 0 (one group per row) or a "
-                                 f"positive number of columns")
+        registry.method("gptq").bind(asdict(self))
         if self.static_groups and self.group_size == 0:
             raise LangpruneError("--gptq-static-groups needs groups: give --gptq-group-size N (with one group per "
                                  "row there is nothing to fix in advance)")
@@ -130,6 +131,13 @@ def gptq_quantize(weight: torch.Tensor, hessian: torch.Tensor, settings: GptqSet
     return QuantizedWeight(codes.contiguous(), torch.cat(scales, dim=1).contiguous(),
                            torch.cat(zeros, dim=1).to(torch.uint8).contiguous(), settings.bits,
                            settings.group_size, settings.symmetric, group_index)
+
+
+def check_layers(params: Mapping[str, Any], input_sizes: Mapping[str, int]) -> None:
+    """The registry's pre-load check: the settings agree with each other and with every linear's input size."""
+    settings = GptqSettings(**params).check()
+    for name, columns in input_sizes.items():
+        settings.check(columns, name)
 
 
 def gptq(weight: torch.Tensor, stats: LinearStats, structure: Structure | None = None, *, bits: int = 4,
