@@ -76,45 +76,47 @@ def bench_against_sparsegpt(shapes: dict[str, tuple[int, int]], repeats: int) ->
 
 
 def bench_llmcompressor(rows: int, cols: int, repeats: int) -> None:
+    """llm-compressor fixes every group's grid from the original weight (its observer), as our static groups do."""
     print("## llm-compressor's GPTQ on the same layer\n")
     try:
         from compressed_tensors.quantization import QuantizationArgs  # noqa: PLC0415 - optional comparison
-        from llmcompressor.modifiers.quantization.gptq.gptq_quantize import quantize_weight  # noqa: PLC0415
+        from compressed_tensors.quantization.lifecycle.forward import quantize  # noqa: PLC0415
+        from llmcompressor.modifiers.gptq.gptq_quantize import quantize_weight  # noqa: PLC0415
+        from llmcompressor.observers import Observer  # noqa: PLC0415
     except ImportError as exc:
         print(f"SKIPPED: llm-compressor is not installed in this environment ({exc}). It is not a langprune "
               f"requirement: install it in a separate venv beside the pins and run this script from there.\n")
         return
     weight, hessian = random_layer(rows, cols)
-    print(f"layer {rows} x {cols}; agreement = share of identical integer codes\n")
-    print("| setting | agreement | langprune s | llm-compressor s |")
-    print("|---|---|---|---|")
-    for name, settings in GPTQ_SETTINGS.items():
-        if settings.act_order and not settings.static_groups:
-            settings = GptqSettings(settings.bits, settings.group_size, settings.symmetric, True, static_groups=True)
-            name += " (static groups)"  # llm-compressor's only act-order
-        ours = gptq_quantize(weight, hessian, settings)
+
+    def theirs(settings: GptqSettings):
         args = QuantizationArgs(num_bits=settings.bits, type="int", symmetric=settings.symmetric,
                                 strategy="group" if settings.group_size else "channel",
-                                group_size=settings.group_size or None,
-                                actorder="weight" if settings.act_order else None, observer="minmax")
-        theirs = _llmcompressor_codes(quantize_weight, weight, hessian, args)
-        agreement = float((ours.codes.to(torch.int16) == theirs).float().mean())
-        seconds_ours = _median_seconds(lambda: gptq_quantize(weight, hessian, settings), repeats)
-        seconds_theirs = _median_seconds(lambda: _llmcompressor_codes(quantize_weight, weight, hessian, args), repeats)
-        print(f"| {name} | {agreement:.4f} | {seconds_ours:.3f} | {seconds_theirs:.3f} |")
+                                group_size=settings.group_size or None, observer="memoryless_minmax",
+                                actorder="weight" if settings.act_order else None)
+        observer = Observer.load_from_registry(args.observer, base_name="weight", args=args)
+        observer(weight)
+        grid = observer.get_qparams()
+        quantized, _, _ = quantize_weight(weight[None].clone(), hessian[None].clone(), grid["scale"][None],
+                                          grid["zero_point"][None], None, args)
+        signed = quantize(quantized[0], grid["scale"], grid["zero_point"], args, dtype=torch.int8)
+        return signed.to(torch.int16) + (1 << (settings.bits - 1))  # our unsigned codes
+
+    print(f"layer {rows} x {cols}; agreement = share of identical integer codes with langprune's GPTQ, "
+          f"with grids fixed before quantizing (static groups, as llm-compressor) and formed on the fly (the "
+          f"reference's default)\n")
+    print("| setting | agreement, static groups | agreement, groups on the fly | langprune s | llm-compressor s |")
+    print("|---|---|---|---|---|")
+    for name, settings in GPTQ_SETTINGS.items():
+        static = GptqSettings(settings.bits, settings.group_size, settings.symmetric, settings.act_order,
+                              static_groups=bool(settings.group_size))
+        codes = theirs(settings)
+        agreement = [float((gptq_quantize(weight, hessian, s).codes.to(torch.int16) == codes).float().mean())
+                     for s in (static, settings)]
+        ours_s = _median_seconds(lambda: gptq_quantize(weight, hessian, settings), repeats)
+        theirs_s = _median_seconds(lambda: theirs(settings), repeats)
+        print(f"| {name} | {agreement[0]:.6f} | {agreement[1]:.6f} | {ours_s:.3f} | {theirs_s:.3f} |")
     print()
-
-
-def _llmcompressor_codes(quantize_weight, weight: torch.Tensor, hessian: torch.Tensor, args) -> torch.Tensor:
-    """Their codes in our unsigned convention (their signed codes + 2**(bits - 1))."""
-    from compressed_tensors.quantization.lifecycle.forward import quantize
-
-    module = torch.nn.Linear(weight.shape[1], weight.shape[0], bias=False)
-    module.weight.data = weight.clone()
-    result = quantize_weight(module, args, hessians_dict={module: hessian.clone()}, blocksize=128, percdamp=0.01)
-    _, dequantized, scale, zero_point, g_idx = result
-    signed = quantize(dequantized.float(), scale.float(), zero_point, args, dtype=torch.int8, g_idx=g_idx)
-    return signed.to(torch.int16) + (1 << (args.num_bits - 1))
 
 
 def main() -> None:
@@ -124,8 +126,8 @@ def main() -> None:
     parser.add_argument("--llmcompressor-only", action="store_true")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    shapes = GEMMA_270M if args.shapes is None else {
-        name: tuple(int(v) for v in size.split("x")) for name, size in (item.split("=") for item in args.shapes.split(","))}
+    pairs = (item.split("=") for item in args.shapes.split(",")) if args.shapes else ()
+    shapes = {name: tuple(int(v) for v in size.split("x")) for name, size in pairs} or GEMMA_270M
     print(f"load average at start: {' '.join(f'{v:.1f}' for v in os.getloadavg())}\n")
     if not args.llmcompressor_only:
         bench_against_sparsegpt(shapes, args.repeats)
