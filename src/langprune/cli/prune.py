@@ -125,11 +125,13 @@ def _verify(args) -> int:
 
 
 def register(subparsers) -> None:
-    methods = ", ".join(registry.METHODS)
-    p = subparsers.add_parser("prune", help="prune a model layer by layer into a sparse checkpoint",
+    methods = ", ".join(name for name, spec in registry.METHODS.items() if not spec.quantizes)
+    quantizers = ", ".join(name for name, spec in registry.METHODS.items() if spec.quantizes)
+    p = subparsers.add_parser("prune", help="prune (or quantize) a model layer by layer into a checkpoint",
                               description=f"Prune every decoder-layer linear of a causal LM ({methods}; optionally "
                                           f"with a layer-wise sparsity allocation) and write a sparse checkpoint "
-                                          f"directory.")
+                                          f"directory, or quantize them ({quantizers}; no --sparsity or --structure) "
+                                          f"into a quantized one.")
     p.add_argument("--model", required=True, help="hub id or local model directory")
     without = ", ".join(name for name, spec in registry.METHODS.items() if not spec.needs_calibration)
     p.add_argument("--calibration", metavar="SHARD", help=f"safetensors shard with int64 input_ids [n, seqlen] "
@@ -139,7 +141,7 @@ def register(subparsers) -> None:
                                                                 if spec.needs_language_mix else "")
                                   for name, spec in registry.METHODS.items()))
     p.add_argument("--sparsity", type=OPEN_UNIT, help=f"fraction pruned, {OPEN_UNIT.describe()}; implied by N:M "
-                                                      f"structures")
+                                                      f"structures; not for a quantization method")
     p.add_argument("--structure", default="unstructured", help="unstructured (default) or N:M such as 2:4, 4:8")
     p.add_argument("--out", required=True, metavar="CKPT", help="checkpoint directory to write (atomically)")
     p.add_argument("--device", default="cpu", help="cpu (default) or cuda[:N]")

@@ -300,9 +300,8 @@ def _ratios_identity(checked: CheckedRequest, calibration: dict[str, Any], base_
 
 
 def prune_to_checkpoint(request: PruneRequest) -> PruneOutcome:
-    """Prune ``request.model`` and write a sparse checkpoint to ``request.out``; prints the per-layer summary.
-
-    A quantization method writes a quantized checkpoint instead (codes, scales, zero points).
+    """Prune ``request.model`` and write a sparse checkpoint to ``request.out`` (a quantization method: a
+    quantized one, its codes, scales and zero points); prints the per-layer summary.
 
     ``out`` is checked before any work: it may replace only an existing checkpoint (or,
     with ``force``, anything but the base model, the shard and the ratios file), and must be
