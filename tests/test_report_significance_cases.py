@@ -120,7 +120,6 @@ def malformed_units(tmp: Path) -> list[str]:
 
 @dataclass(frozen=True)
 class Case:
-    row: int  # the row of the adversarial review this case comes from
     name: str
     args: Callable[[Path], list[str]]
     rc: int
@@ -128,38 +127,38 @@ class Case:
 
 
 CASES = [
-    Case(25, "normal run", normal, 0),
-    Case(25, "one seed", one_seed, 0),
-    Case(25, "header-only CSV", header_only, 0, "no per-unit results"),
-    Case(25, "missing CSV", missing_csv, 2, "absent.csv does not exist"),
-    Case(25, "--out-dir is a file", out_dir_is_a_file, 2, "plain"),
-    Case(25, "seqlen mismatch", seqlen_mismatch, 2, "first differing window: 0 (tokens 4 vs 7)"),
-    Case(25, "--alpha 0", flags("--alpha", "0"), 2, "argument --alpha: '0' is not a number in (0, 1)"),
-    Case(25, "--alpha 1", flags("--alpha", "1"), 2, "argument --alpha: '1' is not a number in (0, 1)"),
-    Case(25, "--alpha -0.5", flags("--alpha", "-0.5"), 2, "argument --alpha: '-0.5' is not a number in (0, 1)"),
-    Case(25, "--alpha nan", flags("--alpha", "nan"), 2, "argument --alpha: 'nan' is not a number in (0, 1)"),
-    Case(25, "--resamples 0", flags("--resamples", "0"), 2, "argument --resamples: '0' is not an integer >= 999"),
-    Case(25, "--resamples -5", flags("--resamples", "-5"), 2, "argument --resamples: '-5' is not an integer >= 999"),
-    Case(25, "--resamples abc", flags("--resamples", "abc"), 2, "argument --resamples: 'abc' is not an integer"),
-    Case(25, "--seed-counts 0", flags("--seed-counts", "0"), 2, "--seed-counts must be positive"),
-    Case(25, "--seed-counts a,b", flags("--seed-counts", "a,b"), 2, "not a comma-separated list"),
-    Case(25, "--seed-counts ''", flags("--seed-counts", ""), 0),
-    Case(25, "--seed-counts 2,,4", flags("--seed-counts", "2,,4"), 0),
-    Case(25, "--seed-counts 1000000", flags("--seed-counts", "1000000"), 0),
-    Case(26, "--seed -1", flags("--seed", "-1"), 2, "argument --seed: '-1' is not an integer >= 0"),
-    Case(26, "empty CSV", empty_csv, 2, "empty.csv is not a readable CSV"),
-    Case(26, "binary --metrics", binary_metrics, 2, "blob.csv is not a readable CSV"),
-    Case(27, "--resamples 1", flags("--resamples", "1"), 2, "argument --resamples: '1' is not an integer >= 999"),
-    Case(27, "--resamples 999 at alpha 0.01", flags("--resamples", "999", "--alpha", "0.01"), 2, "use at least 4999"),
-    Case(28, "metrics JSON as --metrics", metrics_json, 2, "is a metrics JSON, not the tidy table"),
-    Case(29, "one window's NLL NaN", nan_window, 2, "en-1.json: perplexity/de window 2 has NLL nan"),
-    Case(29, "per-unit results without token counts", malformed_units, 2,
+    Case("normal run", normal, 0),
+    Case("one seed", one_seed, 0),
+    Case("header-only CSV", header_only, 0, "no per-unit results"),
+    Case("missing CSV", missing_csv, 2, "absent.csv does not exist"),
+    Case("--out-dir is a file", out_dir_is_a_file, 2, "plain"),
+    Case("seqlen mismatch", seqlen_mismatch, 2, "first differing window: 0 (tokens 4 vs 7)"),
+    Case("--alpha 0", flags("--alpha", "0"), 2, "argument --alpha: '0' is not a number in (0, 1)"),
+    Case("--alpha 1", flags("--alpha", "1"), 2, "argument --alpha: '1' is not a number in (0, 1)"),
+    Case("--alpha -0.5", flags("--alpha", "-0.5"), 2, "argument --alpha: '-0.5' is not a number in (0, 1)"),
+    Case("--alpha nan", flags("--alpha", "nan"), 2, "argument --alpha: 'nan' is not a number in (0, 1)"),
+    Case("--resamples 0", flags("--resamples", "0"), 2, "argument --resamples: '0' is not an integer >= 999"),
+    Case("--resamples -5", flags("--resamples", "-5"), 2, "argument --resamples: '-5' is not an integer >= 999"),
+    Case("--resamples abc", flags("--resamples", "abc"), 2, "argument --resamples: 'abc' is not an integer"),
+    Case("--seed-counts 0", flags("--seed-counts", "0"), 2, "--seed-counts must be positive"),
+    Case("--seed-counts a,b", flags("--seed-counts", "a,b"), 2, "not a comma-separated list"),
+    Case("--seed-counts ''", flags("--seed-counts", ""), 0),
+    Case("--seed-counts 2,,4", flags("--seed-counts", "2,,4"), 0),
+    Case("--seed-counts 1000000", flags("--seed-counts", "1000000"), 0),
+    Case("--seed -1", flags("--seed", "-1"), 2, "argument --seed: '-1' is not an integer >= 0"),
+    Case("empty CSV", empty_csv, 2, "empty.csv is not a readable CSV"),
+    Case("binary --metrics", binary_metrics, 2, "blob.csv is not a readable CSV"),
+    Case("--resamples 1", flags("--resamples", "1"), 2, "argument --resamples: '1' is not an integer >= 999"),
+    Case("--resamples 999 at alpha 0.01", flags("--resamples", "999", "--alpha", "0.01"), 2, "use at least 4999"),
+    Case("metrics JSON as --metrics", metrics_json, 2, "is a metrics JSON, not the tidy table"),
+    Case("one window's NLL NaN", nan_window, 2, "en-1.json: perplexity/de window 2 has NLL nan"),
+    Case("per-unit results without token counts", malformed_units, 2,
          "de-1.json: perplexity/de per-unit results are malformed (KeyError: 'tokens')"),
-    Case(29, "a NaN value in the table", nan_value_in_the_table, 2, "perplexity of calibration de seed 0 is nan"),
-    Case(30, "texts differ within a seed", texts_differ_within_a_seed, 2,
+    Case("a NaN value in the table", nan_value_in_the_table, 2, "perplexity of calibration de seed 0 is nan"),
+    Case("texts differ within a seed", texts_differ_within_a_seed, 2,
          "calibration de seed 0 (%/de-0.json) and calibration en seed 0 (%/en-0.json) were evaluated on different "
          "perplexity/de windows; first differing window: 0 (fingerprint"),
-    Case(30, "texts differ per seed", texts_differ_per_seed, 2,
+    Case("texts differ per seed", texts_differ_per_seed, 2,
          "calibration de seed 0 (%/de-0.json) and calibration de seed 1 (%/de-1.json) were evaluated on different "
          "perplexity/de windows; first differing window: 0 (fingerprint"),
 ]
@@ -172,7 +171,7 @@ def run(argv: list[str]) -> int:
         return int(exc.code)
 
 
-@pytest.mark.parametrize("case", CASES, ids=[f"{c.row}-{c.name}" for c in CASES])
+@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
 def test_case(case: Case, tmp_path, capsys):
     args = case.args(tmp_path)
     if "--out-dir" not in args:
