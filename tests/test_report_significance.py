@@ -187,6 +187,10 @@ def test_cli_writes_tables_and_target_best_counts_significant_wins(tmp_path):
     assert "1/6 = 0.167" in (out / "table_level.md").read_text() and (out / "table_level.html").is_file()
     assert table_level_line(matching, setting, [("perplexity", "perplexity")]) == \
         "diagonal vs all 6 assignments: rank 1, p = 0.167"
+    # significance results from before the table-level test: the figures say what to rerun
+    (out / "table_level.csv").unlink()
+    assert main(["report", "figures", "--metrics", metrics, "--out-dir", str(tmp_path / "fig"),
+                 "--significance", str(out / "significance.csv")]) == 2
 
 
 def test_results_without_fingerprints_are_paired_with_a_warning_and_marked_unchecked(tmp_path, capsys):

@@ -101,6 +101,13 @@ def texts_differ_per_seed(tmp: Path) -> list[str]:
     return ["--metrics", str(grid(tmp / "g", text=lambda calib, seed: f"text{seed}"))]
 
 
+def texts_differ_beside_a_run_without_fingerprints(tmp: Path) -> list[str]:
+    table = grid(tmp / "g", text=lambda calib, seed: "other" if calib == "en" else "udhr")
+    perplexity_doc(tmp / "g", "de", 0, {lang: [10.0 + 0.5 * (lang == "de"), 20.0, 15.0] for lang in LANGUAGES},
+                   tokens=(4, 6, 5), fingerprints=False)  # the first run, as evaluated before fingerprints
+    return ["--metrics", str(table)]
+
+
 def nan_value_in_the_table(tmp: Path) -> list[str]:
     table = grid(tmp / "g")
     lines = table.read_text().splitlines()
@@ -157,6 +164,9 @@ CASES = [
     Case("a NaN value in the table", nan_value_in_the_table, 2, "perplexity of calibration de seed 0 is nan"),
     Case("texts differ within a seed", texts_differ_within_a_seed, 2,
          "calibration de seed 0 (%/de-0.json) and calibration en seed 0 (%/en-0.json) were evaluated on different "
+         "perplexity/de windows; first differing window: 0 (fingerprint"),
+    Case("texts differ beside a run without fingerprints", texts_differ_beside_a_run_without_fingerprints, 2,
+         "calibration de seed 1 (%/de-1.json) and calibration en seed 0 (%/en-0.json) were evaluated on different "
          "perplexity/de windows; first differing window: 0 (fingerprint"),
     Case("texts differ per seed", texts_differ_per_seed, 2,
          "calibration de seed 0 (%/de-0.json) and calibration de seed 1 (%/de-1.json) were evaluated on different "

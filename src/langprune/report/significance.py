@@ -263,17 +263,18 @@ def _run_label(run) -> str:
 def check_pairable(units: pd.DataFrame) -> set[tuple]:
     """Refuse a column whose calibrated runs were scored on different units; return the unchecked columns.
 
-    All runs of one setting and column are compared with the first (own vs every other
-    calibration pairs any two of them). Returned: the (setting + column) keys where a run kept
-    no fingerprints (results from before they existed), so pairing there rests on ids and token
-    counts alone.
+    All runs of one setting and column are compared with one reference, the first that kept
+    fingerprints (own vs every other calibration pairs any two of them). Returned: the
+    (setting + column) keys where a run kept no fingerprints (results from before they
+    existed), so pairing there rests on ids and token counts alone.
     """
     unchecked = set()
     calibrated = units[~is_dense(units) & ~units["calib"].map(is_uncalibrated).astype(bool)]
     for key, runs in calibrated.groupby(SETTING_KEYS + COLUMN_KEYS, sort=True):
         ordered = list(runs.sort_values(["calib", "seed"]).itertuples(index=False))
-        reference = ordered[0]
-        for run in ordered[1:]:
+        # the reference keeps fingerprints when any run does, so every fingerprinted run is compared
+        reference = next((run for run in ordered if run.units.get("fingerprints")), ordered[0])
+        for run in ordered:
             difference = first_difference(reference.units, run.units)
             if difference:
                 raise LangpruneError(
