@@ -296,3 +296,20 @@ def test_export_refuses_what_the_format_cannot_hold(tmp_path, model_dir, capsys,
     assert rc == 2 and len(errors) == 1 and errors[0].startswith("langprune export: error: "), err
     assert all(word in errors[0] for word in words), errors[0]
     assert not (tmp_path / "out").exists()
+
+
+def test_one_loaded_base_switches_between_quantized_sparse_and_dense(tmp_path, model_dir, shard):
+    """Evaluation's shared base applies a quantized checkpoint like a sparse one and restores the base after."""
+    from langprune.evaluate.modelload import load_evaluated_model, shared_base
+
+    quantized, sparse = tmp_path / "gptq", tmp_path / "sparsegpt"
+    quantize_to_checkpoint(model_dir, quantized, shard, bits=3, group_size=128)
+    prune_to_checkpoint(PruneRequest(model=str(model_dir), out=sparse, method="sparsegpt", sparsity=0.5,
+                                     calibration=shard, progress=False))
+    ids = calibration_ids()
+    expected = {ckpt: _logits(load_pruned_model(str(model_dir), ckpt), ids) for ckpt in (quantized, sparse, None)}
+    with shared_base() as base:
+        for ckpt in (None, quantized, sparse, quantized, None):
+            model = load_evaluated_model(str(model_dir), None if ckpt is None else str(ckpt))
+            assert torch.equal(_logits(model, ids), expected[ckpt]), ckpt
+        assert base.loads == 1
