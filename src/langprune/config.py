@@ -368,13 +368,11 @@ def _check_plan(config: dict) -> None:
                 continue
             try:
                 spec.check_feasible(sparsity)
-            except LangpruneError:
-                spread = spec.spread.default
+            except LangpruneError as exc:
                 raise LangpruneError(
                     f"config key pruning.sparsities[{index}]: {sparsity:g} with pruning.allocation {allocation} "
-                    f"gives layers a sparsity of up to {sparsity:g} + {spread:g} ({spec.spread.flag}'s default) "
-                    f"= {sparsity + spread:g}, and every layer must stay below 1; lower the sparsity or drop "
-                    f"{allocation} from pruning.allocation") from None
+                    f"fails its check ({exc}); lower the sparsity or drop {allocation} from pruning.allocation"
+                ) from None
 
 
 def check_references(config: dict, root: str | os.PathLike = ".") -> None:

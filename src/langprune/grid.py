@@ -19,6 +19,7 @@ from typing import Any
 
 from . import registry, variant
 from .errors import LangpruneError
+from .owl_ratios import ALLOCATION as RATIOS_FILE_ALLOCATION
 
 # Directories the workflow builds itself: the toy's assets (with a `toy:` section) and the
 # models converted from GGUF files (GGUF_MODEL_DIR); a path inside one is a workflow output.
@@ -69,7 +70,7 @@ class Checkpoint:
     calib: str  # a calibration set, or variant.UNCALIBRATED
     seed: int
     shard: Shard | None  # None: the variant reads no calibration data
-    owl_ratios: str | None  # the dense pass's ratios file it reads (allocations with a dense pass)
+    owl_ratios: str | None  # the OWL-ratios file it reads: the allocation's dense pass, computed once per shard
 
     @property
     def label(self) -> str:
@@ -194,7 +195,7 @@ class Grid:
         method, allocation = variant.method_parts(label)
         shard = self.shard(model, calib, seed) if self.reads_calibration(method, allocation) else None
         ratios = (variant.OWL_RATIOS_FILE.format(model=model, calib=calib, seed=int(seed))
-                  if shard is not None and registry.allocation(allocation).dense_pass else None)
+                  if shard is not None and allocation == RATIOS_FILE_ALLOCATION else None)
         return Checkpoint(model, method, allocation, variant.structure_from_slug(str(structure)), sparsity, calib,
                           int(seed), shard, ratios)
 

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import argparse
 
+from ..ranges import NON_NEGATIVE_INT, OPEN_UNIT, Range
+from ..report.common import MIN_RESAMPLES, TAIL_RESAMPLES
+
 
 def _tables(args: argparse.Namespace) -> None:
     from ..report.tables import write_tables
@@ -59,10 +62,14 @@ def register(subparsers) -> None:
                          help="significance.csv of `langprune report significance`: mark significant wins")
     significance = add("significance", "paired bootstrap intervals and Holm-corrected p-values: own-language "
                        "calibration vs every other calibration set and vs the best other language (reads the "
-                       "per-window/per-item results of the metrics JSONs the CSV was gathered from)", _significance)
-    significance.add_argument("--resamples", type=int, default=9999, help="bootstrap and permutation resamples")
-    significance.add_argument("--alpha", type=float, default=0.05,
+                       "per-window/per-item results of the metrics JSONs the CSV was gathered from), and the exact "
+                       "table-level test of the diagonal over all assignments of calibration to evaluation "
+                       "languages (table_level.*)", _significance)
+    significance.add_argument("--resamples", type=Range(int, minimum=MIN_RESAMPLES), default=9999,
+                              help=f"bootstrap and permutation resamples (at least {MIN_RESAMPLES}: "
+                                   f"{TAIL_RESAMPLES} beyond each end of the interval; more for alpha below 0.05)")
+    significance.add_argument("--alpha", type=OPEN_UNIT, default=0.05,
                               help="significance level; the interval is 1 - alpha (default 0.05: 95%%)")
-    significance.add_argument("--seed", type=int, default=0, help="random seed of the resampling")
+    significance.add_argument("--seed", type=NON_NEGATIVE_INT, default=0, help="random seed of the resampling")
     significance.add_argument("--seed-counts", type=_counts, default=[2, 4, 8],
                               help="numbers of calibration seeds to recompute the interval with (default 2,4,8)")
