@@ -20,6 +20,7 @@ import yaml
 from snakemake.common.configfile import load_configfile
 from snakemake.exceptions import WorkflowError
 
+from langprune import registry
 from langprune.cli import main
 from langprune.config import check_config, check_workflow_config, load_config_file
 from langprune.errors import LangpruneError
@@ -188,6 +189,7 @@ CROSS_KEY_CASES = [
 
 
 REAL = yaml.safe_load((REPO / "config" / "real.yaml").read_text())
+QUANTIZER = next(name for name, spec in registry.METHODS.items() if spec.quantizes)
 GGUF_ELSEWHERE = copy.deepcopy(REAL)
 GGUF_ELSEWHERE["models"]["smollm2-135m"]["path"] = "somewhere/else"
 
@@ -211,6 +213,8 @@ CROSS_KEY_CASES += [
                                              [0.5, 0.95]}),
      "pruning.sparsities[1]:", "0.95 with pruning.allocation owl fails its check (--allocation owl: --sparsity "
                                "0.95 with --owl-lambda 0.08 can give a layer a sparsity of up to 0.95 + 2 x 0.08"),
+    ("quantization_method", changed(**{"pruning.methods": ["wanda", QUANTIZER]}),
+     "pruning.methods:", f"{QUANTIZER} builds no checkpoint: {QUANTIZER} is a quantization method"),
     ("integer_given_a_float", changed(**{"evaluation.perplexity.batch_size": 8.0}),
      "evaluation.perplexity.batch_size:", "8.0 is not of type 'integer'"),
 ]

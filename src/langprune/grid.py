@@ -149,8 +149,11 @@ class Grid:
     @staticmethod
     def builds(method: str, allocation: str, structure: str) -> bool:
         """Whether (method, allocation) is built for ``structure``: N:M masks only where neither
-        the method nor the allocation is unstructured-only."""
+        the method nor the allocation is unstructured-only. The grid's variants are pruned ones
+        (structure x sparsity): a quantization method builds none of them."""
         spec, alloc = registry.method(method), registry.allocation(allocation)
+        if spec.quantizes:
+            return False
         return structure == variant.UNSTRUCTURED or not (spec.unstructured_only or alloc.unstructured_only)
 
     @staticmethod
@@ -306,7 +309,10 @@ def _why(grid: Grid, pairs: list[tuple[str, str]]) -> str:
     reasons: dict[str, list[str]] = {}
     for method, allocation in pairs:
         label = variant.method_label(method, allocation)
-        if not registry.method(method).combines_with(allocation):
+        if registry.method(method).quantizes:
+            reasons.setdefault("a quantization method (no structure or sparsity), which the grid's pruned variants "
+                               "are not; run `langprune prune` with it directly", []).append(method)
+        elif not registry.method(method).combines_with(allocation):
             reasons.setdefault(f"do not combine with allocation {allocation}", []).append(method)
         elif not any(grid.builds(method, allocation, s) for s in grid.structures):
             reasons.setdefault(f"unstructured-only and pruning.structures has only {', '.join(grid.structures)}",
@@ -314,6 +320,7 @@ def _why(grid: Grid, pairs: list[tuple[str, str]]) -> str:
         elif not grid.runs(method, allocation):
             reasons.setdefault(f"calibrated on a set mixing two or more languages and calibration.sets has "
                                f"none ({', '.join(grid.calibration_sets)})", []).append(label)
+    reasons = {reason: list(dict.fromkeys(labels)) for reason, labels in reasons.items()}
     return "; ".join(f"{', '.join(labels)} {'is' if len(labels) == 1 else 'are'} "
                      f"{'only ' if reason.startswith('calibrated') else ''}{reason}"
                      for reason, labels in reasons.items())
