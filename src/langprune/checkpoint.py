@@ -23,8 +23,11 @@ that says how to rebuild it, never a silently different model.
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
+import re
+import shlex
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -40,7 +43,20 @@ from safetensors.torch import load_file, save_file
 from . import __version__
 from .bitmasks import PackedMasks, unpack_mask, zero_pruned
 from .errors import LangpruneError
-from .io import ArtifactKind, atomic_path, cache_dir, check_output, read_json, sha256_bytes, sha256_file, write_json
+from .io import (
+    CACHE_FILE,
+    ArtifactKind,
+    atomic_path,
+    cache_dir,
+    check_output,
+    json_file_carries,
+    json_text,
+    marker,
+    read_json,
+    sha256_bytes,
+    sha256_file,
+    write_json,
+)
 from .models import load_model, load_tokenizer, model_files
 
 FORMAT = "langprune-sparse-checkpoint"
@@ -53,14 +69,33 @@ LEGACY_WEIGHT_UPDATING = ("sparsegpt",)
 EXPORT_MARKER = "langprune_export.json"
 
 
+EXPORT_FORMAT = "langprune-dense-export"
+# The marker of a manifest whose JSON is damaged: its format name and version, as write_checkpoint spells them.
+_DAMAGED_MARKER = re.compile(rf'"format": "{FORMAT}",\s*"format_version": {FORMAT_VERSION}\b')
+
+
+def carries_checkpoint_marker(manifest_path: Path) -> bool:
+    """Whether a manifest carries this format's name and version (read as text if its JSON is damaged)."""
+    try:
+        text = manifest_path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return False
+    try:
+        doc = json.loads(text)
+    except ValueError:
+        return bool(_DAMAGED_MARKER.search(text))
+    return isinstance(doc, dict) and doc.get("format") == FORMAT and doc.get("format_version") == FORMAT_VERSION
+
+
 def is_checkpoint_dir(path: Path) -> bool:
-    """A directory holding only what :func:`write_checkpoint` writes (so nothing else is lost by replacing it)."""
+    """A langprune checkpoint: its manifest carries the format marker and the directory holds nothing but
+    what :func:`write_checkpoint` writes (so nothing else is lost by replacing or removing it)."""
     names = {entry.name for entry in path.iterdir()}
-    return bool(names & {MANIFEST, MASKS}) and names <= {MANIFEST, MASKS, VALUES}
+    return names <= {MANIFEST, MASKS, VALUES} and carries_checkpoint_marker(path / MANIFEST)
 
 
 def is_export_dir(path: Path) -> bool:
-    return (path / EXPORT_MARKER).is_file()
+    return json_file_carries(path / EXPORT_MARKER, EXPORT_FORMAT)
 
 
 CHECKPOINT_KIND = ArtifactKind("sparse checkpoint directory", directory=True, recognise=is_checkpoint_dir)
@@ -102,8 +137,8 @@ def cached_sha256(path: Path) -> str:
     if key not in cache:
         cache[key] = sha256_file(real)
         try:
-            write_json(cache_file, cache)
-        except OSError:
+            write_json(cache_file, cache, CACHE_FILE)
+        except (OSError, LangpruneError):
             pass  # an unwritable cache only costs time
     return cache[key]
 
@@ -157,7 +192,7 @@ def kept_values(model, masks: PackedMasks) -> dict:
 
 
 def write_checkpoint(out: str | os.PathLike, masks: PackedMasks, values: dict | None,
-                     manifest: dict[str, Any], *, force: bool = False) -> Path:
+                     manifest: dict[str, Any], *, force: bool | None = None) -> Path:
     """Write masks (+ values) and the manifest into ``out`` atomically; returns ``out``.
 
     Replaces only an existing checkpoint directory (or anything, with ``force``); file
@@ -180,18 +215,36 @@ def write_checkpoint(out: str | os.PathLike, masks: PackedMasks, values: dict | 
 
 # --- reading -----------------------------------------------------------------------------
 
-def rebuild_hint(ckpt_dir: str | os.PathLike, manifest: dict[str, Any] | None = None) -> str:
-    """How to get a good copy of a checkpoint back: the prune command when the manifest says it."""
+def recorded_command(manifest: Any, ckpt_dir: str | os.PathLike) -> str | None:
+    """The command line the manifest recorded, writing to ``ckpt_dir`` with --force (None if none recorded)."""
+    words = manifest.get("command") if isinstance(manifest, dict) else None
+    if not isinstance(words, list) or not words or not all(isinstance(w, str) for w in words):
+        return None
+    words = [w for w in words if not w.startswith("--out=")]
+    if "--out" in words[:-1]:
+        at = words.index("--out")
+        del words[at:at + 2]
+    return shlex.join([*words, "--out", str(ckpt_dir), *([] if "--force" in words else ["--force"])])
+
+
+def _command_from_fields(manifest: dict[str, Any], ckpt_dir: str | os.PathLike) -> str:
+    """The prune command as far as an older manifest's fields tell it."""
     try:
         base, calib = manifest["base"], manifest.get("calibration") or {}
-        command = (f"langprune prune --model {base['model']}"
-                   + (f" --revision {base['revision']}" if base.get("revision") else "")
-                   + (f" --calibration {calib['path']}" if calib.get("path") else "")
-                   + f" --method {manifest['method']} --structure {manifest['structure']}"
-                   + (f" --sparsity {manifest['sparsity']}" if manifest["structure"] == "unstructured" else "")
-                   + f" --seed {manifest['seed']} --out {ckpt_dir} --force")
+        return (f"langprune prune --model {base['model']}"
+                + (f" --revision {base['revision']}" if base.get("revision") else "")
+                + (f" --calibration {calib['path']}" if calib.get("path") else "")
+                + f" --method {manifest['method']} --structure {manifest['structure']}"
+                + (f" --sparsity {manifest['sparsity']}" if manifest["structure"] == "unstructured" else "")
+                + f" --seed {manifest['seed']} --out {ckpt_dir} --force")
     except (KeyError, TypeError):
-        command = f"langprune prune ... --out {ckpt_dir} --force"
+        return f"langprune prune ... --out {ckpt_dir} --force"
+
+
+def rebuild_hint(ckpt_dir: str | os.PathLike, manifest: dict[str, Any] | None = None) -> str:
+    """How to get a good copy of a checkpoint back: the command line the manifest recorded, else
+    one rebuilt from its fields (manifests of versions that did not record the command line)."""
+    command = recorded_command(manifest, ckpt_dir) or _command_from_fields(manifest, ckpt_dir)
     return (f"rebuild it with `{command}`, or in the workflow with "
             f"`snakemake --cores all $(langprune verify --remove-broken {ckpt_dir}) all` (docs/reruns.md)")
 
@@ -236,12 +289,61 @@ def _popcount(packed) -> int:
     return int(table[packed.to(torch.int64)].sum())
 
 
+_NM = re.compile(r"^(\d+):(\d+)$")
+
+
+def target_sparsities(manifest: dict[str, Any]) -> dict[str, float]:
+    """Each pruned weight's sparsity as the manifest asks it: its layer's under a layer-wise allocation
+    (OWL, CWL: ``allocation.layer_sparsity``), else the run's; {} for a manifest without a sparsity."""
+    sparsity = manifest.get("sparsity")
+    tensors = manifest.get("tensors") or {}
+    if isinstance(sparsity, bool) or not isinstance(sparsity, (int, float)):
+        return {}
+    per_layer = (manifest.get("allocation") or {}).get("layer_sparsity")
+    layer_of: dict[str, float] = {}
+    if isinstance(per_layer, list):
+        for layer in manifest.get("layers") or []:
+            index = layer.get("index") if isinstance(layer, dict) else None
+            if isinstance(index, int) and 0 <= index < len(per_layer):
+                layer_of.update({f"{linear}.weight": per_layer[index] for linear in layer.get("linears") or {}})
+    return {name: float(layer_of.get(name, sparsity)) for name in tensors}
+
+
+def sparsity_mismatch(packed, shape, kept: int, target: float, structure: str) -> str | None:
+    """How a weight's mask misses its target sparsity, or None if it is within the structure's tolerance.
+
+    N:M: exactly N of every M consecutive inputs pruned (each group is checked). Unstructured:
+    the pruned count within one per row of ``target`` x size (the methods round per row or per
+    matrix).
+    """
+    if not isinstance(shape, list) or not shape or not math.isfinite(target):
+        return None
+    size = math.prod(shape)
+    pruned = size - kept
+    match = _NM.match(structure)
+    if match:
+        n, m = int(match.group(1)), int(match.group(2))
+        if size % m == 0 and pruned * m != size * n:
+            return f"prunes {pruned} of {size} weights, not {n} of every {m} ({structure})"
+        if shape[-1] % m == 0:
+            per_group = (~unpack_mask(packed, shape)).reshape(-1, m).sum(dim=1)
+            bad = int((per_group != n).sum())
+            if bad:
+                return f"has {bad} groups of {m} inputs that do not prune exactly {n} ({structure})"
+        return None
+    rows = size // shape[-1]
+    if abs(pruned - target * size) > rows + 1:
+        return f"is {pruned / size:.2%} sparse but the manifest asks {target:.2%} ({structure})"
+    return None
+
+
 def verify_checkpoint(ckpt_dir: str | os.PathLike, manifest: dict[str, Any] | None = None) -> dict[str, Any]:
     """Check a checkpoint's files against its manifest; LangpruneError naming the first problem.
 
     Streams each file once through SHA-256 (cheap next to loading the model), then checks
     what a hash cannot: the masks hold exactly the manifest's tensors with its kept counts,
-    and the kept values (required for methods that update weights) match the masks.
+    each mask is as sparse as the manifest asks (:func:`sparsity_mismatch`), and the kept
+    values (required for methods that update weights) match the masks.
     """
     ckpt = Path(ckpt_dir)
     manifest = manifest if manifest is not None else read_manifest(ckpt, verify=False)
@@ -271,11 +373,18 @@ def verify_checkpoint(ckpt_dir: str | os.PathLike, manifest: dict[str, Any] | No
                 extra, missing = sorted(names - set(tensors)), sorted(set(tensors) - names)
                 raise LangpruneError(f"checkpoint '{ckpt}': {MASKS} and the manifest disagree on the pruned tensors "
                                      f"(only in the masks: {extra[:3]}, only in the manifest: {missing[:3]}); {hint}")
+            targets = target_sparsities(manifest)
             for name, info in tensors.items():
-                kept = _popcount(handle.get_tensor(name))
+                packed = handle.get_tensor(name)
+                kept = _popcount(packed)
                 if kept != info.get("kept"):
                     raise LangpruneError(f"checkpoint '{ckpt}': the mask of {name} keeps {kept} weights but the "
                                          f"manifest says {info.get('kept')}; {hint}")
+                if name in targets:
+                    problem = sparsity_mismatch(packed, info.get("shape"), kept, targets[name],
+                                                str(manifest.get("structure")))
+                    if problem:
+                        raise LangpruneError(f"checkpoint '{ckpt}': the mask of {name} {problem}; {hint}")
         updates_weights = manifest.get("updates_weights", manifest.get("method") in LEGACY_WEIGHT_UPDATING)
         if updates_weights and VALUES not in files:
             raise LangpruneError(f"checkpoint '{ckpt}' was pruned with {manifest['method']}, which updates the kept "
@@ -385,7 +494,7 @@ def load_pruned_model(model: str | None, checkpoint: str | os.PathLike | None = 
 
 
 def export_dense(ckpt_dir: str | os.PathLike, out_dir: str | os.PathLike, model: str | None = None,
-                 trust_remote_code: bool = False, *, force: bool = False) -> Path:
+                 trust_remote_code: bool = False, *, force: bool | None = None) -> Path:
     """Write a dense Hugging Face model directory (weights + tokenizer) with the pruned weights.
 
     ``out_dir`` may replace only an earlier export (``langprune_export.json`` marks one),
@@ -407,9 +516,9 @@ def export_dense(ckpt_dir: str | os.PathLike, out_dir: str | os.PathLike, model:
             tokenizer = None  # a weights-only base (e.g. a random test model) has none to copy
         if tokenizer is not None:
             tokenizer.save_pretrained(tmp)
-        (tmp / EXPORT_MARKER).write_text(json.dumps({
-            "checkpoint": str(ckpt_dir), "manifest_sha256": sha256_file(Path(ckpt_dir) / MANIFEST),
-            "base": manifest["base"]["model"]}, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        (tmp / EXPORT_MARKER).write_text(json_text(marker(
+            EXPORT_FORMAT, checkpoint=str(ckpt_dir), manifest_sha256=sha256_file(Path(ckpt_dir) / MANIFEST),
+            base=manifest["base"]["model"])), encoding="utf-8")
     return Path(out_dir)
 
 

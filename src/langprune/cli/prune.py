@@ -6,6 +6,7 @@ import argparse
 
 from ..errors import LangpruneError
 from ..variant import parse_tag
+from .outputs import add_output
 
 
 def _tag(text: str) -> tuple[str, str]:
@@ -118,7 +119,8 @@ def register(subparsers) -> None:
                                                    "(M-Wanda: needs a shard mixing two or more languages)")
     p.add_argument("--sparsity", type=float, help="fraction pruned, in (0, 1); implied by N:M structures")
     p.add_argument("--structure", default="unstructured", help="unstructured (default) or N:M such as 2:4, 4:8")
-    p.add_argument("--out", required=True, metavar="CKPT", help="checkpoint directory to write (atomically)")
+    add_output(p, "--out", kind="checkpoint:CHECKPOINT_KIND", required=True, metavar="CKPT",
+               help="checkpoint directory to write (atomically)")
     p.add_argument("--device", default="cpu", help="cpu (default) or cuda[:N]")
     p.add_argument("--batch-size", type=int, default=8,
                    help="calibration sequences on the device at once (default %(default)s; benchmarks/RESULTS.md)")
@@ -129,9 +131,6 @@ def register(subparsers) -> None:
     p.add_argument("--trust-remote-code", action="store_true", help="allow model code from the hub (off by default)")
     p.add_argument("--no-error", action="store_true",
                    help="skip measuring the per-layer reconstruction error (saves one matmul per linear and batch)")
-    p.add_argument("--force", action="store_true",
-                   help="replace whatever is at --out (by default only an existing checkpoint is replaced); "
-                        "never the base model or the shard")
     p.add_argument("--tag", type=_tag, action="append", default=[], metavar="KEY=VALUE",
                    help="label stored in manifest.json tags (repeatable)")
     h = p.add_argument_group("layer-wise sparsity and method hyperparameters (defaults: the published ones)")
@@ -171,7 +170,8 @@ def register(subparsers) -> None:
                                           "model, dtype, shard or M.")
     o.add_argument("--model", required=True, help="hub id or local model directory")
     o.add_argument("--calibration", required=True, metavar="SHARD", help="safetensors calibration shard")
-    o.add_argument("--out", required=True, metavar="FILE", help="JSON file to write (atomically)")
+    add_output(o, "--out", kind="prune:OWL_RATIOS_KIND", required=True, metavar="FILE",
+               help="JSON file to write (atomically)")
     o.add_argument("--owl-m", type=float, default=None, help="OWL outlier threshold M (default 5)")
     o.add_argument("--device", default="cpu", help="cpu (default) or cuda[:N]")
     o.add_argument("--batch-size", type=int, default=8, help="calibration sequences on the device at once")
@@ -179,17 +179,14 @@ def register(subparsers) -> None:
     o.add_argument("--offload", action="store_true", help="keep at most one decoder layer on the device")
     o.add_argument("--revision", default=None, help="hub revision of --model")
     o.add_argument("--trust-remote-code", action="store_true", help="allow model code from the hub")
-    o.add_argument("--force", action="store_true", help="replace whatever is at --out; never an input")
     o.set_defaults(func=_owl_ratios)
 
     e = subparsers.add_parser("export", help="write a dense Hugging Face model directory from a sparse checkpoint")
     e.add_argument("checkpoint", metavar="CKPT")
-    e.add_argument("--out", required=True, metavar="DIR")
+    add_output(e, "--out", kind="checkpoint:EXPORT_KIND", required=True, metavar="DIR",
+               help="dense model directory to write (atomically)")
     e.add_argument("--model", default=None, help="base model (default: the one recorded in the checkpoint)")
     e.add_argument("--trust-remote-code", action="store_true")
-    e.add_argument("--force", action="store_true",
-                   help="replace whatever is at --out (by default only an earlier export); never the checkpoint "
-                        "or its base model")
     e.set_defaults(func=_export)
 
     v = subparsers.add_parser("verify", help="check sparse checkpoints against their manifests (SHA-256, masks)",

@@ -116,10 +116,15 @@ OWL_RATIOS_FORMAT = 1
 
 
 def _is_owl_ratios(path: Path) -> bool:
+    """A file of :func:`write_owl_ratios`: its marker is the kind and the format version."""
     try:
-        return json.loads(path.read_text(encoding="utf-8")).get("kind") == "owl-ratios"
-    except (ValueError, AttributeError, UnicodeDecodeError):
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, UnicodeDecodeError):
         return False
+    return isinstance(record, dict) and record.get("kind") == "owl-ratios" and record.get("format") == OWL_RATIOS_FORMAT
+
+
+OWL_RATIOS_KIND = ArtifactKind("OWL ratios file", recognise=_is_owl_ratios)
 
 
 def write_owl_ratios(model: str, calibration: str | os.PathLike, out: str | os.PathLike, *, m: float | None = None,
@@ -136,8 +141,7 @@ def write_owl_ratios(model: str, calibration: str | os.PathLike, out: str | os.P
     if batch_size < 1:
         raise LangpruneError(f"--batch-size {batch_size} must be at least 1")
     _check_device(device)
-    kind = ArtifactKind("OWL ratios file", recognise=_is_owl_ratios)
-    check_output(out, kind, force=force, inputs=[model, calibration], need_bytes=1 << 16)
+    check_output(out, OWL_RATIOS_KIND, force=force, inputs=[model, calibration], need_bytes=1 << 16)
     input_ids, calib_info = load_calibration(calibration)
     base_hash = base_weights_hash(model, revision)
     loaded = _load_base(model, input_ids, calibration, dtype=dtype, revision=revision,
@@ -148,7 +152,8 @@ def write_owl_ratios(model: str, calibration: str | os.PathLike, out: str | os.P
               "base_weights_sha256": base_hash["sha256"], "dtype": str(loaded.dtype),
               "calibration": {k: calib_info[k] for k in ("path", "sha256", "nsamples", "seqlen")},
               "M": m, "outlier_ratios": ratios, "device": device}
-    write_json(out, record, kind, force=force)  # no timings inside: equal inputs give equal bytes (cache keys)
+    # No timings inside: equal inputs give equal bytes (cache keys).
+    write_json(out, record, OWL_RATIOS_KIND, force=force)
     return {**record, "seconds": seconds}
 
 
