@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import os
 import shlex
 
@@ -115,10 +117,13 @@ def variant_runs(args: argparse.Namespace) -> list[argparse.Namespace]:
             words = _run_words(run)
             at = words.index("--out") + 1
             words[at] = _inside(out_dir, words[at], run)
+            usage = io.StringIO()
             try:
-                parsed = parser.parse_args(["evaluate", *words, *common])
+                with contextlib.redirect_stderr(usage):
+                    parsed = parser.parse_args(["evaluate", *words, *common])
             except SystemExit as exc:
-                raise LangpruneError(f"--run '{run}' is not a valid `langprune evaluate` command (see above)") from exc
+                reason = usage.getvalue().strip().splitlines()[-1].split(": error: ", 1)[-1] if usage.getvalue() else ""
+                raise LangpruneError(f"--run '{run}' is not a valid `langprune evaluate` command: {reason}") from exc
             parsed.force = parsed.force or args.force
             runs.append(parsed)
     seen: dict[str, str] = {}
