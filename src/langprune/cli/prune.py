@@ -196,6 +196,7 @@ def register(subparsers) -> None:
                                           "is kept.")
     v.add_argument("checkpoints", nargs="+", metavar="CKPT")
     v.add_argument("--remove-broken", action="store_true",
-                   help="delete broken checkpoint directories (only ones holding nothing but checkpoint files), "
+                   help="delete broken checkpoint directories (only ones holding nothing but checkpoint files, "
+                        "their manifest carrying the checkpoint format marker), "
                         "so the workflow rebuilds them on its next run")
     v.set_defaults(func=_verify)
