@@ -164,7 +164,8 @@ def library_versions() -> dict[str, str]:
 def build_manifest(model: str, revision: str | None, base_hash: dict[str, Any], loaded, *, method: str,
                    structure, seed: int, calibration: dict | None, tags: dict[str, str] | None,
                    run: dict[str, Any], layers: list, method_params: dict[str, Any] | None = None,
-                   allocation: dict[str, Any] | None = None, updates_weights: bool = False) -> dict[str, Any]:
+                   allocation: dict[str, Any] | None = None, updates_weights: bool = False,
+                   command: list[str] | tuple[str, ...] | None = None) -> dict[str, Any]:
     """The manifest of a pruning run: its base, its identity labels, versions and per-layer report.
 
     ``base_hash`` is :func:`base_weights_hash` of the base, ``loaded`` the base model in
@@ -172,6 +173,8 @@ def build_manifest(model: str, revision: str | None, base_hash: dict[str, Any], 
     ``method_params`` the method's hyperparameters and ``allocation`` how sparsity was spread
     over layers (uniform, or OWL with its ratios). ``updates_weights`` says the method changed
     kept weights, so the checkpoint must carry their values (checked on every read).
+    ``command`` is the command line that made it (``["langprune", "prune", ...]``; None when
+    pruned through the Python API), from which the checkpoint can be rebuilt.
     """
     return {
         "base": {"model": str(model), "revision": revision, "weights_sha256": base_hash["sha256"],
@@ -180,7 +183,7 @@ def build_manifest(model: str, revision: str | None, base_hash: dict[str, Any], 
                  "architecture": type(loaded).__name__},
         "method": method, "method_params": dict(method_params or {}), "updates_weights": bool(updates_weights),
         "allocation": dict(allocation or {"name": "uniform"}), "sparsity": structure.sparsity,
-        "structure": structure.label, "seed": seed,
+        "structure": structure.label, "seed": seed, "command": None if command is None else list(command),
         "calibration": calibration, "tags": dict(tags or {}), "versions": library_versions(),
         "run": {**run, "created": utc_now()},
         "layers": [{"index": r.index, "sparsity": r.sparsity, "seconds": r.seconds, "rel_error": r.rel_error,

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from huggingface_hub import snapshot_download
 from torch import nn
-from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
 from .errors import LangpruneError
 
@@ -28,6 +28,13 @@ OFFLINE_HINT = (
 
 def _hub_error(name: str, exc: Exception) -> LangpruneError:
     return LangpruneError(f"cannot load '{name}': {OFFLINE_HINT.format(name=name)} ({type(exc).__name__}: {exc})")
+
+
+def _load_error(name: str, what: str, exc: Exception) -> LangpruneError:
+    """A local path that does not load says why; any other name gets the offline hint."""
+    if Path(name).exists():
+        return LangpruneError(f"cannot load {what} from '{name}': {exc}")
+    return _hub_error(name, exc)
 
 
 def resolve_dtype(dtype: str | None):
@@ -45,9 +52,7 @@ def load_tokenizer(name: str, *, revision: str | None = None, trust_remote_code:
     try:
         return AutoTokenizer.from_pretrained(name, revision=revision, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as exc:
-        if Path(name).exists():
-            raise LangpruneError(f"cannot load a tokenizer from '{name}': {exc}") from exc
-        raise _hub_error(name, exc) from exc
+        raise _load_error(name, "a tokenizer", exc) from exc
 
 
 def bos_prefix(tokenizer) -> list[int]:
@@ -74,13 +79,31 @@ def load_model(name: str, *, dtype: str | None = None, device: str = "cpu", revi
     try:
         model = AutoModelForCausalLM.from_pretrained(name, **kwargs)
     except (OSError, ValueError) as exc:
-        if Path(name).exists():
-            raise LangpruneError(f"cannot load a model from '{name}': {exc}") from exc
-        raise _hub_error(name, exc) from exc
+        raise _load_error(name, "a model", exc) from exc
     model.eval()
     if device != "cpu":
         model.to(device)
     return model
+
+
+def load_config(name: str, *, revision: str | None = None, trust_remote_code: bool = False) -> Any:
+    """The model's config alone (a small JSON file): what can be checked before the weights load."""
+    try:
+        return AutoConfig.from_pretrained(name, revision=revision, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as exc:
+        raise _load_error(name, "a model", exc) from exc
+
+
+def layer_module_names(config: Any, *, trust_remote_code: bool = False) -> set[str]:
+    """Every name on the path to a linear inside the decoder layers (``self_attn``, ``q_proj``, ``mlp``...).
+
+    The model is built from its config on the meta device: no weights are read or allocated,
+    so a setting that names a module can be checked before the load.
+    """
+    with torch.device("meta"):
+        skeleton = AutoModelForCausalLM.from_config(config, trust_remote_code=trust_remote_code)
+    _, layers = decoder_layers(skeleton)
+    return {part for layer in layers for linear in layer_linears(layer) for part in linear.split(".")}
 
 
 def free_memory() -> None:

@@ -29,6 +29,13 @@ MOMENTS = "moments"  # per-feature sum and per-sequence variance (DSnoT)
 LANGUAGES = "languages"  # per-language sums of squares and positive counts; needs each row's language
 
 UNIFORM = "uniform"  # every decoder layer at the target sparsity
+NO_MODULE = "none"  # the value of a module-name hyperparameter that names no module
+
+
+def resolve(reference: str) -> Callable[..., Any]:
+    """The object a ``"module:attribute"`` reference names (imports the module, which may import torch)."""
+    module, _, attribute = reference.partition(":")
+    return getattr(importlib.import_module(module), attribute)
 
 
 @dataclass(frozen=True)
@@ -46,6 +53,7 @@ class Param:
     help: str
     range: Range | None = None
     choices: tuple[str, ...] | Callable[[], tuple[str, ...]] | None = None
+    module_name: bool = False  # names a module inside the decoder layers (or NO_MODULE), checked against the model
 
     def __post_init__(self) -> None:
         if isinstance(self.default, bool):
@@ -70,6 +78,8 @@ class Param:
         """What values are allowed, for help texts and errors."""
         if self.range is not None:
             return self.range.describe()
+        if self.module_name:
+            return f"the name of a module inside the model's decoder layers, or {NO_MODULE}"
         choices = self.allowed_choices()
         if choices:
             return "one of " + ", ".join(choices)
@@ -121,8 +131,7 @@ class MethodSpec:
 
     def resolve(self) -> Callable[..., Any]:
         """The method's function (imports its module, which may import torch)."""
-        module, _, attribute = self.function.partition(":")
-        return getattr(importlib.import_module(module), attribute)
+        return resolve(self.function)
 
     def bind(self, values: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """Every hyperparameter's value: published defaults, overridden and checked."""
@@ -134,36 +143,72 @@ class MethodSpec:
 
 @dataclass(frozen=True)
 class AllocationSpec:
-    """How a target sparsity is spread over decoder layers (uniform, or a layer-wise allocation)."""
+    """How a target sparsity is spread over decoder layers (uniform, or a layer-wise allocation).
+
+    A layer-wise allocation names two functions (``"module:attribute"``, imported only when it
+    runs): ``layer_values``, the pass over the dense model giving one number per decoder layer
+    (``(model, input_ids, *, batch_size, device, offload, [row_languages,] **params) -> (values,
+    seconds)``, ``row_languages`` when it needs a language mix), and ``sparsities``, the pure
+    spreading of those numbers into per-layer sparsities (``(values, target, spread) -> list``).
+    The manifest records the numbers under ``values_key``.
+    """
 
     name: str
     summary: str
     needs_calibration: bool = False  # computed from the dense model's activations on the calibration shard
     needs_language_mix: bool = False
     unstructured_only: bool = False  # layer-wise ratios do not give pure N:M masks
-    spread: Param | None = None  # the lambda: layer sparsities span [target - spread, target + spread]
+    spread: Param | None = None  # the lambda: layer sparsities spread over a width of 2 * spread around the target
     params: tuple[Param, ...] = field(default=())  # further settings of the allocation's dense pass
+    layer_values: str | None = None
+    values_key: str | None = None
+    sparsities: str | None = None
+
+    def __post_init__(self) -> None:
+        layer_wise = (self.layer_values, self.values_key, self.sparsities, self.spread)
+        if any(part is None for part in layer_wise) != all(part is None for part in layer_wise):
+            raise ValueError(f"allocation {self.name}: a layer-wise allocation needs layer_values, values_key, "
+                             f"sparsities and spread, a uniform one none of them")
+        if self.needs_calibration != (self.layer_values is not None):
+            raise ValueError(f"allocation {self.name}: needs_calibration must say whether it has a dense pass")
 
     @property
     def all_params(self) -> tuple[Param, ...]:
         return (*self.params, *([self.spread] if self.spread else []))
 
+    def resolve_layer_values(self) -> Callable[..., Any]:
+        """The dense pass (imports its module, which imports torch)."""
+        if self.layer_values is None:
+            raise ValueError(f"allocation {self.name} has no dense pass")
+        return resolve(self.layer_values)
+
+    def resolve_sparsities(self) -> Callable[..., Any]:
+        """The spreading of per-layer values into per-layer sparsities."""
+        if self.sparsities is None:
+            raise ValueError(f"allocation {self.name} spreads nothing")
+        return resolve(self.sparsities)
+
     def bind(self, values: Mapping[str, Any] | None = None) -> dict[str, Any]:
         return _check_params(self.all_params, values or {}, f"--allocation {self.name}")
 
     def check_feasible(self, sparsity: float, spread: float | None = None) -> None:
-        """Layer sparsities ``sparsity ± spread`` must stay below 1, checked before any work."""
+        """Every layer's sparsity must stay below 1 whatever the per-layer values turn out to be.
+
+        The spreading (``prune.allocation``) scales the values into ``[0, 2 * spread]`` and centres
+        them on their mean, so a layer can get up to ``sparsity + 2 * spread`` (less than that for
+        any real set of values): only that bound rules out a job that would fail after its dense pass.
+        """
         if self.spread is None:
             return
         spread = self.spread.default if spread is None else spread
-        if not (math.isfinite(sparsity) and sparsity + spread < 1):
+        if not (math.isfinite(sparsity) and sparsity + 2 * spread <= 1):
             raise LangpruneError(
-                f"--allocation {self.name}: --sparsity {sparsity:g} with {self.spread.flag} {spread:g} would give "
-                f"layers a sparsity of up to {sparsity + spread:g}, and every layer must stay below 1; "
-                f"lower {self.spread.flag} or --sparsity")
+                f"--allocation {self.name}: --sparsity {sparsity:g} with {self.spread.flag} {spread:g} can give a "
+                f"layer a sparsity of up to {sparsity:g} + 2 x {spread:g} = {sparsity + 2 * spread:g}, and every "
+                f"layer must stay below 1; lower {self.spread.flag} or --sparsity")
 
 
-def _mask_only_methods() -> tuple[str, ...]:
+def mask_only_methods() -> tuple[str, ...]:
     """DSnoT's possible initial masks: methods that change no weights and need no statistics beyond DSnoT's."""
     dsnot = METHODS["dsnot"]
     return tuple(name for name, spec in METHODS.items()
@@ -187,14 +232,15 @@ METHODS: dict[str, MethodSpec] = {spec.name: spec for spec in [
                "training-free prune-and-grow refinement of another method's mask (Zhang et al., 2024)",
                frozenset({SUMSQ, MOMENTS}), unstructured_only=True, params=(
                    Param("initial", "--dsnot-initial", "wanda", "method whose mask is refined",
-                         choices=_mask_only_methods),
+                         choices=mask_only_methods),
                    Param("max_cycles", "--dsnot-max-cycles", 50, "prune-and-grow cycles", range=POSITIVE_INT),
                    Param("update_threshold", "--dsnot-update-threshold", 0.1,
                          "a row stops once |expected error| <= this", range=NON_NEGATIVE),
                    Param("pow_of_var_regrowing", "--dsnot-pow-of-var", 1.0,
                          "power of the input variance dividing the grow score", range=NON_NEGATIVE),
                    Param("skip", "--dsnot-skip", "mlp",
-                         "linears under modules with this name keep the initial mask (none: refine all)"))),
+                         "linears under modules with this name keep the initial mask (none: refine all)",
+                         module_name=True))),
     MethodSpec("mwanda", "langprune.prune.mwanda:mwanda",
                "language-aware Wanda (Choenni & Titov, 2025; langprune's reading of the paper)",
                frozenset({SUMSQ, LANGUAGES}), needs_language_mix=True, params=(
@@ -211,10 +257,14 @@ ALLOCATIONS: dict[str, AllocationSpec] = {spec.name: spec for spec in [
     AllocationSpec("owl", "outlier-weighted layer-wise sparsity (Yin et al., 2024)", needs_calibration=True,
                    unstructured_only=True,
                    spread=Param("lambda", "--owl-lambda", 0.08, "OWL sparsity spread lambda", range=_SPREAD),
-                   params=(Param("M", "--owl-m", 5.0, "OWL outlier threshold M", range=POSITIVE),)),
+                   params=(Param("M", "--owl-m", 5.0, "OWL outlier threshold M", range=POSITIVE),),
+                   layer_values="langprune.prune.dense_pass:layer_outlier_ratios", values_key="outlier_ratios",
+                   sparsities="langprune.prune.allocation:owl_sparsities"),
     AllocationSpec("cwl", "M-Wanda's layer-wise sparsity from cross-lingual correlation", needs_calibration=True,
                    needs_language_mix=True, unstructured_only=True,
-                   spread=Param("lambda", "--cwl-lambda", 0.08, "CWL sparsity spread lambda", range=_SPREAD)),
+                   spread=Param("lambda", "--cwl-lambda", 0.08, "CWL sparsity spread lambda", range=_SPREAD),
+                   layer_values="langprune.prune.dense_pass:layer_correlations", values_key="correlations",
+                   sparsities="langprune.prune.allocation:cwl_sparsities"),
 ]}
 
 

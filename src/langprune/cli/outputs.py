@@ -96,7 +96,7 @@ def command_inputs(args: argparse.Namespace) -> list[str]:
     """Every argument value of the command that names an existing path and is not a declared output."""
     skip = {out.dest for out in getattr(args, DECLARED, None) or []} | set(getattr(args, COMMAND_WORDS, ()))
     return [path for dest, value in sorted(vars(args).items())
-            if dest not in skip and dest not in (DECLARED, COMMAND_WORDS, "func")
+            if dest not in skip and dest not in (DECLARED, COMMAND_WORDS, "func", "argv")  # argv: the whole line
             for path in _paths(value) if path and os.path.lexists(path)]
 
 

@@ -15,7 +15,7 @@ import contextlib
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Iterator
+from typing import Any, Callable, Iterator
 
 import torch
 from torch import nn
@@ -24,11 +24,9 @@ from tqdm.auto import tqdm
 from ..bitmasks import PackedMasks, zero_pruned
 from ..errors import LangpruneError
 from ..models import decoder_layers, layer_linears
+from .methods import Method
 from .stats import LayerStatsCollector, LinearStats, ReconstructionMeter
 from .structure import Structure
-
-if TYPE_CHECKING:  # the method registry imports allocations that drive this engine
-    from .methods import Method
 
 
 @dataclass
