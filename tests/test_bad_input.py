@@ -100,6 +100,7 @@ def make_bad(root: Path) -> None:
     edited = copy("ckpt_manifest_edit") / MANIFEST
     doc = json.loads(edited.read_text())
     del doc["tensors"][first]
+    del doc["manifest_sha256"]  # as in a manifest of an earlier version, which had no digest of itself
     edited.write_text(json.dumps(doc, indent=2))
     rehashed = copy("ckpt_zero_rehashed")  # zeroed masks with a manifest whose hashes were updated to match
     _edit_masks(rehashed, lambda name, packed: torch.zeros_like(packed))

@@ -70,9 +70,9 @@ EXPORT_MARKER = "langprune_export.json"
 
 
 EXPORT_FORMAT = "langprune-dense-export"
-# Key in the masks file's metadata: the SHA-256 of the manifest (less its file hashes), so an edited
-# manifest is found although manifest.json itself is not covered by a hash.
-MANIFEST_DIGEST = "langprune_manifest_sha256"
+# Manifest key: the SHA-256 of the rest of the manifest (less its file hashes), so an edited manifest
+# is found although manifest.json itself is not covered by a file hash.
+MANIFEST_DIGEST = "manifest_sha256"
 # The marker of a manifest whose JSON is damaged: its format name and version, as write_checkpoint spells them.
 _DAMAGED_MARKER = re.compile(rf'"format": "{FORMAT}",\s*"format_version": {FORMAT_VERSION}\b')
 
@@ -192,8 +192,9 @@ def build_manifest(model: str, revision: str | None, base_hash: dict[str, Any], 
 
 
 def manifest_digest(manifest: dict[str, Any]) -> str:
-    """SHA-256 of a manifest without its ``files`` entry (which holds the masks file's own hash)."""
-    body = {key: value for key, value in manifest.items() if key != "files"}
+    """SHA-256 of a manifest without its ``files`` entry and without the digest itself."""
+    body = {key: value for key, value in manifest.items() if key not in ("files", MANIFEST_DIGEST)}
+    body = json.loads(json.dumps(body))  # as read back from manifest.json (tuples as lists, keys as strings)
     return sha256_bytes(json.dumps(body, sort_keys=True, separators=(",", ":")).encode())
 
 
@@ -217,10 +218,11 @@ def write_checkpoint(out: str | os.PathLike, masks: PackedMasks, values: dict | 
                            for name in sorted(masks)}
     with atomic_path(out, CHECKPOINT_KIND, force=force) as tmp:
         tmp.mkdir()
-        save_file(dict(masks.packed), str(tmp / MASKS), metadata={MANIFEST_DIGEST: manifest_digest(manifest)})
+        save_file(dict(masks.packed), str(tmp / MASKS))
         if values:
             save_file({name: value.contiguous() for name, value in values.items()}, str(tmp / VALUES))
         manifest["files"] = {path.name: sha256_file(path) for path in sorted(tmp.iterdir())}
+        manifest[MANIFEST_DIGEST] = manifest_digest(manifest)
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     return out
 
@@ -353,7 +355,7 @@ def verify_checkpoint(ckpt_dir: str | os.PathLike, manifest: dict[str, Any] | No
     """Check a checkpoint's files against its manifest; LangpruneError naming the first problem.
 
     Streams each file once through SHA-256 (cheap next to loading the model), then checks
-    what a hash cannot: the manifest is the one written with the masks (their digest of it),
+    what a hash cannot: the manifest is unedited (its own digest),
     the masks hold exactly the manifest's tensors with its kept counts,
     each mask is as sparse as the manifest asks (:func:`sparsity_mismatch`), and the kept
     values (required for methods that update weights) match the masks.
@@ -369,6 +371,10 @@ def verify_checkpoint(ckpt_dir: str | os.PathLike, manifest: dict[str, Any] | No
     identity += (_file_identity(ckpt / MANIFEST),)
     if identity in _VERIFIED:
         return manifest
+    recorded = manifest.get(MANIFEST_DIGEST)  # absent in manifests of earlier versions
+    if recorded is not None and recorded != manifest_digest(manifest):
+        raise LangpruneError(f"{ckpt / MANIFEST} was edited after the checkpoint was written (its content no longer "
+                             f"matches its {MANIFEST_DIGEST}); {hint}")
     for name in (MASKS, VALUES):
         if (ckpt / name).exists() and name not in files:
             raise LangpruneError(f"checkpoint '{ckpt}' holds {name} but its manifest does not list it; {hint}")
@@ -381,10 +387,6 @@ def verify_checkpoint(ckpt_dir: str | os.PathLike, manifest: dict[str, Any] | No
                                  f"truncated or edited); {hint}")
     try:
         with safe_open(str(ckpt / MASKS), framework="pt") as handle:
-            recorded = (handle.metadata() or {}).get(MANIFEST_DIGEST)
-            if recorded is not None and recorded != manifest_digest(manifest):
-                raise LangpruneError(f"{ckpt / MANIFEST} was edited after the checkpoint was written (it does not "
-                                     f"match the digest in {MASKS}); {hint}")
             names = set(handle.keys())
             if names != set(tensors):
                 extra, missing = sorted(names - set(tensors)), sorted(set(tensors) - names)
