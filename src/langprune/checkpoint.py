@@ -48,6 +48,7 @@ from .io import (
     ArtifactKind,
     atomic_path,
     cache_dir,
+    canonical_json,
     check_output,
     json_file_carries,
     json_text,
@@ -193,9 +194,8 @@ def build_manifest(model: str, revision: str | None, base_hash: dict[str, Any], 
 
 def manifest_digest(manifest: dict[str, Any]) -> str:
     """SHA-256 of a manifest without its ``files`` entry and without the digest itself."""
-    body = {key: value for key, value in manifest.items() if key not in ("files", MANIFEST_DIGEST)}
-    body = json.loads(json.dumps(body))  # as read back from manifest.json (tuples as lists, keys as strings)
-    return sha256_bytes(json.dumps(body, sort_keys=True, separators=(",", ":")).encode())
+    return sha256_bytes(canonical_json({key: value for key, value in manifest.items()
+                                        if key not in ("files", MANIFEST_DIGEST)}))
 
 
 def kept_values(model, masks: PackedMasks) -> dict:

@@ -386,6 +386,11 @@ def atomic_path(final: str | os.PathLike, kind: ArtifactKind = PLAIN_FILE, *, fo
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def canonical_json(obj: Any) -> bytes:
+    """One byte string per JSON value, as it reads back from a file (tuples as lists, keys as strings)."""
+    return json.dumps(json.loads(json.dumps(obj)), sort_keys=True, separators=(",", ":")).encode()
+
+
 def json_text(obj: Any) -> str:
     """JSON sorted and indented, so equal objects give equal bytes."""
     return json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
