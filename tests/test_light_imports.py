@@ -24,6 +24,7 @@ CASES = {
     "langprune.evaluate.results": ((), ""),
     "langprune.report.tables": (("pandas",), ""),
     "langprune.report.significance": (("pandas",), ""),
+    "langprune.report.matching": (("pandas",), ""),
     "langprune.report.figures": (("pandas", "matplotlib"), ""),
 }
 

@@ -6,7 +6,8 @@ import argparse
 from pathlib import Path
 
 from ..io import OUTPUT_FOLDER
-from ..ranges import NON_NEGATIVE_INT, OPEN_UNIT, POSITIVE_INT
+from ..ranges import NON_NEGATIVE_INT, OPEN_UNIT, Range
+from ..report.common import MIN_RESAMPLES, TAIL_RESAMPLES
 from .outputs import add_output
 
 
@@ -46,9 +47,10 @@ def _summary(args: argparse.Namespace) -> None:
 
 
 def _significance(args: argparse.Namespace) -> None:
-    from ..report.significance import SIGNIFICANCE_FORMATS, SignificanceSettings, write_significance
+    from ..report.significance import SIGNIFICANCE_FORMATS, TABLE_LEVEL_FILE, SignificanceSettings, write_significance
 
-    _check_files(args.out_dir, _named({"significance": SIGNIFICANCE_FORMATS, "seed_intervals": SIGNIFICANCE_FORMATS}))
+    _check_files(args.out_dir, _named({name: SIGNIFICANCE_FORMATS
+                                       for name in ("significance", "seed_intervals", TABLE_LEVEL_FILE)}))
     settings = SignificanceSettings(resamples=args.resamples, alpha=args.alpha, seed=args.seed,
                             seed_counts=tuple(args.seed_counts))
     write_significance(args.metrics, args.out_dir, settings)
@@ -84,9 +86,12 @@ def register(subparsers) -> None:
                          help="significance.csv of `langprune report significance`: mark significant wins")
     significance = add("significance", "paired bootstrap intervals and Holm-corrected p-values: own-language "
                        "calibration vs every other calibration set and vs the best other language (reads the "
-                       "per-window/per-item results of the metrics JSONs the CSV was gathered from)", _significance)
-    significance.add_argument("--resamples", type=POSITIVE_INT, default=9999,
-                              help="bootstrap and permutation resamples")
+                       "per-window/per-item results of the metrics JSONs the CSV was gathered from), and the exact "
+                       "table-level test of the diagonal over all assignments of calibration to evaluation "
+                       "languages (table_level.*)", _significance)
+    significance.add_argument("--resamples", type=Range(int, minimum=MIN_RESAMPLES), default=9999,
+                              help=f"bootstrap and permutation resamples (at least {MIN_RESAMPLES}: "
+                                   f"{TAIL_RESAMPLES} beyond each end of the interval; more for alpha below 0.05)")
     significance.add_argument("--alpha", type=OPEN_UNIT, default=0.05,
                               help="significance level; the interval is 1 - alpha (default 0.05: 95%%)")
     significance.add_argument("--seed", type=NON_NEGATIVE_INT, default=0, help="random seed of the resampling")

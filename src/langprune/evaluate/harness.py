@@ -27,7 +27,7 @@ from .modelload import load_evaluated_model
 from .registry import TASKS_DIR, TaskEntry, select
 from .results import check_metrics_out, record, write_metrics
 from .sharedlm import DEFAULT_BATCH_TOKENS, check_backend, make_lm
-from .units import item_units
+from .units import item_units, record_fingerprint
 
 BUILDERS = {".jsonl": "json", ".json": "json", ".jsonl.gz": "json", ".json.gz": "json", ".parquet": "parquet",
             ".csv": "csv"}
@@ -136,9 +136,12 @@ def score(entry: TaskEntry, results: dict) -> tuple[float | None, int]:
 
 
 def item_scores(entry: TaskEntry, results: dict) -> dict:
-    """``{"units": ...}``: the per-item scores of one task, or nothing when lm-eval logged none."""
+    """``{"units": ..., "fingerprint": ...}``: the per-item scores of one task, or nothing when lm-eval logged none."""
     samples = results.get("samples", {}).get(entry.task)
-    return {"units": item_units(samples, entry.metric)} if samples else {}
+    if not samples:
+        return {}
+    units = item_units(samples, entry.metric)
+    return {"units": units, "fingerprint": record_fingerprint(units)}
 
 
 def evaluate_tasks(model: str, benchmarks: list[str], languages: list[str], out: str, *,

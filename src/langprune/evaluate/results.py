@@ -2,8 +2,9 @@
 
 A metrics JSON names the model, the checkpoint and the sha256 of its manifest, the tags
 (checkpoint manifest tags updated by the run's own ``--tag``), and one record per
-(benchmark, language, metric). Pairs a benchmark lacks are records with
-``available: false`` and ``value: null``, so gaps stay visible in every table.
+(benchmark, language, metric), with a fingerprint of the windows or items it was computed
+on. Pairs a benchmark lacks are records with ``available: false`` and ``value: null``, so
+gaps stay visible in every table.
 """
 
 from __future__ import annotations
@@ -19,6 +20,9 @@ from ..variant import DENSE_LABELS, LABEL_KEYS, UNIFORM, canonical_calib, method
 LABEL_COLUMNS = LABEL_KEYS
 RECORD_COLUMNS = ["benchmark", "language", "metric", "value", "n", "available"]
 METRICS_FORMAT = "langprune-metrics"
+# The evaluation data a record was computed on (``units.record_fingerprint``); empty for records
+# written before fingerprints were kept.
+FINGERPRINT_COLUMN = "fingerprint"
 
 
 def is_metrics_json(path: Path) -> bool:
@@ -120,7 +124,8 @@ def gather(paths: list[str | Path]):
         labels = _labels(doc)
         for rec in doc["records"]:
             rows.append({**labels, **{k: rec.get(k) for k in RECORD_COLUMNS},
-                         "checkpoint_hash": doc.get("checkpoint_hash"), "file": str(path)})
+                         "checkpoint_hash": doc.get("checkpoint_hash"), "file": str(path),
+                         FINGERPRINT_COLUMN: rec.get("fingerprint")})
     frame = pd.DataFrame(rows)
     extra = sorted(c for c in frame.columns if c not in LABEL_COLUMNS + RECORD_COLUMNS)
     return frame.reindex(columns=LABEL_COLUMNS + RECORD_COLUMNS + extra)
