@@ -20,7 +20,7 @@ from langprune.checkpoint import (
     applied,
     apply_checkpoint,
     checkpoint_bytes,
-    export_dense,
+    export_model,
     iter_masks,
     load_pruned_model,
     read_manifest,
@@ -89,7 +89,7 @@ def test_save_load_export_round_trip_bit_exact(tmp_path, tiny_llama_dir, tiny_co
 
     loaded = load_pruned_model(base, outcome.path)
     _assert_same_weights(outcome.model, loaded)
-    export_dense(outcome.path, tmp_path / "dense")
+    export_model(outcome.path, tmp_path / "dense")
     exported = AutoModelForCausalLM.from_pretrained(tmp_path / "dense")
     _assert_same_weights(outcome.model, exported)
     assert (tmp_path / "dense" / "tokenizer.json").is_file()

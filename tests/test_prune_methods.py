@@ -8,10 +8,14 @@ from dataclasses import replace
 import pytest
 import torch
 
+from langprune import registry
 from langprune.errors import LangpruneError
 from langprune.prune.methods import METHODS, get_method
 from langprune.prune.stats import HESSIAN, LANGUAGES, MOMENTS, SUMSQ, InputAccumulator
 from langprune.prune.structure import n_of_m, parse_structure, unstructured
+
+# The methods that prune (a quantization method keeps every weight: tests/test_gptq_*.py).
+PRUNING = sorted(name for name in METHODS if not registry.METHODS[name].quantizes)
 
 
 def _stats(x: torch.Tensor, name: str = "layer.lin"):
@@ -52,7 +56,7 @@ def layer():
     return w, x, _stats(x)
 
 
-@pytest.mark.parametrize("method", sorted(METHODS))
+@pytest.mark.parametrize("method", PRUNING)
 @pytest.mark.parametrize("sparsity", [0.3, 0.5, 0.77])
 def test_unstructured_sparsity_is_exact(layer, method, sparsity):
     w, _, stats = layer
@@ -67,7 +71,7 @@ def test_unstructured_sparsity_is_exact(layer, method, sparsity):
         assert keep.numel() - int(keep.sum()) == int(keep.numel() * sparsity)
 
 
-@pytest.mark.parametrize("method", sorted(set(METHODS) - {"dsnot"}))  # DSnoT refines unstructured masks only
+@pytest.mark.parametrize("method", sorted(set(PRUNING) - {"dsnot"}))  # DSnoT refines unstructured masks only
 @pytest.mark.parametrize("n,m", [(2, 4), (4, 8), (1, 4)])
 def test_nm_sparsity_is_exact_per_group(layer, method, n, m):
     w, _, stats = layer
@@ -131,7 +135,7 @@ def test_sparsegpt_handles_dead_inputs_and_multiple_blocks():
 
 def test_masks_are_deterministic(layer):
     w, _, stats = layer
-    for method in METHODS:
+    for method in PRUNING:
         first = METHODS[method].run(w, stats, unstructured(0.5))
         second = METHODS[method].run(w.clone(), stats, unstructured(0.5))
         assert torch.equal(first[0], second[0])

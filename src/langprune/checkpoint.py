@@ -1,4 +1,4 @@
-"""Sparse checkpoints: a base model reference plus 1-bit masks (and SparseGPT's kept values).
+"""Checkpoints: a base model reference plus 1-bit masks (and SparseGPT's kept values), or quantized weights.
 
 The only module that reads or writes checkpoint files: pruning builds its manifest here,
 evaluation and the analyses load, apply and iterate masks through the functions below.
@@ -14,9 +14,17 @@ Layout of ``CKPT/``: ``manifest.json``, ``masks.safetensors`` (uint8, bits packe
 big-endian per byte over the row-major flattened weight, 1 = kept),
 ``values.safetensors`` (optional; 1-D kept values per weight, base dtype).
 
+A quantized checkpoint (format ``langprune-quantized-checkpoint``) holds, in place of the
+masks, ``quantized.safetensors``: per quantized weight ``NAME.codes`` and ``NAME.zeros``
+(uint8, ``bits`` bits per integer, packed as in :mod:`langprune.quantized`), ``NAME.scales``
+(float32 [rows, groups]) and, when columns are not grouped in order, ``NAME.group_index``
+(int32 [columns]). Applying it writes the dequantized weights into the loaded base, so
+evaluation and export read both kinds through the same functions.
+
 Reading verifies the checkpoint first (:func:`verify_checkpoint`): every file against the
 SHA-256 the manifest records, the masks' tensor names and kept counts against the
-manifest, and the kept values against the masks. A checkpoint that fails is an error
+manifest, and the kept values against the masks (or the quantized tensors' names and sizes
+against the manifest's shapes, bits and groups). A checkpoint that fails is an error
 that says how to rebuild it, never a silently different model.
 """
 
@@ -59,12 +67,18 @@ from .io import (
     write_json,
 )
 from .models import load_model, load_tokenizer, model_files
+from .quantized import CODE_BITS, PackedQuantized, QuantizedWeight, unpack_weight
 
 FORMAT = "langprune-sparse-checkpoint"
 FORMAT_VERSION = 1
+QUANTIZED_FORMAT = "langprune-quantized-checkpoint"
+QUANTIZED_FORMAT_VERSION = 1
+FORMAT_VERSIONS = {FORMAT: FORMAT_VERSION, QUANTIZED_FORMAT: QUANTIZED_FORMAT_VERSION}
 MANIFEST = "manifest.json"
 MASKS = "masks.safetensors"
 VALUES = "values.safetensors"
+QUANTIZED = "quantized.safetensors"
+QUANTIZED_PARTS = ("codes", "scales", "zeros", "group_index")  # NAME.<part> in QUANTIZED
 # Manifests written before they recorded `updates_weights`: the methods that changed kept weights then.
 LEGACY_WEIGHT_UPDATING = ("sparsegpt",)
 EXPORT_MARKER = "langprune_export.json"
@@ -74,12 +88,12 @@ EXPORT_FORMAT = "langprune-dense-export"
 # Manifest key: the SHA-256 of the rest of the manifest (less its file hashes), so an edited manifest
 # is found although manifest.json itself is not covered by a file hash.
 MANIFEST_DIGEST = "manifest_sha256"
-# The marker of a manifest whose JSON is damaged: its format name and version, as write_checkpoint spells them.
-_DAMAGED_MARKER = re.compile(rf'"format": "{FORMAT}",\s*"format_version": {FORMAT_VERSION}\b')
+# The marker of a manifest whose JSON is damaged: a format name and version, as write_checkpoint spells them.
+_DAMAGED_MARKER = re.compile(r'"format": "(?P<name>[a-z-]+)",\s*"format_version": (?P<version>\d+)\b')
 
 
 def carries_checkpoint_marker(manifest_path: Path) -> bool:
-    """Whether a manifest carries this format's name and version (read as text if its JSON is damaged)."""
+    """Whether a manifest carries a checkpoint format's name and version (read as text if its JSON is damaged)."""
     try:
         text = manifest_path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError):
@@ -87,15 +101,21 @@ def carries_checkpoint_marker(manifest_path: Path) -> bool:
     try:
         doc = json.loads(text)
     except ValueError:
-        return bool(_DAMAGED_MARKER.search(text))
-    return isinstance(doc, dict) and doc.get("format") == FORMAT and doc.get("format_version") == FORMAT_VERSION
+        found = _DAMAGED_MARKER.search(text)
+        return bool(found) and FORMAT_VERSIONS.get(found["name"]) == int(found["version"])
+    return isinstance(doc, dict) and doc.get("format") in FORMAT_VERSIONS and \
+        FORMAT_VERSIONS[doc["format"]] == doc.get("format_version")
 
 
 def is_checkpoint_dir(path: Path) -> bool:
-    """A langprune checkpoint: its manifest carries the format marker and the directory holds nothing but
-    what :func:`write_checkpoint` writes (so nothing else is lost by replacing or removing it)."""
+    """A langprune checkpoint: its manifest carries a checkpoint format marker and the directory holds nothing
+    but what :func:`write_checkpoint` writes (so nothing else is lost by replacing or removing it)."""
     names = {entry.name for entry in path.iterdir()}
-    return names <= {MANIFEST, MASKS, VALUES} and carries_checkpoint_marker(path / MANIFEST)
+    return names <= {MANIFEST, MASKS, VALUES, QUANTIZED} and carries_checkpoint_marker(path / MANIFEST)
+
+
+def is_quantized(manifest: dict[str, Any]) -> bool:
+    return manifest.get("format") == QUANTIZED_FORMAT
 
 
 def is_export_dir(path: Path) -> bool:
@@ -163,14 +183,15 @@ def library_versions() -> dict[str, str]:
 # --- writing -----------------------------------------------------------------------------
 
 def build_manifest(model: str, revision: str | None, base_hash: dict[str, Any], loaded, *, method: str,
-                   structure, seed: int, calibration: dict | None, tags: dict[str, str] | None,
+                   structure=None, seed: int, calibration: dict | None, tags: dict[str, str] | None,
                    run: dict[str, Any], layers: list, method_params: dict[str, Any] | None = None,
                    allocation: dict[str, Any] | None = None, updates_weights: bool = False,
                    command: list[str] | tuple[str, ...] | None = None) -> dict[str, Any]:
     """The manifest of a pruning run: its base, its identity labels, versions and per-layer report.
 
     ``base_hash`` is :func:`base_weights_hash` of the base, ``loaded`` the base model in
-    memory, ``structure`` the parsed ``Structure``, ``layers`` the engine's layer results,
+    memory, ``structure`` the parsed ``Structure`` (None for a quantization method), ``layers`` the
+    engine's layer results,
     ``method_params`` the method's hyperparameters and ``allocation`` how sparsity was spread
     over layers (uniform, or OWL with its ratios). ``updates_weights`` says the method changed
     kept weights, so the checkpoint must carry their values (checked on every read).
@@ -183,8 +204,9 @@ def build_manifest(model: str, revision: str | None, base_hash: dict[str, Any], 
                  "dtype": str(next(loaded.parameters()).dtype).replace("torch.", ""),
                  "architecture": type(loaded).__name__},
         "method": method, "method_params": dict(method_params or {}), "updates_weights": bool(updates_weights),
-        "allocation": dict(allocation or {"name": "uniform"}), "sparsity": structure.sparsity,
-        "structure": structure.label, "seed": seed, "command": None if command is None else list(command),
+        "allocation": dict(allocation or {"name": "uniform"}),
+        **({"sparsity": structure.sparsity, "structure": structure.label} if structure is not None else {}),
+        "seed": seed, "command": None if command is None else list(command),
         "calibration": calibration, "tags": dict(tags or {}), "versions": library_versions(),
         "run": {**run, "created": utc_now()},
         "layers": [{"index": r.index, "sparsity": r.sparsity, "seconds": r.seconds, "rel_error": r.rel_error,
@@ -205,20 +227,30 @@ def kept_values(model, masks: PackedMasks) -> dict:
 
 
 def write_checkpoint(out: str | os.PathLike, masks: PackedMasks, values: dict | None,
-                     manifest: dict[str, Any], *, force: bool | None = None) -> Path:
-    """Write masks (+ values) and the manifest into ``out`` atomically; returns ``out``.
+                     manifest: dict[str, Any], *, force: bool = False,
+                     quantized: PackedQuantized | None = None) -> Path:
+    """Write masks (+ values), or the ``quantized`` weights, and the manifest into ``out`` atomically.
 
     Replaces only an existing checkpoint directory (or anything, with ``force``); file
-    modes follow the umask like every other artifact.
+    modes follow the umask like every other artifact. Returns ``out``.
     """
     out = Path(out)
     manifest = dict(manifest)
-    manifest["format"], manifest["format_version"] = FORMAT, FORMAT_VERSION
-    manifest["tensors"] = {name: {"shape": list(masks.shapes[name]), "kept": masks.kept[name]}
-                           for name in sorted(masks)}
+    if quantized:
+        manifest["format"], manifest["format_version"] = QUANTIZED_FORMAT, QUANTIZED_FORMAT_VERSION
+        manifest["tensors"] = {name: dict(quantized.info[name]) for name in sorted(quantized)}
+    else:
+        manifest["format"], manifest["format_version"] = FORMAT, FORMAT_VERSION
+        manifest["tensors"] = {name: {"shape": list(masks.shapes[name]), "kept": masks.kept[name]}
+                               for name in sorted(masks)}
     with atomic_path(out, CHECKPOINT_KIND, force=force) as tmp:
         tmp.mkdir()
-        save_file(dict(masks.packed), str(tmp / MASKS))
+        if quantized:
+            parts = (quantized.codes, quantized.scales, quantized.zeros, quantized.group_index)
+            save_file({f"{name}.{part}": tensors[name] for part, tensors in zip(QUANTIZED_PARTS, parts)
+                       for name in tensors}, str(tmp / QUANTIZED))
+        else:
+            save_file(dict(masks.packed), str(tmp / MASKS))
         if values:
             save_file({name: value.contiguous() for name, value in values.items()}, str(tmp / VALUES))
         manifest["files"] = {path.name: sha256_file(path) for path in sorted(tmp.iterdir())}
@@ -248,8 +280,9 @@ def _command_from_fields(manifest: dict[str, Any], ckpt_dir: str | os.PathLike) 
         return (f"langprune prune --model {base['model']}"
                 + (f" --revision {base['revision']}" if base.get("revision") else "")
                 + (f" --calibration {calib['path']}" if calib.get("path") else "")
-                + f" --method {manifest['method']} --structure {manifest['structure']}"
-                + (f" --sparsity {manifest['sparsity']}" if manifest["structure"] == "unstructured" else "")
+                + f" --method {manifest['method']}"
+                + (f" --structure {manifest['structure']}" if "structure" in manifest else "")
+                + (f" --sparsity {manifest['sparsity']}" if manifest.get("structure") == "unstructured" else "")
                 + f" --seed {manifest['seed']} --out {ckpt_dir} --force")
     except (KeyError, TypeError):
         return f"langprune prune ... --out {ckpt_dir} --force"
@@ -280,9 +313,11 @@ def read_manifest(ckpt_dir: str | os.PathLike, *, verify: bool = True) -> dict[s
                              f"{rebuild_hint(ckpt_dir)}") from exc
     if not isinstance(manifest, dict):
         raise LangpruneError(f"{path} is not a checkpoint manifest (a JSON object); {rebuild_hint(ckpt_dir)}")
-    if manifest.get("format") != FORMAT or manifest.get("format_version") != FORMAT_VERSION:
+    if manifest.get("format") not in FORMAT_VERSIONS or \
+            FORMAT_VERSIONS[manifest["format"]] != manifest.get("format_version"):
+        known = " or ".join(f"{name!r} version {version}" for name, version in FORMAT_VERSIONS.items())
         raise LangpruneError(f"{path}: format {manifest.get('format')!r} version {manifest.get('format_version')!r} "
-                             f"is not {FORMAT!r} version {FORMAT_VERSION}; re-run `langprune prune` with this version")
+                             f"is not {known}; re-run `langprune prune` with this version")
     if verify:
         verify_checkpoint(ckpt_dir, manifest)
     return manifest
@@ -355,17 +390,19 @@ def verify_checkpoint(ckpt_dir: str | os.PathLike, manifest: dict[str, Any] | No
     """Check a checkpoint's files against its manifest; LangpruneError naming the first problem.
 
     Streams each file once through SHA-256 (cheap next to loading the model), then checks
-    what a hash cannot: the manifest is unedited (its own digest),
-    the masks hold exactly the manifest's tensors with its kept counts,
-    each mask is as sparse as the manifest asks (:func:`sparsity_mismatch`), and the kept
-    values (required for methods that update weights) match the masks.
+    what a hash cannot: the manifest is unedited (its own digest); the masks hold exactly the
+    manifest's tensors with its kept counts, each mask is as sparse as the manifest asks
+    (:func:`sparsity_mismatch`), and the kept values (required for methods that update weights)
+    match the masks; or the quantized tensors are exactly those the manifest's shapes, bits and
+    groups call for.
     """
     ckpt = Path(ckpt_dir)
     manifest = manifest if manifest is not None else read_manifest(ckpt, verify=False)
     hint = rebuild_hint(ckpt, manifest)
     files = manifest.get("files")
     tensors = manifest.get("tensors")
-    if not isinstance(files, dict) or MASKS not in files or not isinstance(tensors, dict):
+    main = QUANTIZED if is_quantized(manifest) else MASKS
+    if not isinstance(files, dict) or main not in files or not isinstance(tensors, dict):
         raise LangpruneError(f"{ckpt / MANIFEST} lacks the file hashes or tensor list of a checkpoint; {hint}")
     identity = tuple(_file_identity(ckpt / name) for name in sorted(files) if (ckpt / name).is_file())
     identity += (_file_identity(ckpt / MANIFEST),)
@@ -375,7 +412,7 @@ def verify_checkpoint(ckpt_dir: str | os.PathLike, manifest: dict[str, Any] | No
     if recorded is not None and recorded != manifest_digest(manifest):
         raise LangpruneError(f"{ckpt / MANIFEST} was edited after the checkpoint was written (its content no longer "
                              f"matches its {MANIFEST_DIGEST}); {hint}")
-    for name in (MASKS, VALUES):
+    for name in (MASKS, VALUES, QUANTIZED):
         if (ckpt / name).exists() and name not in files:
             raise LangpruneError(f"checkpoint '{ckpt}' holds {name} but its manifest does not list it; {hint}")
     for name, expected in sorted(files.items()):
@@ -386,39 +423,89 @@ def verify_checkpoint(ckpt_dir: str | os.PathLike, manifest: dict[str, Any] | No
             raise LangpruneError(f"checkpoint file {path} does not match the SHA-256 in its manifest (corrupted, "
                                  f"truncated or edited); {hint}")
     try:
-        with safe_open(str(ckpt / MASKS), framework="pt") as handle:
-            names = set(handle.keys())
-            if names != set(tensors):
-                extra, missing = sorted(names - set(tensors)), sorted(set(tensors) - names)
-                raise LangpruneError(f"checkpoint '{ckpt}': {MASKS} and the manifest disagree on the pruned tensors "
-                                     f"(only in the masks: {extra[:3]}, only in the manifest: {missing[:3]}); {hint}")
-            targets = target_sparsities(manifest)
-            for name, info in tensors.items():
-                packed = handle.get_tensor(name)
-                kept = _popcount(packed)
-                if kept != info.get("kept"):
-                    raise LangpruneError(f"checkpoint '{ckpt}': the mask of {name} keeps {kept} weights but the "
-                                         f"manifest says {info.get('kept')}; {hint}")
-                if name in targets:
-                    problem = sparsity_mismatch(packed, info.get("shape"), kept, targets[name],
-                                                str(manifest.get("structure")))
-                    if problem:
-                        raise LangpruneError(f"checkpoint '{ckpt}': the mask of {name} {problem}; {hint}")
-        updates_weights = manifest.get("updates_weights", manifest.get("method") in LEGACY_WEIGHT_UPDATING)
-        if updates_weights and VALUES not in files:
-            raise LangpruneError(f"checkpoint '{ckpt}' was pruned with {manifest['method']}, which updates the kept "
-                                 f"weights, but has no {VALUES}; {hint}")
-        if VALUES in files:
-            with safe_open(str(ckpt / VALUES), framework="pt") as handle:
-                for name in handle.keys():
-                    count = handle.get_slice(name).get_shape()
-                    if name not in tensors or count != [tensors[name].get("kept")]:
-                        raise LangpruneError(f"checkpoint '{ckpt}': {VALUES} holds {count} values for {name}, but "
-                                             f"the manifest keeps {tensors.get(name, {}).get('kept')}; {hint}")
+        (_check_quantized if is_quantized(manifest) else _check_masks)(ckpt, manifest, hint)
     except SafetensorError as exc:
         raise LangpruneError(f"checkpoint '{ckpt}' has an unreadable tensor file ({exc}); {hint}") from exc
     _VERIFIED.add(identity)
     return manifest
+
+
+def _check_masks(ckpt: Path, manifest: dict[str, Any], hint: str) -> None:
+    """The masks hold the manifest's tensors and kept counts; kept values match them."""
+    tensors, files = manifest["tensors"], manifest["files"]
+    with safe_open(str(ckpt / MASKS), framework="pt") as handle:
+        names = set(handle.keys())
+        if names != set(tensors):
+            extra, missing = sorted(names - set(tensors)), sorted(set(tensors) - names)
+            raise LangpruneError(f"checkpoint '{ckpt}': {MASKS} and the manifest disagree on the pruned tensors "
+                                 f"(only in the masks: {extra[:3]}, only in the manifest: {missing[:3]}); {hint}")
+        targets = target_sparsities(manifest)
+        for name, info in tensors.items():
+            packed = handle.get_tensor(name)
+            kept = _popcount(packed)
+            if kept != info.get("kept"):
+                raise LangpruneError(f"checkpoint '{ckpt}': the mask of {name} keeps {kept} weights but the "
+                                     f"manifest says {info.get('kept')}; {hint}")
+            if name in targets:
+                problem = sparsity_mismatch(packed, info.get("shape"), kept, targets[name],
+                                            str(manifest.get("structure")))
+                if problem:
+                    raise LangpruneError(f"checkpoint '{ckpt}': the mask of {name} {problem}; {hint}")
+    updates_weights = manifest.get("updates_weights", manifest.get("method") in LEGACY_WEIGHT_UPDATING)
+    if updates_weights and VALUES not in files:
+        raise LangpruneError(f"checkpoint '{ckpt}' was pruned with {manifest['method']}, which updates the kept "
+                             f"weights, but has no {VALUES}; {hint}")
+    if VALUES in files:
+        with safe_open(str(ckpt / VALUES), framework="pt") as handle:
+            for name in handle.keys():
+                count = handle.get_slice(name).get_shape()
+                if name not in tensors or count != [tensors[name].get("kept")]:
+                    raise LangpruneError(f"checkpoint '{ckpt}': {VALUES} holds {count} values for {name}, but "
+                                         f"the manifest keeps {tensors.get(name, {}).get('kept')}; {hint}")
+
+
+def _quantized_layout(name: str, info: Any) -> dict[str, tuple[str, list[int]]]:
+    """Tensor name -> (safetensors dtype, shape) that a manifest entry calls for; ValueError if it is malformed."""
+    rows, columns = info["shape"]
+    bits, groups, size = info["bits"], info["groups"], info["group_size"]
+    if bits not in CODE_BITS or min(rows, columns, groups) < 1 or size < 0 or \
+            groups != (columns // size if size else 1) or (size and columns % size):
+        raise ValueError(name)
+    layout = {f"{name}.codes": ("U8", [(rows * columns * bits + 7) // 8]),
+              f"{name}.scales": ("F32", [rows, groups]),
+              f"{name}.zeros": ("U8", [(rows * groups * bits + 7) // 8])}
+    if info["group_index"]:
+        layout[f"{name}.group_index"] = ("I32", [columns])
+    return layout
+
+
+def _check_quantized(ckpt: Path, manifest: dict[str, Any], hint: str) -> None:
+    """The quantized tensors are exactly those the manifest's entries call for, each of its dtype and size."""
+    layout: dict[str, tuple[str, list[int]]] = {}
+    for name, info in manifest["tensors"].items():
+        try:
+            layout.update(_quantized_layout(name, info))
+        except (KeyError, TypeError, ValueError):
+            raise LangpruneError(f"checkpoint '{ckpt}': the manifest's entry for {name} is not a quantized weight "
+                                 f"(shape, bits from 1 to 8, group_size, groups, symmetric, group_index); "
+                                 f"{hint}") from None
+    with safe_open(str(ckpt / QUANTIZED), framework="pt") as handle:
+        names = set(handle.keys())
+        if names != set(layout):
+            extra, missing = sorted(names - set(layout)), sorted(set(layout) - names)
+            raise LangpruneError(f"checkpoint '{ckpt}': {QUANTIZED} and the manifest disagree on the quantized "
+                                 f"tensors (only in the file: {extra[:3]}, only in the manifest: {missing[:3]}); "
+                                 f"{hint}")
+        for key, (dtype, shape) in layout.items():
+            found = handle.get_slice(key)
+            if (found.get_dtype(), found.get_shape()) != (dtype, shape):
+                raise LangpruneError(f"checkpoint '{ckpt}': {key} is {found.get_dtype()} {found.get_shape()} but "
+                                     f"the manifest calls for {dtype} {shape}; {hint}")
+            if key.endswith(".group_index"):
+                groups = manifest["tensors"][key.removesuffix(".group_index")]["groups"]
+                index = handle.get_tensor(key)
+                if int(index.min()) < 0 or int(index.max()) >= groups:
+                    raise LangpruneError(f"checkpoint '{ckpt}': {key} names groups outside [0, {groups}); {hint}")
 
 
 def checkpoint_identity(checkpoint: str | os.PathLike | None) -> tuple[str | None, dict]:
@@ -432,7 +519,11 @@ def checkpoint_identity(checkpoint: str | os.PathLike | None) -> tuple[str | Non
 def iter_masks(ckpt_dir: str | os.PathLike, names: list[str] | None = None) -> Iterator[tuple[str, Any]]:
     """(parameter name, keep-mask) one weight at a time (True = kept); a paper-sized model's masks
     unpacked together would not fit in memory. ``names`` picks weights (default: all, in manifest order)."""
-    tensors = read_manifest(ckpt_dir)["tensors"]
+    manifest = read_manifest(ckpt_dir)
+    if is_quantized(manifest):
+        raise LangpruneError(f"checkpoint '{ckpt_dir}' is quantized ({manifest.get('method')}): it has no pruning "
+                             f"masks to read")
+    tensors = manifest["tensors"]
     with safe_open(str(Path(ckpt_dir) / MASKS), framework="pt") as handle:
         for name in tensors if names is None else names:
             yield name, unpack_mask(handle.get_tensor(name), tensors[name]["shape"])
@@ -454,19 +545,41 @@ def check_base(manifest: dict[str, Any], model: str, revision: str | None) -> No
                              f"load the same base model files the checkpoint was made from")
 
 
+def iter_quantized(ckpt_dir: str | os.PathLike) -> Iterator[tuple[str, QuantizedWeight]]:
+    """(parameter name, quantized weight) of a quantized checkpoint, one weight at a time, in manifest order."""
+    tensors = read_manifest(ckpt_dir)["tensors"]  # verified against the file
+    with safe_open(str(Path(ckpt_dir) / QUANTIZED), framework="pt") as handle:
+        for name, info in tensors.items():
+            parts = [handle.get_tensor(f"{name}.{part}") for part in QUANTIZED_PARTS[:3]]
+            index = handle.get_tensor(f"{name}.group_index") if info["group_index"] else None
+            yield name, unpack_weight(info, parts[0], parts[1], parts[2], index)
+
+
+def _parameter(params: dict, name: str, shape, ckpt_dir, what: str) -> Any:
+    """The model's parameter ``name``, which must have the checkpoint's ``shape``."""
+    if name not in params or tuple(params[name].shape) != tuple(shape):
+        found = tuple(params[name].shape) if name in params else "missing"
+        raise LangpruneError(f"checkpoint '{ckpt_dir}' has {what} {name} {tuple(shape)} but the model has {found}; "
+                             f"load the base model the checkpoint was made from")
+    return params[name]
+
+
 def apply_checkpoint(model, ckpt_dir: str | os.PathLike):
-    """Zero the pruned weights of an already loaded base model in place (and restore SparseGPT values)."""
+    """Zero the pruned weights of an already loaded base model in place (and restore SparseGPT values),
+    or write a quantized checkpoint's dequantized weights into it."""
+    params = dict(model.named_parameters())
+    if is_quantized(read_manifest(ckpt_dir)):
+        with torch.no_grad():
+            for name, weight in iter_quantized(ckpt_dir):
+                param = _parameter(params, name, weight.shape, ckpt_dir, "a quantized weight for")
+                param.copy_(weight.dequantize(param.dtype))
+        return model
     masks = read_masks(ckpt_dir)  # verified against the manifest
     values_path = Path(ckpt_dir) / VALUES
     values = load_file(str(values_path)) if values_path.is_file() else {}
-    params = dict(model.named_parameters())
     with torch.no_grad():
         for name, keep in masks.items():
-            if name not in params or tuple(params[name].shape) != tuple(keep.shape):
-                found = tuple(params[name].shape) if name in params else "missing"
-                raise LangpruneError(f"checkpoint '{ckpt_dir}' has a mask for {name} {tuple(keep.shape)} but the "
-                                     f"model has {found}; load the base model the checkpoint was made from")
-            param = params[name]
+            param = _parameter(params, name, keep.shape, ckpt_dir, "a mask for")
             keep = keep.to(param.device)
             zero_pruned(param, keep)
             if name in values:
@@ -512,23 +625,39 @@ def load_pruned_model(model: str | None, checkpoint: str | os.PathLike | None = 
     return loaded
 
 
-def export_dense(ckpt_dir: str | os.PathLike, out_dir: str | os.PathLike, model: str | None = None,
-                 trust_remote_code: bool = False, *, force: bool | None = None) -> Path:
-    """Write a dense Hugging Face model directory (weights + tokenizer) with the pruned weights.
+EXPORT_FORMATS = ("dense", "compressed-tensors")
 
-    ``out_dir`` may replace only an earlier export (``langprune_export.json`` marks one),
-    or anything but the inputs with ``force``; it is checked before the model is loaded.
+
+def export_model(ckpt_dir: str | os.PathLike, out_dir: str | os.PathLike, model: str | None = None,
+                 trust_remote_code: bool = False, *, format: str = "dense", force: bool = False) -> Path:
+    """Write a Hugging Face model directory (weights + tokenizer) of the checkpoint applied to its base.
+
+    ``format`` "dense" writes every weight as a plain tensor; "compressed-tensors" writes a
+    quantized checkpoint's linears packed (:mod:`langprune.compressed`). ``out_dir`` may replace
+    only an earlier export (``langprune_export.json`` carries its marker and the ``weights`` format),
+    or anything but the inputs with
+    ``force``; it and the format are checked before the model is loaded.
     """
     manifest = read_manifest(ckpt_dir)
+    if format not in EXPORT_FORMATS:
+        raise LangpruneError(f"--format '{format}' is not one of: {', '.join(EXPORT_FORMATS)}")
+    scheme = None
+    if format == "compressed-tensors":
+        from . import compressed  # noqa: PLC0415 - compressed-tensors loads in seconds; only this export needs it
+
+        scheme = compressed.scheme_for(ckpt_dir, manifest, is_quantized(manifest))
     base = model or manifest["base"]["model"]
     revision = manifest["base"].get("revision")
     weights = model_files(base, revision=revision)
     base_dirs = sorted({str(path.parent) for path in weights} | ({base} if os.path.isdir(base) else set()))
     check_output(out_dir, EXPORT_KIND, force=force, inputs=[ckpt_dir, *base_dirs],
                  need_bytes=sum(path.stat().st_size for path in weights))
-    pruned = load_pruned_model(model, ckpt_dir, trust_remote_code=trust_remote_code)
+    loaded = load_pruned_model(model, ckpt_dir, trust_remote_code=trust_remote_code)
     with atomic_path(out_dir, EXPORT_KIND, force=force) as tmp:
-        pruned.save_pretrained(tmp)
+        if scheme is None:
+            loaded.save_pretrained(tmp)
+        else:
+            compressed.save_compressed(loaded, iter_quantized(ckpt_dir), scheme, tmp)
         try:
             tokenizer = load_tokenizer(base, revision=revision, trust_remote_code=trust_remote_code)
         except LangpruneError:
@@ -537,13 +666,13 @@ def export_dense(ckpt_dir: str | os.PathLike, out_dir: str | os.PathLike, model:
             tokenizer.save_pretrained(tmp)
         (tmp / EXPORT_MARKER).write_text(json_text(marker(
             EXPORT_FORMAT, checkpoint=str(ckpt_dir), manifest_sha256=sha256_file(Path(ckpt_dir) / MANIFEST),
-            base=manifest["base"]["model"])), encoding="utf-8")
+            base=manifest["base"]["model"], weights=format)), encoding="utf-8")
     return Path(out_dir)
 
 
 def checkpoint_bytes(ckpt_dir: str | os.PathLike) -> dict[str, int]:
     """Sizes of the checkpoint's tensor files, for the size targets."""
-    return {name: (Path(ckpt_dir) / name).stat().st_size for name in (MASKS, VALUES)
+    return {name: (Path(ckpt_dir) / name).stat().st_size for name in (MASKS, VALUES, QUANTIZED)
             if (Path(ckpt_dir) / name).is_file()}
 
 

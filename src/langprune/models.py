@@ -94,16 +94,25 @@ def load_config(name: str, *, revision: str | None = None, trust_remote_code: bo
         raise _load_error(name, "a model", exc) from exc
 
 
-def layer_module_names(config: Any, *, trust_remote_code: bool = False) -> set[str]:
-    """Every name on the path to a linear inside the decoder layers (``self_attn``, ``q_proj``, ``mlp``...).
-
-    The model is built from its config on the meta device: no weights are read or allocated,
-    so a setting that names a module can be checked before the load.
-    """
+def _decoder_skeleton(config: Any, trust_remote_code: bool) -> tuple[str, Any]:
+    """The decoder layers of a model built from its config on the meta device: no weights are read or allocated."""
     with torch.device("meta"):
         skeleton = AutoModelForCausalLM.from_config(config, trust_remote_code=trust_remote_code)
-    _, layers = decoder_layers(skeleton)
+    return decoder_layers(skeleton)
+
+
+def layer_module_names(config: Any, *, trust_remote_code: bool = False) -> set[str]:
+    """Every name on the path to a linear inside the decoder layers (``self_attn``, ``q_proj``, ``mlp``...),
+    known before the load, so a setting that names a module can be checked first."""
+    _, layers = _decoder_skeleton(config, trust_remote_code)
     return {part for layer in layers for linear in layer_linears(layer) for part in linear.split(".")}
+
+
+def layer_input_sizes(config: Any, *, trust_remote_code: bool = False) -> dict[str, int]:
+    """Each decoder-layer linear's input size by its parameter's module name, known before the load."""
+    path, layers = _decoder_skeleton(config, trust_remote_code)
+    return {name: linear.in_features for index, layer in enumerate(layers)
+            for name, linear in layer_linears(layer, f"{path}.{index}").items()}
 
 
 def free_memory() -> None:

@@ -2,9 +2,10 @@
 
 One entry per method is the only place its facts live: which calibration statistics it
 needs, whether it needs calibration text at all or a mix of languages, whether it is
-unstructured-only, whether it changes surviving weights, and its hyperparameters with
-their published defaults and declared ranges. The experiment grid, the CLI (flags and
-help), the config check, the report's row order and the pruning call all read it.
+unstructured-only, whether it changes surviving weights, whether it quantizes instead of
+pruning, and its hyperparameters with their published defaults and declared ranges. The
+experiment grid, the CLI (flags and help), the config check, the report's row order and
+the pruning call all read it.
 
 Adding a method is one :class:`MethodSpec` here plus one module holding its pure function
 (named by ``function``, ``"module:attribute"``, imported only when the method runs).
@@ -20,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import LangpruneError
-from .ranges import NON_NEGATIVE, POSITIVE, POSITIVE_INT, Range
+from .ranges import NON_NEGATIVE, NON_NEGATIVE_INT, POSITIVE, POSITIVE_INT, Range
 
 # Calibration statistics the layer-by-layer engine can collect (langprune.prune.stats).
 SUMSQ = "sumsq"  # per input feature: sum of x_j ** 2 (Wanda's ||X_j||)
@@ -42,9 +43,9 @@ def resolve(reference: str) -> Callable[..., Any]:
 class Param:
     """One hyperparameter: the keyword of the method's function, its flag, default and allowed values.
 
-    Numbers declare a :class:`Range`; strings may declare ``choices`` (a tuple, or a function
-    giving one, for choices that depend on the registry itself); booleans are switches whose
-    default is False.
+    Numbers declare a :class:`Range` and may narrow it to ``choices``; strings may declare
+    ``choices`` (a tuple, or a function giving one, for choices that depend on the registry
+    itself); booleans are switches whose default is False.
     """
 
     name: str
@@ -52,7 +53,7 @@ class Param:
     default: Any
     help: str
     range: Range | None = None
-    choices: tuple[str, ...] | Callable[[], tuple[str, ...]] | None = None
+    choices: tuple[Any, ...] | Callable[[], tuple[Any, ...]] | None = None
     module_name: bool = False  # names a module inside the decoder layers (or NO_MODULE), checked against the model
 
     def __post_init__(self) -> None:
@@ -71,13 +72,14 @@ class Param:
     def kind(self) -> type:
         return type(self.default)
 
-    def allowed_choices(self) -> tuple[str, ...] | None:
+    def allowed_choices(self) -> tuple[Any, ...] | None:
         return self.choices() if callable(self.choices) else self.choices
 
     def describe(self) -> str:
         """What values are allowed, for help texts and errors."""
+        choices = self.allowed_choices()
         if self.range is not None:
-            return self.range.describe()
+            return "one of " + ", ".join(map(str, choices)) if choices else self.range.describe()
         if self.module_name:
             return f"the name of a module inside the model's decoder layers, or {NO_MODULE}"
         choices = self.allowed_choices()
@@ -89,7 +91,10 @@ class Param:
         """``value`` if allowed for this parameter, else a LangpruneError naming ``name`` (default: the flag)."""
         name = name or self.flag
         if self.range is not None:
-            return self.range.check(value, name)
+            self.range.check(value, name)
+            if self.allowed_choices() and value not in self.allowed_choices():
+                raise LangpruneError(f"{name} {value!r}: must be {self.describe()}")
+            return value
         if self.kind is bool:
             if not isinstance(value, bool):
                 raise LangpruneError(f"{name} {value!r}: must be true or false")
@@ -123,6 +128,17 @@ class MethodSpec:
     unstructured_only: bool = False
     params: tuple[Param, ...] = ()
     allocations: tuple[str, ...] = ()  # allocations it combines with (empty: every registered one)
+    # A quantization method keeps every weight and rounds it to a grid: it takes no structure or
+    # sparsity, its function returns a quantized weight, and its settings name the variant.
+    quantizes: bool = False
+    # "module:attribute" of (params, {linear: input columns}) -> None: settings that depend on each
+    # other or on the model's layer sizes, checked (one LangpruneError) before the weights load.
+    check_layers: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.quantizes and (self.unstructured_only or self.allocations != (UNIFORM,)):
+            raise ValueError(f"method {self.name}: a quantization method has no structure and combines only "
+                             f"with the {UNIFORM} allocation")
 
     @property
     def needs_calibration(self) -> bool:
@@ -139,6 +155,11 @@ class MethodSpec:
 
     def combines_with(self, allocation: str) -> bool:
         return allocation in (self.allocations or tuple(ALLOCATIONS))
+
+    def check_sizes(self, params: Mapping[str, Any], input_sizes: Mapping[str, int]) -> None:
+        """Run :attr:`check_layers` (if any) on bound ``params`` and the model's linear input sizes."""
+        if self.check_layers is not None:
+            resolve(self.check_layers)(params, input_sizes)
 
 
 @dataclass(frozen=True)
@@ -248,6 +269,22 @@ METHODS: dict[str, MethodSpec] = {spec.name: spec for spec in [
                          "weight of the cross-language spread of input norms", range=NON_NEGATIVE),
                    Param("probability_weight", "--mwanda-probability-weight", 1.0,
                          "weight of the mean activation probability", range=NON_NEGATIVE))),
+    MethodSpec("gptq", "langprune.prune.gptq:gptq",
+               "weight quantization, each column's rounding error spread over the rest through the inverse "
+               "Hessian (Frantar et al., 2023)", frozenset({SUMSQ, HESSIAN}), updates_weights=True,
+               allocations=(UNIFORM,), quantizes=True, check_layers="langprune.prune.gptq:check_layers", params=(
+                   Param("bits", "--gptq-bits", 4, "bits per weight (the reference's choices)",
+                         range=Range(int, minimum=2, maximum=8), choices=(2, 3, 4, 8)),
+                   Param("group_size", "--gptq-group-size", 128,
+                         "input columns sharing one scale and zero point (0: one per output row)",
+                         range=NON_NEGATIVE_INT),
+                   Param("symmetric", "--gptq-symmetric", False,
+                         "symmetric grid: the zero point fixed at the middle of the code range"),
+                   Param("act_order", "--gptq-act-order", False,
+                         "quantize columns in order of decreasing Hessian diagonal"),
+                   Param("static_groups", "--gptq-static-groups", False,
+                         "fix every group's grid from the weight before quantizing (with act-order, groups stay "
+                         "runs of columns and need no per-column index)"))),
 ]}
 
 _SPREAD = Range(float, minimum=0, maximum=1, max_open=True)

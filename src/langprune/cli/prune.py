@@ -88,10 +88,10 @@ def _owl_ratios(args) -> int:
 
 
 def _export(args) -> int:
-    from ..checkpoint import export_dense
+    from ..checkpoint import export_model
 
-    print(export_dense(args.checkpoint, args.out, model=args.model, trust_remote_code=args.trust_remote_code,
-                       force=args.force))
+    print(export_model(args.checkpoint, args.out, model=args.model, trust_remote_code=args.trust_remote_code,
+                       format=args.format, force=args.force))
     return 0
 
 
@@ -126,11 +126,13 @@ def _verify(args) -> int:
 
 
 def register(subparsers) -> None:
-    methods = ", ".join(registry.METHODS)
-    p = subparsers.add_parser("prune", help="prune a model layer by layer into a sparse checkpoint",
+    methods = ", ".join(name for name, spec in registry.METHODS.items() if not spec.quantizes)
+    quantizers = ", ".join(name for name, spec in registry.METHODS.items() if spec.quantizes)
+    p = subparsers.add_parser("prune", help="prune (or quantize) a model layer by layer into a checkpoint",
                               description=f"Prune every decoder-layer linear of a causal LM ({methods}; optionally "
                                           f"with a layer-wise sparsity allocation) and write a sparse checkpoint "
-                                          f"directory.")
+                                          f"directory, or quantize them ({quantizers}; no --sparsity or --structure) "
+                                          f"into a quantized one.")
     p.add_argument("--model", required=True, help="hub id or local model directory")
     without = ", ".join(name for name, spec in registry.METHODS.items() if not spec.needs_calibration)
     p.add_argument("--calibration", metavar="SHARD", help=f"safetensors shard with int64 input_ids [n, seqlen] "
@@ -140,7 +142,7 @@ def register(subparsers) -> None:
                                                                 if spec.needs_language_mix else "")
                                   for name, spec in registry.METHODS.items()))
     p.add_argument("--sparsity", type=OPEN_UNIT, help=f"fraction pruned, {OPEN_UNIT.describe()}; implied by N:M "
-                                                      f"structures")
+                                                      f"structures; not for a quantization method")
     p.add_argument("--structure", default="unstructured", help="unstructured (default) or N:M such as 2:4, 4:8")
     add_output(p, "--out", kind="checkpoint:CHECKPOINT_KIND", required=True, metavar="CKPT",
                help="checkpoint directory to write (atomically)")
@@ -196,10 +198,13 @@ def register(subparsers) -> None:
     o.add_argument("--trust-remote-code", action="store_true", help="allow model code from the hub")
     o.set_defaults(func=_owl_ratios)
 
-    e = subparsers.add_parser("export", help="write a dense Hugging Face model directory from a sparse checkpoint")
+    e = subparsers.add_parser("export", help="write a Hugging Face model directory from a checkpoint")
     e.add_argument("checkpoint", metavar="CKPT")
     add_output(e, "--out", kind="checkpoint:EXPORT_KIND", required=True, metavar="DIR",
-               help="dense model directory to write (atomically)")
+               help="model directory to write (atomically)")
+    e.add_argument("--format", default="dense",
+                   help="dense (default): every weight a plain tensor; compressed-tensors: a quantized checkpoint's "
+                        "linears packed (W4A16 and kin), as transformers and vLLM read them")
     e.add_argument("--model", default=None, help="base model (default: the one recorded in the checkpoint)")
     e.add_argument("--trust-remote-code", action="store_true")
     e.set_defaults(func=_export)

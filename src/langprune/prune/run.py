@@ -25,7 +25,15 @@ from ..checkpoint import CHECKPOINT_KIND, base_weights_hash, build_manifest, kep
 from ..data.shards import read_calibration, row_language_indices
 from ..errors import LangpruneError
 from ..io import check_output, write_json
-from ..models import decoder_layers, layer_module_names, load_config, load_model, model_files, resolve_dtype
+from ..models import (
+    decoder_layers,
+    layer_input_sizes,
+    layer_module_names,
+    load_config,
+    load_model,
+    model_files,
+    resolve_dtype,
+)
 from ..ranges import POSITIVE_INT, SEED
 from .engine import prune_model
 from .methods import Method, get_method
@@ -121,7 +129,7 @@ def check_request(request: PruneRequest) -> CheckedRequest:
     """Every check that reads no file: method and allocation settings, structure, feasibility, device."""
     spec = registry.method(request.method)
     method = get_method(spec.name, **request.method_params)
-    structure = parse_structure(request.structure, request.sparsity)
+    structure = _structure(spec, request)
     if spec.unstructured_only and structure.is_nm:
         raise LangpruneError(f"--method {spec.name} works on unstructured masks only, not --structure "
                              f"{structure.label}; use --structure unstructured")
@@ -149,6 +157,25 @@ def check_request(request: PruneRequest) -> CheckedRequest:
     SEED.check(request.seed, "--seed")
     _check_run_settings(request.device, request.batch_size, request.dtype)
     return CheckedRequest(request, method, structure, allocation, params)
+
+
+def _structure(spec: registry.MethodSpec, request: PruneRequest) -> Structure:
+    """The requested sparsity structure; a quantization method keeps every weight and takes none."""
+    if not spec.quantizes:
+        return parse_structure(request.structure, request.sparsity)
+    keep_all = unstructured(0.0)
+    if request.sparsity is not None or (request.structure or keep_all.label).strip().lower() != keep_all.label:
+        given = "--sparsity" if request.sparsity is not None else f"--structure {request.structure}"
+        raise LangpruneError(f"--method {spec.name} quantizes every weight and prunes none: drop {given} (its "
+                             f"settings are its own flags, --{spec.name}-*)")
+    return keep_all
+
+
+def _check_layer_sizes(checked: CheckedRequest, config: Any) -> None:
+    """Settings that depend on the model's layer sizes (e.g. a quantization group size), from its config alone."""
+    if checked.spec.check_layers is not None:
+        sizes = layer_input_sizes(config, trust_remote_code=checked.request.trust_remote_code)
+        checked.spec.check_sizes(checked.method.params, sizes)
 
 
 def _check_module_names(checked: CheckedRequest, config: Any) -> None:
@@ -260,6 +287,7 @@ def _read_inputs(checked: CheckedRequest) -> _Inputs:
     config = _model_config(request.model, input_ids, request.calibration, revision=request.revision,
                            trust_remote_code=request.trust_remote_code)
     _check_module_names(checked, config)
+    _check_layer_sizes(checked, config)
     base_hash = base_weights_hash(request.model, request.revision)
     if ratios is not None:
         ratios_file.check_made_for(ratios, request.owl_ratios, **_ratios_identity(checked, calibration, base_hash))
@@ -272,7 +300,8 @@ def _ratios_identity(checked: CheckedRequest, calibration: dict[str, Any], base_
 
 
 def prune_to_checkpoint(request: PruneRequest) -> PruneOutcome:
-    """Prune ``request.model`` and write a sparse checkpoint to ``request.out``; prints the per-layer summary.
+    """Prune ``request.model`` and write a sparse checkpoint to ``request.out`` (a quantization method: a
+    quantized one, its codes, scales and zero points); prints the per-layer summary.
 
     ``out`` is checked before any work: it may replace only an existing checkpoint (or,
     with ``force``, anything but the base model, the shard and the ratios file), and must be
@@ -298,13 +327,16 @@ def prune_to_checkpoint(request: PruneRequest) -> PruneOutcome:
                          measure_error=request.measure_error, row_languages=inputs.languages)
     run = {"device": request.device, "batch_size": request.batch_size, "offload": request.offload,
            "seconds": time.perf_counter() - started, "timings": result.timings}
+    quantizes = checked.spec.quantizes
     manifest = build_manifest(request.model, request.revision, inputs.base_hash, loaded, method=method.name,
-                              structure=checked.structure, seed=request.seed, calibration=inputs.calibration,
+                              structure=None if quantizes else checked.structure, seed=request.seed,
+                              calibration=inputs.calibration,
                               tags=dict(request.tags), run=run, layers=result.layers,
                               method_params=dict(method.params), allocation=allocation_info,
                               updates_weights=method.updates_weights, command=request.command)
-    values = kept_values(loaded, result.masks) if method.updates_weights else None
-    path = write_checkpoint(request.out, result.masks, values, manifest, force=request.force)
+    values = kept_values(loaded, result.masks) if method.updates_weights and not quantizes else None
+    path = write_checkpoint(request.out, result.masks, values, manifest, force=request.force,
+                            quantized=result.quantized if quantizes else None)
     print(summary_table(result.layers))
     return PruneOutcome(path, loaded, result)
 
