@@ -225,6 +225,7 @@ def test_a_weight_updating_checkpoint_without_values_is_refused(tmp_path, tiny_l
     assert manifest["updates_weights"] is True
     (ckpt / VALUES).unlink()
     del manifest["files"][VALUES]
+    del manifest["manifest_sha256"]  # edited by hand: only an earlier version's manifest has no digest
     for legacy in (False, True):
         if legacy:
             del manifest["updates_weights"]

@@ -31,8 +31,11 @@ that says how to rebuild it, never a silently different model.
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
+import re
+import shlex
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -48,7 +51,21 @@ from safetensors.torch import load_file, save_file
 from . import __version__
 from .bitmasks import PackedMasks, unpack_mask, zero_pruned
 from .errors import LangpruneError
-from .io import ArtifactKind, atomic_path, cache_dir, check_output, read_json, sha256_bytes, sha256_file, write_json
+from .io import (
+    CACHE_FILE,
+    ArtifactKind,
+    atomic_path,
+    cache_dir,
+    canonical_json,
+    check_output,
+    json_file_carries,
+    json_text,
+    marker,
+    read_json,
+    sha256_bytes,
+    sha256_file,
+    write_json,
+)
 from .models import load_model, load_tokenizer, model_files
 from .quantized import CODE_BITS, PackedQuantized, QuantizedWeight, unpack_weight
 
@@ -67,10 +84,34 @@ LEGACY_WEIGHT_UPDATING = ("sparsegpt",)
 EXPORT_MARKER = "langprune_export.json"
 
 
+EXPORT_FORMAT = "langprune-dense-export"
+# Manifest key: the SHA-256 of the rest of the manifest (less its file hashes), so an edited manifest
+# is found although manifest.json itself is not covered by a file hash.
+MANIFEST_DIGEST = "manifest_sha256"
+# The marker of a manifest whose JSON is damaged: a format name and version, as write_checkpoint spells them.
+_DAMAGED_MARKER = re.compile(r'"format": "(?P<name>[a-z-]+)",\s*"format_version": (?P<version>\d+)\b')
+
+
+def carries_checkpoint_marker(manifest_path: Path) -> bool:
+    """Whether a manifest carries a checkpoint format's name and version (read as text if its JSON is damaged)."""
+    try:
+        text = manifest_path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return False
+    try:
+        doc = json.loads(text)
+    except ValueError:
+        found = _DAMAGED_MARKER.search(text)
+        return bool(found) and FORMAT_VERSIONS.get(found["name"]) == int(found["version"])
+    return isinstance(doc, dict) and doc.get("format") in FORMAT_VERSIONS and \
+        FORMAT_VERSIONS[doc["format"]] == doc.get("format_version")
+
+
 def is_checkpoint_dir(path: Path) -> bool:
-    """A directory holding only what :func:`write_checkpoint` writes (so nothing else is lost by replacing it)."""
+    """A langprune checkpoint: its manifest carries a checkpoint format marker and the directory holds nothing
+    but what :func:`write_checkpoint` writes (so nothing else is lost by replacing or removing it)."""
     names = {entry.name for entry in path.iterdir()}
-    return bool(names & {MANIFEST, MASKS, QUANTIZED}) and names <= {MANIFEST, MASKS, VALUES, QUANTIZED}
+    return names <= {MANIFEST, MASKS, VALUES, QUANTIZED} and carries_checkpoint_marker(path / MANIFEST)
 
 
 def is_quantized(manifest: dict[str, Any]) -> bool:
@@ -78,7 +119,7 @@ def is_quantized(manifest: dict[str, Any]) -> bool:
 
 
 def is_export_dir(path: Path) -> bool:
-    return (path / EXPORT_MARKER).is_file()
+    return json_file_carries(path / EXPORT_MARKER, EXPORT_FORMAT)
 
 
 CHECKPOINT_KIND = ArtifactKind("sparse checkpoint directory", directory=True, recognise=is_checkpoint_dir)
@@ -120,8 +161,8 @@ def cached_sha256(path: Path) -> str:
     if key not in cache:
         cache[key] = sha256_file(real)
         try:
-            write_json(cache_file, cache)
-        except OSError:
+            write_json(cache_file, cache, CACHE_FILE)
+        except (OSError, LangpruneError):
             pass  # an unwritable cache only costs time
     return cache[key]
 
@@ -173,6 +214,12 @@ def build_manifest(model: str, revision: str | None, base_hash: dict[str, Any], 
     }
 
 
+def manifest_digest(manifest: dict[str, Any]) -> str:
+    """SHA-256 of a manifest without its ``files`` entry and without the digest itself."""
+    return sha256_bytes(canonical_json({key: value for key, value in manifest.items()
+                                        if key not in ("files", MANIFEST_DIGEST)}))
+
+
 def kept_values(model, masks: PackedMasks) -> dict:
     """The surviving entries of each pruned weight, 1-D in mask order, in the model's dtype, on the CPU."""
     params = dict(model.named_parameters())
@@ -207,25 +254,44 @@ def write_checkpoint(out: str | os.PathLike, masks: PackedMasks, values: dict | 
         if values:
             save_file({name: value.contiguous() for name, value in values.items()}, str(tmp / VALUES))
         manifest["files"] = {path.name: sha256_file(path) for path in sorted(tmp.iterdir())}
+        manifest[MANIFEST_DIGEST] = manifest_digest(manifest)
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     return out
 
 
 # --- reading -----------------------------------------------------------------------------
 
-def rebuild_hint(ckpt_dir: str | os.PathLike, manifest: dict[str, Any] | None = None) -> str:
-    """How to get a good copy of a checkpoint back: the prune command when the manifest says it."""
+def recorded_command(manifest: Any, ckpt_dir: str | os.PathLike) -> str | None:
+    """The command line the manifest recorded, writing to ``ckpt_dir`` with --force (None if none recorded)."""
+    words = manifest.get("command") if isinstance(manifest, dict) else None
+    if not isinstance(words, list) or not words or not all(isinstance(w, str) for w in words):
+        return None
+    words = [w for w in words if not w.startswith("--out=")]
+    if "--out" in words[:-1]:
+        at = words.index("--out")
+        del words[at:at + 2]
+    return shlex.join([*words, "--out", str(ckpt_dir), *([] if "--force" in words else ["--force"])])
+
+
+def _command_from_fields(manifest: dict[str, Any], ckpt_dir: str | os.PathLike) -> str:
+    """The prune command as far as an older manifest's fields tell it."""
     try:
         base, calib = manifest["base"], manifest.get("calibration") or {}
-        command = (f"langprune prune --model {base['model']}"
-                   + (f" --revision {base['revision']}" if base.get("revision") else "")
-                   + (f" --calibration {calib['path']}" if calib.get("path") else "")
-                   + f" --method {manifest['method']}"
-                   + (f" --structure {manifest['structure']}" if "structure" in manifest else "")
-                   + (f" --sparsity {manifest['sparsity']}" if manifest.get("structure") == "unstructured" else "")
-                   + f" --seed {manifest['seed']} --out {ckpt_dir} --force")
+        return (f"langprune prune --model {base['model']}"
+                + (f" --revision {base['revision']}" if base.get("revision") else "")
+                + (f" --calibration {calib['path']}" if calib.get("path") else "")
+                + f" --method {manifest['method']}"
+                + (f" --structure {manifest['structure']}" if "structure" in manifest else "")
+                + (f" --sparsity {manifest['sparsity']}" if manifest.get("structure") == "unstructured" else "")
+                + f" --seed {manifest['seed']} --out {ckpt_dir} --force")
     except (KeyError, TypeError):
-        command = f"langprune prune ... --out {ckpt_dir} --force"
+        return f"langprune prune ... --out {ckpt_dir} --force"
+
+
+def rebuild_hint(ckpt_dir: str | os.PathLike, manifest: dict[str, Any] | None = None) -> str:
+    """How to get a good copy of a checkpoint back: the command line the manifest recorded, else
+    one rebuilt from its fields (manifests of versions that did not record the command line)."""
+    command = recorded_command(manifest, ckpt_dir) or _command_from_fields(manifest, ckpt_dir)
     return (f"rebuild it with `{command}`, or in the workflow with "
             f"`snakemake --cores all $(langprune verify --remove-broken {ckpt_dir}) all` (docs/reruns.md)")
 
@@ -272,13 +338,63 @@ def _popcount(packed) -> int:
     return int(table[packed.to(torch.int64)].sum())
 
 
+_NM = re.compile(r"^(\d+):(\d+)$")
+
+
+def target_sparsities(manifest: dict[str, Any]) -> dict[str, float]:
+    """Each pruned weight's sparsity as the manifest asks it: its layer's under a layer-wise allocation
+    (OWL, CWL: ``allocation.layer_sparsity``), else the run's; {} for a manifest without a sparsity."""
+    sparsity = manifest.get("sparsity")
+    tensors = manifest.get("tensors") or {}
+    if isinstance(sparsity, bool) or not isinstance(sparsity, (int, float)):
+        return {}
+    per_layer = (manifest.get("allocation") or {}).get("layer_sparsity")
+    layer_of: dict[str, float] = {}
+    if isinstance(per_layer, list):
+        for layer in manifest.get("layers") or []:
+            index = layer.get("index") if isinstance(layer, dict) else None
+            if isinstance(index, int) and 0 <= index < len(per_layer):
+                layer_of.update({f"{linear}.weight": per_layer[index] for linear in layer.get("linears") or {}})
+    return {name: float(layer_of.get(name, sparsity)) for name in tensors}
+
+
+def sparsity_mismatch(packed, shape, kept: int, target: float, structure: str) -> str | None:
+    """How a weight's mask misses its target sparsity, or None if it is within the structure's tolerance.
+
+    N:M: exactly N of every M consecutive inputs pruned (each group is checked). Unstructured:
+    the pruned count within one per row of ``target`` x size (the methods round per row or per
+    matrix).
+    """
+    if not isinstance(shape, list) or not shape or not math.isfinite(target):
+        return None
+    size = math.prod(shape)
+    pruned = size - kept
+    match = _NM.match(structure)
+    if match:
+        n, m = int(match.group(1)), int(match.group(2))
+        if size % m == 0 and pruned * m != size * n:
+            return f"prunes {pruned} of {size} weights, not {n} of every {m} ({structure})"
+        if shape[-1] % m == 0:
+            per_group = (~unpack_mask(packed, shape)).reshape(-1, m).sum(dim=1)
+            bad = int((per_group != n).sum())
+            if bad:
+                return f"has {bad} groups of {m} inputs that do not prune exactly {n} ({structure})"
+        return None
+    rows = size // shape[-1]
+    if abs(pruned - target * size) > rows + 1:
+        return f"is {pruned / size:.2%} sparse but the manifest asks {target:.2%} ({structure})"
+    return None
+
+
 def verify_checkpoint(ckpt_dir: str | os.PathLike, manifest: dict[str, Any] | None = None) -> dict[str, Any]:
     """Check a checkpoint's files against its manifest; LangpruneError naming the first problem.
 
     Streams each file once through SHA-256 (cheap next to loading the model), then checks
-    what a hash cannot: the masks hold exactly the manifest's tensors with its kept counts,
-    and the kept values (required for methods that update weights) match the masks; or the
-    quantized tensors are exactly those the manifest's shapes, bits and groups call for.
+    what a hash cannot: the manifest is unedited (its own digest); the masks hold exactly the
+    manifest's tensors with its kept counts, each mask is as sparse as the manifest asks
+    (:func:`sparsity_mismatch`), and the kept values (required for methods that update weights)
+    match the masks; or the quantized tensors are exactly those the manifest's shapes, bits and
+    groups call for.
     """
     ckpt = Path(ckpt_dir)
     manifest = manifest if manifest is not None else read_manifest(ckpt, verify=False)
@@ -292,6 +408,10 @@ def verify_checkpoint(ckpt_dir: str | os.PathLike, manifest: dict[str, Any] | No
     identity += (_file_identity(ckpt / MANIFEST),)
     if identity in _VERIFIED:
         return manifest
+    recorded = manifest.get(MANIFEST_DIGEST)  # absent in manifests of earlier versions
+    if recorded is not None and recorded != manifest_digest(manifest):
+        raise LangpruneError(f"{ckpt / MANIFEST} was edited after the checkpoint was written (its content no longer "
+                             f"matches its {MANIFEST_DIGEST}); {hint}")
     for name in (MASKS, VALUES, QUANTIZED):
         if (ckpt / name).exists() and name not in files:
             raise LangpruneError(f"checkpoint '{ckpt}' holds {name} but its manifest does not list it; {hint}")
@@ -319,11 +439,18 @@ def _check_masks(ckpt: Path, manifest: dict[str, Any], hint: str) -> None:
             extra, missing = sorted(names - set(tensors)), sorted(set(tensors) - names)
             raise LangpruneError(f"checkpoint '{ckpt}': {MASKS} and the manifest disagree on the pruned tensors "
                                  f"(only in the masks: {extra[:3]}, only in the manifest: {missing[:3]}); {hint}")
+        targets = target_sparsities(manifest)
         for name, info in tensors.items():
-            kept = _popcount(handle.get_tensor(name))
+            packed = handle.get_tensor(name)
+            kept = _popcount(packed)
             if kept != info.get("kept"):
                 raise LangpruneError(f"checkpoint '{ckpt}': the mask of {name} keeps {kept} weights but the "
                                      f"manifest says {info.get('kept')}; {hint}")
+            if name in targets:
+                problem = sparsity_mismatch(packed, info.get("shape"), kept, targets[name],
+                                            str(manifest.get("structure")))
+                if problem:
+                    raise LangpruneError(f"checkpoint '{ckpt}': the mask of {name} {problem}; {hint}")
     updates_weights = manifest.get("updates_weights", manifest.get("method") in LEGACY_WEIGHT_UPDATING)
     if updates_weights and VALUES not in files:
         raise LangpruneError(f"checkpoint '{ckpt}' was pruned with {manifest['method']}, which updates the kept "
@@ -507,7 +634,8 @@ def export_model(ckpt_dir: str | os.PathLike, out_dir: str | os.PathLike, model:
 
     ``format`` "dense" writes every weight as a plain tensor; "compressed-tensors" writes a
     quantized checkpoint's linears packed (:mod:`langprune.compressed`). ``out_dir`` may replace
-    only an earlier export (``langprune_export.json`` marks one), or anything but the inputs with
+    only an earlier export (``langprune_export.json`` carries its marker and the ``weights`` format),
+    or anything but the inputs with
     ``force``; it and the format are checked before the model is loaded.
     """
     manifest = read_manifest(ckpt_dir)
@@ -536,10 +664,9 @@ def export_model(ckpt_dir: str | os.PathLike, out_dir: str | os.PathLike, model:
             tokenizer = None  # a weights-only base (e.g. a random test model) has none to copy
         if tokenizer is not None:
             tokenizer.save_pretrained(tmp)
-        (tmp / EXPORT_MARKER).write_text(json.dumps({
-            "checkpoint": str(ckpt_dir), "manifest_sha256": sha256_file(Path(ckpt_dir) / MANIFEST),
-            "base": manifest["base"]["model"], "format": format}, indent=2, sort_keys=True) + "\n",
-            encoding="utf-8")
+        (tmp / EXPORT_MARKER).write_text(json_text(marker(
+            EXPORT_FORMAT, checkpoint=str(ckpt_dir), manifest_sha256=sha256_file(Path(ckpt_dir) / MANIFEST),
+            base=manifest["base"]["model"], weights=format)), encoding="utf-8")
     return Path(out_dir)
 
 

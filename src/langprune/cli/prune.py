@@ -9,6 +9,7 @@ from ..errors import LangpruneError
 from ..owl_ratios import ALLOCATION as OWL_RATIOS_ALLOCATION
 from ..ranges import OPEN_UNIT, POSITIVE_INT, SEED
 from ..variant import parse_tag
+from .outputs import add_output
 
 
 def _tag(text: str) -> tuple[str, str]:
@@ -143,7 +144,8 @@ def register(subparsers) -> None:
     p.add_argument("--sparsity", type=OPEN_UNIT, help=f"fraction pruned, {OPEN_UNIT.describe()}; implied by N:M "
                                                       f"structures; not for a quantization method")
     p.add_argument("--structure", default="unstructured", help="unstructured (default) or N:M such as 2:4, 4:8")
-    p.add_argument("--out", required=True, metavar="CKPT", help="checkpoint directory to write (atomically)")
+    add_output(p, "--out", kind="checkpoint:CHECKPOINT_KIND", required=True, metavar="CKPT",
+               help="checkpoint directory to write (atomically)")
     p.add_argument("--device", default="cpu", help="cpu (default) or cuda[:N]")
     p.add_argument("--batch-size", type=POSITIVE_INT, default=8,
                    help="calibration sequences on the device at once (default %(default)s; benchmarks/RESULTS.md)")
@@ -154,9 +156,6 @@ def register(subparsers) -> None:
     p.add_argument("--trust-remote-code", action="store_true", help="allow model code from the hub (off by default)")
     p.add_argument("--no-error", action="store_true",
                    help="skip measuring the per-layer reconstruction error (saves one matmul per linear and batch)")
-    p.add_argument("--force", action="store_true",
-                   help="replace whatever is at --out (by default only an existing checkpoint is replaced); "
-                        "never the base model or the shard")
     p.add_argument("--tag", type=_tag, action="append", default=[], metavar="KEY=VALUE",
                    help="label stored in manifest.json tags (repeatable)")
     a = p.add_argument_group("layer-wise sparsity (defaults: the published ones)")
@@ -185,7 +184,8 @@ def register(subparsers) -> None:
                                           "model, dtype, shard or M.")
     o.add_argument("--model", required=True, help="hub id or local model directory")
     o.add_argument("--calibration", required=True, metavar="SHARD", help="safetensors calibration shard")
-    o.add_argument("--out", required=True, metavar="FILE", help="JSON file to write (atomically)")
+    add_output(o, "--out", kind="owl_ratios:OWL_RATIOS_KIND", required=True, metavar="FILE",
+               help="JSON file to write (atomically)")
     owl = registry.allocation(OWL_RATIOS_ALLOCATION)
     for param in owl.params:  # the settings the ratios depend on (not the spread, applied when pruning)
         _add_param_flag(o, owl.name, param)
@@ -196,20 +196,17 @@ def register(subparsers) -> None:
     o.add_argument("--offload", action="store_true", help="keep at most one decoder layer on the device")
     o.add_argument("--revision", default=None, help="hub revision of --model")
     o.add_argument("--trust-remote-code", action="store_true", help="allow model code from the hub")
-    o.add_argument("--force", action="store_true", help="replace whatever is at --out; never an input")
     o.set_defaults(func=_owl_ratios)
 
     e = subparsers.add_parser("export", help="write a Hugging Face model directory from a checkpoint")
     e.add_argument("checkpoint", metavar="CKPT")
-    e.add_argument("--out", required=True, metavar="DIR")
+    add_output(e, "--out", kind="checkpoint:EXPORT_KIND", required=True, metavar="DIR",
+               help="model directory to write (atomically)")
     e.add_argument("--format", default="dense",
                    help="dense (default): every weight a plain tensor; compressed-tensors: a quantized checkpoint's "
                         "linears packed (W4A16 and kin), as transformers and vLLM read them")
     e.add_argument("--model", default=None, help="base model (default: the one recorded in the checkpoint)")
     e.add_argument("--trust-remote-code", action="store_true")
-    e.add_argument("--force", action="store_true",
-                   help="replace whatever is at --out (by default only an earlier export); never the checkpoint "
-                        "or its base model")
     e.set_defaults(func=_export)
 
     v = subparsers.add_parser("verify", help="check sparse checkpoints against their manifests (SHA-256, masks)",
@@ -219,6 +216,7 @@ def register(subparsers) -> None:
                                           "is kept.")
     v.add_argument("checkpoints", nargs="+", metavar="CKPT")
     v.add_argument("--remove-broken", action="store_true",
-                   help="delete broken checkpoint directories (only ones holding nothing but checkpoint files), "
+                   help="delete broken checkpoint directories (only ones holding nothing but checkpoint files, "
+                        "their manifest carrying the checkpoint format marker), "
                         "so the workflow rebuilds them on its next run")
     v.set_defaults(func=_verify)

@@ -13,24 +13,25 @@ from pathlib import Path
 
 from .. import __version__
 from ..errors import LangpruneError
-from ..io import ArtifactKind, atomic_path, check_output, read_json, write_json
+from ..io import ArtifactKind, atomic_path, carries_marker, check_output, marker, read_json, write_json
 from ..variant import LABEL_KEYS, checkpoint_labels, run_labels
 
 # Columns every tidy row has, in this order; other tags follow.
 LABEL_COLUMNS = LABEL_KEYS
 RECORD_COLUMNS = ["benchmark", "language", "metric", "value", "n", "available"]
+METRICS_FORMAT = "langprune-metrics"
 # The evaluation data a record was computed on (``units.record_fingerprint``); empty for records
 # written before fingerprints were kept.
 FINGERPRINT_COLUMN = "fingerprint"
 
 
 def is_metrics_json(path: Path) -> bool:
-    """A metrics JSON written by `langprune evaluate`."""
+    """A metrics JSON written by `langprune evaluate` (it carries the metrics format marker)."""
     try:
         doc = read_json(path)
     except (OSError, ValueError, UnicodeDecodeError):
         return False
-    return isinstance(doc, dict) and "records" in doc and "langprune_version" in doc
+    return carries_marker(doc, METRICS_FORMAT) and "records" in doc
 
 
 def is_metrics_table(path: Path) -> bool:
@@ -44,7 +45,7 @@ def is_metrics_table(path: Path) -> bool:
 
 
 METRICS_KIND = ArtifactKind("metrics JSON", recognise=is_metrics_json)
-TABLE_KIND = ArtifactKind("metrics table (CSV)", recognise=is_metrics_table)
+TABLE_KIND = ArtifactKind("metrics table (CSV)", recognise=is_metrics_table, sidecar=True)
 
 
 def check_metrics_out(out: str | Path, *, force: bool = False, inputs=()) -> None:
@@ -66,7 +67,8 @@ def write_metrics(out: str | Path, *, kind: str, model: str, checkpoint: str | P
 
     checkpoint_hash, manifest = checkpoint_identity(checkpoint)
     merged_tags = {**{str(k): str(v) for k, v in (manifest.get("tags") or {}).items()}, **(tags or {})}
-    doc = {"kind": kind, "model": model, "checkpoint": None if checkpoint is None else str(checkpoint),
+    doc = {**marker(METRICS_FORMAT), "kind": kind, "model": model,
+           "checkpoint": None if checkpoint is None else str(checkpoint),
            "checkpoint_hash": checkpoint_hash, "tags": merged_tags, "pruning": checkpoint_labels(manifest),
            "settings": settings or {},
            "records": records, "langprune_version": __version__}
