@@ -93,16 +93,21 @@ def _run_owl_reference(code, function, model, ids, sparsity, monkeypatch):
                            use_variant=False, model="tiny-llama")
     seen = {}
 
-    def tracer(frame, event, arg):
-        if event == "return" and frame.f_code.co_name == function:
+    def on_return(frame, event, arg):
+        if event == "return":
             seen["densities"] = np.array(frame.f_locals["all_layer_ratio"], dtype=np.float64)
+        return on_return
+
+    def tracer(frame, event, arg):  # traces only their function's own frame (a profile hook would see every op)
+        return on_return if frame.f_code.co_name == function else None
 
     with _shimmed(model, ids, code, monkeypatch):
-        sys.setprofile(tracer)
+        previous = sys.gettrace()
+        sys.settrace(tracer)
         try:
             getattr(code, function)(args, model, None, torch.device("cpu"))
         finally:
-            sys.setprofile(None)
+            sys.settrace(previous)
     return seen["densities"]
 
 
