@@ -13,7 +13,7 @@ import sys
 from ..errors import LangpruneError
 
 # One module per stage of the data flow; each defines ``register(subparsers)``.
-COMMAND_MODULES = ["model", "prune", "data", "evaluate", "toy", "report", "analysis", "config"]
+COMMAND_MODULES = ["model", "prune", "data", "evaluate", "toy", "report", "analysis", "config", "prefetch"]
 
 
 def build_parser() -> argparse.ArgumentParser:

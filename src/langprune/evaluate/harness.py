@@ -82,14 +82,29 @@ def local_data_files(entry: TaskEntry, splits: list[str], task_data: list[str | 
     return None
 
 
-def task_spec(entry: TaskEntry, task_data: list[str | Path]):
-    """What lm-eval loads for ``entry``: its registered name, or a config dict with local data."""
+def task_config(entry: TaskEntry, resolve_func: bool = True) -> dict:
+    """The task YAML of ``entry`` as lm-eval reads it (includes merged)."""
     manager = manager_for([entry])
     registered = manager.task_index.get(entry.base or entry.task)
     if registered is None or registered.yaml_path is None:
         raise LangpruneError(f"lm-eval has no task '{entry.base or entry.task}' (benchmark {entry.benchmark}); "
                              f"check lm-eval's version (requirements.txt pins it)")
-    config = load_yaml(registered.yaml_path, resolve_func=True)
+    return load_yaml(registered.yaml_path, resolve_func=resolve_func)
+
+
+def task_dataset(entry: TaskEntry) -> tuple[str, str | None, list[str]]:
+    """``(dataset_path, dataset_name, urls)`` the task reads: a hub dataset, or files at URLs (``urls``)."""
+    config = task_config(entry, resolve_func=False)
+    files = (config.get("dataset_kwargs") or {}).get("data_files") or {}
+    files = files.values() if isinstance(files, dict) else [files]
+    urls = [f for group in files for f in ([group] if isinstance(group, str) else group)
+            if str(f).startswith(("http://", "https://"))]
+    return config["dataset_path"], config.get("dataset_name"), list(dict.fromkeys(urls))
+
+
+def task_spec(entry: TaskEntry, task_data: list[str | Path]):
+    """What lm-eval loads for ``entry``: its registered name, or a config dict with local data."""
+    config = task_config(entry)
     splits = [config[k] for k in SPLIT_KEYS if config.get(k)]
     local = local_data_files(entry, sorted(set(splits)), task_data)
     if local is None:
