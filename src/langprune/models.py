@@ -18,17 +18,7 @@ from torch import nn
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from .errors import LangpruneError
-
-OFFLINE_HINT = (
-    "it is not in the local Hugging Face cache and the hub cannot be reached. "
-    "Pre-download it on a machine with internet (`huggingface-cli download {name}`) and copy "
-    "the cache (HF_HOME), or pass a local directory instead."
-)
-
-
-def _hub_error(name: str, exc: Exception) -> LangpruneError:
-    return LangpruneError(f"cannot load '{name}': {OFFLINE_HINT.format(name=name)} ({type(exc).__name__}: {exc})")
-
+from .hub import model_error
 
 def resolve_dtype(dtype: str | None):
     """Map a CLI dtype name to a torch dtype (None keeps the checkpoint's own)."""
@@ -47,7 +37,7 @@ def load_tokenizer(name: str, *, revision: str | None = None, trust_remote_code:
     except (OSError, ValueError) as exc:
         if Path(name).exists():
             raise LangpruneError(f"cannot load a tokenizer from '{name}': {exc}") from exc
-        raise _hub_error(name, exc) from exc
+        raise model_error(name, exc, weights=False, revision=revision) from exc
 
 
 def bos_prefix(tokenizer) -> list[int]:
@@ -76,7 +66,7 @@ def load_model(name: str, *, dtype: str | None = None, device: str = "cpu", revi
     except (OSError, ValueError) as exc:
         if Path(name).exists():
             raise LangpruneError(f"cannot load a model from '{name}': {exc}") from exc
-        raise _hub_error(name, exc) from exc
+        raise model_error(name, exc, revision=revision) from exc
     model.eval()
     if device != "cpu":
         model.to(device)
@@ -98,7 +88,7 @@ def model_files(name: str, revision: str | None = None) -> list[Path]:
             path = Path(snapshot_download(name, revision=revision, local_files_only=True,
                                           allow_patterns=["*.safetensors", "*.bin", "*.json"]))
         except Exception as exc:  # noqa: BLE001 - any miss means "not cached"
-            raise _hub_error(name, exc) from exc
+            raise model_error(name, exc, revision=revision) from exc
     files = sorted(p for p in path.glob("*.safetensors"))
     if not files:
         files = sorted(p for p in path.glob("*.bin"))

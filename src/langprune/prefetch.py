@@ -261,7 +261,7 @@ def loading_files(names: list[str], weights: bool) -> list[str]:
 
 
 def _resolve_model(api, need: Need) -> Resolved:
-    info = api.model_info(need.repo, revision=need.revision)
+    info = api.model_info(need.repo, revision=need.revision or "main")
     entries = {e.path: e for e in api.list_repo_tree(need.repo, revision=info.sha, recursive=True)
                if hasattr(e, "size")}
     names = loading_files(list(entries), need.weights)
@@ -272,7 +272,7 @@ def _resolve_model(api, need: Need) -> Resolved:
 
 
 def _resolve_files(api, need: Need, listings: dict) -> Resolved:
-    info = api.dataset_info(need.repo, revision=need.revision)
+    info = api.dataset_info(need.repo, revision=need.revision or "main")
     files = []
     for pattern in need.patterns:
         folder = str(PurePosixPath(pattern).parent)
@@ -298,7 +298,7 @@ def _hf_path(url: str, repo: str) -> str | None:
 def _resolve_dataset(api, need: Need) -> Resolved:
     import datasets  # noqa: PLC0415
 
-    info = api.dataset_info(need.repo, revision=need.revision)
+    info = api.dataset_info(need.repo, revision=need.revision or "main")
     try:
         builder = datasets.load_dataset_builder(need.repo, need.config, revision=info.sha)
     except ValueError as exc:

@@ -12,6 +12,7 @@ from pathlib import Path
 from datasets import load_dataset
 
 from ..errors import LangpruneError
+from ..hub import PREFETCH_COMMAND, first_line, missing_error, offline
 from ..io import ArtifactKind, atomic_path, check_output
 
 BELEBELE = "facebook/belebele"
@@ -48,7 +49,10 @@ def write_belebele_probe(*, languages: list[str], out: str, max_passages: int | 
             try:
                 rows = load_dataset(BELEBELE, BELEBELE_CONFIG[lang], split="test")
             except Exception as exc:  # noqa: BLE001 - any hub/cache miss has one fix
-                raise LangpruneError(f"cannot load {BELEBELE} ({BELEBELE_CONFIG[lang]}): {exc}; pre-download it "
-                                     "into the Hugging Face cache (HF_HOME) on a machine with internet") from exc
+                if offline():
+                    raise missing_error("the Belebele probe", f"dataset {BELEBELE} config {BELEBELE_CONFIG[lang]}"
+                                        ) from exc
+                raise LangpruneError(f"cannot load {BELEBELE} ({BELEBELE_CONFIG[lang]}): {first_line(exc)}; run "
+                                     f"`{PREFETCH_COMMAND}` where the hub can be reached") from exc
             (tmp / f"{lang}.txt").write_text("\n\n".join(unique_passages(rows, max_passages)) + "\n", encoding="utf-8")
     return Path(out)

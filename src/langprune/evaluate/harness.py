@@ -22,6 +22,7 @@ from lm_eval.tasks._yaml_loader import load_yaml
 
 from ..data.languages import check_mc4_languages
 from ..errors import LangpruneError
+from ..hub import PREFETCH_COMMAND, first_line, missing_error, offline
 from ..models import free_memory, load_tokenizer
 from .modelload import load_evaluated_model
 from .registry import TASKS_DIR, TaskEntry, select
@@ -121,12 +122,15 @@ def task_spec(entry: TaskEntry, task_data: list[str | Path]):
 
 
 def _dataset_error(entry: TaskEntry, exc: Exception) -> LangpruneError:
+    path, name, urls = task_dataset(entry)
     local = (entry.local_data or "").split("|")[0] or f"{entry.task}/<split>.jsonl"
-    return LangpruneError(
-        f"cannot load the data of lm-eval task '{entry.task}' ({entry.benchmark}/{entry.language}): not cached and "
-        f"the hub cannot be reached. Pre-download it by running the same `langprune evaluate tasks` with --limit 1 on "
-        f"a machine with internet and copy its HF_HOME, or save the data as DIR/{local} and pass --task-data DIR "
-        f"({type(exc).__name__}: {exc})")
+    source = f"data file {urls[0]}" if urls else f"dataset {path}" + (f" config {name}" if name else "")
+    if offline():
+        return missing_error(f"lm-eval task '{entry.task}'",
+                             source + (f" (or DIR/{local} with --task-data DIR)" if urls else ""))
+    return LangpruneError(f"cannot load the {source} of lm-eval task '{entry.task}': {first_line(exc)}; run "
+                          f"`{PREFETCH_COMMAND}` where the hub can be reached, or save the data as DIR/{local} "
+                          f"and pass --task-data DIR")
 
 
 def build_tasks(entries: list[TaskEntry], task_data: list[str | Path]) -> dict:
