@@ -24,7 +24,7 @@ def offline() -> bool:
 def cache_location() -> str:
     from huggingface_hub import constants  # noqa: PLC0415 - only on the error path
 
-    return constants.HF_HUB_CACHE
+    return constants.HF_HOME
 
 
 def missing_error(what: str, file: str) -> LangpruneError:

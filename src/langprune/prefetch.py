@@ -470,6 +470,22 @@ def _download_url(item: Resolved, info: FileInfo, manifest: Path) -> Path:
     return target
 
 
+def pin_ref(item: Resolved) -> None:
+    """Point the cache's ref of the requested revision (``main`` by default) at the fetched commit, as a
+    download by branch name does: offline loads without a revision then read exactly these files."""
+    from huggingface_hub import constants  # noqa: PLC0415
+    from huggingface_hub.file_download import repo_folder_name  # noqa: PLC0415
+
+    ref = (Path(constants.HF_HUB_CACHE) / repo_folder_name(repo_id=item.need.repo, repo_type=item.repo_type)
+           / "refs" / (item.need.revision or "main"))
+    if item.need.revision == item.commit:
+        return  # a pinned commit is looked up by itself
+    ref.parent.mkdir(parents=True, exist_ok=True)
+    partial = ref.with_name(ref.name + ".incomplete")
+    partial.write_text(item.commit)
+    os.replace(partial, ref)
+
+
 def _prepare(item: Resolved) -> dict:
     """Build the dataset's arrow cache, which lm-eval's ``load_dataset`` reads offline; its splits and sizes."""
     item.builder.download_and_prepare()
@@ -563,6 +579,8 @@ def prefetch(configfiles: list[str], *, manifest: str = DEFAULT_MANIFEST, dry_ru
     for item in items:
         for info in item.files:
             _download(item, info, manifest_path)
+        if item.repo_type != "url":
+            pin_ref(item)
         splits = _prepare(item) if item.builder is not None else None
         records.append({"key": _manifest_key(item.need), "kind": item.need.kind, "repo": item.need.repo,
                         "repo_type": item.repo_type, "config": item.need.config, "requested": item.need.revision,
