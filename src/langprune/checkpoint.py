@@ -141,8 +141,8 @@ def build_manifest(model: str, revision: str | None, base_hash: dict[str, Any], 
     kept weights, so the checkpoint must carry their values (checked on every read).
     """
     return {
-        "base": {"model": str(model), "revision": base_hash.get("revision") or revision, "weights_sha256": base_hash["sha256"],
-                 "weight_files": base_hash["files"],
+        "base": {"model": str(model), "revision": base_hash.get("revision") or revision,
+                 "weights_sha256": base_hash["sha256"], "weight_files": base_hash["files"],
                  "dtype": str(next(loaded.parameters()).dtype).replace("torch.", ""),
                  "architecture": type(loaded).__name__},
         "method": method, "method_params": dict(method_params or {}), "updates_weights": bool(updates_weights),

@@ -20,6 +20,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from .errors import LangpruneError
 from .hub import model_error
 
+
 def resolve_dtype(dtype: str | None):
     """Map a CLI dtype name to a torch dtype (None keeps the checkpoint's own)."""
     if dtype in (None, "auto"):

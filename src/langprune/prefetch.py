@@ -165,6 +165,19 @@ def plan_config(config: dict) -> list[Need]:
     return _merge(_model_needs(config) + _mc4_needs(config) + _task_needs(config) + _probe_needs(config))
 
 
+def reads_hub(config: dict) -> bool:
+    """Whether the jobs of a (checked) config read anything from the hub, so the workflow runs the prefetch
+    first. Cheap enough for Snakemake's parse time: lm-eval is not imported (a task reads the hub unless
+    its data is built locally, as udhr_mc's is)."""
+    from .evaluate.registry import select  # noqa: PLC0415
+
+    if _model_needs(config) or _mc4_needs(config) or _probe_needs(config):
+        return True
+    return any(entry.available and entry.base is None
+               for benchmark, settings in (config["evaluation"].get("tasks") or {}).items()
+               for entry in select([benchmark], (settings or {}).get("languages", config["languages"])))
+
+
 def load_plan(configfiles: list[str]) -> list[Need]:
     """The plan of config files merged as ``snakemake --configfile A B`` merges them, checked first."""
     from .config import check_config_files  # noqa: PLC0415

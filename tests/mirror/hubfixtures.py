@@ -357,7 +357,8 @@ def mkqa_release(path: Path, n: int = 4) -> Path:
     rng = random.Random("mkqa")
     rows = []
     for i in range(n):
-        answer = {key: [{"type": "entity", "text": sentence(lang, rng, 1), "aliases": []}] for lang, key in keys.items()}
+        answer = {key: [{"type": "entity", "text": sentence(lang, rng, 1), "aliases": []}]
+                  for lang, key in keys.items()}
         rows.append({"example_id": i, "query": sentence("en", rng), "answers": answer,
                      "queries": {key: sentence(lang, rng) + "?" for lang, key in keys.items()}})
     path.parent.mkdir(parents=True, exist_ok=True)

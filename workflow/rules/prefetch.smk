@@ -1,0 +1,33 @@
+# Prefetch: what the configured jobs read from the Hugging Face hub (models, tokenizers, mC4 files,
+# lm-eval datasets, the Belebele probe, MKQA's file), fetched once before any compute job. It runs
+# on the submit host (a cluster's login node), which reaches the hub or the site's mirror
+# (HF_ENDPOINT); every other job runs offline (the Snakefile's shell prefix) and reads the cache.
+
+from langprune.prefetch import reads_hub
+
+PREFETCH_MANIFEST = "results/prefetch/manifest.json"
+PREFETCH_TASK_DATA = "results/prefetch/task-data"
+PREFETCH_CONFIGFILES = [str(f) for f in workflow.configfiles] or ["config/config.yaml"]
+READS_HUB = reads_hub(config)
+
+
+def prefetch_manifest(wildcards=None):
+    """The input every job reading the hub waits for: the prefetch's manifest, when the config reads the
+    hub. ancient(): a prefetch rerun for a changed config does not make finished jobs outdated."""
+    return [ancient(PREFETCH_MANIFEST)] if READS_HUB else []
+
+
+rule prefetch:
+    output:
+        PREFETCH_MANIFEST,
+    log:
+        "logs/prefetch.log",
+    localrule: True
+    conda:
+        CONDA_ENV
+    params:
+        configfiles=" ".join(PREFETCH_CONFIGFILES),
+    shell:
+        # The only job that goes online: it undoes the offline shell prefix for itself.
+        "HF_HUB_OFFLINE=0 HF_DATASETS_OFFLINE=0 langprune prefetch --configfile {params.configfiles} "
+        "--manifest {output} > {log} 2>&1"
