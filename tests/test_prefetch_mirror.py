@@ -236,3 +236,54 @@ def test_after_the_prefetch_compute_jobs_run_offline_with_the_mirror_stopped(mir
         ("mmlu", "en"), ("hellaswag", "de"), ("hellaswag", "en"), ("mkqa", "de"), ("mkqa", "en")}
     assert all(r["n"] == 1 for r in records if r["available"])
     assert not guard_log.exists(), guard_log.read_text()
+
+
+SNAKEFILE = PAPER.parents[1] / "Snakefile"
+PROFILES = PAPER.parents[1] / "profiles"
+
+
+def snakemake(workdir: Path, config: Path, *args: str, env: dict, timeout: int = 1800) -> str:
+    command = [sys.executable, "-m", "snakemake", *args, "--snakefile", str(SNAKEFILE), "--directory", str(workdir),
+               "--configfile", str(config)]
+    result = subprocess.run(command, env=env, cwd=workdir, capture_output=True, text=True, timeout=timeout)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-6000:] + "".join(
+        f"\n--- {log}\n{log.read_text(errors='replace')[-1500:]}" for log in sorted(workdir.glob("logs/**/*.log"))
+        if "error" in log.read_text(errors="replace").lower())
+    return output
+
+
+def finished_outputs(workdir: Path) -> dict[str, str]:
+    """Tables, figures and report of a finished run: path -> SHA-256 (metrics tables only)."""
+    from langprune.io import sha256_file
+
+    results = workdir / "results"
+    return {str(p.relative_to(results)): sha256_file(p) for p in sorted(results.glob("tables/*/metrics.csv"))}
+
+
+def test_the_paper_config_runs_offline_through_the_profiles_after_the_prefetch(mirror, tmp_path):
+    """config/paper.yaml, shrunk by the size overlay: the prefetch rule runs (local rule) while the mirror is up;
+    then the mirror is stopped and the whole grid runs offline through profiles/local, ending with tables,
+    heatmaps and the report, with no internet connection attempted by any process."""
+    work, hf_home = tmp_path / "work", tmp_path / "hf"
+    work.mkdir()
+    config = paper_config(work / "paper_small.yaml")
+    online = mirror.client_env(hf_home)
+    out = snakemake(work, config, "results/prefetch/manifest.json", "--cores", "1", env=online)
+    assert "localrule prefetch:" in out
+    mirror.stop()
+    assert refuses(mirror.port)
+    guard_log = tmp_path / "network.log"
+    offline = offline_env(online, guard_log)  # no HF_*_OFFLINE here: the workflow sets it for its jobs
+    snakemake(work, config, "--profile", str(PROFILES / "local"), "--cores", "2", env=offline)
+    snakemake(work, config, "--report", str(work / "results" / "report.html"), "--cores", "1", env=offline)
+    results = work / "results"
+    for model in ("llama3-8b-instruct", "aya23-8b"):
+        assert (results / "tables" / model / "metrics.csv").is_file()
+        assert list((results / "figures" / model).glob("*.png")), f"no heatmaps for {model}"
+        manifests = list((results / "checkpoints" / model).glob("*/*/seed0/manifest.json"))
+        assert len(manifests) == 12  # 2 methods x 2 structures x 3 calibration sets
+        commit = mirror.commit("model", fx.LLAMA3 if model.startswith("llama") else fx.AYA23)
+        assert {json.loads(m.read_text())["base"]["revision"] for m in manifests} == {commit}
+    assert (results / "report.html").stat().st_size > 0
+    assert not guard_log.exists(), guard_log.read_text()

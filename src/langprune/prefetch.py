@@ -178,6 +178,15 @@ def reads_hub(config: dict) -> bool:
                for entry in select([benchmark], (settings or {}).get("languages", config["languages"])))
 
 
+def saves_task_data(benchmark: str) -> bool:
+    """Whether a benchmark's tasks read a file from outside the hub (MKQA's release), which the prefetch
+    saves in ``task-data/`` beside its manifest for ``--task-data``: registry rows naming a local file
+    without a task template (those are built locally, as udhr_mc's are)."""
+    from .evaluate.registry import load_registry  # noqa: PLC0415
+
+    return any(e.benchmark == benchmark and e.task and e.local_data and e.base is None for e in load_registry())
+
+
 def load_plan(configfiles: list[str]) -> list[Need]:
     """The plan of config files merged as ``snakemake --configfile A B`` merges them, checked first."""
     from .config import check_config_files  # noqa: PLC0415

@@ -253,7 +253,7 @@ def evaluate_flags(benchmark):
     task = TASKS[benchmark]
     words = ["--tasks", benchmark, "--languages", ",".join(task["languages"]), "--batch-size", task["batch_size"]]
     words += ["--limit", task["limit"]] if task.get("limit") else []
-    for path in task_data_input(SimpleNamespace(benchmark=benchmark)):
+    for path in [*task_data_input(SimpleNamespace(benchmark=benchmark)), *prefetch_task_data(benchmark)]:
         words += ["--task-data", path]
     return " ".join(map(str, words))
 
