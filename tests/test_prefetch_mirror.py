@@ -10,6 +10,7 @@ records any internet connection attempt.
 from __future__ import annotations
 
 import json
+import shutil
 import signal
 import subprocess
 import sys
@@ -20,6 +21,7 @@ import pytest
 
 from mirror import hubfixtures as fx
 from mirror.server import PAPER, Mirror, offline_env, paper_config, refuses
+from test_slurm_profile import slurm_cluster  # noqa: F401 - the suite's one-node SLURM
 
 LANGPRUNE = [sys.executable, "-m", "langprune"]
 OFFLINE = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
@@ -240,50 +242,72 @@ def test_after_the_prefetch_compute_jobs_run_offline_with_the_mirror_stopped(mir
 
 SNAKEFILE = PAPER.parents[1] / "Snakefile"
 PROFILES = PAPER.parents[1] / "profiles"
+MODELS = {"llama3-8b-instruct": fx.LLAMA3, "aya23-8b": fx.AYA23}
 
 
-def snakemake(workdir: Path, config: Path, *args: str, env: dict, timeout: int = 1800) -> str:
+def snakemake(workdir: Path, config: Path, *args: str, env: dict, timeout: int = 3600) -> str:
     command = [sys.executable, "-m", "snakemake", *args, "--snakefile", str(SNAKEFILE), "--directory", str(workdir),
                "--configfile", str(config)]
     result = subprocess.run(command, env=env, cwd=workdir, capture_output=True, text=True, timeout=timeout)
     output = result.stdout + result.stderr
-    assert result.returncode == 0, output[-6000:] + "".join(
-        f"\n--- {log}\n{log.read_text(errors='replace')[-1500:]}" for log in sorted(workdir.glob("logs/**/*.log"))
-        if "error" in log.read_text(errors="replace").lower())
+    failed = [log for log in sorted(workdir.glob("logs/**/*.log")) if "error:" in log.read_text(errors="replace")]
+    assert result.returncode == 0, output[-5000:] + "".join(
+        f"\n--- {log}\n{log.read_text(errors='replace')[-1500:]}" for log in failed[:3])
     return output
 
 
-def finished_outputs(workdir: Path) -> dict[str, str]:
-    """Tables, figures and report of a finished run: path -> SHA-256 (metrics tables only)."""
-    from langprune.io import sha256_file
-
-    results = workdir / "results"
-    return {str(p.relative_to(results)): sha256_file(p) for p in sorted(results.glob("tables/*/metrics.csv"))}
-
-
-def test_the_paper_config_runs_offline_through_the_profiles_after_the_prefetch(mirror, tmp_path):
-    """config/paper.yaml, shrunk by the size overlay: the prefetch rule runs (local rule) while the mirror is up;
-    then the mirror is stopped and the whole grid runs offline through profiles/local, ending with tables,
-    heatmaps and the report, with no internet connection attempted by any process."""
-    work, hf_home = tmp_path / "work", tmp_path / "hf"
-    work.mkdir()
+@pytest.fixture(scope="module")
+def grid(mirror, tmp_path_factory):
+    """The shrunk paper config after its prefetch: the workflow's prefetch rule runs while the mirror is up,
+    then the mirror is stopped for good. Returns (config, prefetch results, HF_HOME, offline env, guard log)."""
+    work, hf_home = tmp_path_factory.mktemp("grid"), tmp_path_factory.mktemp("grid-hf")
     config = paper_config(work / "paper_small.yaml")
     online = mirror.client_env(hf_home)
     out = snakemake(work, config, "results/prefetch/manifest.json", "--cores", "1", env=online)
     assert "localrule prefetch:" in out
     mirror.stop()
     assert refuses(mirror.port)
-    guard_log = tmp_path / "network.log"
-    offline = offline_env(online, guard_log)  # no HF_*_OFFLINE here: the workflow sets it for its jobs
-    snakemake(work, config, "--profile", str(PROFILES / "local"), "--cores", "2", env=offline)
-    snakemake(work, config, "--report", str(work / "results" / "report.html"), "--cores", "1", env=offline)
-    results = work / "results"
-    for model in ("llama3-8b-instruct", "aya23-8b"):
+    guard_log = work / "network.log"
+    # No HF_*_OFFLINE here: the workflow sets them for its jobs itself.
+    return config, work / "results" / "prefetch", offline_env(online, guard_log), guard_log
+
+
+def run_grid(grid, workdir: Path, *profile_args: str) -> Path:
+    """The whole grid through a profile in ``workdir`` (holding the prefetch's results), then the report."""
+    config, prefetched, env, guard_log = grid
+    shutil.copytree(prefetched, workdir / "results" / "prefetch")
+    snakemake(workdir, config, *profile_args, env=env)
+    snakemake(workdir, config, "--report", str(workdir / "results" / "report.html"), "--cores", "1", env=env)
+    results = workdir / "results"
+    commits = {i["repo"]: i["commit"] for i in json.loads((prefetched / "manifest.json").read_text())["items"]}
+    for model, repo in MODELS.items():
         assert (results / "tables" / model / "metrics.csv").is_file()
-        assert list((results / "figures" / model).glob("*.png")), f"no heatmaps for {model}"
+        assert list((results / "figures" / model).glob("heatmaps/*.png")), f"no heatmaps for {model}"
         manifests = list((results / "checkpoints" / model).glob("*/*/seed0/manifest.json"))
         assert len(manifests) == 12  # 2 methods x 2 structures x 3 calibration sets
-        commit = mirror.commit("model", fx.LLAMA3 if model.startswith("llama") else fx.AYA23)
-        assert {json.loads(m.read_text())["base"]["revision"] for m in manifests} == {commit}
+        assert {json.loads(m.read_text())["base"]["revision"] for m in manifests} == {commits[repo]}
     assert (results / "report.html").stat().st_size > 0
-    assert not guard_log.exists(), guard_log.read_text()
+    assert not guard_log.exists(), f"a process reached for the network:\n{guard_log.read_text()}"
+    return results
+
+
+def test_the_paper_config_runs_offline_through_the_local_profile(grid, mirror, tmp_path):
+    """config/paper.yaml, shrunk by the size overlay, end to end offline: tables, heatmaps, the report."""
+    results = run_grid(grid, tmp_path, "--profile", str(PROFILES / "local"), "--cores", "2")
+    rows = (results / "tables" / "aya23-8b" / "metrics.csv").read_text()
+    for benchmark in ("perplexity", "arc", "belebele", "mmlu", "hellaswag", "mkqa"):
+        assert f",{benchmark}," in rows
+    shutil.copytree(results / "tables", grid[1].parent / "local-tables")
+
+
+@pytest.mark.usefixtures("slurm_cluster")
+def test_the_paper_config_runs_offline_through_the_slurm_profile(grid, tmp_path):
+    """The same run through profiles/slurm on the test suite's one-node SLURM: every compute job goes through
+    sbatch on a node without the mirror, and the metrics equal the local run's."""
+    results = run_grid(grid, tmp_path, "--profile", str(PROFILES / "slurm"),
+                       "--slurm-init-seconds-before-status-checks", "2", "--jobs", "4", "--retries", "0")
+    local = grid[1].parent / "local-tables"
+    for model in MODELS:
+        if local.exists():
+            assert (results / "tables" / model / "metrics.csv").read_text() == (
+                local / model / "metrics.csv").read_text()

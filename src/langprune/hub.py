@@ -69,8 +69,16 @@ def missing_model_file(repo: str, revision: str | None = None, weights: bool = T
 
 def model_error(name: str, exc: BaseException, *, weights: bool = True, revision: str | None = None):
     """A hub model or tokenizer that did not load: offline, the missing file and the prefetch; else the cause."""
+    from huggingface_hub.errors import HFValidationError  # noqa: PLC0415
+    from huggingface_hub.utils import validate_repo_id  # noqa: PLC0415
+
     from .errors import LangpruneError  # noqa: PLC0415
 
+    try:
+        validate_repo_id(name)
+    except HFValidationError:
+        return LangpruneError(f"cannot load '{name}': no such local directory, and it is not a hub id "
+                              f"(org/name); give an existing model directory or a hub id")
     if offline():
         return missing_error(f"{'model' if weights else 'tokenizer'} '{name}'",
                              missing_model_file(name, revision, weights))

@@ -78,7 +78,7 @@ def manager_for(entries: list[TaskEntry]):
     """A TaskManager that knows every task asked for: this package's tasks plus the folders of lm-eval's
     that define the others, else lm-eval's full index."""
     own = task_manager(include_defaults=False)
-    missing = {e.base or e.task for e in entries} - own.task_index.keys()
+    missing = {e.base or e.task for e in entries if e.available} - own.task_index.keys()
     if not missing:
         return own
     dirs = lm_eval_task_dirs(missing)
