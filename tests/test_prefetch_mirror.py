@@ -282,7 +282,7 @@ def run_grid(grid, workdir: Path, *profile_args: str) -> Path:
     commits = {i["repo"]: i["commit"] for i in json.loads((prefetched / "manifest.json").read_text())["items"]}
     for model, repo in MODELS.items():
         assert (results / "tables" / model / "metrics.csv").is_file()
-        assert list((results / "figures" / model).glob("heatmaps/*.png")), f"no heatmaps for {model}"
+        assert list((results / "figures" / model).glob("heatmaps/**/*.png")), f"no heatmaps for {model}"
         manifests = list((results / "checkpoints" / model).glob("*/*/seed0/manifest.json"))
         assert len(manifests) == 12  # 2 methods x 2 structures x 3 calibration sets
         assert {json.loads(m.read_text())["base"]["revision"] for m in manifests} == {commits[repo]}

@@ -3,6 +3,8 @@
 # on the submit host (a cluster's login node), which reaches the hub or the site's mirror
 # (HF_ENDPOINT); every other job runs offline (the Snakefile's shell prefix) and reads the cache.
 
+import json
+
 from langprune.prefetch import reads_hub, saves_task_data
 
 PREFETCH_MANIFEST = "results/prefetch/manifest.json"
@@ -32,6 +34,8 @@ rule prefetch:
         CONDA_ENV
     params:
         configfiles=" ".join(PREFETCH_CONFIGFILES),
+        # a changed config (a new language, model or task) runs the prefetch again (rerun trigger: params)
+        config=json.dumps(config, sort_keys=True, default=str),
     shell:
         # The only job that goes online: it undoes the offline shell prefix for itself.
         "HF_HUB_OFFLINE=0 HF_DATASETS_OFFLINE=0 langprune prefetch --configfile {params.configfiles} "
