@@ -165,16 +165,18 @@ def method_costs(nsamples: int = 64, seqlen: int = 128, batch_size: int = 8, rep
     """
     import torch
 
-    from langprune.prune.engine import dense_layer_values, prune_model
+    from langprune import registry
+    from langprune.prune.allocation import cwl_sparsities, owl_sparsities
+    from langprune.prune.dense_pass import layer_correlations, layer_outlier_ratios
+    from langprune.prune.engine import prune_model
     from langprune.prune.methods import get_method
-    from langprune.prune.mwanda import cross_lingual_correlation, cwl_sparsities
-    from langprune.prune.owl import layer_outlier_ratios, owl_sparsities
-    from langprune.prune.stats import LANGUAGES
     from langprune.prune.structure import unstructured
 
+    owl, cwl = registry.ALLOCATIONS["owl"].bind(), registry.ALLOCATIONS["cwl"].bind()  # published defaults
     ids = _ids(nsamples, seqlen, SMALL["vocab"])
     languages = [0] * (nsamples // 2) + [1] * (nsamples - nsamples // 2)
-    cached_ratios, cached_pass_s = layer_outlier_ratios(build_random_model(SMALL), ids, batch_size=batch_size)
+    cached_ratios, cached_pass_s = layer_outlier_ratios(build_random_model(SMALL), ids, M=owl["M"],
+                                                        batch_size=batch_size)
     best: dict[str, dict] = {}
     for _ in range(repeats):
         for label in ("wanda", "ria", "wanda+owl", "wanda+owl cached", "dsnot", "mwanda", "mwanda+cwl"):
@@ -183,15 +185,13 @@ def method_costs(nsamples: int = 64, seqlen: int = 128, batch_size: int = 8, rep
             structure = unstructured(0.5)
             pass_s = cached_pass_s if label.endswith("cached") else 0.0
             if label == "wanda+owl":
-                ratios, pass_s = layer_outlier_ratios(model, ids, batch_size=batch_size)
-                structure = [unstructured(s) for s in owl_sparsities(ratios, 0.5)]
+                ratios, pass_s = layer_outlier_ratios(model, ids, M=owl["M"], batch_size=batch_size)
+                structure = [unstructured(s) for s in owl_sparsities(ratios, 0.5, owl["lambda"])]
             elif label == "wanda+owl cached":
-                structure = [unstructured(s) for s in owl_sparsities(cached_ratios, 0.5)]
+                structure = [unstructured(s) for s in owl_sparsities(cached_ratios, 0.5, owl["lambda"])]
             elif label.endswith("+cwl"):
-                correlations, pass_s = dense_layer_values(
-                    model, ids, frozenset({LANGUAGES}), lambda linears, stats: cross_lingual_correlation(stats),
-                    batch_size=batch_size, row_languages=languages)
-                structure = [unstructured(s) for s in cwl_sparsities(correlations, 0.5)]
+                correlations, pass_s = layer_correlations(model, ids, row_languages=languages, batch_size=batch_size)
+                structure = [unstructured(s) for s in cwl_sparsities(correlations, 0.5, cwl["lambda"])]
             result = prune_model(model, get_method(label.split("+")[0]), structure, ids, batch_size=batch_size,
                                  measure_error=False, progress=False, row_languages=languages)
             wall = time.perf_counter() - started
@@ -207,6 +207,7 @@ def dsnot_per_cycle(shapes=((4096, 4096), (4096, 14336)), cycles: int = 50, repe
     """Seconds per DSnoT prune-and-grow cycle on Llama-3-8B-shaped linears (every row kept active)."""
     import torch
 
+    from langprune import registry
     from langprune.prune.dsnot import refine
     from langprune.prune.methods import get_method
     from langprune.prune.stats import MOMENTS, SUMSQ, InputAccumulator
@@ -224,7 +225,8 @@ def dsnot_per_cycle(shapes=((4096, 4096), (4096, 14336)), cycles: int = 50, repe
         for _ in range(repeats):  # fastest of each: less noise from other processes
             for n in (0, cycles):  # threshold 0: no row stops early, so every cycle is a full one
                 started = time.perf_counter()
-                refine(weight, keep, stats, max_cycles=n, update_threshold=0.0)
+                refine(weight, keep, stats, max_cycles=n, update_threshold=0.0,
+                       pow_of_var_regrowing=registry.METHODS["dsnot"].bind()["pow_of_var_regrowing"])
                 timings[n] = min(timings[n], time.perf_counter() - started)
         rows.append({"shape": f"{out_features}x{in_features}", "setup_s": timings[0],
                      "s_per_cycle": (timings[cycles] - timings[0]) / cycles,

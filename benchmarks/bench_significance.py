@@ -7,6 +7,8 @@
 2. Tasks: ``langprune evaluate tasks`` with lm-eval's per-sample logs (what keeps per-item
    scores) against the same run with ``log_samples=False``; JSON size with and without units.
 3. ``langprune report significance`` on a tidy metrics CSV (default: the toy run's).
+4. The table-level matching test alone: enumerating all k! assignments for k = 7 and 9
+   (no workflow outputs needed: ``--matching-only``).
 
 Needs the toy workflow's outputs (results/toy/model, results/toy/text/eval, results/toy/mc,
 results/tables/toy/metrics.csv); run it from the repository root after `snakemake`:
@@ -131,18 +133,41 @@ def bench_report(repeats: int, metrics: str, out_dir: Path) -> list[tuple]:
     return rows
 
 
+def bench_matching(repeats: int) -> list[tuple]:
+    import numpy as np
+
+    from langprune.report.matching import all_assignments, matching_test
+
+    rows = []
+    for k in (7, 9):
+        table = np.random.default_rng(k).normal(size=(k, k))
+        start = time.perf_counter()
+        all_assignments(k)
+        build = time.perf_counter() - start
+        calls = 200 if k == 7 else 5
+        seconds = timed(lambda: [matching_test(table, False) for _ in range(calls)], repeats) / calls
+        rows += [(f"table-level test, {k} languages ({len(all_assignments(k)):,} assignments): ms per table",
+                  f"{seconds * 1e3:.2f}"),
+                 (f"table-level test, {k} languages: building the assignments once, ms", f"{build * 1e3:.1f}")]
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--metrics", default=METRICS, help="tidy metrics CSV for the report timing")
+    parser.add_argument("--matching-only", action="store_true",
+                        help="time only the table-level test (needs no workflow outputs)")
     args = parser.parse_args()
-    import torch
+    rows = bench_matching(args.repeats)
+    if not args.matching_only:
+        import torch
 
-    torch.set_num_threads(1)
-    with tempfile.TemporaryDirectory() as tmp:
-        tmp = Path(tmp)
-        rows = bench_perplexity(args.repeats, tmp / "ppl.json") + bench_tasks(args.repeats, tmp / "tasks.json")
-        rows += bench_report(args.repeats, args.metrics, tmp / "sig")
+        torch.set_num_threads(1)
+        with tempfile.TemporaryDirectory() as tmp:
+            tmp = Path(tmp)
+            rows += bench_perplexity(args.repeats, tmp / "ppl.json") + bench_tasks(args.repeats, tmp / "tasks.json")
+            rows += bench_report(args.repeats, args.metrics, tmp / "sig")
     width = max(len(name) for name, _ in rows)
     print(f"| {'measure'.ljust(width)} | value |\n| {'-' * width} | ---: |")
     for name, value in rows:

@@ -22,13 +22,15 @@ from pathlib import Path
 import torch
 from tabulate import tabulate
 
+from langprune import registry
+from langprune.data.shards import read_calibration
 from langprune.data.sources import parse_source
 from langprune.evaluate.perplexity import eval_text, make_windows, window_nll
 from langprune.models import load_model, load_tokenizer
-from langprune.prune import load_calibration
+from langprune.prune.allocation import owl_sparsities
+from langprune.prune.dense_pass import layer_outlier_ratios
 from langprune.prune.engine import prune_model
 from langprune.prune.methods import get_method
-from langprune.prune.owl import layer_outlier_ratios, owl_sparsities
 from langprune.prune.structure import unstructured
 
 
@@ -63,12 +65,13 @@ def main(argv: list[str] | None = None) -> int:
         grid = {}
         started = time.perf_counter()
         for calib in languages:
-            ids, _ = load_calibration(root / f"results/shards/toy/{calib}/seed{args.seed}.safetensors")
+            ids, _ = read_calibration(root / f"results/shards/toy/{calib}/seed{args.seed}.safetensors")
             model = load_model(model_dir, dtype="float32").eval()
             structure = unstructured(args.sparsity)
             if allocation == "owl":
-                ratios, _ = layer_outlier_ratios(model, ids, batch_size=8)
-                structure = [unstructured(s) for s in owl_sparsities(ratios, args.sparsity)]
+                owl = registry.ALLOCATIONS["owl"].bind()  # published M and lambda
+                ratios, _ = layer_outlier_ratios(model, ids, M=owl["M"], batch_size=8)
+                structure = [unstructured(s) for s in owl_sparsities(ratios, args.sparsity, owl["lambda"])]
             prune_model(model, get_method(method), structure, ids, batch_size=8, measure_error=False, progress=False)
             grid[calib] = perplexities(model, windows)
         own_best, gaps = 0, []

@@ -28,7 +28,7 @@ def setup(tmp_path_factory, tiny_llama_dir):
     """Probe text, three wanda checkpoints (de seeds 0/1, en seed 0) and the dense probe states."""
     from transformers import AutoTokenizer
 
-    from langprune.prune import prune_to_checkpoint
+    from langprune.prune import PruneRequest, prune_to_checkpoint
 
     root = tmp_path_factory.mktemp("analysis")
     env = pytest.MonkeyPatch()
@@ -47,9 +47,10 @@ def setup(tmp_path_factory, tiny_llama_dir):
         save_file({"input_ids": ids[start:start + 32 * 4].reshape(4, 32).contiguous()}, str(shard),
                   metadata={"langprune": json.dumps({"languages": [calib]})})
         out = root / "ckpt" / calib / f"seed{seed}"
-        prune_to_checkpoint(str(tiny_llama_dir), out, "wanda", sparsity=0.5, calibration=shard, seed=seed,
-                            progress=False, tags={"model": "tiny", "method": "wanda", "structure": "unstructured",
-                                                  "sparsity": "0.5", "calib": calib, "seed": str(seed)})
+        prune_to_checkpoint(PruneRequest(
+            str(tiny_llama_dir), out, "wanda", sparsity=0.5, calibration=shard, seed=seed, progress=False,
+            tags={"model": "tiny", "method": "wanda", "structure": "unstructured", "sparsity": "0.5", "calib": calib,
+                  "seed": str(seed)}))
         checkpoints.append(str(out))
     dense = root / "dense.safetensors"
     common = dict(model=str(tiny_llama_dir), probe=f"text:{probe}", languages=LANGS, max_length=64, batch_size=2)

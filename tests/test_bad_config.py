@@ -20,6 +20,7 @@ import yaml
 from snakemake.common.configfile import load_configfile
 from snakemake.exceptions import WorkflowError
 
+from langprune import registry
 from langprune.cli import main
 from langprune.config import check_config, check_workflow_config, load_config_file
 from langprune.errors import LangpruneError
@@ -187,12 +188,58 @@ CROSS_KEY_CASES = [
 ]
 
 
+REAL = yaml.safe_load((REPO / "config" / "real.yaml").read_text())
+QUANTIZER = next(name for name, spec in registry.METHODS.items() if spec.quantizes)
+GGUF_ELSEWHERE = copy.deepcopy(REAL)
+GGUF_ELSEWHERE["models"]["smollm2-135m"]["path"] = "somewhere/else"
+
+# What only the plan shows: configured keys that build nothing, layer sparsities reaching 1.
+CROSS_KEY_CASES += [
+    ("gguf_model_built_elsewhere", GGUF_ELSEWHERE,
+     "models.smollm2-135m.path:", "a model with gguf: is built at results/models/smollm2-135m"),
+    ("owl_with_only_nm", changed(**{"pruning.allocation": "owl", "pruning.structures": ["2:4"]}),
+     "pruning.allocation:", "owl builds no checkpoint: magnitude+owl, wanda+owl, sparsegpt+owl are "
+                            "unstructured-only and pruning.structures has only 2:4; remove it from pruning.allocation"),
+    ("dsnot_with_only_nm", changed(**{"pruning.methods": ["wanda", "dsnot"], "pruning.structures": ["2:4"]}),
+     "pruning.methods:", "dsnot builds no checkpoint: dsnot is unstructured-only and pruning.structures has only 2:4"),
+    ("nm_with_only_unstructured_methods", changed(**{"pruning.methods": ["dsnot"], "pruning.structures":
+                                                     ["unstructured", "2:4"]}),
+     "pruning.structures:", "2:4 builds no checkpoint: every configured method and allocation is unstructured-only"),
+    ("mwanda_without_a_mix", changed(**{"pruning.methods": ["wanda", "mwanda"], "calibration.sets": {"de": ["de"]},
+                                        "languages": ["de", "en"]}),
+     "pruning.methods:", "mwanda builds no checkpoint: mwanda is only calibrated on a set mixing two or more languages "
+                        "and calibration.sets has none (de)"),
+    ("owl_sparsity_reaching_one", changed(**{"pruning.allocation": ["uniform", "owl"], "pruning.sparsities":
+                                             [0.5, 0.95]}),
+     "pruning.sparsities[1]:", "0.95 with pruning.allocation owl fails its check (--allocation owl: --sparsity "
+                               "0.95 with --owl-lambda 0.08 can give a layer a sparsity of up to 0.95 + 2 x 0.08"),
+    ("quantization_method", changed(**{"pruning.methods": ["wanda", QUANTIZER]}),
+     "pruning.methods:", f"{QUANTIZER} builds no checkpoint: {QUANTIZER} is a quantization method"),
+    ("integer_given_a_float", changed(**{"evaluation.perplexity.batch_size": 8.0}),
+     "evaluation.perplexity.batch_size:", "8.0 is not of type 'integer'"),
+]
+
+
 @pytest.mark.parametrize("config,start,fragment", [c[1:] for c in CROSS_KEY_CASES], ids=[c[0] for c in CROSS_KEY_CASES])
 def test_cross_key_mistake_fails_at_parse_time(config, start, fragment, tmp_path):
     with pytest.raises(LangpruneError) as error:
         check_config(config, SCHEMA, root=tmp_path)
     assert str(error.value).startswith(KEY + start), error.value
     assert fragment in str(error.value)
+
+
+def test_owl_at_a_feasible_sparsity_and_cwl_on_a_mix_are_accepted(tmp_path):
+    check_config(changed(**{"pruning.allocation": ["uniform", "owl", "cwl"], "pruning.sparsities": [0.5, 0.8]}),
+                 SCHEMA, root=tmp_path)
+
+
+def test_the_check_command_names_an_integer_key_given_a_float(tmp_path, capsys):
+    path = tmp_path / "float.yaml"
+    path.write_text(yaml.safe_dump(changed(**{"evaluation.perplexity.batch_size": 8.0})))
+    assert main(["config", "check", str(path)]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "langprune config: error: config key evaluation.perplexity.batch_size: 8.0 is not of type 'integer' "
+        "(schema rule 'type')")
 
 
 def test_default_analysis_settings_do_not_block_a_one_set_run(tmp_path):

@@ -10,7 +10,9 @@ import torch
 from langprune.cli import main
 from langprune.errors import LangpruneError
 from langprune.evaluate.perplexity import evaluate_perplexity, make_windows
+from langprune.evaluate.units import record_fingerprint, window_fingerprint
 from langprune.io import read_json
+from langprune.models import bos_prefix
 
 SEQLEN, BUDGET = 16, 70
 
@@ -60,6 +62,14 @@ def test_perplexity_and_bits_per_byte_equal_a_hand_computation(tmp_path, tiny_ll
     assert units["unit"] == "window" and len(units["nll"]) == BUDGET // SEQLEN
     assert sum(units["tokens"]) == tokens and sum(units["bytes"]) == values["perplexity"]["scored_bytes"]
     assert math.fsum(units["nll"]) == values["perplexity"]["nll"]
+    # each window's fingerprint is the hash of its token ids; both records name the same data
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_llama_dir)
+    windows = make_windows(text, tok, SEQLEN, BUDGET, "en", bos_prefix(tok)).input_ids
+    assert units["fingerprints"] == [window_fingerprint(w) for w in windows]
+    assert values["perplexity"]["fingerprint"] == values["bits_per_byte"]["fingerprint"] == record_fingerprint(units)
+    assert len(set(units["fingerprints"])) == len(windows)
 
 
 def test_windows_do_not_overlap_and_respect_the_budget(tiny_tokenizer_dir):

@@ -27,7 +27,8 @@ def runs(tmp_path):
     pruned = write_metrics(tmp_path / "p.json", kind="tasks", model="org/m", checkpoint=ckpt, tags={"seed": "2"},
                            records=[record("arc", "de", "acc", 0.25, 100), record("arc", "sw", "acc", None, 0, False)])
     dense = write_metrics(tmp_path / "d.json", kind="perplexity", model="org/m", checkpoint=None,
-                          tags={"model": "m", "run": "a"}, records=[record("perplexity", "de", "perplexity", 9.5, 10)])
+                          tags={"model": "m", "run": "a"},
+                          records=[record("perplexity", "de", "perplexity", 9.5, 10, fingerprint="0123456789abcdef")])
     return tmp_path, pruned, dense
 
 
@@ -51,6 +52,8 @@ def test_gather_gives_one_tidy_row_per_record(runs):
     assert not arc_sw["available"]
     assert pd.isna(arc_sw["value"])
     assert (ppl["method"], ppl["calib"], ppl["seed"], ppl["sparsity"], ppl["value"]) == ("dense", "none", "-", "0", 9.5)
+    # the evaluation data's fingerprint travels with its row; records without one leave it empty
+    assert ppl["fingerprint"] == "0123456789abcdef" and pd.isna(arc_de["fingerprint"])
 
 
 def test_gather_cli_writes_csv(runs):

@@ -13,6 +13,7 @@ from langprune.evaluate import harness
 from langprune.evaluate.harness import evaluate_tasks, local_data_files
 from langprune.evaluate.mc import build_items, passages
 from langprune.evaluate.registry import TaskEntry, load_registry, select
+from langprune.evaluate.units import item_fingerprint, item_units, record_fingerprint
 from langprune.io import read_json
 
 PAPER = ["ar", "de", "en", "es", "ru", "sw", "zh"]
@@ -153,6 +154,19 @@ def test_per_item_scores_are_kept_and_average_to_the_score(run):
         assert sum(units["score"]) / len(units["score"]) == pytest.approx(rec["value"], abs=1e-12)
         if rec["metric"] == "acc":
             assert set(units["score"]) <= {0.0, 1.0}
+        # one fingerprint per item, of its content (distinct items differ), and one for the record
+        assert len(units["fingerprints"]) == len(units["ids"]) == len(set(units["fingerprints"]))
+        assert rec["fingerprint"] == record_fingerprint(units)
+
+
+def test_item_fingerprints_hash_the_content_not_the_model_output():
+    sample = {"doc_id": 3, "doc": {"context": "a", "choices": ["b", "c"]}, "target": 0,
+              "arguments": [["a", " b"], ["a", " c"]], "resps": [[-1.0]], "filtered_resps": [-1.0], "acc": 1.0}
+    answered_otherwise = {**sample, "resps": [[-9.0]], "filtered_resps": [-9.0], "acc": 0.0}
+    other_item = {**sample, "doc": {"context": "a", "choices": ["b", "d"]}}
+    assert item_fingerprint(sample) == item_fingerprint(answered_otherwise) != item_fingerprint(other_item)
+    units = item_units([answered_otherwise, {**other_item, "doc_id": 1}], "acc")
+    assert units["ids"] == [1, 3] and units["fingerprints"] == [item_fingerprint(other_item), item_fingerprint(sample)]
 
 
 def test_records_cover_every_pair_with_gaps_marked(run):

@@ -21,9 +21,12 @@ CASES = {
     # module (and what runs after importing it): heavy libraries it may load
     "langprune.cli": ((), "langprune.cli.build_parser()"),
     "langprune.config": ((), ""),
+    "langprune.grid": ((), ""),
+    "langprune.plan": ((), ""),
     "langprune.evaluate.results": ((), ""),
     "langprune.report.tables": (("pandas",), ""),
     "langprune.report.significance": (("pandas",), ""),
+    "langprune.report.matching": (("pandas",), ""),
     "langprune.report.figures": (("pandas", "matplotlib"), ""),
 }
 

@@ -7,6 +7,7 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from conftest import build_model
+from langprune import registry
 from langprune.errors import LangpruneError
 from langprune.models import decoder_layers, layer_linears
 from langprune.prune.engine import capture_layer_inputs, prune_model, run_layer
@@ -88,7 +89,8 @@ def test_shared_input_groups_are_discovered(arch_dirs, arch):
 
 
 @pytest.mark.parametrize("arch,method", [(arch, method) for arch in ("llama", "cohere")
-                                         for method in sorted(set(METHODS) - {"dsnot"})]  # dsnot: unstructured only
+                                         for method in sorted(set(METHODS) - {"dsnot"})
+                                         if not registry.METHODS[method].quantizes]  # dsnot: unstructured only
                          + [("qwen2", "sparsegpt"), ("mistral", "wanda")])
 def test_prunes_only_decoder_linears(arch_dirs, arch, method):
     model = _load(arch_dirs[arch])

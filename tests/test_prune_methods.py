@@ -8,10 +8,14 @@ from dataclasses import replace
 import pytest
 import torch
 
+from langprune import registry
 from langprune.errors import LangpruneError
 from langprune.prune.methods import METHODS, get_method
 from langprune.prune.stats import HESSIAN, LANGUAGES, MOMENTS, SUMSQ, InputAccumulator
 from langprune.prune.structure import n_of_m, parse_structure, unstructured
+
+# The methods that prune (a quantization method keeps every weight: tests/test_gptq_*.py).
+PRUNING = sorted(name for name in METHODS if not registry.METHODS[name].quantizes)
 
 
 def _stats(x: torch.Tensor, name: str = "layer.lin"):
@@ -40,7 +44,7 @@ def _recon_error(w: torch.Tensor, w_new: torch.Tensor, x: torch.Tensor) -> float
 
 
 def _pruned_weight(method: str, w, stats, structure):
-    keep, new = METHODS[method].prune(w, stats, structure)
+    keep, new = METHODS[method].run(w, stats, structure)
     return keep, (w * keep if new is None else new)
 
 
@@ -52,13 +56,13 @@ def layer():
     return w, x, _stats(x)
 
 
-@pytest.mark.parametrize("method", sorted(METHODS))
+@pytest.mark.parametrize("method", PRUNING)
 @pytest.mark.parametrize("sparsity", [0.3, 0.5, 0.77])
 def test_unstructured_sparsity_is_exact(layer, method, sparsity):
     w, _, stats = layer
     # DSnoT's 50 cycles need rows well over 2 x 50 wide (see test_dsnot_keeps_row_counts_on_wide_rows)
     keep, _ = METHODS[method].run(w, stats, unstructured(sparsity)) if method != "dsnot" else \
-        METHODS[method].prune(w, stats, unstructured(sparsity), max_cycles=8)
+        METHODS[method].bind(max_cycles=8).run(w, stats, unstructured(sparsity))
     if method in ("wanda", "dsnot", "mwanda"):  # per output row (DSnoT swaps one weight for another within a row)
         assert (keep.shape[1] - keep.sum(dim=1) == int(64 * sparsity)).all()
     elif method in ("magnitude", "ria"):  # one threshold per matrix
@@ -67,11 +71,11 @@ def test_unstructured_sparsity_is_exact(layer, method, sparsity):
         assert keep.numel() - int(keep.sum()) == int(keep.numel() * sparsity)
 
 
-@pytest.mark.parametrize("method", sorted(set(METHODS) - {"dsnot"}))  # DSnoT refines unstructured masks only
+@pytest.mark.parametrize("method", sorted(set(PRUNING) - {"dsnot"}))  # DSnoT refines unstructured masks only
 @pytest.mark.parametrize("n,m", [(2, 4), (4, 8), (1, 4)])
 def test_nm_sparsity_is_exact_per_group(layer, method, n, m):
     w, _, stats = layer
-    keep, new = METHODS[method].prune(w, stats, n_of_m(n, m))
+    keep, new = METHODS[method].run(w, stats, n_of_m(n, m))
     pruned_per_group = (~keep).reshape(w.shape[0], -1, m).sum(dim=-1)
     assert (pruned_per_group == n).all()
     if new is not None:
@@ -85,7 +89,7 @@ def test_wanda_matches_brute_force_definition():
     x = torch.randint(0, 3, (50, 40), generator=g).float()
     stats = _stats(x)
     for structure in (unstructured(0.5), unstructured(0.35), n_of_m(2, 4)):
-        keep, new = METHODS["wanda"].prune(w, stats, structure)
+        keep, new = METHODS["wanda"].run(w, stats, structure)
         assert new is None
         norms = [float(x[:, j].pow(2).sum().sqrt()) for j in range(40)]
         expected = torch.ones_like(keep)
@@ -111,7 +115,7 @@ def test_sparsegpt_beats_wanda_and_magnitude_on_correlated_inputs(layer, structu
 
 def test_sparsegpt_at_zero_sparsity_keeps_weights(layer):
     w, _, stats = layer
-    keep, new = METHODS["sparsegpt"].prune(w, stats, unstructured(0.0))
+    keep, new = METHODS["sparsegpt"].run(w, stats, unstructured(0.0))
     assert keep.all()
     torch.testing.assert_close(new, w, rtol=1e-5, atol=1e-5)
 
@@ -121,7 +125,7 @@ def test_sparsegpt_handles_dead_inputs_and_multiple_blocks():
     w = torch.randn(8, 300)  # three blocks of 128, the last one partial
     x = _correlated_inputs(400, 300)
     x[:, [5, 200]] = 0.0
-    keep, new = METHODS["sparsegpt"].prune(w, _stats(x), unstructured(0.5))
+    keep, new = METHODS["sparsegpt"].run(w, _stats(x), unstructured(0.5))
     assert torch.isfinite(new).all()
     assert (new[:, [5, 200]] == 0).all()
     for start in (0, 128, 256):  # per block over the whole block
@@ -131,9 +135,9 @@ def test_sparsegpt_handles_dead_inputs_and_multiple_blocks():
 
 def test_masks_are_deterministic(layer):
     w, _, stats = layer
-    for method in METHODS:
-        first = METHODS[method].prune(w, stats, unstructured(0.5))
-        second = METHODS[method].prune(w.clone(), stats, unstructured(0.5))
+    for method in PRUNING:
+        first = METHODS[method].run(w, stats, unstructured(0.5))
+        second = METHODS[method].run(w.clone(), stats, unstructured(0.5))
         assert torch.equal(first[0], second[0])
         if first[1] is not None:
             assert torch.equal(first[1], second[1])
@@ -146,19 +150,19 @@ def test_cholesky_retries_with_more_dampening_then_names_the_layer(caplog):
     barely_indefinite = LinearStats("model.layers.7.mlp.down_proj", 10,
                                     hessian=torch.diag(torch.tensor([1.0, 1.0, -0.05])))
     with caplog.at_level(logging.WARNING, logger="langprune.prune"):
-        keep, new = METHODS["sparsegpt"].prune(w, barely_indefinite, unstructured(0.34))
+        keep, new = METHODS["sparsegpt"].run(w, barely_indefinite, unstructured(0.34))
     assert torch.isfinite(new).all()
     assert any("retrying" in r.message and "down_proj" in r.message for r in caplog.records)
 
     hopeless = LinearStats("model.layers.7.mlp.down_proj", 10, hessian=torch.diag(torch.tensor([1.0, 1.0, -100.0])))
     with pytest.raises(LangpruneError, match=r"model\.layers\.7\.mlp\.down_proj.*not positive definite"):
-        METHODS["sparsegpt"].prune(w, hopeless, unstructured(0.5))
+        METHODS["sparsegpt"].run(w, hopeless, unstructured(0.5))
 
 
 def test_nm_needs_divisible_columns(layer):
     _, _, stats = layer
     with pytest.raises(LangpruneError, match="not divisible by M=8"):
-        METHODS["wanda"].prune(torch.randn(4, 12), stats, n_of_m(4, 8))
+        METHODS["wanda"].run(torch.randn(4, 12), stats, n_of_m(4, 8))
 
 
 @pytest.mark.parametrize("text,sparsity,message", [

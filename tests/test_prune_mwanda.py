@@ -19,11 +19,13 @@ from langprune.checkpoint import read_manifest
 from langprune.cli import main
 from langprune.data.shards import row_languages
 from langprune.errors import LangpruneError
+from langprune.prune.allocation import cwl_sparsities
 from langprune.prune.engine import prune_model
-from langprune.prune.methods import MASK_ONLY, METHODS, wanda
-from langprune.prune.mwanda import cross_lingual_correlation, cwl_sparsities, mwanda, mwanda_scores
+from langprune.prune.methods import METHODS, wanda
+from langprune.prune.mwanda import cross_lingual_correlation, mwanda, mwanda_scores
 from langprune.prune.stats import LANGUAGES, SUMSQ, InputAccumulator
 from langprune.prune.structure import n_of_m, unstructured
+from langprune.registry import mask_only_methods
 
 
 def _language_stats(rows: list[torch.Tensor], languages: list[int], name: str = "layer.lin"):
@@ -94,7 +96,7 @@ def test_one_language_is_refused():
     rows = _rows()
     stats = _language_stats(rows, [0, 0, 0, 0])
     with pytest.raises(LangpruneError, match="at least two languages"):
-        mwanda(torch.randn(4, 32), stats, unstructured(0.5))
+        METHODS["mwanda"].run(torch.randn(4, 32), stats, unstructured(0.5))
 
 
 def test_cross_lingual_correlation_and_cwl_allocation():
@@ -108,11 +110,11 @@ def test_cross_lingual_correlation_and_cwl_allocation():
     # less correlated, less pruned
     assert sorted(sparsities) == [sparsities[1], sparsities[3], sparsities[2], sparsities[0]]
     assert max(sparsities) - min(sparsities) == pytest.approx(0.2)  # spread over 2 * lambda
-    assert cwl_sparsities([0.8, 0.8], 0.5) == [0.5, 0.5]
+    assert cwl_sparsities([0.8, 0.8], 0.5, 0.08) == [0.5, 0.5]
 
 
 def test_mwanda_is_not_an_initial_mask_for_dsnot():
-    assert "mwanda" in METHODS and "mwanda" not in MASK_ONLY  # DSnoT collects no per-language statistics
+    assert "mwanda" in METHODS and "mwanda" not in mask_only_methods()  # DSnoT collects no per-language statistics
 
 
 def test_row_languages_follow_the_shards_order():

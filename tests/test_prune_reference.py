@@ -23,12 +23,15 @@ from transformers import AutoModelForCausalLM
 
 from conftest import build_model
 from langprune.models import decoder_layers
+from langprune.prune.allocation import owl_sparsities
+from langprune.prune.dense_pass import layer_outlier_ratios
 from langprune.prune.engine import prune_model
 from langprune.prune.methods import METHODS, get_method
-from langprune.prune.owl import OWL_LAMBDA, OWL_M, layer_outlier_ratios, owl_sparsities
 from langprune.prune.stats import MOMENTS, SUMSQ, InputAccumulator
 from langprune.prune.structure import n_of_m, unstructured
+from langprune.registry import ALLOCATIONS
 
+OWL_M, OWL_LAMBDA = (ALLOCATIONS["owl"].bind()[name] for name in ("M", "lambda"))  # the published defaults
 OWL_DIR = Path(__file__).resolve().parent / "reference" / "owl" / "lib"
 ARCHS = ("llama", "qwen2", "cohere")
 NSAMPLES, SEQLEN = 8, 32
@@ -117,7 +120,7 @@ def test_owl_matches_the_authors_code(arch_dirs, owl_code, monkeypatch, arch, me
     densities = _run_owl_reference(owl_code, function, theirs, ids, sparsity, monkeypatch)
 
     ours = _load(arch_dirs[arch])
-    ratios, _ = layer_outlier_ratios(ours, ids, m=OWL_M)
+    ratios, _ = layer_outlier_ratios(ours, ids, M=OWL_M)
     layer_sparsity = owl_sparsities(ratios, sparsity, OWL_LAMBDA)
     assert max(abs(s - (1 - d)) for s, d in zip(layer_sparsity, densities)) < 1e-6
     assert abs(np.mean(layer_sparsity) - sparsity) < 1e-9 and len(set(layer_sparsity)) > 1
@@ -133,7 +136,7 @@ def test_owl_matches_the_authors_code(arch_dirs, owl_code, monkeypatch, arch, me
 
 
 def test_owl_allocation_edge_cases():
-    assert owl_sparsities([2.0, 2.0, 2.0], 0.5) == [0.5, 0.5, 0.5]
+    assert owl_sparsities([2.0, 2.0, 2.0], 0.5, OWL_LAMBDA) == [0.5, 0.5, 0.5]
     spread = owl_sparsities([1.0, 3.0, 2.0, 0.0], 0.7, 0.1)
     assert spread[1] < spread[2] < spread[0] < spread[3] and abs(max(spread) - min(spread) - 0.2) < 1e-12
     from langprune.errors import LangpruneError

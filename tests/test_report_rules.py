@@ -32,7 +32,9 @@ def test_rule_outputs_are_the_files_the_package_writes():
                                            "paper_comparison": paper.COMPARISON_FORMATS}
     assert names["REPORT_SUMMARY_FILES"] == {"target_best": figures.SUMMARY_FORMATS}
     assert names["REPORT_SIGNIFICANCE_FILES"] == {"significance": significance.SIGNIFICANCE_FORMATS,
-                                                  "seed_intervals": significance.SIGNIFICANCE_FORMATS}
+                                                  "seed_intervals": significance.SIGNIFICANCE_FORMATS,
+                                                  significance.TABLE_LEVEL_FILE: significance.SIGNIFICANCE_FORMATS}
+    assert names["REPORT_TABLE_LEVEL"].endswith(f"/{significance.TABLE_LEVEL_FILE}.csv")
 
 
 def test_one_job_per_model_and_rule(tmp_path):

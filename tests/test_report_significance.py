@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -11,15 +12,19 @@ from scipy import stats
 
 from langprune.cli import main
 from langprune.errors import LangpruneError
+from langprune.evaluate.units import record_fingerprint, window_units
 from langprune.io import write_json
 from langprune.report.significance import (
     BEST_OTHER,
     SignificanceSettings,
     compare_calibrations,
     holm,
+    min_resamples,
     paired_test,
     read_significance,
+    read_table_level,
     read_units,
+    table_level_line,
 )
 
 FAST = SignificanceSettings(resamples=999, alpha=0.05, seed=0, seed_counts=(1, 2))
@@ -62,18 +67,33 @@ def test_no_true_difference_gives_uniform_p_values_and_covering_intervals():
     assert 0.90 <= covered / 200 <= 0.99
 
 
-def perplexity_doc(tmp_path, calib: str, seed: int, nll: dict[str, list[float]], tokens=(4, 6)) -> str:
-    """A metrics JSON of one pruned variant with per-window units (languages -> window NLLs)."""
+def window_ids(lang: str, window: int, text: str) -> list[int]:
+    """Token ids of a synthetic evaluation window: the same for every variant evaluated on ``text``."""
+    return [ord(c) for c in f"{text}/{lang}/{window}"]
+
+
+def perplexity_doc(tmp_path, calib: str, seed: int, nll: dict[str, list[float]], tokens=(4, 6), text: str = "udhr",
+                   fingerprints: bool = True) -> str:
+    """A metrics JSON of one pruned variant with per-window units (languages -> window NLLs).
+
+    ``text``: which evaluation text the windows come from (their fingerprints); ``fingerprints``
+    False writes units as evaluations did before fingerprints were kept.
+    """
     records = []
     for lang, values in nll.items():
         total = math.fsum(values)
+        units = window_units(values, list(tokens), [9] * len(tokens),
+                             [window_ids(lang, i, text) for i in range(len(values))])
+        if not fingerprints:
+            del units["fingerprints"]
         records.append({"benchmark": "perplexity", "language": lang, "metric": "perplexity",
                         "value": math.exp(total / sum(tokens)), "n": sum(tokens), "available": True,
-                        "units": {"unit": "window", "nll": values, "tokens": list(tokens), "bytes": [9] * len(tokens)}})
+                        "fingerprint": record_fingerprint(units), "units": units})
     path = tmp_path / f"{calib}-{seed}.json"
     write_json(path, {"kind": "perplexity", "model": "toy", "checkpoint": None, "checkpoint_hash": None,
                       "tags": {"model": "toy", "method": "wanda", "structure": "unstructured", "sparsity": "0.5",
-                               "calib": calib, "seed": str(seed)}, "records": records})
+                               "calib": calib, "seed": str(seed)}, "records": records,
+                      "langprune_version": "test"})
     return str(path)
 
 
@@ -131,7 +151,7 @@ def test_cli_writes_tables_and_target_best_counts_significant_wins(tmp_path):
     out = tmp_path / "tables"
     metrics = str(tmp_path / "metrics.csv")
     assert main(["evaluate", "gather", *files, "--out", metrics]) == 0  # the CSV names the JSONs it came from
-    assert main(["report", "significance", "--metrics", metrics, "--out-dir", str(out), "--resamples", "499",
+    assert main(["report", "significance", "--metrics", metrics, "--out-dir", str(out), "--resamples", "999",
                  "--seed-counts", "1,3"]) == 0
     table = read_significance(out / "significance.csv")
     assert (out / "significance.md").read_text().count("own significantly better") == 2
@@ -158,6 +178,37 @@ def test_cli_writes_tables_and_target_best_counts_significant_wins(tmp_path):
     assert starred == {("de", "de"), ("ru", "ru")}
     assert main(["report", "figures", "--metrics", str(tmp_path / "metrics.csv"), "--out-dir", str(tmp_path / "fig"),
                  "--significance", str(out / "significance.csv")]) == 0
+    # the table-level test: de and ru calibrate their own language best, en is a tie, so the
+    # diagonal beats all 5 other assignments of 3 calibrations to 3 languages: p = 1/6
+    matching = read_table_level(out / "significance.csv")
+    assert len(matching) == 1 and matching.iloc[0]["languages"] == "de,en,ru"
+    assert (matching.iloc[0]["rank"], matching.iloc[0]["as_good"], matching.iloc[0]["assignments"]) == (1, 1, 6)
+    assert matching.iloc[0]["fingerprints_checked"] and table["units_checked"].all()
+    assert "1/6 = 0.167" in (out / "table_level.md").read_text() and (out / "table_level.html").is_file()
+    assert table_level_line(matching, setting, [("perplexity", "perplexity")]) == \
+        "diagonal vs all 6 assignments: rank 1, p = 0.167"
+    # significance results from before the table-level test: the figures say what to rerun
+    (out / "table_level.csv").unlink()
+    assert main(["report", "figures", "--metrics", metrics, "--out-dir", str(tmp_path / "fig"),
+                 "--significance", str(out / "significance.csv")]) == 2
+
+
+def test_results_without_fingerprints_are_paired_with_a_warning_and_marked_unchecked(tmp_path, capsys):
+    """Metrics from before fingerprints were kept: paired by position, said on stderr and in every output."""
+    files = [perplexity_doc(tmp_path, calib, seed, {lang: [10.0 + seed + (lang == calib), 20.0, 15.0]
+                                                    for lang in ("de", "en")}, tokens=(4, 6, 5), fingerprints=False)
+             for calib in ("de", "en") for seed in range(2)]
+    metrics = tmp_path / "metrics.csv"
+    assert main(["evaluate", "gather", *files, "--out", str(metrics)]) == 0
+    assert set(pd.read_csv(metrics)["fingerprint"].isna()) == {True}
+    capsys.readouterr()
+    assert main(["report", "significance", "--metrics", str(metrics), "--out-dir", str(tmp_path / "out")]) == 0
+    err = capsys.readouterr().err
+    assert "carry no fingerprint" in err and "1 table(s)" in err and "2 column(s)" in err
+    table = read_significance(tmp_path / "out" / "significance.csv")
+    assert len(table) and not table["units_checked"].any()
+    assert "paired by position, unchecked" in (tmp_path / "out" / "significance.md").read_text()
+    assert not read_table_level(tmp_path / "out" / "significance.csv")["fingerprints_checked"].any()
 
 
 def test_results_without_units_are_reported_untested_and_bad_input_is_a_clear_error(tmp_path, capsys):
@@ -178,7 +229,29 @@ def test_results_without_units_are_reported_untested_and_bad_input_is_a_clear_er
     assert "metrics JSON(s) listed in" in capsys.readouterr().err
     files = [perplexity_doc(tmp_path, "en", 0, {"en": [10.0, 20.0]}),
              perplexity_doc(tmp_path, "de", 0, {"en": [10.0, 20.0, 5.0]}, tokens=(4, 6, 2))]
-    with pytest.raises(LangpruneError, match="different evaluation units"):
+    with pytest.raises(LangpruneError, match="different perplexity/en windows; first differing window: 2 "):
         compare_calibrations(read_units(files), FAST)
     with pytest.raises(LangpruneError, match="--alpha"):
         SignificanceSettings(alpha=1.5)
+
+
+def test_resamples_have_a_floor_that_grows_as_alpha_shrinks():
+    """Enough resamples that a 1 - alpha percentile interval has 25 beyond each end, and never fewer than 999."""
+    assert (min_resamples(0.05), min_resamples(0.1), min_resamples(0.01), min_resamples(0.001)) == (999, 999, 4999,
+                                                                                                    49999)
+    for alpha in (0.05, 0.01, 0.003):
+        needed = min_resamples(alpha)
+        assert (needed + 1) * alpha / 2 >= 25 and SignificanceSettings(resamples=needed, alpha=alpha)
+        with pytest.raises(LangpruneError, match=f"use at least {needed}"):
+            SignificanceSettings(resamples=needed - 1, alpha=alpha)
+    with pytest.raises(LangpruneError, match="--seed must be a non-negative integer"):
+        SignificanceSettings(seed=-1)
+
+
+def test_the_config_schema_has_the_same_resamples_floor():
+    import yaml
+
+    from langprune.report.common import MIN_RESAMPLES
+
+    schema = yaml.safe_load((Path(__file__).parents[1] / "workflow" / "schemas" / "config.schema.yaml").read_text())
+    assert schema["properties"]["significance"]["properties"]["resamples"]["minimum"] == MIN_RESAMPLES

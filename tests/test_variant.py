@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from langprune import variant
+from langprune.analysis.common import checkpoint_tags
 from langprune.bitmasks import PackedMasks
 from langprune.checkpoint import write_checkpoint
 from langprune.errors import LangpruneError
@@ -66,6 +67,11 @@ def test_identity_round_trip(tmp_path, structure, calib, tagged):
     expected = labels if tagged else {**labels, "calib": variant.mix_name(languages)}
     row = tidy[tidy["method"] == method].iloc[0]
     assert {key: str(row[key]) for key in variant.LABEL_KEYS} == expected
+    # checkpoint -> the analyses' labels: the same as the metrics rows' (the model comes from the run)
+    analysed = variant.variant_labels({"model": "toy", **checkpoint_tags(ckpt)})
+    assert analysed == expected
+    assert variant.variant_labels({"model": "toy", **checkpoint_tags(None)}) == {
+        "model": "toy", **variant.DENSE_LABELS}
     # tidy table -> paper-layout table row; the heatmap folder is the checkpoint's setting part
     csv = tmp_path / "metrics.csv"
     tidy.to_csv(csv, index=False)

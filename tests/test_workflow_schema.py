@@ -1,4 +1,5 @@
-"""Malformed configs are rejected when the workflow is parsed, and the error names the key."""
+"""Malformed configs are rejected when the workflow is parsed, and the error names the key; the
+schema names no method or allocation: the config check fills those in from the registry."""
 
 from __future__ import annotations
 
@@ -10,8 +11,10 @@ from pathlib import Path
 
 import pytest
 import yaml
-from snakemake.exceptions import WorkflowError
-from snakemake.utils import validate
+
+from langprune import registry
+from langprune.config import REGISTRY_ENUMS, check_schema, load_schema
+from langprune.errors import LangpruneError
 
 REPO = Path(__file__).resolve().parents[1]
 SCHEMA = REPO / "workflow" / "schemas" / "config.schema.yaml"
@@ -32,30 +35,75 @@ def mutated(path: str, value=None, *, delete: bool = False) -> dict:
     return config
 
 
-@pytest.mark.parametrize("config_file", ["config.yaml", "paper.yaml"])
+@pytest.mark.parametrize("config_file", ["config.yaml", "paper.yaml", "real.yaml"])
 def test_shipped_configs_are_valid(config_file):
-    validate(yaml.safe_load((REPO / "config" / config_file).read_text()), str(SCHEMA))
+    check_schema(yaml.safe_load((REPO / "config" / config_file).read_text()), SCHEMA)
 
 
 CASES = [
-    ("models", None, True, "'models' is a required property"),
-    ("pruning.methods", ["random"], False, "['pruning']['methods']"),
-    ("pruning.sparsities", [1.5], False, "['pruning']['sparsities']"),
-    ("pruning.structures", ["3:4"], False, "['pruning']['structures']"),
-    ("calibration.sets", {"English": ["en"]}, False, "'English'"),
-    ("calibration.seeds", [], False, "['calibration']['seeds']"),
-    ("models.toy.gpux", 1, False, "'gpux' was unexpected"),
-    ("toy.model.steps", 0, False, "['toy']['model']['steps']"),
-    ("evaluation.perplexity.source", "c4", False, "['evaluation']['perplexity']['source']"),
-    ("languages", ["english"], False, "['languages']"),
+    ("models", None, True, "config key models: missing"),
+    ("pruning.methods", ["random"], False, "config key pruning.methods[0]: 'random' is not one of"),
+    ("pruning.allocation", ["owl", "owls"], False, "config key pruning.allocation"),
+    ("analysis", {"methods": ["random"]}, False, "config key analysis.methods[0]: 'random' is not one of"),
+    ("pruning.sparsities", [1.5], False, "config key pruning.sparsities[0]"),
+    ("pruning.structures", ["3:4"], False, "config key pruning.structures[0]"),
+    ("calibration.sets", {"English": ["en"]}, False, "config key calibration.sets.English"),
+    ("calibration.seeds", [], False, "config key calibration.seeds"),
+    ("models.toy.gpux", 1, False, "config key models.toy.gpux: unknown key"),
+    ("toy.model.steps", 0, False, "config key toy.model.steps"),
+    ("evaluation.perplexity.source", "c4", False, "config key evaluation.perplexity.source"),
+    ("languages", ["english"], False, "config key languages[0]"),
+    ("evaluation.perplexity.batch_size", 8.0, False, "config key evaluation.perplexity.batch_size: 8.0 is not of "
+                                                     "type 'integer'"),
 ]
 
 
 @pytest.mark.parametrize("path,value,delete,named", CASES, ids=[c[0] for c in CASES])
 def test_schema_rejects_malformed_value_naming_the_key(path, value, delete, named):
-    with pytest.raises(WorkflowError) as error:
-        validate(mutated(path, value, delete=delete), str(SCHEMA))
-    assert named in str(error.value)
+    with pytest.raises(LangpruneError) as error:
+        check_schema(mutated(path, value, delete=delete), SCHEMA)
+    assert str(error.value).startswith(named), error.value
+
+
+def _names_in(node, found: list) -> list:
+    """Every enum value and $ref anywhere in a schema node."""
+    if isinstance(node, dict):
+        found += [("enum", v) for v in node.get("enum", [])] + ([("$ref", node["$ref"])] if "$ref" in node else [])
+        for value in node.values():
+            _names_in(value, found)
+    elif isinstance(node, list):
+        for value in node:
+            _names_in(value, found)
+    return found
+
+
+def test_schema_names_methods_and_allocations_only_through_the_registry():
+    """The schema file lists no method or allocation name; every key that takes one refers to the
+    definitions the config check fills from the registry, which then list exactly the registry's names."""
+    raw = yaml.safe_load(SCHEMA.read_text())
+    registered = set(registry.METHODS) | set(registry.ALLOCATIONS)
+    assert not {value for kind, value in _names_in(raw, []) if kind == "enum"} & registered
+    pruning, analysis = raw["properties"]["pruning"]["properties"], raw["properties"]["analysis"]["properties"]
+    assert pruning["methods"]["items"] == analysis["methods"]["items"] == {"$ref": "#/definitions/method"}
+    assert _names_in(pruning["allocation"], []) == [("$ref", "#/definitions/allocation")] * 2
+    filled = load_schema(SCHEMA)["definitions"]
+    assert set(REGISTRY_ENUMS) == {"method", "allocation"}
+    assert filled["method"]["enum"] == list(registry.METHODS)
+    assert filled["allocation"]["enum"] == list(registry.ALLOCATIONS)
+
+
+def test_every_registered_method_can_be_analysed():
+    config = mutated("pruning.methods", list(registry.METHODS))
+    config["analysis"] = {"methods": list(registry.METHODS)}
+    check_schema(config, SCHEMA)
+
+
+def test_checking_fills_in_the_schemas_defaults():
+    config = mutated("pruning.resources", None, delete=True)
+    check_schema(config, SCHEMA)
+    assert config["pruning"]["resources"] == {"mem_mb": 1000, "runtime": 30, "threads": 1}
+    assert config["pruning"]["allocation"] == "uniform" and config["models"]["toy"]["revision"] is None
+    assert config["analysis"]["neurons"]["top_rate"] == 0.01 and config["evaluation"]["group"] == "benchmark"
 
 
 def parse(tmp_path: Path, config: dict) -> subprocess.CompletedProcess:
@@ -105,4 +153,4 @@ def test_every_optional_key_has_a_default_or_says_what_it_defaults_to():
 
 @pytest.mark.parametrize("config_file", [".test/config/config.yaml", ".test/config/end_to_end.yaml"])
 def test_committed_test_configs_are_valid(config_file):
-    validate(yaml.safe_load((REPO / config_file).read_text()), str(SCHEMA))
+    check_schema(yaml.safe_load((REPO / config_file).read_text()), SCHEMA)

@@ -6,16 +6,25 @@ rejected before any job runs and every message starts with the key to fix:
 
 - duplicate keys are errors (plain YAML keeps the last one silently), naming both lines;
 - YAML syntax errors give the line and column;
-- a schema violation is one line: the key path and the rule it broke;
+- a schema violation is one line: the key path and the rule it broke; the schema's method
+  and allocation names are the registry's (filled in before validating), and an integer
+  key given a float (``8.0``) is refused, as the commands that read it would;
 - settings that only fail once a job reads them (a language missing from a text
   directory, ``max_tokens < seqlen``, an unknown benchmark, analysis settings naming
-  unpruned methods or undefined calibration sets) are checked here instead.
+  unpruned methods or undefined calibration sets, a GGUF model built elsewhere than its
+  path, a layer-wise sparsity reaching 1) are checked here instead;
+- a configured method, allocation or structure that builds no checkpoint is an error.
+
+Checking also fills in the schema's defaults, in place, so the rules and
+:class:`langprune.grid.Grid` read the config as it then is.
 """
 
 from __future__ import annotations
 
+import copy
 import difflib
 import os
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,18 +33,18 @@ import jsonschema
 import yaml
 from jsonschema.exceptions import best_match
 
+from . import registry
 from .data.languages import MC4_LANGUAGES
 from .data.sources import TextDirSource
 from .errors import LangpruneError
 from .evaluate.registry import load_registry
+from .grid import GGUF_MODEL_DIR, TOY_TEXT, Grid, allocation_names, default_probe, pairs_without_checkpoints
 
 # Where the schema lives in a checkout (the workflow reads it from there too).
 SCHEMA_RELPATH = Path("workflow") / "schemas" / "config.schema.yaml"
 
-# Directories the workflow builds itself (the embedded default's toy assets); a path
-# inside one of them is a workflow output, not a user input that must exist already.
-BUILT_DIRS = ["results/toy/text", "results/toy/tokenizer", "results/toy/model", "results/toy/mc"]
-TOY_TEXT = "results/toy/text"
+# Schema definitions whose allowed names are the registry's (the schema file lists none).
+REGISTRY_ENUMS = {"method": lambda: list(registry.METHODS), "allocation": lambda: list(registry.ALLOCATIONS)}
 
 MAX_MESSAGE = 240  # characters of a schema message before it is cut (instances can be long)
 
@@ -168,14 +177,57 @@ def _schema_message(error) -> str:
     return f"config key {_key_path(path) or '(top level)'}: {message} (schema rule '{error.validator}')"
 
 
-def check_schema(config: dict, schema_path: str | os.PathLike) -> None:
-    """Validate against the workflow's JSON schema; the most relevant violation becomes one line."""
+def load_schema(schema_path: str | os.PathLike) -> dict:
+    """The workflow's schema with the registry's method and allocation names as the enums of its
+    ``method`` and ``allocation`` definitions, so an unknown name's message lists the known ones."""
     schema = yaml.safe_load(Path(schema_path).read_text(encoding="utf-8"))
-    validator = jsonschema.validators.validator_for(schema)(schema)
-    errors = list(validator.iter_errors(config))
+    definitions = schema.get("definitions", {})
+    for name, names in REGISTRY_ENUMS.items():
+        if name not in definitions:
+            raise LangpruneError(f"{schema_path}: definitions.{name} is missing; the config check fills its "
+                                 f"enum from langprune.registry")
+        definitions[name]["enum"] = names()
+    return schema
+
+
+def _validator(schema: dict):
+    """A validator of ``schema`` whose 'integer' is an int only: JSON Schema calls 8.0 an integer,
+    but the commands that read the key (``--batch-size 8.0``) refuse it."""
+    base = jsonschema.validators.validator_for(schema)
+    strict = base.TYPE_CHECKER.redefine(
+        "integer", lambda checker, instance: isinstance(instance, int) and not isinstance(instance, bool))
+    return jsonschema.validators.extend(base, type_checker=strict)(schema)
+
+
+def fill_defaults(config: dict, schema: dict) -> dict:
+    """Set every absent key that has a ``default:`` in the schema, in place, in a config the schema
+    accepts (as Snakemake's ``validate(..., set_default=True)`` does)."""
+    base = jsonschema.validators.validator_for(schema)
+    check_properties = base.VALIDATORS["properties"]
+
+    def properties(validator, props, instance, subschema):
+        if isinstance(instance, dict):
+            for key, sub in props.items():
+                if "default" in sub and key not in instance:
+                    instance[key] = copy.deepcopy(sub["default"])
+        yield from check_properties(validator, props, instance, subschema)
+
+    filler = jsonschema.validators.extend(base, {"properties": properties})(schema)
+    for _ in filler.iter_errors(config):
+        pass
+    return config
+
+
+def check_schema(config: dict, schema_path: str | os.PathLike) -> dict:
+    """Validate against the workflow's JSON schema (the most relevant violation becomes one line),
+    then fill in its defaults; returns the schema as checked."""
+    schema = load_schema(schema_path)
+    errors = list(_validator(schema).iter_errors(config))
     if errors:
         more = f" (and {len(errors) - 1} more problem(s))" if len(errors) > 1 else ""
         raise LangpruneError(_schema_message(best_match(errors)) + more)
+    fill_defaults(config, schema)
+    return schema
 
 
 def _source_dir(source: str) -> str | None:
@@ -185,11 +237,6 @@ def _source_dir(source: str) -> str | None:
 def _built_by_workflow(config: dict, directory: str) -> bool:
     """Toy text is built by the `toy:` section; nothing else used as text is built by the workflow."""
     return "toy" in config and (directory == TOY_TEXT or directory.startswith(f"{TOY_TEXT}/"))
-
-
-def default_probe(config: dict) -> str:
-    """The analysis probe when `analysis.probe` is unset: the toy's held-out articles, else Belebele."""
-    return f"text:{TOY_TEXT}/probe" if config.get("toy") else "belebele"
 
 
 def _unique(values) -> list:
@@ -283,18 +330,49 @@ def _check_analysis(config: dict) -> None:
                              f"({', '.join(sets)})")
     # Set explicitly, the analysis settings must leave something to compare. (Left to their defaults,
     # a one-set run stays valid: targets without the analysis, e.g. the metrics tables, still build.)
-    # Mask overlap compares checkpoints of one method (and structure, sparsity): it needs two.
-    calibrations = analysis.get("calibrations", list(sets))
-    runs = [1 if method == "magnitude" else len(calibrations) * len(config["calibration"]["seeds"])
-            for method in analysis.get("methods", methods)]
-    if ("methods" in analysis or "calibrations" in analysis) and max(runs, default=0) < 2:
+    # Mask overlap compares checkpoints of one pruning setting (method, structure, sparsity): it needs two.
+    grid = Grid(config)
+    settings = Counter((c.model, c.label, c.structure, c.sparsity)
+                       for model in grid.models for c in grid.analysis_checkpoints(model))
+    if ("methods" in analysis or "calibrations" in analysis) and max(settings.values(), default=0) < 2:
         raise LangpruneError(
             "config key analysis.calibrations: the mask-overlap analysis compares at least two checkpoints of one "
-            "method, but analysis.methods x analysis.calibrations x calibration.seeds gives at most one (magnitude "
-            "has one per structure and sparsity); analyse wanda or sparsegpt with two calibration sets or two seeds")
+            "method, but analysis.methods x analysis.calibrations x calibration.seeds gives at most one (a method "
+            "that reads no calibration data has one per structure and sparsity); analyse a calibrated method with "
+            "two calibration sets or two seeds")
     if len(analysis.get("languages", [None, None])) < 2:
         raise LangpruneError(f"config key analysis.languages: the language-subspace analysis needs at least two "
                              f"probe languages, got {', '.join(analysis['languages'])}")
+
+
+def _check_gguf_paths(config: dict) -> None:
+    """A model built from a GGUF file lands at GGUF_MODEL_DIR; its path must say so."""
+    for name, model in config["models"].items():
+        built = GGUF_MODEL_DIR.format(model=name)
+        if "gguf" in model and model["path"] != built:
+            raise LangpruneError(f"config key models.{name}.path: a model with gguf: is built at {built}; "
+                                 f"set path to that (and tokenizers to it), not '{model['path']}'")
+
+
+def _check_plan(config: dict) -> None:
+    """Every configured method, allocation and structure builds a checkpoint, and every layer-wise
+    allocation keeps each layer's sparsity below 1 at every configured sparsity."""
+    grid = Grid(config)
+    for key, value, why in pairs_without_checkpoints(grid):
+        raise LangpruneError(f"config key {key}: {value} builds no checkpoint: {why}; remove it from {key} or "
+                             f"change the keys named")
+    for allocation in allocation_names(config):
+        spec = registry.allocation(allocation)
+        for index, sparsity in enumerate(config["pruning"]["sparsities"]):
+            if not any(c.allocation == allocation and c.sparsity == sparsity for c in grid.all_checkpoints()):
+                continue
+            try:
+                spec.check_feasible(sparsity)
+            except LangpruneError as exc:
+                raise LangpruneError(
+                    f"config key pruning.sparsities[{index}]: {sparsity:g} with pruning.allocation {allocation} "
+                    f"fails its check ({exc}); lower the sparsity or drop {allocation} from pruning.allocation"
+                ) from None
 
 
 def check_references(config: dict, root: str | os.PathLike = ".") -> None:
@@ -313,25 +391,30 @@ def check_references(config: dict, root: str | os.PathLike = ".") -> None:
         raise LangpruneError(
             f"config key evaluation.perplexity.max_tokens: {perplexity['max_tokens']} is less than "
             f"evaluation.perplexity.seqlen {perplexity['seqlen']}; the token budget must hold at least one window")
+    _check_gguf_paths(config)
     _check_tasks(config)
+    _check_plan(config)
     _check_analysis(config)
     for key, source, languages, languages_key in _text_sources(config):
         _check_text_source(config, key, source, languages, languages_key, root)
 
 
-def check_config(config: dict, schema_path: str | os.PathLike, root: str | os.PathLike = ".") -> None:
-    """Every parse-time check of a loaded config: the schema, then the cross-key references."""
+def check_config(config: dict, schema_path: str | os.PathLike, root: str | os.PathLike = ".") -> dict:
+    """Every parse-time check of a loaded config: the schema (filling in its defaults, in place),
+    then the cross-key references and the plan; returns ``config``."""
     check_schema(config, schema_path)
     check_references(config, root)
+    return config
 
 
 def check_workflow_config(config: dict, config_files, schema_path: str | os.PathLike,
-                          root: str | os.PathLike = ".") -> None:
+                          root: str | os.PathLike = ".") -> dict:
     """The Snakefile's check: ``config`` as Snakemake loaded it from ``config_files``, each file
-    read again strictly first, since Snakemake's YAML loader keeps the last of two equal keys."""
+    read again strictly first, since Snakemake's YAML loader keeps the last of two equal keys.
+    Fills in the schema's defaults in place, as `langprune config check` and `langprune plan` do."""
     for path in dict.fromkeys(str(p) for p in config_files):
         load_config_file(path)
-    check_config(config, schema_path, root)
+    return check_config(config, schema_path, root)
 
 
 def check_config_files(paths: list[str | os.PathLike], schema_path: str | os.PathLike | None = None,

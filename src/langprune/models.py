@@ -15,10 +15,17 @@ from typing import Any
 import torch
 from huggingface_hub import snapshot_download
 from torch import nn
-from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
 from .errors import LangpruneError
 from .hub import model_error
+
+
+def _load_error(name: str, what: str, exc: Exception, revision: str | None = None) -> LangpruneError:
+    """A local path that does not load says why; a hub id names the file missing from the cache."""
+    if Path(name).exists():
+        return LangpruneError(f"cannot load {what} from '{name}': {exc}")
+    return model_error(name, exc, weights=what == "a model", revision=revision)
 
 
 def resolve_dtype(dtype: str | None):
@@ -36,9 +43,7 @@ def load_tokenizer(name: str, *, revision: str | None = None, trust_remote_code:
     try:
         return AutoTokenizer.from_pretrained(name, revision=revision, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as exc:
-        if Path(name).exists():
-            raise LangpruneError(f"cannot load a tokenizer from '{name}': {exc}") from exc
-        raise model_error(name, exc, weights=False, revision=revision) from exc
+        raise _load_error(name, "a tokenizer", exc, revision) from exc
 
 
 def bos_prefix(tokenizer) -> list[int]:
@@ -65,13 +70,40 @@ def load_model(name: str, *, dtype: str | None = None, device: str = "cpu", revi
     try:
         model = AutoModelForCausalLM.from_pretrained(name, **kwargs)
     except (OSError, ValueError) as exc:
-        if Path(name).exists():
-            raise LangpruneError(f"cannot load a model from '{name}': {exc}") from exc
-        raise model_error(name, exc, revision=revision) from exc
+        raise _load_error(name, "a model", exc, revision) from exc
     model.eval()
     if device != "cpu":
         model.to(device)
     return model
+
+
+def load_config(name: str, *, revision: str | None = None, trust_remote_code: bool = False) -> Any:
+    """The model's config alone (a small JSON file): what can be checked before the weights load."""
+    try:
+        return AutoConfig.from_pretrained(name, revision=revision, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as exc:
+        raise _load_error(name, "a model", exc, revision) from exc
+
+
+def _decoder_skeleton(config: Any, trust_remote_code: bool) -> tuple[str, Any]:
+    """The decoder layers of a model built from its config on the meta device: no weights are read or allocated."""
+    with torch.device("meta"):
+        skeleton = AutoModelForCausalLM.from_config(config, trust_remote_code=trust_remote_code)
+    return decoder_layers(skeleton)
+
+
+def layer_module_names(config: Any, *, trust_remote_code: bool = False) -> set[str]:
+    """Every name on the path to a linear inside the decoder layers (``self_attn``, ``q_proj``, ``mlp``...),
+    known before the load, so a setting that names a module can be checked first."""
+    _, layers = _decoder_skeleton(config, trust_remote_code)
+    return {part for layer in layers for linear in layer_linears(layer) for part in linear.split(".")}
+
+
+def layer_input_sizes(config: Any, *, trust_remote_code: bool = False) -> dict[str, int]:
+    """Each decoder-layer linear's input size by its parameter's module name, known before the load."""
+    path, layers = _decoder_skeleton(config, trust_remote_code)
+    return {name: linear.in_features for index, layer in enumerate(layers)
+            for name, linear in layer_linears(layer, f"{path}.{index}").items()}
 
 
 def free_memory() -> None:

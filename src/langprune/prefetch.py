@@ -1,7 +1,7 @@
 """`langprune prefetch`: put everything a workflow config reads from the hub into the cache first.
 
 Compute jobs then run offline (``HF_HUB_OFFLINE=1``, ``HF_DATASETS_OFFLINE=1``). The plan comes
-from the config alone (:func:`plan_config`): each hub model's and tokenizer's loading files, the mC4
+from the config's grid alone (:func:`plan_grid`): each hub model's and tokenizer's loading files, the mC4
 files calibration (train) and perplexity (validation) read per language, every dataset (path,
 config) of the configured lm-eval tasks, the Belebele probe of the analysis, and the one file
 read from outside the hub (MKQA's release). Fetching then:
@@ -33,9 +33,9 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from .errors import LangpruneError
-from .io import ArtifactKind, read_json, sha256_file, write_json
+from .io import carries_marker, marker, marker_file_kind, read_json, sha256_file, write_json
 
-MANIFEST_FORMAT = "langprune-prefetch/1"
+MANIFEST_FORMAT = "langprune-prefetch-manifest"
 DEFAULT_MANIFEST = "results/prefetch/manifest.json"
 TASK_DATA_DIR = "task-data"  # beside the manifest: files read from outside the hub, as --task-data
 URL_MIRROR_ENV = "LANGPRUNE_URL_MIRROR"  # "ORIGINAL_PREFIX=REPLACEMENT_PREFIX" for files outside the hub
@@ -48,7 +48,7 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_ma
                    "chat_template.json", "chat_template.jinja", "config.json")
 MODEL_FILES = ("config.json", "generation_config.json")
 
-MANIFEST_KIND = ArtifactKind("prefetch manifest", recognise=lambda p: read_json(p).get("format") == MANIFEST_FORMAT)
+MANIFEST_KIND = marker_file_kind("prefetch manifest", MANIFEST_FORMAT)
 
 
 # ---------------------------------------------------------------- the plan (config only, no network)
@@ -100,82 +100,73 @@ def _merge(needs: list[Need]) -> list[Need]:
     return list(merged.values())
 
 
-def _model_needs(config: dict) -> list[Need]:
+def _model_needs(grid) -> list[Need]:
     needs = []
-    for name, model in config["models"].items():
-        if "gguf" not in model and _is_hub_id(model["path"]):
+    for name, model in grid.models.items():
+        if name not in grid.gguf_models and _is_hub_id(model["path"]):
             needs.append(Need("model", model["path"], revision=model.get("revision"), weights=True,
                               readers=(f"model {name}",)))
-    for name, path in config["tokenizers"].items():
+    for name, path in grid.tokenizers.items():
         if _is_hub_id(path):
-            revisions = {m.get("revision") for m in config["models"].values() if m["path"] == path} or {None}
+            revisions = {m.get("revision") for m in grid.models.values() if m["path"] == path} or {None}
             needs += [Need("model", path, revision=r, readers=(f"tokenizer {name}",)) for r in revisions]
     # A tokenizer that lives in a model's repository comes with the model's files.
     weighted = {(n.repo, n.revision) for n in needs if n.weights}
-    needs = [replace(n, weights=True) if (n.repo, n.revision) in weighted else n for n in needs]
-    return needs
+    return [replace(n, weights=True) if (n.repo, n.revision) in weighted else n for n in needs]
 
 
-def _mc4_needs(config: dict) -> list[Need]:
+def _mc4_needs(grid) -> list[Need]:
     from .data.sources import MC4_REPO, mc4_data_files  # noqa: PLC0415
 
     reads = []
-    calibration, perplexity = config["calibration"], config["evaluation"]["perplexity"]
-    if calibration["source"] == "mc4":
-        langs = dict.fromkeys(lang for langs in calibration["sets"].values() for lang in langs)
+    if grid.config["calibration"]["source"] == "mc4":  # the languages of the shards some prune job reads
+        langs = dict.fromkeys(lang for shard in grid.shards() for lang in shard.languages)
         reads += [(lang, "train", "calibration") for lang in langs]
-    if perplexity["source"] == "mc4":
-        reads += [(lang, "validation", "perplexity") for lang in config["languages"]]
+    if grid.config["evaluation"]["perplexity"]["source"] == "mc4":
+        reads += [(lang, "validation", "perplexity") for lang in grid.languages]
     return [Need("files", MC4_REPO, patterns=tuple(mc4_data_files(lang, split)), readers=(f"{reader} {lang}",))
             for lang, split, reader in reads]
 
 
-def _task_needs(config: dict) -> list[Need]:
-    from .evaluate.harness import task_dataset  # noqa: PLC0415 - lm-eval's task index
+def _hub_tasks(grid):
+    """The registry entries of the configured tasks whose data comes from the hub or a URL (not built locally)."""
     from .evaluate.registry import select  # noqa: PLC0415
 
+    return [entry for benchmark, settings in grid.tasks.items() for entry in select([benchmark], settings["languages"])
+            if entry.available and entry.base is None]
+
+
+def _task_needs(grid) -> list[Need]:
+    from .evaluate.harness import task_dataset  # noqa: PLC0415 - lm-eval's task index
+
     needs = []
-    for benchmark, settings in (config["evaluation"].get("tasks") or {}).items():
-        languages = (settings or {}).get("languages", config["languages"])
-        for entry in select([benchmark], languages):
-            if not entry.available or entry.base is not None:  # no data, or built locally (udhr_mc)
-                continue
-            path, name, urls = task_dataset(entry)
-            reader = (f"task {entry.task}",)
-            if urls:
-                needs += [Need("url", url, readers=reader) for url in urls]
-            else:
-                needs.append(Need("dataset", path, config=name, readers=reader))
+    for entry in _hub_tasks(grid):
+        path, name, urls = task_dataset(entry)
+        reader = (f"task {entry.task}",)
+        needs += [Need("url", url, readers=reader) for url in urls] or [Need("dataset", path, config=name,
+                                                                               readers=reader)]
     return needs
 
 
-def _probe_needs(config: dict) -> list[Need]:
+def _probe_needs(grid) -> list[Need]:
     from .analysis.probe import BELEBELE, BELEBELE_CONFIG  # noqa: PLC0415
-    from .config import default_probe  # noqa: PLC0415
 
-    analysis = config.get("analysis") or {}
-    if analysis.get("probe", default_probe(config)) != "belebele":
+    analysis = grid.analysis
+    if analysis.probe != "belebele":
         return []
     return [Need("dataset", BELEBELE, config=BELEBELE_CONFIG[lang], readers=("analysis probe",))
-            for lang in analysis.get("languages", config["languages"]) if lang in BELEBELE_CONFIG]
+            for lang in analysis.languages if lang in BELEBELE_CONFIG]
 
 
-def plan_config(config: dict) -> list[Need]:
-    """What the jobs of a (checked) workflow config read from the hub, merged by repository and config."""
-    return _merge(_model_needs(config) + _mc4_needs(config) + _task_needs(config) + _probe_needs(config))
+def plan_grid(grid) -> list[Need]:
+    """What the jobs of a config's grid read from the hub, merged by repository and config."""
+    return _merge(_model_needs(grid) + _mc4_needs(grid) + _task_needs(grid) + _probe_needs(grid))
 
 
-def reads_hub(config: dict) -> bool:
-    """Whether the jobs of a (checked) config read anything from the hub, so the workflow runs the prefetch
-    first. Cheap enough for Snakemake's parse time: lm-eval is not imported (a task reads the hub unless
-    its data is built locally, as udhr_mc's is)."""
-    from .evaluate.registry import select  # noqa: PLC0415
-
-    if _model_needs(config) or _mc4_needs(config) or _probe_needs(config):
-        return True
-    return any(entry.available and entry.base is None
-               for benchmark, settings in (config["evaluation"].get("tasks") or {}).items()
-               for entry in select([benchmark], (settings or {}).get("languages", config["languages"])))
+def reads_hub(grid) -> bool:
+    """Whether the jobs of a grid read anything from the hub, so the workflow runs the prefetch first.
+    Cheap enough for Snakemake's parse time: lm-eval is not imported."""
+    return bool(_model_needs(grid) or _mc4_needs(grid) or _probe_needs(grid) or _hub_tasks(grid))
 
 
 def saves_task_data(benchmark: str) -> bool:
@@ -190,8 +181,9 @@ def saves_task_data(benchmark: str) -> bool:
 def load_plan(configfiles: list[str]) -> list[Need]:
     """The plan of config files merged as ``snakemake --configfile A B`` merges them, checked first."""
     from .config import check_config_files  # noqa: PLC0415
+    from .grid import Grid  # noqa: PLC0415
 
-    return plan_config(check_config_files(configfiles))
+    return plan_grid(Grid(check_config_files(configfiles)))
 
 
 # ---------------------------------------------------------------- resolving against the hub
@@ -557,7 +549,7 @@ def known_sizes(manifest: Path) -> dict:
         data = read_json(manifest)
     except (OSError, ValueError):
         return {}
-    return {e["key"]: e for e in data.get("items", [])} if data.get("format") == MANIFEST_FORMAT else {}
+    return {e["key"]: e for e in data.get("items", [])} if carries_marker(data, MANIFEST_FORMAT) else {}
 
 
 def free_bytes(path: Path) -> int:
@@ -610,7 +602,7 @@ def prefetch(configfiles: list[str], *, manifest: str = DEFAULT_MANIFEST, dry_ru
                         "files": [f.as_dict() for f in item.files]})
     from huggingface_hub import constants  # noqa: PLC0415
 
-    result = {"format": MANIFEST_FORMAT, "configfiles": [str(c) for c in configfiles], "endpoint": _endpoint(),
+    result = {**marker(MANIFEST_FORMAT), "configfiles": [str(c) for c in configfiles], "endpoint": _endpoint(),
               "hub_cache": str(constants.HF_HUB_CACHE), "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
               "items": records}
     write_json(manifest_path, result, MANIFEST_KIND)

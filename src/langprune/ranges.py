@@ -38,14 +38,20 @@ class Range:
     def describe(self) -> str:
         """'a number in (0, 1)', 'an integer >= 1', 'a finite number'."""
         what = "an integer" if self.kind is int else "a number"
-        low, high = self.minimum, self.maximum
+        low, high = self._bound(self.minimum), self._bound(self.maximum)
         if low is not None and high is not None:
-            return f"{what} in {'(' if self.min_open else '['}{low:g}, {high:g}{')' if self.max_open else ']'}"
+            return f"{what} in {'(' if self.min_open else '['}{low}, {high}{')' if self.max_open else ']'}"
         if low is not None:
-            return f"{what} {'>' if self.min_open else '>='} {low:g}"
+            return f"{what} {'>' if self.min_open else '>='} {low}"
         if high is not None:
-            return f"{what} {'<' if self.max_open else '<='} {high:g}"
+            return f"{what} {'<' if self.max_open else '<='} {high}"
         return f"a finite {what[2:] if self.kind is float else 'integer'}"
+
+    def _bound(self, bound: float | None) -> str | None:
+        """A bound as written in messages: integers in full (4294967295, not 4.29497e+09)."""
+        if bound is None:
+            return None
+        return f"{int(bound)}" if self.kind is int else f"{bound:g}"
 
     def allows(self, value: Any) -> bool:
         """Whether ``value`` is a finite number of this kind inside the bounds (bools are not numbers)."""
@@ -84,3 +90,4 @@ NON_NEGATIVE_INT = Range(int, minimum=0)
 NON_NEGATIVE = Range(float, minimum=0)
 POSITIVE = Range(float, minimum=0, min_open=True)
 OPEN_UNIT = Range(float, minimum=0, maximum=1, min_open=True, max_open=True)  # a sparsity, a significance level
+SEED = Range(int, minimum=0, maximum=2**32 - 1)  # accepted by every seeded generator (torch, numpy, random)

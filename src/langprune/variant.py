@@ -53,6 +53,11 @@ METRICS_FILE = "results/metrics/{model}/{variant}/{benchmark}.json"
 METRICS_TABLE = "results/tables/{model}/metrics.csv"
 HEATMAP_DIR = "results/figures/{model}/heatmaps"  # one folder per setting_name() inside
 SHARD_FILE = "results/shards/{tokenizer}/{calib}/seed{seed}.safetensors"
+# OWL's per-layer outlier ratios of the dense model on one shard, shared by every +owl variant of it.
+OWL_RATIOS_FILE = "results/owl_ratios/{model}/{calib}/seed{seed}.json"
+# The analyses of one model; probe hidden states per variant ({variant}: a VARIANT_PATH or DENSE).
+ANALYSIS_DIR = "results/analysis/{model}"
+HIDDEN_STATES_FILE = ANALYSIS_DIR + "/hidden/{variant}.safetensors"
 _VARIANT_PATH = re.compile(r"^(?P<method>[^_/]+)_(?P<structure>[^_/]+)_(?P<sparsity>[^_/]+)/(?P<calib>[^/]+)"
                            r"/seed(?P<seed>\d+)$")
 
@@ -133,6 +138,35 @@ def variant_labels(tags: Mapping[str, object]) -> dict[str, str]:
     if "calib" in tags:
         labels["calib"] = canonical_calib(labels["calib"])
     return labels
+
+
+def checkpoint_labels(manifest: Mapping[str, object] | None) -> dict[str, str]:
+    """The labels a checkpoint's manifest records by itself (method with its allocation, structure,
+    sparsity, seed, and the calibration mix of its shard): what a run pruned from the command line
+    without ``--tag`` is labelled by."""
+    if not manifest:
+        return {}
+    labels = {k: str(manifest[k]) for k in ("method", "structure", "sparsity", "seed") if manifest.get(k) is not None}
+    if "method" in labels:
+        labels["method"] = method_label(labels["method"], (manifest.get("allocation") or {}).get("name", UNIFORM))
+    shard = (manifest.get("calibration") or {}).get("shard") or {}
+    labels["calib"] = mix_name(shard.get("languages") or [])
+    return labels
+
+
+def run_labels(model: object, recorded: Mapping[str, object] | None, tags: Mapping[str, object] | None, *,
+               dense: bool) -> dict[str, str | None]:
+    """The LABEL_KEYS of one evaluated or analysed run, derived in one place: the dense model's labels
+    (or, for a checkpoint, its :func:`checkpoint_labels` ``recorded``), overridden by the run's tags.
+    A label neither gives is None."""
+    labels: dict[str, object] = dict(DENSE_LABELS) if dense else {key: None for key in LABEL_KEYS}
+    labels["model"] = model
+    labels.update(recorded or {})
+    labels.update(tags or {})
+    text = {key: None if value is None else str(value) for key, value in labels.items()}
+    if text["calib"] is not None:
+        text["calib"] = canonical_calib(text["calib"])
+    return text
 
 
 def parse_tag(text: str) -> tuple[str, str]:

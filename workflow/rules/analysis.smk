@@ -13,6 +13,8 @@ if ANALYSIS_PROBE == "belebele":
 
     # Belebele comes from the hub, which compute nodes often cannot reach: run on the submit host.
     rule analysis_probe_text:
+        input:
+            hub_inputs,
         output:
             directory(BELEBELE_PROBE),
         log:
@@ -28,10 +30,36 @@ if ANALYSIS_PROBE == "belebele":
             "--out {output} > {log} 2>&1"
 
 
+# One probe pass of `langprune analyze hidden` (dense, or pruned with --reference/--checkpoint).
+HIDDEN_PARAMS = {
+    "model": lambda wc: MODELS[wc.model]["path"],
+    "probe": analysis_probe(),
+    "languages": ",".join(ANALYSIS_LANGUAGES),
+    "max_passages": ANALYSIS["max_passages"],
+    "max_length": ANALYSIS["max_length"],
+    "batch_size": ANALYSIS["batch_size"],
+    "dtype": model_dtype,
+    "device": device,
+    "tags": lambda wc: variant.tag_flags({"model": wc.model}),
+}
+HIDDEN_RESOURCES = {
+    "gpu": gpus,
+    "mem_mb": scaled("analysis", "mem_mb"),
+    "runtime": scaled("analysis", "runtime"),
+}
+HIDDEN_SHELL = (
+    "langprune analyze hidden --model {params.model} --probe {params.probe} --languages {params.languages} "
+    "--max-passages {params.max_passages} --max-length {params.max_length} --batch-size {params.batch_size} "
+    "--dtype {params.dtype} --device {params.device} {params.tags} {params.pruned} --threads {threads} "
+    "--out {output} > {log} 2>&1"
+)
+
+
 rule analysis_hidden_dense:
     input:
         model=model_input,
         probe=analysis_probe_input,
+        hub=hub_inputs,
     output:
         ANALYSIS_DENSE,
     log:
@@ -40,42 +68,45 @@ rule analysis_hidden_dense:
         CONDA_ENV
     threads: stage_threads("analysis")
     resources:
-        gpu=gpus,
-        mem_mb=scaled("analysis", "mem_mb"),
-        runtime=scaled("analysis", "runtime"),
+        **HIDDEN_RESOURCES,
     params:
-        model=lambda wc: MODELS[wc.model]["path"],
-        probe=analysis_probe(),
-        languages=",".join(ANALYSIS_LANGUAGES),
-        max_passages=ANALYSIS["max_passages"],
-        max_length=ANALYSIS["max_length"],
-        batch_size=ANALYSIS["batch_size"],
-        dtype=lambda wc: MODELS[wc.model]["dtype"],
-        device=device,
-        tags=lambda wc: variant.tag_flags({"model": wc.model}),
+        **HIDDEN_PARAMS,
         pruned="",
     shell:
-        "langprune analyze hidden --model {params.model} --probe {params.probe} --languages {params.languages} "
-        "--max-passages {params.max_passages} --max-length {params.max_length} --batch-size {params.batch_size} "
-        "--dtype {params.dtype} --device {params.device} {params.tags} {params.pruned} --threads {threads} "
-        "--out {output} > {log} 2>&1"
+        HIDDEN_SHELL
 
 
 if ANALYSIS_GROUPED:
 
-    # Every pruned probe pass of a model in one job (one model load).
-    use rule analysis_hidden_dense as analysis_hidden_pruned_all with:
-        input:
-            model=model_input,
-            probe=analysis_probe_input,
-            dense=ANALYSIS_DENSE,
-            checkpoints=analysis_checkpoints,
-        output:
-            [f"{ANALYSIS_DIR}/hidden/{v}.safetensors" for v in analysis_variants(next(iter(MODELS)))],
-        log:
-            "logs/analysis/{model}/hidden_pruned.log",
-        params:
-            pruned=lambda wc, input: f"--reference {input.dense} --checkpoint {input.checkpoints}",
+    # Every pruned probe pass of a model in one job (one model load). A rule's outputs cannot depend
+    # on its model, so the models that share one list of analysed variants share one rule.
+    for _group, (_models, _paths) in enumerate(GRID.analysis_groups()):
+
+        rule:
+            name:
+                "analysis_hidden_pruned_all" + (f"_{_group + 1}" if _group else "")
+            input:
+                model=model_input,
+                probe=analysis_probe_input,
+                hub=hub_inputs,
+                dense=ANALYSIS_DENSE,
+                checkpoints=analysis_checkpoints,
+            output:
+                [variant.HIDDEN_STATES_FILE.replace("{variant}", path) for path in _paths],
+            log:
+                "logs/analysis/{model}/hidden_pruned.log",
+            wildcard_constraints:
+                model=_alternatives(_models),
+            conda:
+                CONDA_ENV
+            threads: stage_threads("analysis")
+            resources:
+                **HIDDEN_RESOURCES,
+            params:
+                **HIDDEN_PARAMS,
+                pruned=lambda wc, input: f"--reference {input.dense} --checkpoint {input.checkpoints}",
+            shell:
+                HIDDEN_SHELL
 
 else:
 
@@ -83,6 +114,7 @@ else:
         input:
             model=model_input,
             probe=analysis_probe_input,
+            hub=hub_inputs,
             dense=ANALYSIS_DENSE,
             checkpoint=variant.pruned_pattern(variant.CHECKPOINT_DIR),
         output:

@@ -1,18 +1,16 @@
-# Settings, paths and input functions of the analysis stage (rules in analysis.smk).
+# Settings, paths and input functions of the analysis stage (rules in analysis.smk): the grid's
+# analysed checkpoints of each model (langprune.grid.Grid.analysis_checkpoints) mapped to files.
 
-from langprune.config import default_probe
+from langprune.grid import BELEBELE_PROBE
 
-# Defaults that depend on other keys; the rest come from the schema.
 ANALYSIS = config["analysis"]
-ANALYSIS_LANGUAGES = ANALYSIS.get("languages", LANGUAGES)
-ANALYSIS_PROBE = ANALYSIS.get("probe", default_probe(config))
-ANALYSIS_METHODS = ANALYSIS.get("methods", PRUNING["methods"])
-ANALYSIS_CALIBRATIONS = [*ANALYSIS.get("calibrations", CALIB["sets"]), variant.UNCALIBRATED]
-ANALYSIS_GROUPED = ANALYSIS.get("one_job_per_model", all(m["gpu"] == 0 for m in MODELS.values()))
-ANALYSIS_DIR = "results/analysis/{model}"
-ANALYSIS_DENSE = f"{ANALYSIS_DIR}/hidden/dense.safetensors"
-ANALYSIS_PRUNED = f"{ANALYSIS_DIR}/hidden/{variant.VARIANT_PATH}.safetensors"
-BELEBELE_PROBE = "results/analysis/probe/belebele"
+ANALYSIS_SETTINGS = GRID.analysis  # defaults that depend on other keys, resolved by the grid
+ANALYSIS_LANGUAGES = ANALYSIS_SETTINGS.languages
+ANALYSIS_PROBE = ANALYSIS_SETTINGS.probe
+ANALYSIS_GROUPED = ANALYSIS_SETTINGS.one_job_per_model
+ANALYSIS_DIR = variant.ANALYSIS_DIR
+ANALYSIS_DENSE = variant.HIDDEN_STATES_FILE.replace("{variant}", variant.DENSE)
+ANALYSIS_PRUNED = variant.pruned_pattern(variant.HIDDEN_STATES_FILE)
 
 # name -> (outputs, caption): every file an analysis writes, flagged for the report.
 ANALYSIS_OUTPUTS = {
@@ -48,25 +46,12 @@ def analysis_probe_input(wildcards=None):
     return [BELEBELE_PROBE] if ANALYSIS_PROBE == "belebele" else text_source_input(ANALYSIS_PROBE)
 
 
-def analysis_variants(model):
-    """Pruned variants (path parts below results/checkpoints/<model>/) of the analysed methods and calibrations."""
-    return [
-        v
-        for v in checkpoint_variants(model)
-        if variant.parse_variant_path(v)["method"] in ANALYSIS_METHODS
-        and variant.parse_variant_path(v)["calib"] in ANALYSIS_CALIBRATIONS
-    ]
-
-
 def analysis_checkpoints(wildcards):
-    return [variant.CHECKPOINT_DIR.format(model=wildcards.model, variant=v) for v in analysis_variants(wildcards.model)]
+    return [c.directory for c in GRID.analysis_checkpoints(wildcards.model)]
 
 
 def analysis_pruned_states(wildcards):
-    return [
-        f"{ANALYSIS_DIR}/hidden/{v}.safetensors".format(model=wildcards.model)
-        for v in analysis_variants(wildcards.model)
-    ]
+    return [c.hidden_states for c in GRID.analysis_checkpoints(wildcards.model)]
 
 
 def analysis_outputs(name):

@@ -1,6 +1,6 @@
-# Config validation, wildcard constraints, input functions and target lists.
-# Rules elsewhere only pick inputs and parameters through the helpers below; the
-# work itself is done by `langprune` commands.
+# The config's check and the experiment grid (langprune.grid), mapped to files: wildcard
+# constraints, input functions and target lists. What is built, and from what, is decided in the
+# package; the rules only spell it as paths and command lines.
 
 import os
 import re
@@ -8,72 +8,44 @@ import shlex
 from types import SimpleNamespace
 
 from snakemake.exceptions import WorkflowError
-from snakemake.utils import validate
 
 from langprune import variant
-from langprune.config import BUILT_DIRS, SCHEMA_RELPATH, check_workflow_config
+from langprune.config import SCHEMA_RELPATH, check_workflow_config
 from langprune.errors import LangpruneError
+from langprune.grid import Grid
 
 # Reject a bad config before any job is planned, in one line that starts with the key to fix:
 # each config file is read again strictly (Snakemake's YAML loader silently keeps the last of
-# two equal keys), then the schema and cross-key checks of `langprune config check` run.
+# two equal keys), then every check of `langprune config check` runs; it fills in the schema's
+# defaults, so the rules read the config as it then is.
 try:
     check_workflow_config(
         config, workflow.configfiles, os.path.join(workflow.basedir, SCHEMA_RELPATH), root=os.getcwd()
     )
 except LangpruneError as _config_error:
     raise WorkflowError(str(_config_error)) from None
-validate(config, schema="../schemas/config.schema.yaml", set_default=True)  # valid now; fills in defaults
 
-MODELS = config["models"]
-TOKENIZERS = config["tokenizers"]
+GRID = Grid(config)
+MODELS = GRID.models
+TOKENIZERS = GRID.tokenizers
 CALIB = config["calibration"]
 PRUNING = config["pruning"]
 EVALUATION = config["evaluation"]
-LANGUAGES = config["languages"]
+LANGUAGES = GRID.languages
+TASKS = GRID.tasks
+PERPLEXITY = EVALUATION["perplexity"]
+MC = EVALUATION.get("multiple_choice")
+BENCHMARKS = GRID.benchmarks
+GGUF_MODELS = GRID.gguf_models
 
 CONDA_ENV = "../envs/langprune.yaml"
 
-# A task's languages default to the top-level ones (a default the schema cannot express).
-TASKS = {name: {"languages": LANGUAGES, **task} for name, task in EVALUATION["tasks"].items()}
 
-# A variant's method as paths and tables spell it (variant.method_label: "wanda", "wanda+owl").
-# OWL's allocation and DSnoT's refinement are built for unstructured masks only.
-ALLOCATIONS = PRUNING["allocation"] if isinstance(PRUNING["allocation"], list) else [PRUNING["allocation"]]
-METHOD_VARIANTS = [variant.method_label(m, a) for m in PRUNING["methods"] for a in ALLOCATIONS]
-UNSTRUCTURED_ONLY_METHODS = {"dsnot"}
-# M-Wanda's scores and CWL's allocation compare languages: built only for mixes of two or more.
-MIXED_CALIBRATION_ONLY = {"mwanda", "cwl"}
-
-
-def calibrates_on(method_variant, calib):
-    """Whether a method variant is built with this calibration set (language-aware ones need a mix)."""
-    return not MIXED_CALIBRATION_ONLY & set(variant.method_parts(method_variant)) or len(CALIB["sets"][calib]) > 1
-
-
-def reads_no_calibration(method_variant):
-    """Only uniform magnitude pruning runs without calibration data (OWL's outliers need it)."""
-    return method_variant == "magnitude"
-
-
-def allocation_flag(wildcards):
-    """`--allocation NAME` for a non-uniform variant; none for uniform, so uniform runs keep
-    their command line (and cache key)."""
-    allocation = variant.method_parts(wildcards.method)[1]
-    return "" if allocation == variant.UNIFORM else f"--allocation {allocation}"
-
-
-def builds(method_variant, structure):
-    """Whether a (method variant, structure) pair is a run: N:M only for uniform, non-refining methods."""
-    method, allocation = variant.method_parts(method_variant)
-    return structure == variant.UNSTRUCTURED or (
-        allocation == variant.UNIFORM and method not in UNSTRUCTURED_ONLY_METHODS
-    )
-
-
-PERPLEXITY = EVALUATION["perplexity"]
-MC = EVALUATION.get("multiple_choice")
-BENCHMARKS = ["perplexity", *TASKS]
+def hub_inputs(wildcards=None):
+    """The inputs every rule that reads the Hugging Face hub (models, tokenizers, mC4, task datasets,
+    Belebele) lists beside its own: the one place where such a rule waits for what it reads from the
+    hub, the prefetch's manifest (prefetch.smk), when the config reads the hub at all."""
+    return prefetch_manifest(wildcards)
 
 
 def _alternatives(values):
@@ -84,32 +56,16 @@ def _alternatives(values):
 wildcard_constraints:
     model=_alternatives(MODELS),
     tokenizer=_alternatives(TOKENIZERS),
-    method=_alternatives(METHOD_VARIANTS),
-    structure=_alternatives(variant.structure_slug(s) for s in PRUNING["structures"]),
-    sparsity=_alternatives(PRUNING["sparsities"]),
-    calib=_alternatives([*CALIB["sets"], variant.UNCALIBRATED]),
+    method=_alternatives(GRID.method_labels),
+    structure=_alternatives(variant.structure_slug(s) for s in GRID.structures),
+    sparsity=_alternatives(GRID.sparsities),
+    calib=_alternatives([*GRID.calibration_sets, variant.UNCALIBRATED]),
     seed=r"\d+",
     benchmark=_alternatives(BENCHMARKS),
 
 
-# Models converted from GGUF files in PyPI wheels (rules in data.smk) and where they land.
-GGUF_MODELS = {name: model for name, model in MODELS.items() if "gguf" in model}
-for _name, _model in GGUF_MODELS.items():
-    if _model["path"] != f"results/models/{_name}":
-        raise WorkflowError(
-            f"config key models.{_name}.path: a model with gguf: is built at results/models/{_name}; "
-            f"set path to that (and tokenizers to it), not '{_model['path']}'"
-        )
-
-# Directories the workflow builds itself: the toy's assets and the converted models.
-BUILT_DIRS = [*BUILT_DIRS, *(f"results/models/{name}" for name in GGUF_MODELS)]
-
-
 def local_dependency(path):
-    """The built directory that holds ``path`` (e.g. results/toy/text for results/toy/text/calib);
-    hub ids and user-provided directories are no workflow inputs."""
-    path = str(path).rstrip("/")
-    return [d for d in BUILT_DIRS if path == d or path.startswith(f"{d}/")]
+    return GRID.local_dependency(path)
 
 
 def tokenizer_input(wildcards):
@@ -122,7 +78,7 @@ def model_input(wildcards):
 
 def text_source_input(source):
     """A `text:DIR` source built by the workflow is an input; mc4 is read from the hub."""
-    return local_dependency(source[len("text:") :]) if source.startswith("text:") else []
+    return GRID.text_source_dependency(source)
 
 
 def gguf_fetch_flags(wildcards):
@@ -143,28 +99,44 @@ def calib_languages(wildcards):
     return ",".join(CALIB["sets"][wildcards.calib])
 
 
-def shard_path(model, calib, seed):
-    return variant.SHARD_FILE.format(tokenizer=MODELS[model]["tokenizer"], calib=calib, seed=seed)
+def pruned(wildcards):
+    """The grid's checkpoint that a pruned variant's wildcards name."""
+    return GRID.checkpoint(
+        wildcards.model, wildcards.method, wildcards.structure, wildcards.sparsity, wildcards.calib, wildcards.seed
+    )
+
+
+def shard_input(wildcards):
+    return GRID.shard(wildcards.model, wildcards.calib, wildcards.seed).path
 
 
 def prune_calibration(wildcards):
-    """The shard a prune job reads; magnitude reads none."""
-    if reads_no_calibration(wildcards.method):
-        return []
-    return shard_path(wildcards.model, wildcards.calib, wildcards.seed)
+    """The shard a prune job reads; none for a variant that reads no calibration data."""
+    shard = pruned(wildcards).shard
+    return [] if shard is None else shard.path
 
 
 def owl_ratios_input(wildcards):
-    """An OWL variant reads the dense model's outlier ratios of its shard, computed once (rule owl_ratios)."""
-    if variant.method_parts(wildcards.method)[1] != "owl":
-        return []
-    return f"results/owl_ratios/{wildcards.model}/{wildcards.calib}/seed{wildcards.seed}.json"
+    """The dense pass's ratios file a variant reads (rule owl_ratios), computed once per model and shard."""
+    return pruned(wildcards).owl_ratios or []
+
+
+def allocation_flag(wildcards):
+    """`--allocation NAME` for a layer-wise variant; none for uniform, so uniform runs keep
+    their command line (and cache key)."""
+    allocation = pruned(wildcards).allocation
+    return "" if allocation == variant.UNIFORM else f"--allocation {allocation}"
 
 
 def revision_flag(wildcards):
     """`--revision REV` when the config pins the model's hub revision, else nothing."""
     revision = MODELS[wildcards.model]["revision"]
     return f"--revision {revision}" if revision else ""
+
+
+def model_dtype(wildcards):
+    """The model's configured dtype: every job that loads it (prune, evaluate, analyze) uses the same."""
+    return MODELS[wildcards.model]["dtype"]
 
 
 def device(wildcards):
@@ -192,45 +164,12 @@ def stage_threads(stage):
 
 def pruned_tags(wildcards):
     """`--tag ...` for every label of a pruned variant (its structure spelled '2:4', not '2of4')."""
-    return variant.tag_flags(
-        {
-            "model": wildcards.model,
-            "method": wildcards.method,
-            "structure": variant.structure_from_slug(wildcards.structure),
-            "sparsity": wildcards.sparsity,
-            "calib": wildcards.calib,
-            "seed": wildcards.seed,
-        }
-    )
-
-
-def checkpoint_variants(model):
-    """Every pruned variant of a model as its path part below results/checkpoints/<model>/.
-    Magnitude reads no calibration data: one run per (structure, sparsity), filed under
-    calibration variant.UNCALIBRATED ("none") and seed variant.UNCALIBRATED_SEED (0)."""
-    variants = []
-    for method in METHOD_VARIANTS:
-        for structure in PRUNING["structures"]:
-            if not builds(method, structure):
-                continue
-            for sparsity in PRUNING["sparsities"]:
-                runs = (
-                    [(variant.UNCALIBRATED, variant.UNCALIBRATED_SEED)]
-                    if reads_no_calibration(method)
-                    else [(c, s) for c in CALIB["sets"] if calibrates_on(method, c) for s in CALIB["seeds"]]
-                )
-                variants += [variant.variant_path(method, structure, sparsity, calib, seed) for calib, seed in runs]
-    return variants
+    return variant.tag_flags(pruned(wildcards).labels)
 
 
 def metrics_files(model):
     """Every metrics JSON of one model: dense once, then each pruned variant."""
-    variants = [variant.DENSE] + checkpoint_variants(model)
-    return [
-        variant.METRICS_FILE.format(model=model, variant=v, benchmark=benchmark)
-        for v in variants
-        for benchmark in BENCHMARKS
-    ]
+    return [evaluation.path for evaluation in GRID.evaluations(model)]
 
 
 def metrics_tables():
@@ -239,7 +178,7 @@ def metrics_tables():
 
 def task_data_input(wildcards):
     """Local task data an lm-eval benchmark reads: the toy's udhr_mc items."""
-    return ["results/toy/mc"] if MC and wildcards.benchmark == "udhr_mc" else []
+    return GRID.task_data(wildcards.benchmark)
 
 
 def evaluate_flags(benchmark):
@@ -253,14 +192,14 @@ def evaluate_flags(benchmark):
     task = TASKS[benchmark]
     words = ["--tasks", benchmark, "--languages", ",".join(task["languages"]), "--batch-size", task["batch_size"]]
     words += ["--limit", task["limit"]] if task.get("limit") else []
-    for path in [*task_data_input(SimpleNamespace(benchmark=benchmark)), *prefetch_task_data(benchmark)]:
+    for path in [*GRID.task_data(benchmark), *prefetch_task_data(benchmark)]:
         words += ["--task-data", path]
     return " ".join(map(str, words))
 
 
 def variant_inputs(wildcards):
     """What a variant's evaluation job (evaluation.group: variant) reads besides the model."""
-    tasks_data = [path for b in TASKS for path in task_data_input(SimpleNamespace(benchmark=b))]
+    tasks_data = [path for b in TASKS for path in GRID.task_data(b)]
     return sorted({*text_source_input(PERPLEXITY["source"]), *tasks_data})
 
 

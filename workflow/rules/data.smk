@@ -103,6 +103,7 @@ rule calibration_shard:
     input:
         tokenizer=tokenizer_input,
         text=text_source_input(CALIB["source"]),
+        hub=hub_inputs,
     output:
         variant.SHARD_FILE,
     log:

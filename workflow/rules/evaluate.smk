@@ -2,7 +2,8 @@
 # and each configured lm-eval benchmark; then one tidy metrics table per model.
 # Each dense rule is its pruned twin without --checkpoint, cached between workflows
 # (docs/reruns.md): the cache key covers params, not wildcards, so every value that
-# shapes a result reaches the shell line through params.
+# shapes a result reaches the shell line through params. Every evaluation loads the model in
+# its configured dtype, as prune does, so dense and pruned variants are compared in one dtype.
 
 PRUNED_METRICS = variant.pruned_pattern(variant.METRICS_FILE)
 DENSE_METRICS = variant.METRICS_FILE.replace("{variant}", variant.DENSE)
@@ -31,6 +32,7 @@ if MC:
 rule evaluate_perplexity:
     input:
         model=model_input,
+        hub=hub_inputs,
         checkpoint=variant.pruned_pattern(variant.CHECKPOINT_DIR),
         text=text_source_input(PERPLEXITY["source"]),
     output:
@@ -49,16 +51,18 @@ rule evaluate_perplexity:
         checkpoint=lambda wc, input: f"--checkpoint {input.checkpoint}",
         flags=evaluate_flags("perplexity"),
         device=device,
+        dtype=model_dtype,
         revision=revision_flag,
         tags=lambda wc: variant.tag_flags({"model": wc.model}),
     shell:
         "langprune evaluate perplexity {params.flags} --model {params.model} {params.checkpoint} "
-        "--device {params.device} {params.revision} {params.tags} --out {output} > {log} 2>&1"
+        "--device {params.device} --dtype {params.dtype} {params.revision} {params.tags} --out {output} > {log} 2>&1"
 
 
 use rule evaluate_perplexity as evaluate_perplexity_dense with:
     input:
         model=model_input,
+        hub=hub_inputs,
         text=text_source_input(PERPLEXITY["source"]),
     output:
         DENSE_METRICS.replace("{benchmark}", "perplexity"),
@@ -73,6 +77,7 @@ use rule evaluate_perplexity as evaluate_perplexity_dense with:
 rule evaluate_tasks:
     input:
         model=model_input,
+        hub=hub_inputs,
         checkpoint=variant.pruned_pattern(variant.CHECKPOINT_DIR),
         data=task_data_input,
     output:
@@ -93,16 +98,18 @@ rule evaluate_tasks:
         checkpoint=lambda wc, input: f"--checkpoint {input.checkpoint}",
         flags=lambda wc: evaluate_flags(wc.benchmark),
         device=device,
+        dtype=model_dtype,
         revision=revision_flag,
         tags=lambda wc: variant.tag_flags({"model": wc.model}),
     shell:
         "langprune evaluate tasks {params.flags} --model {params.model} {params.checkpoint} "
-        "--device {params.device} {params.revision} {params.tags} --out {output} > {log} 2>&1"
+        "--device {params.device} --dtype {params.dtype} {params.revision} {params.tags} --out {output} > {log} 2>&1"
 
 
 use rule evaluate_tasks as evaluate_tasks_dense with:
     input:
         model=model_input,
+        hub=hub_inputs,
         data=task_data_input,
     output:
         DENSE_METRICS,
@@ -128,6 +135,7 @@ if EVALUATION["group"] == "variant":
     rule evaluate_pruned_variant:
         input:
             model=model_input,
+            hub=hub_inputs,
             checkpoint=variant.pruned_pattern(variant.CHECKPOINT_DIR),
             data=variant_inputs,
         output:
@@ -147,16 +155,18 @@ if EVALUATION["group"] == "variant":
             runs=variant_runs,
             out_dir=lambda wc, output: os.path.dirname(output[0]),
             device=device,
+            dtype=model_dtype,
             revision=revision_flag,
             tags=lambda wc: variant.tag_flags({"model": wc.model}),
         shell:
             "langprune evaluate variant --model {params.model} {params.checkpoint} "
-            "--device {params.device} {params.revision} {params.tags} --out-dir {params.out_dir} {params.runs} "
+            "--device {params.device} --dtype {params.dtype} {params.revision} {params.tags} --out-dir {params.out_dir} {params.runs} "
             "> {log} 2>&1"
 
     use rule evaluate_pruned_variant as evaluate_dense_variant with:
         input:
             model=model_input,
+            hub=hub_inputs,
             data=variant_inputs,
         output:
             expand(DENSE_METRICS, benchmark=BENCHMARKS, allow_missing=True),

@@ -10,7 +10,7 @@ from langprune.prefetch import reads_hub, saves_task_data
 PREFETCH_MANIFEST = "results/prefetch/manifest.json"
 PREFETCH_TASK_DATA = "results/prefetch/task-data"
 PREFETCH_CONFIGFILES = [str(f) for f in workflow.configfiles] or ["config/config.yaml"]
-READS_HUB = reads_hub(config)
+READS_HUB = reads_hub(GRID)
 
 
 def prefetch_manifest(wildcards=None):

@@ -1,6 +1,6 @@
 # Pruning: one sparse checkpoint per (model, method, structure, sparsity,
-# calibration set, seed). Magnitude reads no calibration data and runs once per
-# (model, structure, sparsity) under calib "none", seed 0 (langprune.variant).
+# calibration set, seed), as langprune.grid plans them: a variant that reads no calibration
+# data (magnitude) runs once per (model, structure, sparsity) under calib "none", seed 0.
 # The method wildcard may carry an allocation ("wanda+owl", langprune.variant.method_label).
 # Checkpoints are cached between workflows (docs/reruns.md). The cache key
 # covers params but not wildcards, so the shell line reads every value that
@@ -12,9 +12,10 @@ rule owl_ratios:
     method nor the sparsity, so every +owl prune job of that model, shard and seed reuses them."""
     input:
         model=model_input,
-        calibration=lambda wc: shard_path(wc.model, wc.calib, wc.seed),
+        calibration=shard_input,
+        hub=hub_inputs,
     output:
-        "results/owl_ratios/{model}/{calib}/seed{seed}.json",
+        variant.OWL_RATIOS_FILE,
     log:
         "logs/owl_ratios/{model}/{calib}/seed{seed}.log",
     conda:
@@ -27,7 +28,7 @@ rule owl_ratios:
     params:
         model=lambda wc: MODELS[wc.model]["path"],
         revision=revision_flag,
-        dtype=lambda wc: MODELS[wc.model]["dtype"],
+        dtype=model_dtype,
         device=device,
         batch_size=PRUNING["batch_size"],
         offload="--offload" if PRUNING["offload"] else "",
@@ -42,6 +43,7 @@ rule prune:
         model=model_input,
         calibration=prune_calibration,
         owl_ratios=owl_ratios_input,
+        hub=hub_inputs,
     output:
         directory(variant.pruned_pattern(variant.CHECKPOINT_DIR)),
     log:
@@ -57,14 +59,14 @@ rule prune:
     params:
         model=lambda wc: MODELS[wc.model]["path"],
         revision=revision_flag,
-        method=lambda wc: variant.method_parts(wc.method)[0],
+        method=lambda wc: pruned(wc).method,
         allocation=allocation_flag,
         owl_ratios=lambda wc, input: f"--owl-ratios {input.owl_ratios}" if input.owl_ratios else "",
         sparsity=lambda wc: wc.sparsity,
         seed=lambda wc: int(wc.seed),
         calibration=lambda wc, input: f"--calibration {input.calibration}" if input.calibration else "",
-        structure=lambda wc: variant.structure_from_slug(wc.structure),
-        dtype=lambda wc: MODELS[wc.model]["dtype"],
+        structure=lambda wc: pruned(wc).structure,
+        dtype=model_dtype,
         device=device,
         batch_size=PRUNING["batch_size"],
         offload="--offload" if PRUNING["offload"] else "",

@@ -25,9 +25,11 @@ REPORT_TABLE_FILES = {
     "paper_comparison": ["csv", "md", "html"],
 }
 REPORT_SUMMARY_FILES = {"target_best": ["csv", "md", "html"]}
-# Significance tables (langprune.report.significance's SIGNIFICANCE_FORMATS).
+# Significance tables (langprune.report.significance's SIGNIFICANCE_FORMATS); the figures read
+# the table-level test from table_level.csv beside significance.csv.
 REPORT_SIGNIFICANCE = "results/tables/{model}/significance.csv"
-REPORT_SIGNIFICANCE_FILES = {"significance": ["csv", "md", "html"], "seed_intervals": ["csv", "md", "html"]}
+REPORT_TABLE_LEVEL = "results/tables/{model}/table_level.csv"
+REPORT_SIGNIFICANCE_FILES = {name: ["csv", "md", "html"] for name in ["significance", "seed_intervals", "table_level"]}
 # Test settings as flags; a key the config leaves out keeps the command's default (the schema's).
 SIGNIFICANCE_FLAGS = " ".join(
     f"--{key.replace('_', '-')} {','.join(map(str, value)) if isinstance(value, list) else value}"
@@ -114,6 +116,7 @@ rule report_figures:
     input:
         metrics=REPORT_METRICS,
         significance=REPORT_SIGNIFICANCE,
+        table_level=REPORT_TABLE_LEVEL,
     output:
         report(
             directory(REPORT_HEATMAPS),

@@ -12,16 +12,17 @@ import torch
 
 from ..checkpoint import read_manifest
 from ..io import atomic_path, check_output
-from ..variant import DENSE_LABELS
+from ..variant import checkpoint_labels, run_labels
 
 
 def checkpoint_tags(checkpoint: str | os.PathLike | None) -> dict[str, str]:
-    """Tags of a checkpoint from its manifest; the dense model gets the dense tags."""
-    if checkpoint is None:
-        return dict(DENSE_LABELS)
-
-    manifest = read_manifest(checkpoint)
-    return {key: str(value) for key, value in (manifest.get("tags") or {}).items()}
+    """Labels of a checkpoint as the metrics tables give them (variant.run_labels): its manifest's tags,
+    else what the manifest records itself; the dense model gets the dense labels. Labels neither
+    gives (a model without a tag) are left out."""
+    manifest = None if checkpoint is None else read_manifest(checkpoint)
+    tags = {} if manifest is None else manifest.get("tags")
+    labels = run_labels(None, checkpoint_labels(manifest), tags, dense=checkpoint is None)
+    return {key: value for key, value in labels.items() if value is not None}
 
 
 def check_outputs(inputs: list[str | None], **outs: str | None) -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from ..errors import LangpruneError
 from ..hub import PREFETCH_COMMAND, first_line, missing_error, offline
-from ..io import ArtifactKind, atomic_path, check_output
+from ..io import ArtifactKind, atomic_path, check_output, json_file_carries, json_text, marker
 
 BELEBELE = "facebook/belebele"
 BELEBELE_CONFIG = {"ar": "arb_Arab", "de": "deu_Latn", "en": "eng_Latn", "es": "spa_Latn", "ru": "rus_Cyrl",
@@ -31,19 +31,29 @@ def unique_passages(rows, max_passages: int | None) -> list[str]:
     return passages
 
 
-PROBE_KIND = ArtifactKind("probe text directory (<lang>.txt)", directory=True,
-                         recognise=lambda path: all(f.is_file() and f.suffix == ".txt" for f in path.iterdir()))
+PROBE_MARKER = "langprune_probe.json"
+PROBE_FORMAT = "langprune-probe-text"
 
 
-def write_belebele_probe(*, languages: list[str], out: str, max_passages: int | None = 200) -> Path:
+def is_probe_dir(path: Path) -> bool:
+    """What :func:`write_belebele_probe` writes: its marker and ``<lang>.txt`` files only."""
+    return json_file_carries(path / PROBE_MARKER, PROBE_FORMAT) and all(
+        f.name == PROBE_MARKER or (f.is_file() and f.suffix == ".txt") for f in path.iterdir())
+
+
+PROBE_KIND = ArtifactKind("probe text directory (<lang>.txt)", directory=True, recognise=is_probe_dir)
+
+
+def write_belebele_probe(*, languages: list[str], out: str, max_passages: int | None = 200,
+                         force: bool | None = None) -> Path:
     """Write ``OUT/<lang>.txt`` (passages separated by blank lines) for ``langprune analyze hidden``."""
     missing = [lang for lang in languages if lang not in BELEBELE_CONFIG]
     if missing:
         raise LangpruneError(f"no Belebele config known for {', '.join(missing)}; known: {', '.join(BELEBELE_CONFIG)}")
     from datasets import load_dataset  # noqa: PLC0415 - the workflow's plan reads this module's names at parse time
 
-    check_output(out, PROBE_KIND)
-    with atomic_path(out, PROBE_KIND) as tmp:
+    check_output(out, PROBE_KIND, force=force)
+    with atomic_path(out, PROBE_KIND, force=force) as tmp:
         tmp.mkdir()
         for lang in languages:
             try:
@@ -55,4 +65,6 @@ def write_belebele_probe(*, languages: list[str], out: str, max_passages: int | 
                 raise LangpruneError(f"cannot load {BELEBELE} ({BELEBELE_CONFIG[lang]}): {first_line(exc)}; run "
                                      f"`{PREFETCH_COMMAND}` where the hub can be reached") from exc
             (tmp / f"{lang}.txt").write_text("\n\n".join(unique_passages(rows, max_passages)) + "\n", encoding="utf-8")
+        (tmp / PROBE_MARKER).write_text(json_text(marker(PROBE_FORMAT, languages=languages,
+                                                         max_passages=max_passages)), encoding="utf-8")
     return Path(out)

@@ -2,6 +2,8 @@
 
 Each submodule registers its subcommands; each subcommand calls one package function.
 Heavy imports (torch, transformers) happen inside those functions so `--help` is fast.
+Every argument a subcommand writes to is declared with ``outputs.add_output`` and checked
+by the output guard before the subcommand's function runs.
 """
 
 from __future__ import annotations
@@ -11,9 +13,12 @@ import importlib
 import sys
 
 from ..errors import LangpruneError
+from ..io import running
+from .outputs import guard, mark_command_words
 
 # One module per stage of the data flow; each defines ``register(subparsers)``.
-COMMAND_MODULES = ["model", "prune", "data", "evaluate", "toy", "report", "analysis", "config", "prefetch"]
+COMMAND_MODULES = ["model", "prune", "data", "evaluate", "toy", "report", "analysis", "config", "plan",
+                   "prefetch"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -24,13 +29,17 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMAND_MODULES:
         importlib.import_module(f"{__name__}.{name}").register(sub)
+    mark_command_words(parser)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
+    args.argv = argv  # the command line as given, for outputs that record how they were made
     try:
-        result = args.func(args)
+        with running(guard(args)):  # every declared output checked before any work
+            result = args.func(args)
     except LangpruneError as exc:
         # One line, whatever the wrapped library put in its message.
         print(f"langprune {args.command}: error: {' '.join(str(exc).split())}", file=sys.stderr)

@@ -4,6 +4,13 @@ from __future__ import annotations
 
 import argparse
 
+from ..io import PLAIN_FILE
+from ..ranges import NON_NEGATIVE_INT, POSITIVE_INT, Range
+from .outputs import add_output
+
+QUANTILE = Range(float, minimum=0, maximum=1)
+SHARE = Range(float, minimum=0, maximum=1, min_open=True)
+
 
 def _languages(value: str) -> list[str]:
     return [part.strip() for part in value.split(",") if part.strip()]
@@ -54,7 +61,7 @@ def _neurons(args):
 def _probe_text(args):
     from ..analysis.probe import write_belebele_probe
 
-    write_belebele_probe(languages=args.languages, out=args.out, max_passages=args.max_passages)
+    write_belebele_probe(languages=args.languages, out=args.out, max_passages=args.max_passages, force=args.force)
 
 
 def register(subparsers) -> None:
@@ -63,7 +70,7 @@ def register(subparsers) -> None:
     order = argparse.ArgumentParser(add_help=False)
     order.add_argument("--languages", type=_languages, help="comma-separated language order for figures")
     cpu = argparse.ArgumentParser(add_help=False)
-    cpu.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    cpu.add_argument("--threads", type=POSITIVE_INT, default=None, help="torch CPU threads (default: torch's choice)")
 
     p = sub.add_parser("hidden", parents=[cpu],
                        help="probe states of one model: one hooked forward pass per probe language")
@@ -72,60 +79,63 @@ def register(subparsers) -> None:
     p.add_argument("--probe", required=True, help="text:DIR (or DIR) with parallel <lang>.txt probe passages")
     p.add_argument("--languages", required=True, type=_languages, help="comma-separated probe languages")
     p.add_argument("--reference", help="the dense model's probe states; with it, store drift instead of all layers")
-    p.add_argument("--max-passages", type=int, default=200, help="passages per language (paper: 200)")
-    p.add_argument("--max-length", type=int, default=256, help="tokens per passage")
-    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--max-passages", type=POSITIVE_INT, default=200, help="passages per language (paper: 200)")
+    p.add_argument("--max-length", type=POSITIVE_INT, default=256, help="tokens per passage")
+    p.add_argument("--batch-size", type=POSITIVE_INT, default=8)
     p.add_argument("--dtype", default=None)
     p.add_argument("--device", default="cpu")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=NON_NEGATIVE_INT, default=0)
     p.add_argument("--tag", action="append", metavar="KEY=VALUE", help="label (repeatable), overrides manifest tags")
-    p.add_argument("--out", nargs="+", required=True, help="output .safetensors, one per checkpoint")
-    p.add_argument("--force", action="store_true",
-                   help="replace whatever is at --out (by default only an earlier probe-states file)")
+    add_output(p, "--out", kind="analysis.states:STATES_KIND", nargs="+", required=True,
+               help="output .safetensors, one per checkpoint")
     p.set_defaults(func=_hidden)
 
     p = sub.add_parser("features", parents=[order], help="LSAR language-specific/agnostic change (Figure 1)")
     p.add_argument("--dense", required=True, help="dense probe states (fits the language subspace)")
     p.add_argument("inputs", nargs="+", help="pruned models' probe states")
-    p.add_argument("--rank", type=int, default=None, help="subspace rank (default: number of languages - 1)")
-    p.add_argument("--out-table", required=True)
-    p.add_argument("--out-figure", required=True)
-    p.add_argument("--out-summary", required=True, help="plain-text check of the paper's two claims")
-    p.add_argument("--out-check", help="the same check as CSV")
+    p.add_argument("--rank", type=POSITIVE_INT, default=None,
+                   help="subspace rank (default: number of languages - 1)")
+    add_output(p, "--out-table", kind=PLAIN_FILE, required=True)
+    add_output(p, "--out-figure", kind=PLAIN_FILE, required=True)
+    add_output(p, "--out-summary", kind=PLAIN_FILE, required=True, help="plain-text check of the paper's two claims")
+    add_output(p, "--out-check", kind=PLAIN_FILE, help="the same check as CSV")
     p.set_defaults(func=_features)
 
     p = sub.add_parser("drift", parents=[order], help="layer-wise dense vs pruned drift (Figure 2)")
     p.add_argument("inputs", nargs="+", help="pruned models' probe states")
-    p.add_argument("--out-table", required=True)
-    p.add_argument("--out-figure", required=True)
-    p.add_argument("--out-summary", required=True, help="plain text: layers that gain from target calibration")
-    p.add_argument("--out-benefit", help="per-layer benefit of target-language calibration (CSV)")
+    add_output(p, "--out-table", kind=PLAIN_FILE, required=True)
+    add_output(p, "--out-figure", kind=PLAIN_FILE, required=True)
+    add_output(p, "--out-summary", kind=PLAIN_FILE, required=True,
+               help="plain text: layers that gain from target calibration")
+    add_output(p, "--out-benefit", kind=PLAIN_FILE, help="per-layer benefit of target-language calibration (CSV)")
     p.set_defaults(func=_drift)
 
     p = sub.add_parser("masks", parents=[order, cpu], help="IoU of pruned sets between calibration languages")
     p.add_argument("checkpoints", nargs="+", help="sparse checkpoint directories")
-    p.add_argument("--out-table", required=True, help="pair x layer x linear type")
-    p.add_argument("--out-matrix", required=True, help="language x language")
-    p.add_argument("--out-layers", required=True, help="per layer, cross-language vs same-language")
-    p.add_argument("--out-types", required=True, help="per linear type, cross-language vs same-language")
-    p.add_argument("--out-figure", required=True)
+    add_output(p, "--out-table", kind=PLAIN_FILE, required=True, help="pair x layer x linear type")
+    add_output(p, "--out-matrix", kind=PLAIN_FILE, required=True, help="language x language")
+    add_output(p, "--out-layers", kind=PLAIN_FILE, required=True, help="per layer, cross-language vs same-language")
+    add_output(p, "--out-types", kind=PLAIN_FILE, required=True,
+               help="per linear type, cross-language vs same-language")
+    add_output(p, "--out-figure", kind=PLAIN_FILE, required=True)
     p.set_defaults(func=_masks)
 
     p = sub.add_parser("neurons", parents=[order, cpu], help="LAPE language-specific neurons vs calibration language")
     p.add_argument("--dense", required=True, help="dense probe states (activation counts)")
     p.add_argument("checkpoints", nargs="+", help="sparse checkpoint directories")
-    p.add_argument("--top-rate", type=float, default=0.01, help="share of all neurons kept by lowest LAPE")
-    p.add_argument("--filter-rate", type=float, default=0.95, help="quantile a neuron's top probability must exceed")
-    p.add_argument("--activation-bar", type=float, default=0.95,
+    p.add_argument("--top-rate", type=SHARE, default=0.01, help="share of all neurons kept by lowest LAPE")
+    p.add_argument("--filter-rate", type=QUANTILE, default=0.95,
+                   help="quantile a neuron's top probability must exceed")
+    p.add_argument("--activation-bar", type=QUANTILE, default=0.95,
                    help="quantile a probability must exceed to assign the neuron to that language")
-    p.add_argument("--out-table", required=True)
-    p.add_argument("--out-neurons", required=True, help="list of selected neurons")
-    p.add_argument("--out-figure", required=True)
-    p.add_argument("--out-summary", required=True)
+    add_output(p, "--out-table", kind=PLAIN_FILE, required=True)
+    add_output(p, "--out-neurons", kind=PLAIN_FILE, required=True, help="list of selected neurons")
+    add_output(p, "--out-figure", kind=PLAIN_FILE, required=True)
+    add_output(p, "--out-summary", kind=PLAIN_FILE, required=True)
     p.set_defaults(func=_neurons)
 
     p = sub.add_parser("probe-text", help="write parallel Belebele passages as a probe text directory")
     p.add_argument("--languages", required=True, type=_languages)
-    p.add_argument("--max-passages", type=int, default=200)
-    p.add_argument("--out", required=True, help="directory for <lang>.txt")
+    p.add_argument("--max-passages", type=POSITIVE_INT, default=200)
+    add_output(p, "--out", kind="analysis.probe:PROBE_KIND", required=True, help="directory for <lang>.txt")
     p.set_defaults(func=_probe_text)

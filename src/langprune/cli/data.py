@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 
 from ..errors import LangpruneError
+from ..ranges import NON_NEGATIVE_INT, POSITIVE_INT, Range
+from .outputs import add_output
 
 
 def parse_weights(text: str | None) -> list[float] | None:
@@ -38,12 +40,10 @@ def register(subparsers) -> None:
     p.add_argument("--source", required=True, help="mc4 or text:DIR")
     p.add_argument("--languages", required=True, help="comma-separated codes, e.g. de or ar,de,en")
     p.add_argument("--weights", help="comma-separated mix weights (default: equal shares)")
-    p.add_argument("--nsamples", type=int, default=128)
-    p.add_argument("--seqlen", type=int, default=8192)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--nsamples", type=POSITIVE_INT, default=128)
+    p.add_argument("--seqlen", type=Range(int, minimum=2), default=8192)
+    p.add_argument("--seed", type=NON_NEGATIVE_INT, default=0)
     p.add_argument("--packing", choices=["document", "concat"], default="document",
                    help="document: random window of a random long document (paper); concat: join with EOS")
-    p.add_argument("--out", required=True, help="output .safetensors path")
-    p.add_argument("--force", action="store_true",
-                   help="replace whatever is at --out (by default only an existing calibration shard is replaced)")
+    add_output(p, "--out", kind="data.shards:SHARD_KIND", required=True, help="output .safetensors path")
     p.set_defaults(func=run_calibrate)

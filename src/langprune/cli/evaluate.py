@@ -3,8 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
+import os
 import shlex
-from pathlib import Path
+
+from ..io import OUTPUT_FOLDER
+from ..ranges import NON_NEGATIVE_INT, POSITIVE_INT, Range
+from .outputs import add_output
 
 # Flags `evaluate variant` sets for each of its runs; a --run string must not repeat them.
 VARIANT_FLAGS = ("--model", "--checkpoint", "--revision", "--dtype", "--device", "--tag")
@@ -17,16 +23,10 @@ def _common_model_args(p: argparse.ArgumentParser) -> None:
                    help="hub revision of --model (default: the checkpoint's recorded one, else the main branch)")
     p.add_argument("--dtype", default=None, help="auto (default), float32, bfloat16, float16")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
-    p.add_argument("--batch-size", type=int, default=1)
+    p.add_argument("--batch-size", type=POSITIVE_INT, default=1)
     p.add_argument("--tag", action="append", default=[], metavar="KEY=VALUE",
                    help="label written into the metrics JSON (repeatable); updates the checkpoint's tags")
-    p.add_argument("--out", required=True, help="metrics JSON path")
-    _force_arg(p, "an earlier metrics JSON")
-
-
-def _force_arg(p: argparse.ArgumentParser, own: str) -> None:
-    p.add_argument("--force", action="store_true",
-                   help=f"replace whatever is at --out (by default only {own}); never an input")
+    add_output(p, "--out", kind="evaluate.results:METRICS_KIND", required=True, help="metrics JSON path")
 
 
 def run_perplexity(args: argparse.Namespace) -> int:
@@ -60,16 +60,52 @@ def run_tasks(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_words(run: str) -> list[str]:
+    """The words of one --run string, checked for what `evaluate variant` sets itself."""
+    from ..errors import LangpruneError
+
+    try:
+        words = shlex.split(run)
+    except ValueError as exc:
+        raise LangpruneError(f"--run '{run}' cannot be split into arguments ({exc}); check its quotes") from exc
+    if not words or words[0] not in ("perplexity", "tasks"):
+        raise LangpruneError(f"--run '{run}' must start with perplexity or tasks")
+    clash = [w for w in words if w.split("=")[0] in VARIANT_FLAGS]
+    if clash:
+        raise LangpruneError(f"--run '{run}' sets {', '.join(clash)}: give those to `evaluate variant` itself")
+    if "--out" not in words or words.index("--out") == len(words) - 1:
+        raise LangpruneError(f"--run '{run}' needs --out FILE (relative to --out-dir)")
+    return words
+
+
+def _inside(out_dir: str, name: str, run: str) -> str:
+    """``out_dir/name``, refused unless ``name`` is a relative path that stays inside ``out_dir``."""
+    from ..errors import LangpruneError
+
+    root = os.path.realpath(out_dir)
+    path = os.path.join(out_dir, name)
+    real = os.path.realpath(path)
+    if os.path.isabs(name) or os.path.commonpath([root, real]) != root or real == root:
+        raise LangpruneError(f"--run '{run}': --out '{name}' must be a file name or relative path inside "
+                             f"--out-dir '{out_dir}'")
+    return path
+
+
 def variant_runs(args: argparse.Namespace) -> list[argparse.Namespace]:
-    """Each --run as the namespace of its own `langprune evaluate perplexity|tasks` command, per checkpoint."""
+    """Each --run as the namespace of its own `langprune evaluate perplexity|tasks` command, per checkpoint.
+
+    Every run's outputs go through the output guard here, so nothing runs unless all can be written.
+    """
     from ..errors import LangpruneError
     from . import build_parser
+    from .outputs import command_inputs, guard
 
     checkpoints = args.checkpoint or ["dense"]
     if len(args.out_dir) != len(checkpoints):
         raise LangpruneError(f"evaluate variant: {len(checkpoints)} --checkpoint value(s) but {len(args.out_dir)} "
                              f"--out-dir; give one --out-dir per checkpoint, in the same order")
     parser, runs = build_parser(), []
+    outer = command_inputs(args)
     for checkpoint, out_dir in zip(checkpoints, args.out_dir):
         common = ["--model", args.model, "--device", args.device]
         common += ["--checkpoint", checkpoint] if checkpoint != "dense" else []
@@ -78,31 +114,39 @@ def variant_runs(args: argparse.Namespace) -> list[argparse.Namespace]:
         for tag in args.tag:
             common += ["--tag", tag]
         for run in args.run:
-            words = shlex.split(run)
-            if not words or words[0] not in ("perplexity", "tasks"):
-                raise LangpruneError(f"--run '{run}' must start with perplexity or tasks")
-            clash = [w for w in words if w.split("=")[0] in VARIANT_FLAGS]
-            if clash:
-                raise LangpruneError(f"--run '{run}' sets {', '.join(clash)}: give those to `evaluate variant` itself")
-            if "--out" not in words or words.index("--out") == len(words) - 1:
-                raise LangpruneError(f"--run '{run}' needs --out FILE (relative to --out-dir)")
+            words = _run_words(run)
             at = words.index("--out") + 1
-            words[at] = str(Path(out_dir) / words[at])
+            words[at] = _inside(out_dir, words[at], run)
+            usage = io.StringIO()
             try:
-                runs.append(parser.parse_args(["evaluate", *words, *common]))
+                with contextlib.redirect_stderr(usage):
+                    parsed = parser.parse_args(["evaluate", *words, *common])
             except SystemExit as exc:
-                raise LangpruneError(f"--run '{run}' is not a valid `langprune evaluate` command (see above)") from exc
+                reason = usage.getvalue().strip().splitlines()[-1].split(": error: ", 1)[-1] if usage.getvalue() else ""
+                raise LangpruneError(f"--run '{run}' is not a valid `langprune evaluate` command: {reason}") from exc
+            parsed.force = parsed.force or args.force
+            runs.append(parsed)
+    seen: dict[str, str] = {}
+    for parsed in runs:
+        real = os.path.realpath(parsed.out)
+        if real in seen:
+            raise LangpruneError(f"two runs write '{parsed.out}' ({seen[real]}); give each --run its own --out")
+        seen[real] = f"--run '{parsed.evaluate_command} ... --out {parsed.out}'"
+    for parsed in runs:
+        parsed.guarded = guard(parsed, extra_inputs=outer)
     return runs
 
 
 def run_variant(args: argparse.Namespace) -> int:
     from ..evaluate.modelload import shared_base
+    from ..io import running
 
-    runs = variant_runs(args)  # every --run is checked before the model is loaded
+    runs = variant_runs(args)  # every --run and its output are checked before the model is loaded
     with shared_base() as base:
         for run in runs:
             print(f"== {run.evaluate_command} -> {run.out}")
-            run.func(run)
+            with running(run.guarded):
+                run.func(run)
     print(f"model loads: {base.loads} for {len(runs)} metrics files")
     return 0
 
@@ -133,25 +177,27 @@ def register(subparsers) -> None:
     _common_model_args(p)
     p.add_argument("--source", required=True, help="mc4 (validation split) or text:DIR of held-out text")
     p.add_argument("--languages", required=True)
-    p.add_argument("--seqlen", type=int, required=True)
-    p.add_argument("--max-tokens", type=int, required=True, help="token budget per language")
+    p.add_argument("--seqlen", type=Range(int, minimum=2), required=True)
+    p.add_argument("--max-tokens", type=Range(int, minimum=2), required=True,
+                   help="token budget per language (at least --seqlen)")
     p.add_argument("--calibration", nargs="*", default=[], metavar="SHARD",
                    help="calibration shard(s) the evaluation text must not overlap")
-    p.add_argument("--overlap-window", type=int, default=None, help="words per hashed window (default 32)")
+    p.add_argument("--overlap-window", type=POSITIVE_INT, default=None, help="words per hashed window (default 32)")
     p.set_defaults(func=run_perplexity)
 
     p = sub.add_parser("tasks", help="zero-shot lm-eval tasks (arc, hellaswag, mmlu, belebele, mkqa, udhr_mc)")
     _common_model_args(p)
     p.add_argument("--tasks", required=True, help="comma-separated benchmarks, e.g. arc,belebele,mkqa")
     p.add_argument("--languages", required=True)
-    p.add_argument("--limit", type=int, default=None, help="items per task (for tests); default all")
-    p.add_argument("--max-length", type=int, default=None, help="context length for lm-eval (default: model's)")
+    p.add_argument("--limit", type=POSITIVE_INT, default=None, help="items per task (for tests); default all")
+    p.add_argument("--max-length", type=POSITIVE_INT, default=None,
+                   help="context length for lm-eval (default: model's)")
     p.add_argument("--task-data", action="append", default=[], metavar="DIR",
                    help="local task data: DIR/<task>/<split>.jsonl, DIR/<task>.jsonl, or the registry's file")
     p.add_argument("--backend", choices=["shared", "hflm"], default="shared",
                    help="shared: each distinct context runs once for all its continuations (default); "
                         "hflm: lm-eval's plain HFLM, for comparison. Same scores")
-    p.add_argument("--batch-tokens", type=int, default=None,
+    p.add_argument("--batch-tokens", type=POSITIVE_INT, default=None,
                    help="token budget per batch of the shared backend (default 4096); --batch-size is HFLM's, "
                         "and the shared backend pads no more than HFLM's batches of that size")
     p.set_defaults(func=run_tasks)
@@ -160,8 +206,8 @@ def register(subparsers) -> None:
     p.add_argument("--model", required=True, help="base model (hub id or local dir)")
     p.add_argument("--checkpoint", action="append", default=[],
                    help="sparse checkpoint dir (repeatable; 'dense' = the base model); omit for the dense model")
-    p.add_argument("--out-dir", action="append", default=[], required=True,
-                   help="directory of the metrics files, one per --checkpoint, in the same order")
+    add_output(p, "--out-dir", kind=OUTPUT_FOLDER, action="append", default=[], required=True,
+               help="directory of the metrics files, one per --checkpoint, in the same order")
     p.add_argument("--run", action="append", default=[], required=True, metavar="COMMAND",
                    help="one benchmark as `langprune evaluate` arguments without the model flags, e.g. "
                         "'tasks --tasks arc --languages de,en --out arc.json' (repeatable; --out is under --out-dir)")
@@ -174,14 +220,12 @@ def register(subparsers) -> None:
     p = sub.add_parser("make-mc", help="build the toy udhr_mc multiple-choice items from held-out text")
     p.add_argument("--source", required=True, help="text:DIR (or mc4 validation)")
     p.add_argument("--languages", required=True)
-    p.add_argument("--n-items", type=int, required=True)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", required=True, help="output directory of <lang>.jsonl")
-    _force_arg(p, "an earlier directory of items")
+    p.add_argument("--n-items", type=POSITIVE_INT, required=True)
+    p.add_argument("--seed", type=NON_NEGATIVE_INT, default=0)
+    add_output(p, "--out", kind="evaluate.mc:MC_KIND", required=True, help="output directory of <lang>.jsonl")
     p.set_defaults(func=run_make_mc)
 
     p = sub.add_parser("gather", help="tidy CSV from metrics JSON files")
     p.add_argument("metrics", nargs="+", help="metrics JSON files")
-    p.add_argument("--out", required=True)
-    _force_arg(p, "an earlier metrics table")
+    add_output(p, "--out", kind="evaluate.results:TABLE_KIND", required=True, help="tidy CSV to write")
     p.set_defaults(func=run_gather)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from ..errors import LangpruneError
+from .outputs import add_output
 
 UNITS = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12}
 
@@ -47,7 +48,7 @@ def register(subparsers) -> None:
                    help="workflow config file(s), merged in order as snakemake --configfile merges them")
     p.add_argument("--dry-run", action="store_true",
                    help="print the plan without touching the network (sizes from an earlier manifest, if any)")
-    p.add_argument("--manifest", default=DEFAULT_MANIFEST,
+    add_output(p, "--manifest", kind="prefetch:MANIFEST_KIND", default=DEFAULT_MANIFEST,
                    help=f"where the manifest is written (default: {DEFAULT_MANIFEST}); files from outside the hub "
                         f"go beside it, in task-data/")
     p.add_argument("--reserve", default="1G",

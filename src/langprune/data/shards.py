@@ -24,20 +24,22 @@ import sys
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from transformers import AutoConfig
 
 from ..errors import LangpruneError
-from ..io import ArtifactKind, atomic_path, check_output, langprune_metadata
+from ..io import ArtifactKind, atomic_path, check_output, langprune_metadata, sha256_file
 from ..models import bos_prefix, load_tokenizer
 from .langid import purity
 from .sources import Document, parse_source
 
 SHARD_FORMAT = 1
 METADATA_KEY = "langprune"
+IDS = "input_ids"  # the shard's one tensor: int64 [nsamples, seqlen]
 PACKINGS = ("document", "concat")
 
 
@@ -221,7 +223,7 @@ def build_shard(spec: ShardSpec, out: str | Path, *, force: bool = False) -> dic
     }
     tensor = torch.tensor(rows, dtype=torch.int64)
     with atomic_path(out, SHARD_KIND, force=force) as tmp:
-        save_file({"input_ids": tensor}, str(tmp), metadata={METADATA_KEY: json.dumps(meta, sort_keys=True)})
+        save_file({IDS: tensor}, str(tmp), metadata={METADATA_KEY: json.dumps(meta, sort_keys=True)})
     return meta
 
 
@@ -231,14 +233,63 @@ def row_languages(meta: dict) -> list[str]:
     return [lang for lang in meta.get("languages", []) for _ in range(int(meta.get("counts", {}).get(lang, 0)))]
 
 
-def read_shard(path: str | Path):
+def _read_ids(path: Path, label: str) -> tuple[torch.Tensor, dict | None]:
+    """The shard's ids (checked: non-empty int64 [nsamples, seqlen]) and its langprune metadata (None if absent)."""
+    if not path.is_file():
+        raise LangpruneError(f"{label} does not exist; build it with `langprune calibrate`")
+    try:
+        with safe_open(str(path), framework="pt") as shard:
+            if IDS not in shard.keys():
+                raise LangpruneError(f"{label} has no tensor '{IDS}' (found: {sorted(shard.keys())})")
+            ids = shard.get_tensor(IDS)
+            raw = (shard.metadata() or {}).get(METADATA_KEY)
+    except SafetensorError as exc:
+        raise LangpruneError(f"{label} is not a safetensors file: {exc}") from exc
+    if ids.dtype != torch.int64 or ids.dim() != 2 or ids.numel() == 0:
+        raise LangpruneError(f"{label}: '{IDS}' must be a non-empty int64 [nsamples, seqlen] tensor, "
+                             f"got {ids.dtype} {list(ids.shape)}")
+    try:
+        meta = json.loads(raw) if raw is not None else None
+    except ValueError:
+        meta = None
+    return ids, meta if isinstance(meta, dict) else None
+
+
+def read_shard(path: str | Path) -> tuple[torch.Tensor, dict]:
     """``(input_ids, metadata)`` of a shard written by :func:`build_shard`."""
     path = Path(path)
-    if not path.is_file():
-        raise LangpruneError(f"calibration shard '{path}' does not exist; build it with `langprune calibrate`")
-    with safe_open(str(path), framework="pt") as f:
-        raw = (f.metadata() or {}).get(METADATA_KEY)
-        ids = f.get_tensor("input_ids")
-    if raw is None:
+    ids, meta = _read_ids(path, f"calibration shard '{path}'")
+    if meta is None:
         raise LangpruneError(f"'{path}' has no langprune metadata; it was not written by `langprune calibrate`")
-    return ids, json.loads(raw)
+    return ids, meta
+
+
+def read_calibration(path: str | Path, flag: str = "--calibration") -> tuple[torch.Tensor, dict[str, Any]]:
+    """``(input_ids, identity)`` of a calibration shard for pruning; any safetensors with int64 ``input_ids``.
+
+    The identity (path, SHA-256, shape and the ``langprune calibrate`` metadata, None for a
+    hand-made shard) is what a checkpoint's manifest records about its calibration.
+    """
+    path = Path(path)
+    ids, meta = _read_ids(path, f"{flag} '{path}'")
+    return ids, {"path": str(path), "sha256": sha256_file(path), "nsamples": int(ids.shape[0]),
+                 "seqlen": int(ids.shape[1]), "shard": meta}
+
+
+def row_language_indices(calibration: dict[str, Any], what: str) -> list[int]:
+    """Each calibration row's language index (first listed language 0), for ``what`` that compares languages.
+
+    Read from the metadata of :func:`read_calibration`'s identity; refused unless every row's
+    language is recorded and there are at least two languages.
+    """
+    languages = row_languages(calibration.get("shard") or {})
+    if len(languages) != calibration["nsamples"]:
+        raise LangpruneError(f"{what} needs the language of every calibration row, but --calibration "
+                             f"'{calibration['path']}' records {len(languages)} for {calibration['nsamples']} rows "
+                             f"(no or altered `langprune calibrate` metadata); rebuild it with `langprune calibrate`")
+    if len(set(languages)) < 2:
+        found = ", ".join(sorted(set(languages))) or "none recorded"
+        raise LangpruneError(f"{what} needs a calibration shard mixing at least two languages (this one has: "
+                             f"{found}); build one with `langprune calibrate --languages de,en,...`")
+    order = list(dict.fromkeys(languages))
+    return [order.index(lang) for lang in languages]

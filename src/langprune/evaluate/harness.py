@@ -24,13 +24,13 @@ from lm_eval.tasks._yaml_loader import load_yaml
 from ..data.languages import check_mc4_languages
 from ..errors import LangpruneError
 from ..hub import PREFETCH_COMMAND, first_line, missing_error, offline
-from ..io import cache_dir, read_json, sha256_bytes, write_json
+from ..io import CACHE_FILE, cache_dir, read_json, sha256_bytes, write_json
 from ..models import free_memory, load_tokenizer
 from .modelload import load_evaluated_model
 from .registry import TASKS_DIR, TaskEntry, select
 from .results import check_metrics_out, record, write_metrics
 from .sharedlm import DEFAULT_BATCH_TOKENS, check_backend, make_lm
-from .units import item_units
+from .units import item_units, record_fingerprint
 
 BUILDERS = {".jsonl": "json", ".json": "json", ".jsonl.gz": "json", ".json.gz": "json", ".parquet": "parquet",
             ".csv": "csv"}
@@ -66,7 +66,7 @@ def lm_eval_task_dirs(names: set[str]) -> tuple[str, ...] | None:
         full = task_manager()
         index = {name: str(entry.yaml_path.parent) for name, entry in full.task_index.items() if entry.yaml_path}
         try:
-            write_json(index_file, index)
+            write_json(index_file, index, CACHE_FILE)
         except (OSError, LangpruneError):
             pass  # an unwritable cache only costs time
     if not names <= index.keys():
@@ -187,9 +187,12 @@ def score(entry: TaskEntry, results: dict) -> tuple[float | None, int]:
 
 
 def item_scores(entry: TaskEntry, results: dict) -> dict:
-    """``{"units": ...}``: the per-item scores of one task, or nothing when lm-eval logged none."""
+    """``{"units": ..., "fingerprint": ...}``: the per-item scores of one task, or nothing when lm-eval logged none."""
     samples = results.get("samples", {}).get(entry.task)
-    return {"units": item_units(samples, entry.metric)} if samples else {}
+    if not samples:
+        return {}
+    units = item_units(samples, entry.metric)
+    return {"units": units, "fingerprint": record_fingerprint(units)}
 
 
 def evaluate_tasks(model: str, benchmarks: list[str], languages: list[str], out: str, *,

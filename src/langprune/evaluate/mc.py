@@ -19,7 +19,7 @@ from pathlib import Path
 from ..data.shards import language_rng
 from ..data.sources import parse_source
 from ..errors import LangpruneError
-from ..io import ArtifactKind, atomic_path, check_output
+from ..io import ArtifactKind, atomic_path, check_output, json_file_carries, json_text, marker
 
 CHOICES = 4
 PASSAGE_WORDS = 8
@@ -52,16 +52,21 @@ def build_items(documents: list[str], n_items: int, rng: random.Random, lang: st
     return items
 
 
+MC_MARKER = "langprune_mc.json"
+MC_FORMAT = "langprune-mc-items"
+
+
 def is_mc_dir(path: Path) -> bool:
-    """A directory of nothing but ``<lang>.jsonl`` files, as :func:`make_mc` writes."""
-    return all(entry.is_file() and entry.suffix == ".jsonl" for entry in path.iterdir())
+    """What :func:`make_mc` writes: its marker and ``<lang>.jsonl`` files only."""
+    return json_file_carries(path / MC_MARKER, MC_FORMAT) and all(
+        entry.name == MC_MARKER or (entry.is_file() and entry.suffix == ".jsonl") for entry in path.iterdir())
 
 
 MC_KIND = ArtifactKind("directory of multiple-choice items (<lang>.jsonl)", directory=True, recognise=is_mc_dir)
 
 
 def make_mc(source: str, languages: list[str], n_items: int, seed: int, out: str | Path, *,
-            force: bool = False) -> dict[str, int]:
+            force: bool | None = None) -> dict[str, int]:
     """Write ``out/<lang>.jsonl`` items for each language (atomically, as one directory)."""
     if n_items <= 0:
         raise LangpruneError(f"--n-items must be positive, not {n_items}")
@@ -77,4 +82,6 @@ def make_mc(source: str, languages: list[str], n_items: int, seed: int, out: str
             lines = "".join(json.dumps(item, ensure_ascii=False, sort_keys=True) + "\n" for item in items)
             (tmp / f"{lang}.jsonl").write_text(lines, encoding="utf-8")
             counts[lang] = len(items)
+        (tmp / MC_MARKER).write_text(json_text(marker(MC_FORMAT, source=source, seed=seed, counts=counts)),
+                                     encoding="utf-8")
     return counts

@@ -35,7 +35,7 @@ from ..io import sha256_file
 from ..models import bos_prefix, free_memory, load_tokenizer
 from .modelload import load_evaluated_model
 from .results import check_metrics_out, record, write_metrics
-from .units import window_units
+from .units import record_fingerprint, window_units
 
 DOCUMENT_JOINER = "\n\n"
 
@@ -215,10 +215,11 @@ def evaluate_perplexity(model: str, source: str, languages: list[str], seqlen: i
         nlls = window_nll(lm, windows[lang].input_ids, batch_size, device)
         counts = [len(w) - 1 for w in windows[lang].input_ids]
         nll, tokens = math.fsum(nlls), sum(counts)
-        units = {"units": window_units(nlls, counts, windows[lang].window_bytes)}
+        units = window_units(nlls, counts, windows[lang].window_bytes, windows[lang].input_ids)
         for metric, value in language_metrics(nll, tokens, windows[lang].scored_bytes).items():
             records.append(record("perplexity", lang, metric, value, tokens, nll=nll,
-                                  scored_bytes=windows[lang].scored_bytes, **(units if metric == "perplexity" else {})))
+                                  scored_bytes=windows[lang].scored_bytes, fingerprint=record_fingerprint(units),
+                                  **({"units": units} if metric == "perplexity" else {})))
     del lm
     free_memory()
     settings = {"source": src.spec, "languages": languages, "seqlen": seqlen, "max_tokens": max_tokens,

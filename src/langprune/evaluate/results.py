@@ -2,8 +2,9 @@
 
 A metrics JSON names the model, the checkpoint and the sha256 of its manifest, the tags
 (checkpoint manifest tags updated by the run's own ``--tag``), and one record per
-(benchmark, language, metric). Pairs a benchmark lacks are records with
-``available: false`` and ``value: null``, so gaps stay visible in every table.
+(benchmark, language, metric), with a fingerprint of the windows or items it was computed
+on. Pairs a benchmark lacks are records with ``available: false`` and ``value: null``, so
+gaps stay visible in every table.
 """
 
 from __future__ import annotations
@@ -12,21 +13,25 @@ from pathlib import Path
 
 from .. import __version__
 from ..errors import LangpruneError
-from ..io import ArtifactKind, atomic_path, check_output, read_json, write_json
-from ..variant import DENSE_LABELS, LABEL_KEYS, UNIFORM, canonical_calib, method_label, mix_name
+from ..io import ArtifactKind, atomic_path, carries_marker, check_output, marker, read_json, write_json
+from ..variant import LABEL_KEYS, checkpoint_labels, run_labels
 
 # Columns every tidy row has, in this order; other tags follow.
 LABEL_COLUMNS = LABEL_KEYS
 RECORD_COLUMNS = ["benchmark", "language", "metric", "value", "n", "available"]
+METRICS_FORMAT = "langprune-metrics"
+# The evaluation data a record was computed on (``units.record_fingerprint``); empty for records
+# written before fingerprints were kept.
+FINGERPRINT_COLUMN = "fingerprint"
 
 
 def is_metrics_json(path: Path) -> bool:
-    """A metrics JSON written by `langprune evaluate`."""
+    """A metrics JSON written by `langprune evaluate` (it carries the metrics format marker)."""
     try:
         doc = read_json(path)
     except (OSError, ValueError, UnicodeDecodeError):
         return False
-    return isinstance(doc, dict) and "records" in doc and "langprune_version" in doc
+    return carries_marker(doc, METRICS_FORMAT) and "records" in doc
 
 
 def is_metrics_table(path: Path) -> bool:
@@ -40,24 +45,12 @@ def is_metrics_table(path: Path) -> bool:
 
 
 METRICS_KIND = ArtifactKind("metrics JSON", recognise=is_metrics_json)
-TABLE_KIND = ArtifactKind("metrics table (CSV)", recognise=is_metrics_table)
+TABLE_KIND = ArtifactKind("metrics table (CSV)", recognise=is_metrics_table, sidecar=True)
 
 
 def check_metrics_out(out: str | Path, *, force: bool = False, inputs=()) -> None:
     """Before an evaluation runs: ``out`` may only replace an earlier metrics JSON (or anything, with --force)."""
     check_output(out, METRICS_KIND, force=force, inputs=inputs)
-
-
-def pruning_labels(manifest: dict) -> dict[str, str]:
-    """Label columns recorded by the checkpoint itself, used where the run has no tag for them."""
-    if not manifest:
-        return {}
-    labels = {k: str(manifest[k]) for k in ("method", "structure", "sparsity", "seed") if manifest.get(k) is not None}
-    if "method" in labels:
-        labels["method"] = method_label(labels["method"], (manifest.get("allocation") or {}).get("name", UNIFORM))
-    shard = (manifest.get("calibration") or {}).get("shard") or {}
-    labels["calib"] = mix_name(shard.get("languages") or [])
-    return labels
 
 
 def record(benchmark: str, language: str, metric: str, value: float | None, n: int, available: bool = True,
@@ -74,23 +67,18 @@ def write_metrics(out: str | Path, *, kind: str, model: str, checkpoint: str | P
 
     checkpoint_hash, manifest = checkpoint_identity(checkpoint)
     merged_tags = {**{str(k): str(v) for k, v in (manifest.get("tags") or {}).items()}, **(tags or {})}
-    doc = {"kind": kind, "model": model, "checkpoint": None if checkpoint is None else str(checkpoint),
-           "checkpoint_hash": checkpoint_hash, "tags": merged_tags, "pruning": pruning_labels(manifest),
+    doc = {**marker(METRICS_FORMAT), "kind": kind, "model": model,
+           "checkpoint": None if checkpoint is None else str(checkpoint),
+           "checkpoint_hash": checkpoint_hash, "tags": merged_tags, "pruning": checkpoint_labels(manifest),
            "settings": settings or {},
            "records": records, "langprune_version": __version__}
     write_json(out, doc, METRICS_KIND, force=force)
     return doc
 
 
-def _labels(doc: dict) -> dict[str, str]:
-    """Label columns of one metrics JSON: tags, else the checkpoint's own labels, else dense defaults."""
-    labels = dict(DENSE_LABELS) if doc.get("checkpoint") is None else {k: None for k in DENSE_LABELS}
-    labels["model"] = doc.get("model")
-    labels.update(doc.get("pruning") or {})
-    labels.update(doc.get("tags") or {})
-    if labels["calib"] is not None:
-        labels["calib"] = canonical_calib(labels["calib"])
-    return labels
+def _labels(doc: dict) -> dict[str, str | None]:
+    """Label columns of one metrics JSON: its tags, else the checkpoint's own labels, else dense defaults."""
+    return run_labels(doc.get("model"), doc.get("pruning"), doc.get("tags"), dense=doc.get("checkpoint") is None)
 
 
 def gather(paths: list[str | Path]):
@@ -118,7 +106,8 @@ def gather(paths: list[str | Path]):
         labels = _labels(doc)
         for rec in doc["records"]:
             rows.append({**labels, **{k: rec.get(k) for k in RECORD_COLUMNS},
-                         "checkpoint_hash": doc.get("checkpoint_hash"), "file": str(path)})
+                         "checkpoint_hash": doc.get("checkpoint_hash"), "file": str(path),
+                         FINGERPRINT_COLUMN: rec.get("fingerprint")})
     frame = pd.DataFrame(rows)
     extra = sorted(c for c in frame.columns if c not in LABEL_COLUMNS + RECORD_COLUMNS)
     return frame.reindex(columns=LABEL_COLUMNS + RECORD_COLUMNS + extra)

@@ -8,8 +8,11 @@ prune candidates by the Wanda score, split by the sign of ``W_ij * mean(x_j)``. 
 stops for good once ``|e| <= update_threshold``; all rows stop after ``max_cycles``.
 Hyperparameters, statistics and the MLP skip follow the authors' code defaults
 (``--max_cycle_time 50 --update_threshold 0.1 --pow_of_var_regrowing 1
---skip_layer mlp``; ``--without_same_sign`` is always on there, so the sign test is not
-applied to unstructured masks). Only unstructured masks are refined here.
+--skip_layer mlp``, the registry's; ``--without_same_sign`` is always on there, so the
+sign test is not applied to unstructured masks). Only unstructured masks are refined here.
+
+:func:`dsnot` is the registered method: it runs the initial method (looked up in the
+registry, with that method's published hyperparameters) and refines its mask.
 """
 
 from __future__ import annotations
@@ -18,7 +21,10 @@ import logging
 
 import torch
 
+from .. import registry
+from ..errors import LangpruneError
 from .stats import LinearStats
+from .structure import Structure
 
 log = logging.getLogger("langprune.prune")
 
@@ -37,8 +43,8 @@ def _pruning_order(wanda_scores: torch.Tensor, effect: torch.Tensor, keep: torch
     return ranked.gather(1, torch.sort(key, dim=1, stable=True).indices)
 
 
-def refine(weight: torch.Tensor, keep: torch.Tensor, stats: LinearStats, *, max_cycles: int = 50,
-           update_threshold: float = 0.1, pow_of_var_regrowing: float = 1.0) -> torch.Tensor:
+def refine(weight: torch.Tensor, keep: torch.Tensor, stats: LinearStats, *, max_cycles: int,
+           update_threshold: float, pow_of_var_regrowing: float) -> torch.Tensor:
     """The DSnoT prune-and-grow loop over an unstructured keep-mask; returns the refined mask."""
     if stats.total is None or stats.seq_var is None or stats.sumsq is None:
         raise ValueError(f"{stats.name}: dsnot needs input sums, variances and sums of squares")
@@ -79,3 +85,25 @@ def refine(weight: torch.Tensor, keep: torch.Tensor, stats: LinearStats, *, max_
         error += torch.where(active, effect.gather(1, prune_idx), 0.0)  # two steps: the authors' rounding
         error -= torch.where(active, effect.gather(1, grow_idx), 0.0)
     return ~pruned
+
+
+def dsnot(weight: torch.Tensor, stats: LinearStats, structure: Structure, *, initial: str, max_cycles: int,
+          update_threshold: float, pow_of_var_regrowing: float, skip: str) -> tuple[torch.Tensor, None]:
+    """``initial``'s mask refined by DSnoT; linears under a module named ``skip`` keep the initial mask."""
+    if structure.is_nm:
+        raise LangpruneError(f"--method dsnot refines unstructured masks only, not --structure {structure.label}")
+    if initial not in registry.mask_only_methods():
+        raise LangpruneError(f"--dsnot-initial '{initial}' must be a mask-only method: "
+                             f"{', '.join(registry.mask_only_methods())}")
+    first = registry.method(initial)
+    keep, _ = first.resolve()(weight, stats, structure, **first.bind())
+    if skip in stats.name.split("."):
+        return keep, None
+    refined = refine(weight, keep, stats, max_cycles=max_cycles, update_threshold=update_threshold,
+                     pow_of_var_regrowing=pow_of_var_regrowing)
+    moved = int((refined.sum(dim=1) != keep.to(refined.device).sum(dim=1)).sum())
+    if moved:  # the authors' candidate pointers meet when a row has not many more candidates than cycles
+        log.warning("%s: dsnot changed the pruned count of %d of %d rows (rows of %d inputs are narrow for "
+                    "max_cycles=%d; the authors' code does the same)", stats.name, moved, keep.shape[0],
+                    keep.shape[1], max_cycles)
+    return refined, None

@@ -15,7 +15,7 @@ import contextlib
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Iterator
+from typing import Any, Callable, Iterator
 
 import torch
 from torch import nn
@@ -24,11 +24,10 @@ from tqdm.auto import tqdm
 from ..bitmasks import PackedMasks, zero_pruned
 from ..errors import LangpruneError
 from ..models import decoder_layers, layer_linears
+from ..quantized import PackedQuantized, QuantizedWeight
+from .methods import Method
 from .stats import LayerStatsCollector, LinearStats, ReconstructionMeter
 from .structure import Structure
-
-if TYPE_CHECKING:  # the method registry imports allocations that drive this engine
-    from .methods import Method
 
 
 @dataclass
@@ -46,11 +45,16 @@ class LayerReport:
 
 @dataclass
 class PruneResult:
-    """Keep-masks per pruned weight (packed; the pruned weights themselves are in the model), reports."""
+    """Keep-masks per pruned weight (packed; the pruned weights themselves are in the model), reports.
+
+    A quantization method leaves its codes, scales and zero points in ``quantized`` instead
+    (the model then holds the dequantized weights).
+    """
 
     masks: PackedMasks
     layers: list[LayerReport]
     timings: dict[str, float]
+    quantized: PackedQuantized = field(default_factory=PackedQuantized)
 
 
 def _layer_output(out: Any) -> torch.Tensor:
@@ -169,9 +173,13 @@ def layer_kwargs(kwargs_by_size: dict[int, list[dict[str, Any]]], index: int) ->
 
 
 def _mask_and_apply(name: str, linear: nn.Linear, method: Method, stats: LinearStats,
-                    structure: Structure) -> torch.Tensor:
-    """Run the method on one linear, write the pruned weight into it, return the keep-mask."""
-    keep, new_weight = method.run(linear.weight.data, stats.for_linear(name), structure)
+                    structure: Structure) -> torch.Tensor | QuantizedWeight:
+    """Run the method on one linear, write the new weight into it, return the keep-mask (or the quantized weight)."""
+    out = method.run(linear.weight.data, stats.for_linear(name), structure)
+    if isinstance(out, QuantizedWeight):
+        linear.weight.data.copy_(out.dequantize(linear.weight.dtype))
+        return out
+    keep, new_weight = out
     if new_weight is None:
         zero_pruned(linear.weight.data, keep)
     else:
@@ -182,8 +190,8 @@ def _mask_and_apply(name: str, linear: nn.Linear, method: Method, stats: LinearS
 def _prune_linears(linears: dict[str, nn.Linear], stats: dict[str, LinearStats], method: Method,
                    structure: Structure, result: PruneResult) -> None:
     for name, linear in linears.items():
-        keep = _mask_and_apply(name, linear, method, stats.get(name, LinearStats(name)), structure)
-        result.masks.add(f"{name}.weight", keep)
+        out = _mask_and_apply(name, linear, method, stats.get(name, LinearStats(name)), structure)
+        (result.quantized if isinstance(out, QuantizedWeight) else result.masks).add(f"{name}.weight", out)
 
 
 class _WarningLog(logging.Handler):
@@ -211,10 +219,14 @@ def _method_warnings() -> Iterator[list[str]]:
 def _layer_report(index: int, linears: dict[str, nn.Linear], result: PruneResult, errors: dict[str, float] | None,
                   groups: list[list[str]], seconds: float) -> LayerReport:
     masks = result.masks
-    kept = sum(masks.kept[f"{name}.weight"] for name in linears)
+
+    def sparsity(name: str) -> float:  # a quantized weight keeps every entry
+        return masks.sparsity(f"{name}.weight") if f"{name}.weight" in masks.kept else 0.0
+
     total = sum(linear.weight.numel() for linear in linears.values())
-    per_linear = {name: {"sparsity": masks.sparsity(f"{name}.weight"),
-                         "rel_error": None if errors is None else errors[name]} for name in linears}
+    kept = sum(masks.kept.get(f"{name}.weight", linear.weight.numel()) for name, linear in linears.items())
+    per_linear = {name: {"sparsity": sparsity(name), "rel_error": None if errors is None else errors[name]}
+                  for name in linears}
     mean_error = None if errors is None else sum(errors.values()) / len(errors)
     return LayerReport(index, 1.0 - kept / total, seconds, mean_error, per_linear, groups)
 

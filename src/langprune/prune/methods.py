@@ -1,28 +1,28 @@
-"""Pruning methods: pure functions ``(weight, stats, structure) -> (keep_mask, new_weight | None)``.
+"""Pruning methods: pure functions ``(weight, stats, structure, **hyperparameters) -> (keep_mask, new_weight | None)``.
 
 ``keep_mask`` is a bool tensor shaped like ``weight`` (True = the weight survives).
 ``new_weight`` is returned only by methods that change surviving weights (SparseGPT);
-everyone else's result is ``weight * keep_mask``. No I/O, no globals: adding a method
-is one function (here, or its own module for the longer ones: ``ria``, ``dsnot``) plus
-one line in ``METHODS``. A method's hyperparameters are its keyword-only arguments,
-whose defaults are the published ones; :meth:`Method.bind` overrides them.
+everyone else's result is ``weight * keep_mask``. No I/O, no globals. The short methods
+live here, the longer ones in their own modules (``ria``, ``dsnot``, ``mwanda``); the
+registry (:mod:`langprune.registry`) names each method's function and owns its traits,
+hyperparameters, published defaults and allowed ranges. :class:`Method` is a registry
+entry made runnable: its function resolved and its hyperparameters bound and checked.
 """
 
 from __future__ import annotations
 
 import inspect
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 
 import torch
 
+from .. import registry
 from ..errors import LangpruneError
-from .dsnot import refine as refine_mask
-from .mwanda import mwanda
-from .ria import ria
 from .selection import check_groups, lowest_overall, lowest_per_group, lowest_per_row, mask_from_scores
-from .stats import HESSIAN, LANGUAGES, MOMENTS, SUMSQ, LinearStats
+from .stats import LinearStats
 from .structure import Structure
 
 log = logging.getLogger("langprune.prune")
@@ -117,77 +117,47 @@ def sparsegpt(weight: torch.Tensor, stats: LinearStats, structure: Structure) ->
     return keep, w.masked_fill(~keep, 0.0).to(weight.dtype)
 
 
-def dsnot(weight: torch.Tensor, stats: LinearStats, structure: Structure, *, initial: str = "wanda",
-          max_cycles: int = 50, update_threshold: float = 0.1, pow_of_var_regrowing: float = 1.0,
-          skip: str = "mlp") -> tuple[torch.Tensor, None]:
-    """``initial``'s mask refined by DSnoT; linears under a module named ``skip`` keep the initial mask.
-
-    Beside the registry because it runs another registered method first; the refinement
-    itself is :func:`.dsnot.refine`.
-    """
-    if structure.is_nm:
-        raise LangpruneError(f"--method dsnot refines unstructured masks only, not --structure {structure.label}")
-    if initial not in MASK_ONLY:
-        raise LangpruneError(f"--dsnot-initial '{initial}' must be a mask-only method: {', '.join(MASK_ONLY)}")
-    keep, _ = METHODS[initial].run(weight, stats, structure)
-    if skip in stats.name.split("."):
-        return keep, None
-    refined = refine_mask(weight, keep, stats, max_cycles=max_cycles, update_threshold=update_threshold,
-                          pow_of_var_regrowing=pow_of_var_regrowing)
-    moved = int((refined.sum(dim=1) != keep.to(refined.device).sum(dim=1)).sum())
-    if moved:  # the authors' candidate pointers meet when a row has not many more candidates than cycles
-        log.warning("%s: dsnot changed the pruned count of %d of %d rows (rows of %d inputs are narrow for "
-                    "max_cycles=%d; the authors' code does the same)", stats.name, moved, keep.shape[0],
-                    keep.shape[1], max_cycles)
-    return refined, None
-
-
-def published_defaults(function: Callable[..., MethodResult]) -> dict[str, Any]:
-    """A method's hyperparameters: its keyword-only arguments and their (published) defaults."""
-    return {name: p.default for name, p in inspect.signature(function).parameters.items()
-            if p.kind is inspect.Parameter.KEYWORD_ONLY}
-
-
 @dataclass(frozen=True)
 class Method:
-    """A registered method: the function, which statistics the engine must collect, its hyperparameters."""
+    """A registered method ready to run: its function, the statistics the engine must collect, its hyperparameters."""
 
+    name: str
     prune: Callable[..., MethodResult]
     needs: frozenset[str]
     updates_weights: bool
-    params: dict[str, Any] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        if not self.params:
-            object.__setattr__(self, "params", published_defaults(self.prune))
+    params: Mapping[str, Any] = field(default_factory=dict)
 
     def run(self, weight: torch.Tensor, stats: LinearStats, structure: Structure) -> MethodResult:
         return self.prune(weight, stats, structure, **self.params)
 
-    def bind(self, name: str, **overrides: Any) -> "Method":
-        """The same method with some hyperparameters changed (unknown names are a clear error)."""
-        unknown = sorted(set(overrides) - set(self.params))
-        if unknown:
-            known = ", ".join(sorted(self.params)) or "none"
-            raise LangpruneError(f"--method {name} has no hyperparameter {', '.join(unknown)} (it has: {known})")
-        return replace(self, params={**self.params, **overrides})
+    def bind(self, **overrides: Any) -> "Method":
+        """The same method with some hyperparameters changed, each checked against the registry."""
+        return replace(self, params=registry.method(self.name).bind({**self.params, **overrides}))
 
 
-METHODS: dict[str, Method] = {
-    "magnitude": Method(magnitude, frozenset(), updates_weights=False),
-    "wanda": Method(wanda, frozenset({SUMSQ}), updates_weights=False),
-    "sparsegpt": Method(sparsegpt, frozenset({SUMSQ, HESSIAN}), updates_weights=True),
-    "ria": Method(ria, frozenset({SUMSQ}), updates_weights=False),
-    "dsnot": Method(dsnot, frozenset({SUMSQ, MOMENTS}), updates_weights=False),
-    "mwanda": Method(mwanda, frozenset({SUMSQ, LANGUAGES}), updates_weights=False),
-}
-# DSnoT's possible initial masks: methods that change no weights and need no statistics beyond DSnoT's own.
-MASK_ONLY = tuple(name for name, method in METHODS.items()
-                  if not method.updates_weights and name != "dsnot" and method.needs <= METHODS["dsnot"].needs)
+def from_spec(spec: registry.MethodSpec) -> Method:
+    """The registry entry's function with its published hyperparameters.
+
+    The function's keyword-only arguments must be exactly the declared hyperparameters, so a
+    registry entry and its function cannot drift apart.
+    """
+    function = spec.resolve()
+    keywords = {name for name, p in inspect.signature(function).parameters.items()
+                if p.kind is inspect.Parameter.KEYWORD_ONLY}
+    declared = {p.name for p in spec.params}
+    if keywords != declared:
+        raise TypeError(f"{spec.function} takes the keyword-only arguments {sorted(keywords)}, but the registry "
+                        f"declares {sorted(declared)} for --method {spec.name}")
+    return Method(spec.name, function, spec.statistics, spec.updates_weights, spec.bind())
+
+
+METHODS: dict[str, Method] = {name: from_spec(spec) for name, spec in registry.METHODS.items()}  # at import
 
 
 def get_method(name: str, **params: Any) -> Method:
-    """The registered method, with ``params`` overriding its published hyperparameters."""
-    if name not in METHODS:
-        raise LangpruneError(f"--method '{name}' is not one of: {', '.join(sorted(METHODS))}")
-    return METHODS[name].bind(name, **params) if params else METHODS[name]
+    """The registered method, with ``params`` overriding its published hyperparameters (checked).
+
+    Built from the registry as it is now (an unknown name is one error listing the known ones).
+    """
+    method = from_spec(registry.method(name))
+    return method.bind(**params) if params else method

@@ -18,9 +18,8 @@ detail not stated there is a choice, named here and in RESULTS.md:
   cross-lingual correlation is the mean Pearson correlation, over language pairs, of the
   ``rms`` profiles of its distinct linear inputs (dense model, one pass). Layers whose
   languages correlate less are pruned less: ``1 - correlation`` is spread into per-layer
-  sparsities exactly like OWL's outlier ratios (``[target - lambda, target + lambda]``,
-  chosen: OWL's lambda 0.08). It is usable with any method; the paper's M-Wanda is
-  ``mwanda+cwl``.
+  sparsities exactly like OWL's outlier ratios (:mod:`.allocation`; chosen: OWL's lambda
+  0.08). It is usable with any method; the paper's M-Wanda is ``mwanda+cwl``.
 
 With ``spread_weight = probability_weight = 0`` and one language the scores are Wanda's up
 to a constant per matrix, hence Wanda's mask. Both terms need a shard mixing at least two
@@ -32,22 +31,9 @@ from __future__ import annotations
 import torch
 
 from ..errors import LangpruneError
-from .owl import owl_sparsities
 from .selection import check_groups, mask_from_scores
 from .stats import LinearStats
 from .structure import Structure
-
-MWANDA_SPREAD_WEIGHT = 1.0  # weight of the cross-language std of the per-language RMS (chosen, see above)
-MWANDA_PROBABILITY_WEIGHT = 1.0  # weight of the mean activation probability (chosen, see above)
-CWL_LAMBDA = 0.08  # CWL's layer sparsities span [target - lambda, target + lambda] (OWL's default, chosen)
-
-
-def check_languages(languages: list[str], what: str) -> None:
-    """M-Wanda and CWL compare languages: a shard of one language is refused up front."""
-    if len(set(languages)) < 2:
-        found = ", ".join(sorted(set(languages))) or "none recorded"
-        raise LangpruneError(f"{what} needs a calibration shard mixing at least two languages (this one has: "
-                             f"{found}); build one with `langprune calibrate --languages de,en,...`")
 
 
 def language_profiles(stats: LinearStats) -> tuple[torch.Tensor, torch.Tensor]:
@@ -61,8 +47,8 @@ def language_profiles(stats: LinearStats) -> tuple[torch.Tensor, torch.Tensor]:
     return (stats.language_sumsq[present] / tokens).sqrt(), stats.language_positive[present] / tokens
 
 
-def mwanda_scores(weight: torch.Tensor, stats: LinearStats, spread_weight: float = MWANDA_SPREAD_WEIGHT,
-                  probability_weight: float = MWANDA_PROBABILITY_WEIGHT) -> torch.Tensor:
+def mwanda_scores(weight: torch.Tensor, stats: LinearStats, spread_weight: float,
+                  probability_weight: float) -> torch.Tensor:
     """``|W_ij| * (mean_l rms + spread_weight * std_l rms)_j * (1 + probability_weight * mean_l p)_j``."""
     rms, probability = language_profiles(stats)
     activation = rms.mean(dim=0) + spread_weight * rms.std(dim=0, unbiased=False)
@@ -70,10 +56,12 @@ def mwanda_scores(weight: torch.Tensor, stats: LinearStats, spread_weight: float
     return weight.detach().abs().float() * activation.to(weight.device).unsqueeze(0)
 
 
-def mwanda(weight: torch.Tensor, stats: LinearStats, structure: Structure, *,
-           spread_weight: float = MWANDA_SPREAD_WEIGHT,
-           probability_weight: float = MWANDA_PROBABILITY_WEIGHT) -> tuple[torch.Tensor, None]:
-    """M-Wanda keep-mask: language-aware scores compared within each output row (or N:M group), as Wanda."""
+def mwanda(weight: torch.Tensor, stats: LinearStats, structure: Structure, *, spread_weight: float,
+           probability_weight: float) -> tuple[torch.Tensor, None]:
+    """M-Wanda keep-mask: language-aware scores compared within each output row (or N:M group), as Wanda.
+
+    The weights' defaults (1 and 1, chosen, see above) are the registry's.
+    """
     check_groups(weight, structure, stats.name)
     return mask_from_scores(mwanda_scores(weight, stats, spread_weight, probability_weight), structure), None
 
@@ -85,8 +73,3 @@ def cross_lingual_correlation(stats: dict[str, LinearStats]) -> float:
     correlation = torch.corrcoef(profiles.double())
     pairs = torch.triu_indices(*correlation.shape, offset=1)
     return float(correlation[pairs[0], pairs[1]].nan_to_num(1.0).mean())
-
-
-def cwl_sparsities(correlations: list[float], target: float, lam: float = CWL_LAMBDA) -> list[float]:
-    """Per-layer sparsities: less cross-lingual correlation, less sparsity; mean = target (OWL's spreading)."""
-    return owl_sparsities([1.0 - c for c in correlations], target, lam, allocation="cwl")

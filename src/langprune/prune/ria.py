@@ -17,8 +17,6 @@ from .selection import check_groups, lowest_overall, mask_from_scores
 from .stats import LinearStats
 from .structure import Structure
 
-RIA_ACTIVATION_POWER = 0.5  # a, the published default (--a 0.5)
-
 
 def relative_importance(weight: torch.Tensor) -> torch.Tensor:
     """|W| divided by its input column's and its output row's L1 sums, added (fp32)."""
@@ -29,14 +27,17 @@ def relative_importance(weight: torch.Tensor) -> torch.Tensor:
     return magnitude / column_sums + magnitude / row_sums
 
 
-def ria_scores(weight: torch.Tensor, sumsq: torch.Tensor, a: float = RIA_ACTIVATION_POWER) -> torch.Tensor:
+def ria_scores(weight: torch.Tensor, sumsq: torch.Tensor, a: float) -> torch.Tensor:
     """Relative importance times the input activation norm to the power ``a``."""
     return relative_importance(weight) * sumsq.to(weight.device).float().sqrt().pow(a).unsqueeze(0)
 
 
-def ria(weight: torch.Tensor, stats: LinearStats, structure: Structure, *, a: float = RIA_ACTIVATION_POWER,
-        per_outneuron: bool = False) -> tuple[torch.Tensor, None]:
-    """RIA keep-mask: one threshold per matrix (unstructured), per row with ``per_outneuron``, or per N:M group."""
+def ria(weight: torch.Tensor, stats: LinearStats, structure: Structure, *, a: float,
+        per_outneuron: bool) -> tuple[torch.Tensor, None]:
+    """RIA keep-mask: one threshold per matrix (unstructured), per row with ``per_outneuron``, or per N:M group.
+
+    The published defaults (``--a 0.5``, per-matrix comparison) are the registry's.
+    """
     check_groups(weight, structure, stats.name)
     if stats.sumsq is None:
         raise ValueError(f"{stats.name}: ria needs input sum-of-squares statistics")

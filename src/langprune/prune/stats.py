@@ -15,10 +15,11 @@ from dataclasses import dataclass, replace
 import torch
 from torch import nn
 
-SUMSQ = "sumsq"
-HESSIAN = "hessian"
-MOMENTS = "moments"  # per-feature sum and per-sequence variance (DSnoT)
-LANGUAGES = "languages"  # per-language sums of squares and positive counts (M-Wanda, CWL); needs row languages
+# The statistics' names are the registry's (methods declare which they need there).
+from ..registry import HESSIAN as HESSIAN
+from ..registry import LANGUAGES as LANGUAGES
+from ..registry import MOMENTS as MOMENTS
+from ..registry import SUMSQ as SUMSQ
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,13 @@ CELL_KEYS = [*ROW_KEYS, "benchmark", "language", "metric"]
 PERPLEXITY_BENCHMARK = "perplexity"
 NOT_AVAILABLE = "n/a"
 
+# Fewest resamples at which the significance intervals and p-values mean something: a 95%
+# percentile interval then rests on 25 resamples beyond each end (fewer, and its ends move with
+# the random seed), and the sign-flip p-value can reach 1/1000, below what Holm asks of the best
+# of seven languages (0.05 / 7). A smaller alpha needs at least TAIL_RESAMPLES beyond each end.
+MIN_RESAMPLES = 999
+TAIL_RESAMPLES = 25
+
 
 @dataclass(frozen=True)
 class MetricInfo:

@@ -7,7 +7,8 @@ calibration of each column is boxed; the cell whose calibration language is the 
 own language is outlined with dashes, so "is the diagonal the best?" is visible at a glance.
 The summary counts that question the way the paper states "26 of 50"; given the paired
 tests of ``significance.py`` it also counts the columns where own-language calibration is
-significantly better than the next best, and the heatmaps mark those cells with a star.
+significantly better than the next best, and the heatmaps mark those cells with a star and
+state under the title the table-level test of the whole diagonal (``matching.py``).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from ..errors import LangpruneError
 from ..io import atomic_path
 from ..variant import SETTING_KEYS, setting_name
 from .common import PERPLEXITY_BENCHMARK, html_page, metric_info, write_text
-from .significance import annotate_target_best, read_significance, significant_cells
+from .significance import annotate_target_best, read_significance, read_table_level, significant_cells, table_level_line
 from .tables import (
     aggregate_seeds,
     calib_sort_key,
@@ -309,18 +310,22 @@ def save_figure(fig, path: Path) -> Path:
     return path
 
 
-def figure_title(setting: dict, family: Family, relative: bool, seeds: int) -> str:
+def figure_title(setting: dict, family: Family, relative: bool, seeds: int, matching: str = "") -> str:
+    """The setting and what is drawn; ``matching``: the table-level test's line, on a line of its own."""
     what = f"{family.label}, % change vs dense" if relative else f"{family.label} (mean over {seeds} seed(s))"
-    return f"{setting['model']}: {setting['method']} {setting['structure']} {setting['sparsity']} - {what}"
+    title = f"{setting['model']}: {setting['method']} {setting['structure']} {setting['sparsity']} - {what}"
+    return f"{title}\n{matching}" if matching else title
 
 
 def write_figures(metrics_csv: str | os.PathLike, out_dir: str | os.PathLike,
                   model: str | None = None, significance: str | os.PathLike | None = None) -> list[Path]:
     """Write heatmaps OUT_DIR/<method>_<structure>_<sparsity>/<family>_{abs,rel}.png for one model.
 
-    ``significance`` (significance.csv): star the cells of significant own-language wins.
+    ``significance`` (significance.csv): star the cells of significant own-language wins, and
+    state the table-level test (table_level.csv beside it) under each title.
     """
     tests = read_significance(significance) if significance is not None else None
+    matching = read_table_level(significance) if significance is not None else None
     agg = aggregate_seeds(read_metrics(metrics_csv))
     models = sorted(agg["model"].unique())
     if model is None and len(models) > 1:
@@ -342,8 +347,10 @@ def write_figures(metrics_csv: str | os.PathLike, out_dir: str | os.PathLike,
             grid = build_grid(agg, setting, family)
             if grid is None:
                 continue
+            tables = list(dict.fromkeys((benchmark, metric) for benchmark, metric, _ in grid.values.columns))
+            line = table_level_line(matching, setting, tables)
             for relative, suffix in [(False, "abs"), (True, "rel")]:
                 marks = None if tests is None else significant_cells(tests, setting, grid.values)
-                fig = draw_heatmap(grid, relative, figure_title(setting, family, relative, seeds), marks)
+                fig = draw_heatmap(grid, relative, figure_title(setting, family, relative, seeds, line), marks)
                 written.append(save_figure(fig, out_dir / setting_name(setting) / f"{family.name}_{suffix}.png"))
     return written

@@ -8,7 +8,11 @@ seed-mean score, as in ``target_best``). The comparison is paired twice over:
 - over seeds: only seeds both calibration sets were pruned with count, and each unit's
   difference is averaged over them (each document carries its seeds as one block);
 - over units: both variants are scored on the same evaluation windows (perplexity) or items
-  (tasks), kept per unit by the evaluation (``langprune.evaluate.units``).
+  (tasks), kept per unit by the evaluation (``langprune.evaluate.units``). Units pair only
+  when their ids, token counts and fingerprints (hashes of the windows' token ids or the
+  items' content) agree; anything else, and any NaN unit, is refused with the file and the
+  first offending window or item. Results from before fingerprints were kept pair on ids and
+  token counts alone, with a warning, and are marked ``units_checked = False``.
 
 The effect is the perplexity ratio own / other, ``exp(sum_u d_u / sum_u tokens_u)`` with
 ``d_u`` the seed-mean NLL difference of window ``u`` (the ratio of the seeds' geometric-mean
@@ -20,7 +24,12 @@ setting, metric and comparison). Resamples, alpha and the random seed come from 
 and are written into every output. The interval reflects which documents/items were
 evaluated and the seed-to-seed differences per document; with few seeds it cannot see a
 shift shared by all documents of one seed, which is why ``seed_intervals`` shows how it
-narrows as seeds are added.
+narrows as seeds are added. Resamples have a floor (``common.MIN_RESAMPLES``) below which
+the interval's ends are noise.
+
+Beside the per-column tests, ``table_level.*`` holds the exact matching test of the whole
+diagonal (``matching.py``): it needs only the seed-mean cells of the tidy table, so it reaches
+p = 1/k! however few windows or items each column has.
 """
 
 from __future__ import annotations
@@ -35,18 +44,24 @@ import numpy as np
 import pandas as pd
 
 from ..errors import LangpruneError
-from ..evaluate.results import _labels
+from ..evaluate.results import FINGERPRINT_COLUMN, _labels, is_metrics_json
 from ..io import read_json
 from ..variant import SETTING_KEYS, is_uncalibrated
-from .common import html_page, metric_info, write_text
-from .tables import is_dense, normalise_metrics, single_calibrations, target_language
+from .common import MIN_RESAMPLES, TAIL_RESAMPLES, html_page, metric_info, write_text
+from .matching import MAX_EXACT_LANGUAGES, TABLE_KEYS, TABLE_LEVEL_COLUMNS, cell_values, table_level
+from .tables import is_dense, normalise_metrics, read_metrics, single_calibrations, target_language
 
 COLUMN_KEYS = ["benchmark", "metric", "language"]
 BEST_OTHER = "best other"
-SIGNIFICANCE_FORMATS = ["csv", "md", "html"]  # significance.<ext> and seed_intervals.<ext>
+SIGNIFICANCE_FORMATS = ["csv", "md", "html"]  # significance.<ext>, seed_intervals.<ext>, table_level.<ext>
 RESULT_COLUMNS = (SETTING_KEYS + COLUMN_KEYS
                   + ["own", "other", "compared", "effect", "estimate", "low", "high", "p", "p_holm", "significant",
-                     "own_better", "seeds", "units", "resamples", "alpha", "rng_seed"])
+                     "own_better", "seeds", "units", "units_checked", "resamples", "alpha", "rng_seed"])
+
+
+def min_resamples(alpha: float) -> int:
+    """Fewest resamples for a ``1 - alpha`` interval: ``MIN_RESAMPLES``, or more for alpha below 0.05."""
+    return max(MIN_RESAMPLES, math.ceil(2 * TAIL_RESAMPLES / alpha - 1e-9) - 1)
 
 
 @dataclass(frozen=True)
@@ -59,10 +74,15 @@ class SignificanceSettings:
     seed_counts: tuple[int, ...] = (2, 4, 8)
 
     def __post_init__(self) -> None:
-        if self.resamples < 1:
-            raise LangpruneError(f"--resamples must be a positive number of resamples, not {self.resamples}")
         if not 0 < self.alpha < 1:
             raise LangpruneError(f"--alpha must lie strictly between 0 and 1, not {self.alpha}")
+        if self.resamples < min_resamples(self.alpha):
+            raise LangpruneError(
+                f"--resamples {self.resamples} is too few for meaningful intervals: use at least "
+                f"{min_resamples(self.alpha)} (a {100 * self.confidence:g}% percentile interval needs {TAIL_RESAMPLES} "
+                f"resamples beyond each end, and never fewer than {MIN_RESAMPLES})")
+        if self.seed < 0:
+            raise LangpruneError(f"--seed must be a non-negative integer (a random seed), not {self.seed}")
         if any(k < 1 for k in self.seed_counts):
             raise LangpruneError(f"--seed-counts must be positive numbers of seeds, not {list(self.seed_counts)}")
 
@@ -135,30 +155,65 @@ def holm(pvalues) -> np.ndarray:
 
 # --------------------------------------------------------------------------- units
 
-def unit_files(metrics_csv: str | os.PathLike) -> list[str]:
-    """The metrics JSONs behind a tidy metrics CSV (its ``file`` column, as ``evaluate gather`` writes it)."""
+def read_tidy(metrics_csv: str | os.PathLike) -> pd.DataFrame:
+    """The tidy metrics CSV, or one error line saying what the file is instead."""
     path = Path(metrics_csv)
-    if not path.is_file():
-        raise LangpruneError(f"metrics table {path} does not exist: write it with `langprune evaluate gather`")
-    frame = pd.read_csv(path, dtype=str, keep_default_na=False)
-    files = list(dict.fromkeys(f for f in frame.get("file", pd.Series(dtype=str)) if f))
+    if path.is_file() and is_metrics_json(path):
+        raise LangpruneError(f"--metrics {path} is a metrics JSON, not the tidy table: gather it first with "
+                             f"`langprune evaluate gather {path}... --out metrics.csv` and pass that CSV")
+    return read_metrics(path)
+
+
+def unit_files(tidy: pd.DataFrame, metrics_csv: str | os.PathLike) -> list[str]:
+    """The metrics JSONs behind a tidy metrics table (its ``file`` column, as ``evaluate gather`` writes it)."""
+    files = list(dict.fromkeys(f for f in tidy.get("file", pd.Series(dtype=str)) if f))
     missing = [f for f in files if not Path(f).is_file()]
     if missing:
-        raise LangpruneError(f"{len(missing)} metrics JSON(s) listed in {path} are missing (first: {missing[0]}); "
-                             "run the significance tests where the evaluation results are, or gather again")
+        raise LangpruneError(f"{len(missing)} metrics JSON(s) listed in {metrics_csv} are missing (first: "
+                             f"{missing[0]}); run the significance tests where the evaluation results are, or gather "
+                             "again")
     return files
+
+
+def _unit_name(units: dict) -> str:
+    return "window" if units["unit"] == "window" else "item"
+
+
+def check_units(units: dict, where: str) -> None:
+    """Per-unit results must be well-formed and finite: NaN is a broken evaluation, never a difference to test."""
+    try:
+        ids, values, weight = _unit_values(units)
+        lengths = {len(ids), len(values), len(weight), len(units.get("fingerprints") or ids)}
+    except (KeyError, TypeError, ValueError) as exc:
+        raise LangpruneError(f"{where} per-unit results are malformed ({type(exc).__name__}: {exc}): evaluate this "
+                             f"variant again") from exc
+    if len(lengths) > 1:
+        raise LangpruneError(f"{where} per-unit results have lists of different lengths: evaluate this variant again")
+    bad = np.flatnonzero(~np.isfinite(values) | ~np.isfinite(weight))
+    if bad.size:
+        i = int(bad[0])
+        name, value = ("NLL" if units["unit"] == "window" else "score", values[i])
+        if np.isfinite(value):
+            name, value = "tokens", weight[i]
+        more = f" (and {bad.size - 1} more {_unit_name(units)}(s))" if bad.size > 1 else ""
+        raise LangpruneError(f"{where} {_unit_name(units)} {ids[i]} has {name} {value}{more}: that evaluation is "
+                             f"broken: evaluate this variant again")
 
 
 def read_units(paths: list[str | os.PathLike]) -> pd.DataFrame:
     """One row per record that kept per-unit results, with the tidy table's labels (empty if none did)."""
     rows = []
     for path in paths:
-        doc = read_json(path)
-        if "records" not in doc:
+        try:
+            doc = read_json(path)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise LangpruneError(f"'{path}' is not valid JSON ({exc}); rerun the evaluation that writes it") from exc
+        if not isinstance(doc, dict) or "records" not in doc:
             raise LangpruneError(f"'{path}' is not a langprune metrics JSON (no 'records')")
         labels = _labels(doc)
         for rec in doc["records"]:
             if rec.get("units") and rec.get("available"):
+                check_units(rec["units"], f"{path}: {rec.get('benchmark')}/{rec.get('language')}")
                 rows.append({**labels, **{k: rec.get(k) for k in ["benchmark", "language", "metric", "value", "n"]},
                              "available": True, "units": rec["units"], "file": str(path)})
     columns = SETTING_KEYS + ["calib", "seed"] + COLUMN_KEYS + ["value", "n", "available", "units", "file"]
@@ -172,23 +227,77 @@ def _unit_values(units: dict) -> tuple[list, np.ndarray, np.ndarray]:
     return list(units["ids"]), np.asarray(units["score"], float), np.ones(len(units["score"]))
 
 
+def _shown(value) -> str:
+    return value if isinstance(value, str) else f"{value:g}"
+
+
+def first_difference(a: dict, b: dict) -> str | None:
+    """Where two runs' units stop being the same evaluation data, in words; None when they pair.
+
+    Units pair when they have the same ids and weights (tokens per window) and, where both
+    runs kept them, the same fingerprints.
+    """
+    name = _unit_name(a)
+    (ids_a, _, w_a), (ids_b, _, w_b) = _unit_values(a), _unit_values(b)
+    n = min(len(ids_a), len(ids_b))
+    columns = [(np.asarray(ids_a[:n]), np.asarray(ids_b[:n]), "id"), (w_a[:n], w_b[:n], "tokens")]
+    if a.get("fingerprints") and b.get("fingerprints"):
+        columns.append((np.asarray(a["fingerprints"][:n]), np.asarray(b["fingerprints"][:n]), "fingerprint"))
+    differs = np.zeros(n, dtype=bool)
+    for x, y, _ in columns:
+        differs |= x != y
+    if differs.any():
+        i = int(np.argmax(differs))
+        what = next(f"{label} {_shown(x[i])} vs {_shown(y[i])}" for x, y, label in columns if x[i] != y[i])
+        return f"first differing {name}: {ids_a[i]} ({what})"
+    if len(ids_a) != len(ids_b):
+        extra = (ids_a if len(ids_a) > n else ids_b)[n]
+        return f"first differing {name}: {extra} ({len(ids_a)} vs {len(ids_b)} {name}s)"
+    return None
+
+
+def _run_label(run) -> str:
+    return f"calibration {run.calib} seed {run.seed} ({run.file})"
+
+
+def check_pairable(units: pd.DataFrame) -> set[tuple]:
+    """Refuse a column whose calibrated runs were scored on different units; return the unchecked columns.
+
+    All runs of one setting and column are compared with one reference, the first that kept
+    fingerprints (own vs every other calibration pairs any two of them). Returned: the
+    (setting + column) keys where a run kept no fingerprints (results from before they
+    existed), so pairing there rests on ids and token counts alone.
+    """
+    unchecked = set()
+    calibrated = units[~is_dense(units) & ~units["calib"].map(is_uncalibrated).astype(bool)]
+    for key, runs in calibrated.groupby(SETTING_KEYS + COLUMN_KEYS, sort=True):
+        ordered = list(runs.sort_values(["calib", "seed"]).itertuples(index=False))
+        # the reference keeps fingerprints when any run does, so every fingerprinted run is compared
+        reference = next((run for run in ordered if run.units.get("fingerprints")), ordered[0])
+        for run in ordered:
+            difference = first_difference(reference.units, run.units)
+            if difference:
+                raise LangpruneError(
+                    f"{_run_label(reference)} and {_run_label(run)} were evaluated on different {key[4]}/{key[6]} "
+                    f"{_unit_name(run.units)}s; {difference}; they cannot be paired: evaluate every variant on the "
+                    f"same text and settings")
+        if not all(run.units.get("fingerprints") for run in ordered):
+            unchecked.add(key)
+    return unchecked
+
+
 def paired_arrays(own: pd.DataFrame, other: pd.DataFrame, seeds: list[str] | None = None):
-    """``(diff, weight, seeds)``: per-unit own - other, averaged over the seeds both have (or ``seeds``)."""
+    """``(diff, weight, seeds)``: per-unit own - other, averaged over the seeds both have (or ``seeds``).
+
+    The runs must pair unit by unit (``check_pairable``).
+    """
     by_seed = [{s: _unit_values(u) for s, u in zip(runs["seed"], runs["units"])} for runs in (own, other)]
     common = seeds or sorted(set(by_seed[0]) & set(by_seed[1]), key=_seed_order)
     if not common:
         return None
-    reference_ids, _, reference_weight = by_seed[0][common[0]]
-    diffs = []
-    for seed in common:
-        (ids_a, a, w_a), (ids_b, b, w_b) = by_seed[0][seed], by_seed[1][seed]
-        if ids_a != reference_ids or ids_b != reference_ids or not (
-                np.array_equal(w_a, reference_weight) and np.array_equal(w_b, reference_weight)):
-            raise LangpruneError(
-                f"{own['file'].iloc[0]} and {other['file'].iloc[0]} were scored on different evaluation units "
-                f"(windows or items); evaluate every variant with the same data and settings")
-        diffs.append(a - b)
-    return np.mean(diffs, axis=0), reference_weight, common
+    _, _, weight = by_seed[0][common[0]]
+    diffs = [by_seed[0][seed][1] - by_seed[1][seed][1] for seed in common]
+    return np.mean(diffs, axis=0), weight, common
 
 
 def _seed_order(seed: str) -> tuple:
@@ -206,12 +315,13 @@ def _best_other(values: pd.Series, own: str, candidates: set[str], lower_is_bett
 
 
 def _row(setting: dict, column: tuple, own: str, other: str, compared: str, result: PairedResult, ratio: bool,
-         seeds: list, units: int, settings: SignificanceSettings) -> dict:
+         seeds: list, units: int, checked: bool, settings: SignificanceSettings) -> dict:
     return {**setting, **dict(zip(COLUMN_KEYS, column)), "own": own, "other": other, "compared": compared,
             "effect": "ratio" if ratio else "difference", "estimate": result.estimate, "low": result.low,
             "high": result.high, "p": result.p,
             "own_better": bool(result.estimate < 1.0 if ratio else result.estimate > 0.0),
-            "seeds": len(seeds), "units": units, "resamples": settings.resamples, "alpha": settings.alpha,
+            "seeds": len(seeds), "units": units, "units_checked": checked, "resamples": settings.resamples,
+            "alpha": settings.alpha,
             "rng_seed": settings.seed}
 
 
@@ -220,9 +330,12 @@ def compare_calibrations(units: pd.DataFrame, settings: SignificanceSettings) ->
 
     ``comparisons``: own vs each other calibration set (``other`` = its name) and vs the
     best other single language (``other`` = ``"best other"``, ``compared`` = its name), with
-    the Holm-adjusted p-value and ``significant`` (adjusted p < alpha). ``seed_intervals``:
-    the best-other interval recomputed with the first k paired seeds, k from ``seed_counts``.
+    the Holm-adjusted p-value and ``significant`` (adjusted p < alpha); ``units_checked``: the
+    paired units' fingerprints were compared (False for results from before they were kept).
+    ``seed_intervals``: the best-other interval recomputed with the first k paired seeds, k
+    from ``seed_counts``. Runs of one column scored on different units are refused first.
     """
+    unchecked = check_pairable(units)
     calibrated = units[~is_dense(units) & ~units["calib"].map(is_uncalibrated).astype(bool)]
     singles = single_calibrations(units)
     rows, narrowing = [], []
@@ -242,7 +355,7 @@ def compare_calibrations(units: pd.DataFrame, settings: SignificanceSettings) ->
                 continue
             diff, weight, seeds = paired
             rows.append(_row(setting, column, own, other, compared, paired_test(diff, weight, settings, ratio), ratio,
-                             seeds, len(diff), settings))
+                             seeds, len(diff), key not in unchecked, settings))
             if other != BEST_OTHER:
                 continue
             for k in sorted(set(settings.seed_counts)):
@@ -373,33 +486,183 @@ def narrowing_summary(narrowing: pd.DataFrame) -> pd.DataFrame:
     return summary[columns]
 
 
+# --------------------------------------------------------------------------- the table-level test
+
+TABLE_LEVEL_FILE = "table_level"  # table_level.<ext> beside significance.<ext>
+
+
+def check_cells(tidy: pd.DataFrame, metrics_csv: str | os.PathLike) -> set[tuple]:
+    """Refuse calibrated results that are not numbers or whose column mixes evaluation data.
+
+    Returns the tables (setting + benchmark + metric) with a run that carries no fingerprint
+    (results or a table from before fingerprints were kept): their cells are compared unchecked.
+    """
+    calibrated = tidy[~is_dense(tidy) & ~tidy["calib"].map(is_uncalibrated).astype(bool) & tidy["available"]]
+    broken = ~np.isfinite(cell_values(calibrated).to_numpy(dtype=float))
+    if broken.any():
+        run = calibrated[broken].iloc[0]
+        raise LangpruneError(f"{run.get('file') or metrics_csv}: {run['benchmark']}/{run['language']} {run['metric']} "
+                             f"of calibration {run['calib']} seed {run['seed']} is {run['value']}; that evaluation is "
+                             f"broken: evaluate this variant again")
+    fingerprints = calibrated.get(FINGERPRINT_COLUMN, pd.Series("", index=calibrated.index)).fillna("")
+    unchecked = set()
+    for key, runs in calibrated.assign(fingerprint=fingerprints).groupby(SETTING_KEYS + COLUMN_KEYS, sort=True):
+        kept = runs[runs["fingerprint"] != ""].sort_values(["calib", "seed"])
+        if len(kept) < len(runs):
+            unchecked.add(key[:len(TABLE_KEYS)])
+        differing = kept[kept["fingerprint"] != kept["fingerprint"].iloc[0]] if len(kept) else kept
+        if len(differing):
+            first, other = kept.iloc[0], differing.iloc[0]
+            raise LangpruneError(
+                f"calibration {first['calib']} seed {first['seed']} ({first.get('file', '?')}) and calibration "
+                f"{other['calib']} seed {other['seed']} ({other.get('file', '?')}) were evaluated on different "
+                f"{key[4]}/{key[6]} data (fingerprints {first['fingerprint']} vs {other['fingerprint']}); their "
+                f"cells cannot be compared: evaluate every variant on the same text and settings")
+    return unchecked
+
+
+def table_level_note(settings: SignificanceSettings, table: pd.DataFrame) -> str:
+    sampled = table["exact"].eq(False).any()
+    return ("Is the diagonal (calibrate in the language you evaluate) better than the other ways of assigning the "
+            "k single-language calibration sets to the k evaluation languages? Per model, pruning setting, benchmark "
+            "and metric, cells are seed means of log perplexity (scores as they are) per calibration x evaluation "
+            "language, centred on each evaluation column's mean. The statistic is the sum of the diagonal's centred "
+            "cells (below 0 = better for perplexity, above 0 for scores); p is the share of all k! assignments "
+            "at least as good as the diagonal (exact, so the smallest p is 1/k!: 1/5040 for seven languages) and "
+            "the rank is 1 + the assignments strictly better. Row and column effects add the same to every "
+            "assignment, so only the calibration x evaluation-language interaction is tested. Significant: "
+            f"p < {settings.alpha}, per table, not corrected across tables. With a cell missing, the test runs over "
+            "the largest set of languages whose cells are all present (of tied sets, the one with the highest p), "
+            "stated in 'left out'; a language evaluated in several columns (ARC's EN-E, EN-C) counts once, as the "
+            "mean of its columns. 'diagonal vs column mean': the diagonal's perplexity as a factor of the column's "
+            "geometric mean over calibrations (below 1 = better), or its score minus the column mean."
+            + (f" Tables of more than {MAX_EXACT_LANGUAGES} languages sample {settings.resamples} random assignments "
+               f"(random seed {settings.seed}): p = (1 + as good) / (1 + resamples), no rank." if sampled else ""))
+
+
+def format_advantage(statistic: float, k: int, metric: str) -> str:
+    """The diagonal against the column means, per language: a perplexity factor or a score difference."""
+    if pd.isna(statistic) or not k:
+        return "n/a"
+    if metric == "perplexity":
+        return f"x{math.exp(statistic / k):.3f}"
+    return f"{statistic / k * metric_info(metric).scale:+.{metric_info(metric).decimals + 1}f}"
+
+
+def format_matching_p(row) -> str:
+    if pd.isna(row.p):
+        return "n/a"
+    return f"{int(row.as_good)}/{int(row.assignments)} = {row.p:.3g}" if row.exact else f"{row.p:.3g} (sampled)"
+
+
+def table_level_display(table: pd.DataFrame) -> pd.DataFrame:
+    """The table-level tests as read by people: one row per setting, benchmark and metric."""
+    rows = list(table.itertuples(index=False))
+    return pd.DataFrame({
+        **{k: table[k] for k in TABLE_KEYS},
+        "languages": [r.languages.upper().replace(",", " ") or "-" for r in rows],
+        "seeds": table["seeds"],
+        "diagonal vs column mean (per language)": [format_advantage(r.statistic, r.k, r.metric) for r in rows],
+        "rank of diagonal": ["n/a" if pd.isna(r.rank) else f"{int(r.rank)} of {int(r.assignments)}" for r in rows],
+        "p": [format_matching_p(r) for r in rows],
+        "verdict": ["not tested" if pd.isna(r.p) else "diagonal significantly better" if r.significant
+                    else "not significant" for r in rows],
+        "left out": table["left_out"],
+    })
+
+
+def read_table_level(significance: str | os.PathLike) -> pd.DataFrame:
+    """table_level.csv, written beside ``significance`` (significance.csv) by the same command."""
+    path = Path(significance).with_name(f"{TABLE_LEVEL_FILE}.csv")
+    if not path.is_file():
+        raise LangpruneError(f"{path} (the table-level test, written beside {Path(significance).name}) does not "
+                             f"exist: rewrite both with `langprune report significance`")
+    table = pd.read_csv(path, dtype={k: str for k in TABLE_KEYS + ["languages", "seeds", "left_out"]},
+                        keep_default_na=False, na_values=[""])
+    missing = [c for c in TABLE_LEVEL_COLUMNS if c not in table.columns]
+    if missing:
+        raise LangpruneError(f"{path} lacks column(s) {', '.join(missing)}: rewrite it with "
+                             f"`langprune report significance`")
+    for flag in ["significant", "exact", "fingerprints_checked"]:
+        table[flag] = table[flag].astype(str).str.lower().isin(["true", "1"])
+    return table.fillna({"languages": "", "left_out": "", "seeds": ""})
+
+
+def matching_statement(row) -> str:
+    """The table-level test in one short phrase, as a heatmap states it."""
+    if pd.isna(row.p):
+        return "diagonal not tested (too many cells missing)"
+    if row.exact:
+        text = f"diagonal vs all {int(row.assignments)} assignments: rank {int(row.rank)}, p = {row.p:.3g}"
+    else:
+        text = f"diagonal vs {int(row.assignments) - 1} sampled assignments: p = {row.p:.3g}"
+    return text + (f" ({int(row.k)} languages: cells missing)" if row.left_out else "")
+
+
+def table_level_line(tests: pd.DataFrame | None, setting: dict, tables: list[tuple[str, str]]) -> str:
+    """The table-level test of each (benchmark, metric) drawn in one heatmap, one line each ('' without tests)."""
+    if tests is None:
+        return ""
+    chosen = tests
+    for k, v in setting.items():
+        chosen = chosen[chosen[k] == str(v)]
+    lines = []
+    for benchmark, metric in tables:
+        row = chosen[(chosen["benchmark"] == benchmark) & (chosen["metric"] == metric)]
+        if len(row):
+            name = "" if benchmark == metric else f"{benchmark} {metric}: "
+            lines.append(name + matching_statement(next(row.itertuples(index=False))))
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- writing the outputs
+
 def write_significance(metrics_csv: str | os.PathLike, out_dir: str | os.PathLike,
                        settings: SignificanceSettings) -> list[Path]:
-    """Write significance.{csv,md,html} and seed_intervals.{csv,md,html} into out_dir.
+    """Write significance.*, seed_intervals.* and table_level.* ({csv,md,html}) into out_dir.
 
-    The per-unit results come from the metrics JSONs the tidy table was gathered from. Results
-    evaluated before units were kept (or a table without its JSONs' paths) give empty tables
-    that say so, since the nominal tables stay valid.
+    Everything is read and checked before any test runs: the tidy table (its cells must be
+    numbers, and each column's cells share one evaluation fingerprint) and the per-unit results
+    of the metrics JSONs it was gathered from (finite, and pairable unit by unit). Results from
+    before fingerprints were kept are paired by position with a warning, and marked unchecked
+    in the outputs. Results evaluated before units were kept (or a table without its JSONs'
+    paths) give empty per-column tables that say so; the table-level test needs only the table.
     """
     out_dir = Path(out_dir)
-    units = read_units(unit_files(metrics_csv))
+    tidy = read_tidy(metrics_csv)
+    units = read_units(unit_files(tidy, metrics_csv))
+    unchecked_columns = check_pairable(units)  # first: it names the first differing window or item
+    unchecked_tables = check_cells(tidy, metrics_csv)
+    if unchecked_tables or unchecked_columns:
+        print(f"warning: {metrics_csv}: some results carry no fingerprint of their evaluation data (evaluated or "
+              f"gathered before fingerprints were kept): {len(unchecked_tables)} table(s) compared and "
+              f"{len(unchecked_columns)} column(s) paired by position without checking that every variant saw the "
+              f"same windows/items; evaluate and gather again to check them", file=sys.stderr)
+    matching = table_level(tidy, settings.alpha, settings.resamples, settings.seed, unchecked_tables)
     table, narrowing = compare_calibrations(units, settings)
     note = settings_note(settings)
     if units.empty:
         note = ("Nothing was tested: none of the evaluations behind this table kept per-unit results; "
                 "evaluate again with this version of langprune. " + note)
         print(f"warning: {metrics_csv}: no per-unit results, nothing to test", file=sys.stderr)
+    if unchecked_columns:
+        note += (f" {len(unchecked_columns)} column(s) come from results without unit fingerprints: their "
+                 "windows/items are paired by position, unchecked (units_checked = False).")
     shown = display_table(table)
     title = "Is own-language calibration significantly better than the best other language?"
     narrow_title = "How the interval narrows with more seeds (own vs best other language)"
     narrow_note = (f"Width of the {settings.confidence:.0%} interval of own vs the best other language using the "
                    f"first k paired seeds, k in {list(settings.seed_counts)} (only k up to the seeds run); median "
                    "over the columns of a setting: of the perplexity ratio, or in percentage points for task scores.")
+    matching_title = "Is the diagonal better than every other assignment of calibration to evaluation languages?"
     summary = narrowing_summary(narrowing)
     written = [write_text(out_dir / "significance.csv", table.to_csv(index=False)),
-               write_text(out_dir / "seed_intervals.csv", narrowing.to_csv(index=False))]
+               write_text(out_dir / "seed_intervals.csv", narrowing.to_csv(index=False)),
+               write_text(out_dir / f"{TABLE_LEVEL_FILE}.csv", matching.to_csv(index=False))]
     for name, heading, text, frame in [("significance", title, note, shown),
-                                       ("seed_intervals", narrow_title, narrow_note, summary)]:
+                                       ("seed_intervals", narrow_title, narrow_note, summary),
+                                       (TABLE_LEVEL_FILE, matching_title, table_level_note(settings, matching),
+                                        table_level_display(matching))]:
         body = frame.to_markdown(index=False, disable_numparse=True) if len(frame) else "(no comparisons)"
         written.append(write_text(out_dir / f"{name}.md", f"**{heading}**\n\n{text}\n\n{body}\n"))
         written.append(write_text(out_dir / f"{name}.html", html_page(heading, text,

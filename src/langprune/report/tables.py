@@ -18,16 +18,22 @@ from typing import Callable
 
 import pandas as pd
 
+from .. import registry
 from ..errors import LangpruneError
-from ..variant import DENSE, LABEL_KEYS, NOT_APPLICABLE, canonical_calib, is_uncalibrated, mix_parts
+from ..variant import DENSE, LABEL_KEYS, NOT_APPLICABLE, canonical_calib, is_uncalibrated, method_label, mix_parts
 from .common import CELL_KEYS, NOT_AVAILABLE, PERPLEXITY_BENCHMARK, ROW_KEYS, html_page, metric_info, write_text
 from .paper import write_paper_comparison
 
 REQUIRED_COLUMNS = [*LABEL_KEYS, "benchmark", "language", "metric", "value", "n", "available"]
-# Methods in the order the paper discusses them; unknown methods follow alphabetically.
-METHOD_ORDER = [DENSE, "magnitude", "wanda", "sparsegpt", "ria", "dsnot", "mwanda"]
-# layer-wise allocations (OWL, M-Wanda's CWL) after uniform
-METHOD_ORDER += [f"{method}+{allocation}" for allocation in ("owl", "cwl") for method in METHOD_ORDER[1:]]
+
+
+def method_order() -> list[str]:
+    """Row order of methods: dense, the registry's methods in its order (the order the paper discusses
+    them), then each layer-wise allocation of them; unknown methods follow alphabetically."""
+    return [DENSE, *[method_label(m, a) for a in registry.ALLOCATIONS for m in registry.METHODS
+                     if registry.METHODS[m].combines_with(a)]]
+
+
 # Task columns in the paper's order; unknown benchmarks follow alphabetically.
 BENCHMARK_ORDER = [PERPLEXITY_BENCHMARK, "arc", "belebele", "mmlu", "hellaswag", "mkqa", "udhr_mc"]
 
@@ -114,7 +120,8 @@ def calib_sort_key(calib: str, singles: set[str]) -> tuple:
 
 def sort_rows(rows: pd.DataFrame, singles: set[str]) -> pd.DataFrame:
     """Order table rows as the paper does: dense on top, then by method and calibration."""
-    key = rows.apply(lambda r: (r["model"], _order_key(r["method"], METHOD_ORDER), r["structure"],
+    order = method_order()
+    key = rows.apply(lambda r: (r["model"], _order_key(r["method"], order), r["structure"],
                                 r["sparsity"], calib_sort_key(r["calib"], singles)), axis=1)
     return rows.iloc[sorted(range(len(rows)), key=lambda i: key.iloc[i])]
 

@@ -11,7 +11,7 @@ import random
 from pathlib import Path
 
 from ..errors import LangpruneError
-from ..io import ArtifactKind, atomic_path, check_output
+from ..io import ArtifactKind, atomic_path, check_output, json_file_carries, json_text, marker
 from .udhr import PREAMBLE, read_declarations
 
 DEFAULT_SPLIT = {"train": 16, "calib": 5, "eval": 6, "probe": 3}
@@ -51,10 +51,16 @@ def common_articles(declarations: dict[str, dict[int, str]]) -> list[int]:
     return sorted(set.intersection(*sets)) if sets else []
 
 
+CORPUS_MARKER = "langprune_corpus.json"
+CORPUS_FORMAT = "langprune-toy-corpus"
+
+
 def is_corpus_dir(path: Path) -> bool:
-    """A directory of ``<part>/<lang>.txt`` only, as :func:`build_corpus` writes."""
-    return all(part.is_dir() and all(f.is_file() and f.suffix == ".txt" for f in part.iterdir())
-               for part in path.iterdir())
+    """What :func:`build_corpus` writes: its marker and ``<part>/<lang>.txt`` only."""
+    return json_file_carries(path / CORPUS_MARKER, CORPUS_FORMAT) and all(
+        part.name == CORPUS_MARKER or (part.is_dir() and all(f.is_file() and f.suffix == ".txt"
+                                                             for f in part.iterdir()))
+        for part in path.iterdir())
 
 
 CORPUS_KIND = ArtifactKind("toy corpus directory (<part>/<lang>.txt)", directory=True, recognise=is_corpus_dir)
@@ -72,4 +78,6 @@ def build_corpus(archive: str | Path, languages: list[str], out_dir: str | Path,
             for lang, articles in declarations.items():
                 text = "\n\n".join(articles[n] for n in numbers)
                 (tmp / part / f"{lang}.txt").write_text(text + "\n", encoding="utf-8")
+        (tmp / CORPUS_MARKER).write_text(json_text(marker(CORPUS_FORMAT, languages=sorted(declarations),
+                                                          articles=assignment)), encoding="utf-8")
     return assignment

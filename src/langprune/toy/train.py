@@ -16,16 +16,17 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 from ..errors import LangpruneError
-from ..io import ArtifactKind, atomic_path, check_output, write_json
+from ..io import atomic_path, check_output, json_text, marker, marker_dir_kind
 from ..models import load_tokenizer
 
 SPECIAL_TOKENS = {"bos_token": "<s>", "eos_token": "</s>", "pad_token": "<pad>"}
 TOKENIZER_MARKER = "langprune_toy_tokenizer.json"
 TRAINING_LOG = "training.json"
 
-TOKENIZER_KIND = ArtifactKind("toy tokenizer directory", directory=True,
-                              recognise=lambda path: (path / TOKENIZER_MARKER).is_file())
-MODEL_KIND = ArtifactKind("toy model directory", directory=True, recognise=lambda path: (path / TRAINING_LOG).is_file())
+TOKENIZER_FORMAT = "langprune-toy-tokenizer"
+MODEL_FORMAT = "langprune-toy-model"
+TOKENIZER_KIND = marker_dir_kind("toy tokenizer directory", TOKENIZER_MARKER, TOKENIZER_FORMAT)
+MODEL_KIND = marker_dir_kind("toy model directory", TRAINING_LOG, MODEL_FORMAT)
 
 
 def read_parts(text_dir: str | Path) -> dict[str, list[str]]:
@@ -52,7 +53,8 @@ def train_tokenizer(text_dir: str | Path, out_dir: str | Path, *, vocab_size: in
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, **SPECIAL_TOKENS)
     with atomic_path(out_dir, TOKENIZER_KIND, force=force) as tmp:
         fast.save_pretrained(tmp)
-        write_json(tmp / TOKENIZER_MARKER, {"vocab_size": vocab_size, "text": str(text_dir)})
+        (tmp / TOKENIZER_MARKER).write_text(json_text(marker(TOKENIZER_FORMAT, vocab_size=vocab_size,
+                                                             text=str(text_dir))), encoding="utf-8")
     return Path(out_dir)
 
 
@@ -156,5 +158,5 @@ def train_model(tokenizer_dir: str | Path, text_dir: str | Path, out_dir: str | 
     with atomic_path(out_dir, MODEL_KIND, force=force) as tmp:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
-        write_json(tmp / TRAINING_LOG, log)
+        (tmp / TRAINING_LOG).write_text(json_text(marker(MODEL_FORMAT, **log)), encoding="utf-8")
     return log

