@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 from . import registry
 from .grid import TOY_MC, TOY_MODEL, TOY_TEXT, TOY_TOKENIZER, Checkpoint, Grid
+from .prefetch import reads_hub
 
 # ------------------------------------------------------------------------------------- per-job costs
 
@@ -120,6 +121,7 @@ def jobs_per_rule(grid: Grid) -> dict[str, int]:
     for rule in ("gather_metrics", "report_tables", "report_significance", "report_summary", "report_figures"):
         counts[rule] = models
     counts["analysis_probe_text"] = int(grid.analysis.probe == "belebele")
+    counts["prefetch"] = int(reads_hub(grid))  # what the jobs read from the hub, fetched first
     counts["analysis_hidden_dense"] = models
     if grid.analysis.one_job_per_model:
         for index, (group, _) in enumerate(grid.analysis_groups()):

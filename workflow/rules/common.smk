@@ -13,6 +13,7 @@ from langprune import variant
 from langprune.config import SCHEMA_RELPATH, check_workflow_config
 from langprune.errors import LangpruneError
 from langprune.grid import Grid
+from langprune.prefetch import reads_hub, saves_task_data
 
 # Reject a bad config before any job is planned, in one line that starts with the key to fix:
 # each config file is read again strictly (Snakemake's YAML loader silently keeps the last of
@@ -41,11 +42,24 @@ GGUF_MODELS = GRID.gguf_models
 CONDA_ENV = "../envs/langprune.yaml"
 
 
+# What the jobs read from the hub is fetched first by rule prefetch (prefetch.smk, on the submit host).
+PREFETCH_MANIFEST = "results/prefetch/manifest.json"
+PREFETCH_TASK_DATA = "results/prefetch/task-data"
+PREFETCH_CONFIGFILES = [str(f) for f in workflow.configfiles] or ["config/config.yaml"]
+READS_HUB = reads_hub(GRID)
+
+
 def hub_inputs(wildcards=None):
     """The inputs every rule that reads the Hugging Face hub (models, tokenizers, mC4, task datasets,
     Belebele) lists beside its own: the one place where such a rule waits for what it reads from the
-    hub, the prefetch's manifest (prefetch.smk), when the config reads the hub at all."""
-    return prefetch_manifest(wildcards)
+    hub, the prefetch's manifest, when the config reads the hub at all. ancient(): a prefetch rerun
+    for a changed config does not make finished jobs outdated."""
+    return [ancient(PREFETCH_MANIFEST)] if READS_HUB else []
+
+
+def prefetch_task_data(benchmark):
+    """`--task-data` directories of a benchmark whose data the prefetch saved beside its manifest (MKQA)."""
+    return [PREFETCH_TASK_DATA] if READS_HUB and saves_task_data(benchmark) else []
 
 
 def _alternatives(values):

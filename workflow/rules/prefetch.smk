@@ -2,26 +2,9 @@
 # lm-eval datasets, the Belebele probe, MKQA's file), fetched once before any compute job. It runs
 # on the submit host (a cluster's login node), which reaches the hub or the site's mirror
 # (HF_ENDPOINT); every other job runs offline (the Snakefile's shell prefix) and reads the cache.
+# Its output is what hub_inputs() (common.smk) makes every job reading the hub wait for.
 
 import json
-
-from langprune.prefetch import reads_hub, saves_task_data
-
-PREFETCH_MANIFEST = "results/prefetch/manifest.json"
-PREFETCH_TASK_DATA = "results/prefetch/task-data"
-PREFETCH_CONFIGFILES = [str(f) for f in workflow.configfiles] or ["config/config.yaml"]
-READS_HUB = reads_hub(GRID)
-
-
-def prefetch_manifest(wildcards=None):
-    """The input every job reading the hub waits for: the prefetch's manifest, when the config reads the
-    hub. ancient(): a prefetch rerun for a changed config does not make finished jobs outdated."""
-    return [ancient(PREFETCH_MANIFEST)] if READS_HUB else []
-
-
-def prefetch_task_data(benchmark):
-    """`--task-data` directories of a benchmark whose data the prefetch saved beside its manifest (MKQA)."""
-    return [PREFETCH_TASK_DATA] if READS_HUB and saves_task_data(benchmark) else []
 
 
 rule prefetch:
