@@ -87,7 +87,7 @@ def test_dry_run_lists_what_the_paper_grid_reads_without_the_network(tmp_path):
         assert f"dataset alexandrainst/m_hellaswag config {lang}  <- task hellaswag_{lang}" in out
     assert "dataset allenai/ai2_arc config ARC-Easy  <- task arc_easy" in out
     assert "dataset allenai/ai2_arc config ARC-Challenge  <- task arc_challenge" in out
-    assert "dataset Rowan/hellaswag config None  <- task hellaswag" in out
+    assert "dataset Rowan/hellaswag (default config)  <- task hellaswag" in out
     assert "url https://github.com/apple/ml-mkqa/raw/main/dataset/mkqa.jsonl.gz" in out
     assert not (tmp_path / "hf" / "hub").exists()  # nothing fetched, nothing asked
 
@@ -238,6 +238,7 @@ def test_after_the_prefetch_compute_jobs_run_offline_with_the_mirror_stopped(mir
         ("mmlu", "en"), ("hellaswag", "de"), ("hellaswag", "en"), ("mkqa", "de"), ("mkqa", "en")}
     assert all(r["n"] == 1 for r in records if r["available"])
     assert not guard_log.exists(), guard_log.read_text()
+    assert "evaluate tasks" in Path(f"{guard_log}.loaded").read_text()  # the guard was in place
 
 
 SNAKEFILE = PAPER.parents[1] / "Snakefile"
@@ -288,6 +289,9 @@ def run_grid(grid, workdir: Path, *profile_args: str) -> Path:
         assert {json.loads(m.read_text())["base"]["revision"] for m in manifests} == {commits[repo]}
     assert (results / "report.html").stat().st_size > 0
     assert not guard_log.exists(), f"a process reached for the network:\n{guard_log.read_text()}"
+    guarded = Path(f"{guard_log}.loaded").read_text()
+    for command in ("langprune prune", "langprune evaluate variant", "langprune calibrate"):
+        assert command.split()[1] in guarded, f"the network guard was not loaded by {command}"
     return results
 
 

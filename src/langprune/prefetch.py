@@ -82,7 +82,7 @@ class Need:
         if self.kind == "files":
             return f"dataset {self.repo}{at} files {', '.join(self.patterns)}"
         if self.kind == "dataset":
-            return f"dataset {self.repo}{at} config {self.config}"
+            return f"dataset {self.repo}{at} " + (f"config {self.config}" if self.config else "(default config)")
         return f"url {self.repo}"
 
 
@@ -329,7 +329,8 @@ def _resolve_dataset(api, need: Need) -> Resolved:
         if path not in found:
             raise LangpruneError(f"dataset {need.repo} config '{need.config}': file {path} does not exist at "
                                  f"{info.sha}")
-    prepared = builder.info.dataset_size or PREPARED_FACTOR * sum(f.size or 0 for f in files)
+    prepared = 0 if (Path(builder.cache_dir) / "dataset_info.json").exists() else (
+        builder.info.dataset_size or PREPARED_FACTOR * sum(f.size or 0 for f in files))
     return Resolved(need, "dataset", info.sha, files, prepared_bytes=prepared, builder=builder)
 
 

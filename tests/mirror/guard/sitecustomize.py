@@ -2,7 +2,8 @@
 this directory on PYTHONPATH (Snakemake, its jobs, langprune). Any attempt to open an internet
 socket connection (IPv4 or IPv6, any address) is appended to ``$LANGPRUNE_NET_GUARD_LOG`` with the
 process's command line, and refused; local (unix) sockets, which SLURM and Snakemake's own
-machinery use, pass.
+machinery use, pass. Each guarded process also appends its command line to ``<log>.loaded``, so a
+test can tell the guard was in place where it mattered.
 """
 
 import os
@@ -32,3 +33,5 @@ def _guarded_connect_ex(self, address):
 
 if _LOG:
     socket.socket.connect, socket.socket.connect_ex = _guarded_connect, _guarded_connect_ex
+    with open(f"{_LOG}.loaded", "a", encoding="utf-8") as loaded:
+        loaded.write(" ".join(sys.argv)[:300] + "\n")
