@@ -29,7 +29,6 @@ OFFLINE = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
 
 @pytest.fixture(scope="module")
 def mirror(tmp_path_factory):
-    pytest.importorskip("olah", reason="olah (requirements.txt) serves the mirror")
     server = Mirror(tmp_path_factory.mktemp("mirror")).start()
     yield server
     server.stop()
@@ -277,6 +276,8 @@ def run_grid(grid, workdir: Path, *profile_args: str) -> Path:
     """The whole grid through a profile in ``workdir`` (holding the prefetch's results), then the report."""
     config, prefetched, env, guard_log = grid
     shutil.copytree(prefetched, workdir / "results" / "prefetch")
+    # with Snakemake's record of the prefetch job, as in the working directory where it ran
+    shutil.copytree(prefetched.parents[1] / ".snakemake" / "metadata", workdir / ".snakemake" / "metadata")
     snakemake(workdir, config, *profile_args, env=env)
     snakemake(workdir, config, "--report", str(workdir / "results" / "report.html"), "--cores", "1", env=env)
     results = workdir / "results"
