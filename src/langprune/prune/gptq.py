@@ -11,51 +11,21 @@ Settings: ``bits`` (2, 3, 4 or 8), ``group_size`` (columns sharing one scale and
 0 = one per row), ``symmetric`` (zero point fixed at the middle of the code range),
 ``act_order`` (columns in order of decreasing Hessian diagonal) and ``static_groups``
 (group grids fixed from the weight before any update, so that with act-order each group is
-still a run of consecutive columns and no per-column group index is needed).
+still a run of consecutive columns and no per-column group index is needed); they and their
+checks are torch-free, in :mod:`langprune.gptq_settings`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import asdict, dataclass
-from typing import Any
-
 import torch
 
-from .. import registry
-from ..errors import LangpruneError
+from ..gptq_settings import GptqSettings
 from ..quantized import QuantizedWeight
 from .methods import _damped_inverse_cholesky
 from .stats import LinearStats
 from .structure import Structure
 
 GPTQ_BLOCK = 128  # columns updated together (the authors' default blocksize)
-
-
-@dataclass(frozen=True)
-class GptqSettings:
-    """The quantizer's settings; their allowed values are the registry's (``--gptq-*``)."""
-
-    bits: int = 4
-    group_size: int = 128
-    symmetric: bool = False
-    act_order: bool = False
-    static_groups: bool = False
-
-    @property
-    def max_code(self) -> int:
-        return (1 << self.bits) - 1
-
-    def check(self, columns: int | None = None, name: str = "gptq") -> "GptqSettings":
-        """These settings, or one error line naming the setting that cannot work (before any work)."""
-        registry.method("gptq").bind(asdict(self))
-        if self.static_groups and self.group_size == 0:
-            raise LangpruneError("--gptq-static-groups needs groups: give --gptq-group-size N (with one group per "
-                                 "row there is nothing to fix in advance)")
-        if columns is not None and self.group_size and columns % self.group_size:
-            raise LangpruneError(f"--gptq-group-size {self.group_size} does not divide the {columns} input columns "
-                                 f"of {name}; choose a divisor of every linear's input size (e.g. 32, 64 or 128)")
-        return self
 
 
 def _grid(block: torch.Tensor, max_code: int, symmetric: bool) -> tuple[torch.Tensor, torch.Tensor]:
@@ -131,13 +101,6 @@ def gptq_quantize(weight: torch.Tensor, hessian: torch.Tensor, settings: GptqSet
     return QuantizedWeight(codes.contiguous(), torch.cat(scales, dim=1).contiguous(),
                            torch.cat(zeros, dim=1).to(torch.uint8).contiguous(), settings.bits,
                            settings.group_size, settings.symmetric, group_index)
-
-
-def check_layers(params: Mapping[str, Any], input_sizes: Mapping[str, int]) -> None:
-    """The registry's pre-load check: the settings agree with each other and with every linear's input size."""
-    settings = GptqSettings(**params).check()
-    for name, columns in input_sizes.items():
-        settings.check(columns, name)
 
 
 def gptq(weight: torch.Tensor, stats: LinearStats, structure: Structure | None = None, *, bits: int = 4,
