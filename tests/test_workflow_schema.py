@@ -154,6 +154,7 @@ def test_every_optional_key_has_a_default_or_says_what_it_defaults_to():
     assert not missing, f"optional keys without default: {missing}"
 
 
-@pytest.mark.parametrize("config_file", [".test/config/config.yaml", ".test/config/end_to_end.yaml"])
+@pytest.mark.parametrize("config_file", [".test/config/config.yaml", ".test/config/end_to_end.yaml",
+                                         ".test/config/quantized.yaml"])
 def test_committed_test_configs_are_valid(config_file):
     check_schema(yaml.safe_load((REPO / config_file).read_text()), SCHEMA)

@@ -3,8 +3,9 @@
 One entry per method is the only place its facts live: which calibration statistics it
 needs, whether it needs calibration text at all or a mix of languages, whether it is
 unstructured-only, whether it changes surviving weights, whether it quantizes instead of
-pruning, and its hyperparameters with their published defaults and declared ranges. The
-experiment grid, the CLI (flags and help), the config check, the report's row order and
+pruning, and its hyperparameters with their published defaults and declared ranges (and,
+for a quantization method, how its variant names spell each setting). The experiment grid,
+the CLI (flags and help), the config check, the variant names, the report's row order and
 the pruning call all read it.
 
 Adding a method is one :class:`MethodSpec` here plus one module holding its pure function
@@ -261,7 +262,11 @@ METHODS: dict[str, MethodSpec] = {spec.name: spec for spec in [
                "|W| x input norm, compared per output row (Sun et al., 2024)", frozenset({SUMSQ})),
     MethodSpec("sparsegpt", "langprune.prune.methods:sparsegpt",
                "optimal-brain-surgeon pruning with weight updates (Frantar & Alistarh, 2023)",
-               frozenset({SUMSQ, HESSIAN}), updates_weights=True),
+               frozenset({SUMSQ, HESSIAN}), updates_weights=True, params=(
+                   Param("bits", "--sparsegpt-bits", 0,
+                         "also round every kept weight to this many bits in the same pass, the paper's joint "
+                         "sparse + quantized mode (one asymmetric grid per output row; 0: off)",
+                         range=Range(int, minimum=0, maximum=8), choices=(0, 2, 3, 4, 8)),)),
     MethodSpec("ria", "langprune.prune.ria:ria", "relative importance and activations (Zhang et al., 2024)",
                frozenset({SUMSQ}), params=(
                    Param("a", "--ria-a", 0.5, "activation exponent a", range=NON_NEGATIVE),

@@ -22,25 +22,11 @@ import torch
 from ..gptq_settings import GptqSettings
 from ..quantized import QuantizedWeight
 from .methods import _damped_inverse_cholesky
+from .quant_grid import row_grid
 from .stats import LinearStats
 from .structure import Structure
 
 GPTQ_BLOCK = 128  # columns updated together (the authors' default blocksize)
-
-
-def _grid(block: torch.Tensor, max_code: int, symmetric: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-row scale and zero point ([rows, 1] float32) spanning the row's range of ``block`` and 0."""
-    low = torch.minimum(block.min(dim=1).values, torch.zeros(block.shape[0], device=block.device))
-    high = torch.maximum(block.max(dim=1).values, torch.zeros(block.shape[0], device=block.device))
-    if symmetric:
-        high = torch.maximum(low.abs(), high)
-        negative = low < 0
-        low[negative] = -high[negative]
-    flat = (low == 0) & (high == 0)
-    low[flat], high[flat] = -1.0, 1.0
-    scale = (high - low) / max_code
-    zero = (torch.full_like(scale, (max_code + 1) / 2) if symmetric else torch.round(-low / scale))
-    return scale.unsqueeze(1), zero.unsqueeze(1)
 
 
 def gptq_quantize(weight: torch.Tensor, hessian: torch.Tensor, settings: GptqSettings,
@@ -52,11 +38,11 @@ def gptq_quantize(weight: torch.Tensor, hessian: torch.Tensor, settings: GptqSet
     rows, columns = w.shape
     size = settings.group_size or columns
     max_code = settings.max_code
-    scale, zero = _grid(w, max_code, settings.symmetric)  # per row, before dead inputs are zeroed (as published)
+    scale, zero = row_grid(w, max_code, settings.symmetric)  # per row, before dead inputs are zeroed (as published)
     dead = torch.diag(hessian) == 0
     hessian[dead, dead] = 1.0
     w[:, dead] = 0.0
-    static = ([_grid(w[:, start:start + size], max_code, settings.symmetric) for start in range(0, columns, size)]
+    static = ([row_grid(w[:, start:start + size], max_code, settings.symmetric) for start in range(0, columns, size)]
               if settings.static_groups else [])
     order = None
     if settings.act_order:
@@ -80,7 +66,7 @@ def gptq_quantize(weight: torch.Tensor, hessian: torch.Tensor, settings: GptqSet
                 scale, zero = static[int(order[column] if order is not None else column) // size]
             elif column % size == 0:
                 if settings.group_size:  # a group starting inside a block sees the weights as of the block's start
-                    scale, zero = _grid(w[:, column:column + size], max_code, settings.symmetric)
+                    scale, zero = row_grid(w[:, column:column + size], max_code, settings.symmetric)
                 scales.append(scale)
                 zeros.append(zero)
             current, code, err = w_block[:, i:i + 1], code_block[:, i:i + 1], err_block[:, i:i + 1]
