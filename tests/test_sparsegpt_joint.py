@@ -12,70 +12,37 @@ weight lies on its row's grid.
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import io
 import json
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import save_file
 
-from conftest import build_model
+from conftest import build_model, random_layer, reference_job, reference_modules
 from langprune import registry
 from langprune.checkpoint import load_pruned_model, read_manifest
 from langprune.errors import LangpruneError
 from langprune.prune import PruneRequest, prune_to_checkpoint
 from langprune.prune.methods import get_method, sparsegpt
 from langprune.prune.quant_grid import round_to_grid, row_grid
-from langprune.prune.stats import HESSIAN, SUMSQ, InputAccumulator, LinearStats
+from langprune.prune.stats import LinearStats
 from langprune.prune.structure import n_of_m, unstructured
 
 SPARSEGPT_DIR = Path(__file__).resolve().parent / "reference" / "sparsegpt"
 
 
-def _load(name: str):
-    spec = importlib.util.spec_from_file_location(name, SPARSEGPT_DIR / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # their sparsegpt.py does `from quant import *`
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope="module")
 def reference():
-    saved = {name: sys.modules.get(name) for name in ("quant", "sparsegpt")}
-    quant, code = _load("quant"), _load("sparsegpt")
-    yield quant, code
-    for name, module in saved.items():
-        if module is None:
-            sys.modules.pop(name, None)
-        else:
-            sys.modules[name] = module
-
-
-def random_layer(rows: int, columns: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """A weight and the Hessian of correlated inputs with uneven feature scales and one dead input."""
-    g = torch.Generator().manual_seed(seed)
-    weight = torch.randn(rows, columns, generator=g) * (1 + torch.rand(rows, 1, generator=g))
-    mixing = torch.randn(columns, columns, generator=g) / columns ** 0.5 + torch.eye(columns)
-    inputs = torch.randn(4, 64, columns, generator=g) @ mixing * torch.rand(columns, generator=g).mul(3).add(0.1)
-    inputs[..., 5] = 0.0
-    acc = InputAccumulator(columns, frozenset({SUMSQ, HESSIAN}), inputs.device)
-    acc.update(inputs)
-    return weight, acc.result("layer").hessian
+    with reference_modules(SPARSEGPT_DIR, "quant", "sparsegpt") as modules:
+        yield modules
 
 
 def run_reference(reference, weight: torch.Tensor, hessian: torch.Tensor, bits: int, structure, monkeypatch):
     """Their fasterprune with a quantizer as their opt.py configures it; returns the layer's new weight."""
     quant, code = reference
-    layer = torch.nn.Linear(weight.shape[1], weight.shape[0], bias=False)
-    layer.weight.data = weight.clone()
-    job = code.SparseGPT(layer)
-    job.H = hessian.clone()
-    job.quantizer = quant.Quantizer()
-    job.quantizer.configure(bits, perchannel=True, sym=False, mse=False)
+    layer, job = reference_job(code.SparseGPT, quant, weight, hessian, bits, symmetric=False)
     monkeypatch.setattr(torch.cuda, "synchronize", lambda *a, **k: None)  # device shim: the code is CUDA-first
     n, m = (structure.n, structure.m) if structure.is_nm else (0, 0)
     with contextlib.redirect_stdout(io.StringIO()):  # it prints its time and error
@@ -92,7 +59,7 @@ def on_grid(weight: torch.Tensor, original: torch.Tensor, bits: int) -> bool:
 @pytest.mark.parametrize("bits", [4, 3])
 @pytest.mark.parametrize("structure", [n_of_m(2, 4), n_of_m(4, 8)], ids=["2:4", "4:8"])
 def test_nm_joint_mode_is_bit_identical_to_the_authors_code(reference, monkeypatch, bits, structure):
-    weight, hessian = random_layer(96, 384, seed=bits)
+    weight, hessian = random_layer(96, 384, seed=bits, dead=5)
     theirs = run_reference(reference, weight, hessian, bits, structure, monkeypatch)
     keep, ours = sparsegpt(weight, LinearStats("layer", hessian=hessian.clone()), structure, bits=bits)
     assert torch.equal(ours, theirs)
@@ -102,7 +69,7 @@ def test_nm_joint_mode_is_bit_identical_to_the_authors_code(reference, monkeypat
 
 @pytest.mark.parametrize("bits", [4, 3])
 def test_unstructured_joint_mode_agrees_with_the_authors_code(reference, monkeypatch, bits):
-    weight, hessian = random_layer(96, 384, seed=10 + bits)
+    weight, hessian = random_layer(96, 384, seed=10 + bits, dead=5)
     theirs = run_reference(reference, weight, hessian, bits, unstructured(0.5), monkeypatch)
     keep, ours = sparsegpt(weight, LinearStats("layer", hessian=hessian.clone()), unstructured(0.5), bits=bits)
     assert int((~keep).sum()) == weight.numel() // 2  # exactly the sparsity asked for
@@ -116,7 +83,7 @@ def test_unstructured_joint_mode_agrees_with_the_authors_code(reference, monkeyp
 
 
 def test_bits_zero_is_plain_sparsegpt_and_the_flag_is_the_registrys():
-    weight, hessian = random_layer(32, 128, seed=0)
+    weight, hessian = random_layer(32, 128, seed=0, dead=5)
     stats = LinearStats("layer", hessian=hessian)
     plain = sparsegpt(weight, stats, unstructured(0.5))
     default = get_method("sparsegpt").run(weight, stats, unstructured(0.5))

