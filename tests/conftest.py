@@ -121,6 +121,25 @@ def text_splits(tmp_path_factory) -> dict[str, Path]:
     return {split: write_shuffled_corpus(root / split, split) for split in ("calib", "eval")}
 
 
+def snapshot(path: Path) -> dict[str, str]:
+    """Relative path -> SHA-256 (or 'dir') of everything under ``path``: what a refused command must leave as is."""
+    import hashlib
+
+    if not os.path.lexists(path):
+        return {}
+    if path.is_file():
+        return {".": hashlib.sha256(path.read_bytes()).hexdigest()}
+    return {str(p.relative_to(path)): "dir" if p.is_dir() else hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(path.rglob("*")) if not p.is_symlink()}
+
+
+@pytest.fixture
+def private_hash_cache(tmp_path, monkeypatch) -> Path:
+    """A per-test LANGPRUNE_CACHE, so base-weight hashes cached by one test never serve another."""
+    monkeypatch.setenv("LANGPRUNE_CACHE", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
 def unavailable(reason: str, requirement: str):
     """Skip a test whose system dependency is missing, unless the run insists on it.
 
