@@ -12,7 +12,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from conftest import run_workflow
 from langprune import registry, variant
+from langprune.cli import main
 from langprune.config import check_config, check_config_files
 from langprune.errors import LangpruneError
 from langprune.grid import Grid
@@ -195,3 +197,18 @@ def test_analysing_only_a_quantization_method_leaves_the_mask_overlap_nothing_to
         check_config(config, SCHEMA, root=REPO)
     config["analysis"]["methods"] = ["wanda", QUANTIZER]
     check_config(config, SCHEMA, root=REPO)
+
+
+def test_snakemake_stops_a_bad_setting_before_planning_any_job(tmp_path):
+    config = copy.deepcopy(QUANTIZED_TOY)
+    config["quantization"]["methods"][QUANTIZER][0]["bits"] = 5
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    proc = run_workflow(tmp_path, "--dry-run", timeout=300)
+    output = proc.stdout + proc.stderr
+    assert proc.returncode != 0 and "Job stats" not in output
+    assert f"{KEY}quantization.methods.{QUANTIZER}[0].bits: 5 is not allowed; it must be one of 2, 3, 4, 8" in output
+
+
+def test_the_check_command_counts_the_quantization_settings(capsys):
+    assert main(["config", "check", *map(str, REAL_GPTQ)]) == 0
+    assert capsys.readouterr().out.strip().endswith(f"methods magnitude, wanda, sparsegpt, {QUANTIZER} x 2 setting(s))")

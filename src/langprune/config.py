@@ -351,8 +351,7 @@ def _check_quantization(config: dict) -> None:
                     raise LangpruneError(f"config key {key}.{name}: {value!r} is not allowed; it must be {allowed} "
                                          f"(as {param.flag} of langprune prune)") from None
             params = spec.bind(setting)
-            try:
-                spec.check_sizes(params, {})
+            try:  # with the sizes of each quantized model the config knows (none: the settings alone)
                 for model in models:
                     spec.check_sizes(params, grid.input_sizes(model))
             except LangpruneError as exc:
