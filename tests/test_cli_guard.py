@@ -14,13 +14,13 @@
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 from pathlib import Path
 
 import pytest
 
 import langprune.cli
+from conftest import snapshot
 from langprune.cli import build_parser, main
 from langprune.cli.outputs import add_output, declared_outputs, undeclared_outputs
 from langprune.io import OUTPUT_FOLDER, atomic_path
@@ -35,14 +35,6 @@ def leaves(parser: argparse.ArgumentParser, path: tuple[str, ...] = ()):
         return
     for name, sub in subs[0].choices.items():
         yield from leaves(sub, (*path, name))
-
-
-def snapshot(path: Path) -> dict[str, str]:
-    """Relative path -> SHA-256 (or 'dir') of everything under ``path``."""
-    if path.is_file():
-        return {".": hashlib.sha256(path.read_bytes()).hexdigest()}
-    return {str(p.relative_to(path)): "dir" if p.is_dir() else hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(path.rglob("*"))}
 
 
 @pytest.fixture(scope="module")

@@ -70,9 +70,9 @@ def _alternatives(values):
 wildcard_constraints:
     model=_alternatives(MODELS),
     tokenizer=_alternatives(TOKENIZERS),
-    method=_alternatives(GRID.method_labels),
-    structure=_alternatives(variant.structure_slug(s) for s in GRID.structures),
-    sparsity=_alternatives(GRID.sparsities),
+    method=_alternatives(GRID.variant_method_labels),
+    structure=_alternatives(GRID.structure_slugs),
+    sparsity=_alternatives(GRID.sparsity_labels),
     calib=_alternatives([*GRID.calibration_sets, variant.UNCALIBRATED]),
     seed=r"\d+",
     benchmark=_alternatives(BENCHMARKS),
@@ -140,6 +140,12 @@ def allocation_flag(wildcards):
     their command line (and cache key)."""
     allocation = pruned(wildcards).allocation
     return "" if allocation == variant.UNIFORM else f"--allocation {allocation}"
+
+
+def prune_flags(wildcards):
+    """`--sparsity S --structure X` of a pruned variant; a quantized variant's settings as the registry's
+    flags (`--gptq-bits 4 ...`)."""
+    return " ".join(pruned(wildcards).prune_flags)
 
 
 def revision_flag(wildcards):

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from ..errors import LangpruneError
 from ..hub import PREFETCH_COMMAND, first_line, missing_error, offline
-from ..io import ArtifactKind, atomic_path, check_output, json_file_carries, json_text, marker
+from ..io import atomic_path, check_output, json_text, marker, marker_dir_kind
 
 BELEBELE = "facebook/belebele"
 BELEBELE_CONFIG = {"ar": "arb_Arab", "de": "deu_Latn", "en": "eng_Latn", "es": "spa_Latn", "ru": "rus_Cyrl",
@@ -35,13 +35,7 @@ PROBE_MARKER = "langprune_probe.json"
 PROBE_FORMAT = "langprune-probe-text"
 
 
-def is_probe_dir(path: Path) -> bool:
-    """What :func:`write_belebele_probe` writes: its marker and ``<lang>.txt`` files only."""
-    return json_file_carries(path / PROBE_MARKER, PROBE_FORMAT) and all(
-        f.name == PROBE_MARKER or (f.is_file() and f.suffix == ".txt") for f in path.iterdir())
-
-
-PROBE_KIND = ArtifactKind("probe text directory (<lang>.txt)", directory=True, recognise=is_probe_dir)
+PROBE_KIND = marker_dir_kind("probe text directory (<lang>.txt)", PROBE_MARKER, PROBE_FORMAT, only=".txt")
 
 
 def write_belebele_probe(*, languages: list[str], out: str, max_passages: int | None = 200,
