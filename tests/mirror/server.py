@@ -15,6 +15,7 @@ import urllib.request
 from pathlib import Path
 
 from mirror import hubfixtures
+from slurm.workflow_runs import with_changes
 
 SERVE = Path(__file__).with_name("serve.py")
 GUARD = Path(__file__).with_name("guard")
@@ -113,25 +114,11 @@ PAPER = REPO / "config" / "paper.yaml"
 OVERLAY = Path(__file__).with_name("paper_overlay.yaml")
 
 
-def overlaid(config: dict, overlay: dict) -> dict:
-    """``config`` with each dotted key of ``overlay`` replaced whole."""
-    import copy  # noqa: PLC0415
-
-    result = copy.deepcopy(config)
-    for dotted, value in overlay.items():
-        *parents, leaf = dotted.split(".")
-        node = result
-        for key in parents:
-            node = node[key]
-        node[leaf] = value
-    return result
-
-
 def paper_config(path: Path, **changes) -> Path:
     """config/paper.yaml with the test's size overlay (and ``changes``, dotted keys) written to ``path``."""
     import yaml  # noqa: PLC0415
 
     overlay = {**yaml.safe_load(OVERLAY.read_text()), **changes}
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(yaml.safe_dump(overlaid(yaml.safe_load(PAPER.read_text()), overlay), sort_keys=False))
+    path.write_text(yaml.safe_dump(with_changes(yaml.safe_load(PAPER.read_text()), **overlay), sort_keys=False))
     return path
