@@ -6,9 +6,12 @@ model id or directory is exercised for real.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
+import io
 import os
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -248,6 +251,61 @@ def load_benchmark(name: str):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+@contextlib.contextmanager
+def reference_modules(directory: Path, *names: str):
+    """Vendored reference code (tests/reference/...) imported under its own module names, in order (their
+    files import each other by those names: `from quant import *`), and the names restored afterwards."""
+    saved = {name: sys.modules.get(name) for name in names}
+    modules = []
+    try:
+        for name in names:
+            spec = importlib.util.spec_from_file_location(name, directory / f"{name}.py")
+            module = importlib.util.module_from_spec(spec)
+            sys.modules[name] = module
+            with contextlib.redirect_stdout(io.StringIO()):  # e.g. that a CUDA kernel is absent
+                spec.loader.exec_module(module)
+            modules.append(module)
+        yield tuple(modules)
+    finally:
+        for name, module in saved.items():
+            if module is None:
+                sys.modules.pop(name, None)
+            else:
+                sys.modules[name] = module
+
+
+def reference_job(job_class, quant, weight, hessian, bits: int, symmetric: bool):
+    """One of the authors' per-layer jobs (their GPTQ or SparseGPT class) on an fp32 linear holding ``weight``,
+    with ``hessian`` as its H and their per-channel ``Quantizer`` (no MSE search) attached; (linear, job)."""
+    import torch
+
+    layer = torch.nn.Linear(weight.shape[1], weight.shape[0], bias=False)
+    layer.weight.data = weight.clone()
+    job = job_class(layer)
+    job.H = hessian.clone()
+    job.quantizer = quant.Quantizer()
+    job.quantizer.configure(bits, perchannel=True, sym=symmetric, mse=False)
+    return layer, job
+
+
+def random_layer(rows: int, columns: int, seed: int, dead: int | None = None):
+    """A weight and the Hessian of correlated inputs with uneven feature scales (act-order then reorders),
+    as the engine collects it; ``dead``: an input column that is always 0."""
+    import torch
+
+    from langprune.prune.stats import HESSIAN, SUMSQ, InputAccumulator
+
+    g = torch.Generator().manual_seed(seed)
+    weight = torch.randn(rows, columns, generator=g) * (1 + torch.rand(rows, 1, generator=g))
+    mixing = torch.randn(columns, columns, generator=g) / columns ** 0.5 + torch.eye(columns)
+    inputs = torch.randn(4, 64, columns, generator=g) @ mixing * torch.rand(columns, generator=g).mul(3).add(0.1)
+    if dead is not None:
+        inputs[..., dead] = 0.0
+    acc = InputAccumulator(columns, frozenset({SUMSQ, HESSIAN}), inputs.device)
+    acc.update(inputs)
+    return weight, acc.result("layer").hessian
 
 
 @pytest.fixture(scope="session")

@@ -94,6 +94,7 @@ INVOCATIONS = {
     "analyze neurons": lambda r: ["--dense", str(r / "states.safetensors"), str(r / "ckpt")],
     "analyze probe-text": lambda r: ["--languages", "de"],
     "config check": lambda r: [str(r / "config.yaml")],
+    "prefetch": lambda r: ["--configfile", str(r / "config.yaml")],
 }
 
 
@@ -272,7 +273,7 @@ def test_the_matrix_covers_every_case_for_most_writers(fx, tmp_path):
     # No inputs at all; only file inputs (nothing can lie inside a file).
     assert sorted(set(without["input_file"])) == ["analyze probe-text", "toy fetch"], without
     assert sorted(set(without["inside_input_dir"])) == [
-        "analyze drift", "analyze features", "analyze probe-text", "evaluate gather", "model from-gguf",
+        "analyze drift", "analyze features", "analyze probe-text", "evaluate gather", "model from-gguf", "prefetch",
         "report figures", "report significance", "report summary", "report tables", "toy corpus", "toy fetch"]
 
 

@@ -65,8 +65,9 @@ def heatmap_names(workdir: Path) -> list[str]:
 def test_report_holds_every_table_and_figure(reference_run, report):
     html = report.read_text(encoding="utf-8")
     figures = heatmap_names(reference_run)
-    # each method: perplexity + udhr_mc, each abs + rel
-    assert len(figures) == len(CONFIG["pruning"]["methods"]) * 2 * 2, figures
+    # each pruning method and quantization setting: perplexity + udhr_mc, each abs + rel
+    variants = len(CONFIG["pruning"]["methods"]) + sum(map(len, CONFIG["quantization"]["methods"].values()))
+    assert len(figures) == variants * 2 * 2, figures
     tables = [f"results/tables/{MODEL}/{name}.{ext}" for name in
               ["table1_perplexity", "table1_bits_per_byte", "table2_tasks", "table4_mixes_tasks",
                "table4_mixes_perplexity", "paper_comparison", "target_best", "significance"] for ext in ("html", "csv")]

@@ -19,6 +19,7 @@ CONFIG = wf.reduced_default()
 SETS, SEEDS = list(CONFIG["calibration"]["sets"]), CONFIG["calibration"]["seeds"]
 SHARD = "results/shards/toy/{calib}/seed{seed}.safetensors"
 CKPT = "results/checkpoints/toy/wanda_unstructured_0.5/{calib}/seed{seed}"
+GPTQ = "results/checkpoints/toy/gptq_w4g128-sym_0/{calib}/seed{seed}"
 MAGNITUDE = "results/checkpoints/toy/magnitude_unstructured_0.5/none/seed0"  # calibration-free
 DENSE = "results/metrics/toy/dense/perplexity.json"
 DENSE_TASKS = "results/metrics/toy/dense/udhr_mc.json"
@@ -75,8 +76,8 @@ def test_second_config_takes_shared_artifacts_from_the_cache(reference_run, outp
     grown = wf.with_changes(CONFIG, **{"calibration.seeds": [*SEEDS, new_seed]})
     workdir = wf.make_workdir(tmp_path / "other-config", grown)
     plan = cache_plan(workdir, output_cache)
-    assert plan["obtained from"] == points(SHARD, CKPT) | {MAGNITUDE, DENSE, DENSE_TASKS}
-    assert plan["written to"] == points(SHARD, CKPT, seeds=[new_seed])
+    assert plan["obtained from"] == points(SHARD, CKPT, GPTQ) | {MAGNITUDE, DENSE, DENSE_TASKS}
+    assert plan["written to"] == points(SHARD, CKPT, GPTQ, seeds=[new_seed])
 
 
 @pytest.mark.workflow
@@ -87,7 +88,7 @@ def test_a_different_recipe_is_not_taken_from_the_cache(reference_run, output_ca
     changed = wf.with_changes(CONFIG, **{"evaluation.perplexity.max_tokens": 256, "calibration.nsamples": 2})
     plan = cache_plan(wf.make_workdir(tmp_path / "changed", changed), output_cache)
     assert plan["obtained from"] == {MAGNITUDE, DENSE_TASKS}
-    assert plan["written to"] == points(SHARD, CKPT) | {DENSE}
+    assert plan["written to"] == points(SHARD, CKPT, GPTQ) | {DENSE}
 
 
 @pytest.mark.workflow

@@ -5,7 +5,8 @@ Adding a calibration language, a mix, a seed or a model must plan exactly the
 new shards, pruning and evaluation jobs plus the aggregates (metrics table,
 report, cross-checkpoint analyses); changing an evaluation setting must plan
 evaluations and aggregates but no pruning. One case is executed for real to
-show nothing computed before is rewritten.
+show nothing computed before is rewritten (in the grid cut to its first seed and
+its pruned variants, so only the new language's few jobs run).
 """
 
 from __future__ import annotations
@@ -13,23 +14,29 @@ from __future__ import annotations
 import pytest
 
 from helpers import workflow as wf
+from langprune.io import sidecar_path
 
 pytestmark = pytest.mark.workflow
 
 CONFIG = wf.reduced_default()
 SEEDS = CONFIG["calibration"]["seeds"]
-CKPT = "results/checkpoints/{model}/{method}_unstructured_0.5/{calib}/seed{seed}"
+# The calibrated variants of the reference config (a pruning method and a quantization setting);
+# magnitude needs no calibration and has one checkpoint per model.
+CALIBRATED = ("wanda_unstructured_0.5", "gptq_w4g128-sym_0")
+CKPT = "results/checkpoints/{model}/{variant}/{calib}/seed{seed}"
 SHARD = "results/shards/toy/{calib}/seed{seed}.safetensors"
-METRICS = "results/metrics/{model}/{method}_unstructured_0.5/{calib}/seed{seed}/{benchmark}.json"
+METRICS = "results/metrics/{model}/{variant}/{calib}/seed{seed}/{benchmark}.json"
 
 
-def point_jobs(model="toy", calib="de", seed=0, shard=True, method="wanda"):
-    """The per-grid-point jobs of one pruned variant: its shard, its pruning,
-    its perplexity and udhr_mc evaluations."""
-    where = dict(model=model, method=method, calib=calib, seed=seed)
-    jobs = {("prune", CKPT.format(**where)),
-            ("evaluate_perplexity", METRICS.format(**where, benchmark="perplexity")),
-            ("evaluate_tasks", METRICS.format(**where, benchmark="udhr_mc"))}
+def point_jobs(model="toy", calib="de", seed=0, shard=True, variants=CALIBRATED):
+    """The per-grid-point jobs of a calibration set and seed: its shard, and each variant's
+    pruning (or quantization) and perplexity and udhr_mc evaluations."""
+    jobs = set()
+    for variant in variants:
+        where = dict(model=model, variant=variant, calib=calib, seed=seed)
+        jobs |= {("prune", CKPT.format(**where)),
+                 ("evaluate_perplexity", METRICS.format(**where, benchmark="perplexity")),
+                 ("evaluate_tasks", METRICS.format(**where, benchmark="udhr_mc"))}
     if shard:
         jobs.add(("calibration_shard", SHARD.format(calib=calib, seed=seed)))
     return jobs
@@ -87,7 +94,7 @@ def test_adding_a_model_reuses_its_tokenizers_shards(grown):
     planned = plan_after(grown, models=models)
     sets = CONFIG["calibration"]["sets"]
     expected = set().union(*(every_seed(model="toy2", calib=calib, shard=False) for calib in sets))
-    expected |= point_jobs("toy2", "none", 0, shard=False, method="magnitude")  # no calibration
+    expected |= point_jobs("toy2", "none", 0, shard=False, variants=["magnitude_unstructured_0.5"])
     expected |= {("evaluate_perplexity_dense", "results/metrics/toy2/dense/perplexity.json"),
                  ("evaluate_tasks_dense", "results/metrics/toy2/dense/udhr_mc.json")}
     if "analysis_hidden_dense" in {rule for rule, _ in planned}:  # the analysis stage probes each model
@@ -103,7 +110,7 @@ def test_evaluation_setting_reruns_evaluations_not_pruning(grown, change):
     planned = plan_after(grown, **change)
     rules = wf.rules_of(planned)
     checkpoints = len(list(grown.glob("results/checkpoints/toy/*/*/seed*")))
-    assert checkpoints == 1 + len(CONFIG["calibration"]["sets"]) * len(SEEDS)  # magnitude + wanda's
+    assert checkpoints == 1 + len(CALIBRATED) * len(CONFIG["calibration"]["sets"]) * len(SEEDS)  # + magnitude
     assert rules.get("evaluate_perplexity") == checkpoints and rules.get("evaluate_perplexity_dense") == 1
     assert not {"prune", "calibration_shard", "toy_model", "evaluate_tasks", "evaluate_tasks_dense"} & set(rules)
 
@@ -116,12 +123,16 @@ def test_mtime_trigger_ignores_a_changed_setting(grown):
 def test_executed_growth_rewrites_nothing_computed(grown):
     before = wf.output_mtimes(grown)
     sets = {**CONFIG["calibration"]["sets"], "es": ["es"]}
-    wf.write_config(grown, wf.with_changes(CONFIG, **{"calibration.sets": sets}))
-    wf.run_locally(grown, "results/tables/toy/metrics.csv")
+    wf.write_config(grown, wf.with_changes(CONFIG, **{"calibration.sets": sets, "calibration.seeds": SEEDS[:1],
+                                                      "quantization": None}))
+    run = wf.run_locally(grown, "results/tables/toy/metrics.csv")
+    assert wf.job_counts(run.stdout + run.stderr) == {"calibration_shard": 1, "prune": 1, "evaluate_perplexity": 1,
+                                                       "evaluate_tasks": 1, "gather_metrics": 1, "total": 5}
     after = wf.output_mtimes(grown)
     rewritten = {path for path, mtime in before.items() if after.get(path) != mtime}
-    assert rewritten == {"results/tables/toy/metrics.csv"}
+    table = "results/tables/toy/metrics.csv"
+    assert rewritten == {table, str(sidecar_path(table))}  # the table and the output guard's record of it
     new = set(after) - set(before)
-    assert {SHARD.format(calib="es", seed=0),
-            METRICS.format(model="toy", method="wanda", calib="es", seed=0, benchmark="perplexity")} <= new
+    assert {SHARD.format(calib="es", seed=0), METRICS.format(model="toy", variant=CALIBRATED[0], calib="es", seed=0,
+                                                             benchmark="perplexity")} <= new
     assert wf.planned_jobs(grown, "results/tables/toy/metrics.csv") == set()

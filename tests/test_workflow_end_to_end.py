@@ -1,7 +1,7 @@
 """End-to-end: the real Snakefile on the reduced toy (.test/config/config.yaml: two languages, a
 mix, two seeds, a tiny toy model trained a few dozen steps), from the UDHR archive to tables,
-heatmaps, the analyses and the HTML report. The run is the session's reference run
-(conftest.py), which the rerun, cache, browser and SLURM tests share."""
+heatmaps and the analyses. The run is the session's reference run (conftest.py), which the
+quantized, rerun, cache, browser and SLURM tests share."""
 
 from __future__ import annotations
 
@@ -20,8 +20,10 @@ REPORT_RULES = ("report_tables", "report_significance", "report_summary", "repor
 
 def test_the_reference_config_covers_every_kind_of_variant():
     """What the checks below rely on: single-language sets and a mix, several seeds, a method
-    with and one without calibration, perplexity and a multiple-choice benchmark."""
+    with and one without calibration, a quantization method, perplexity and a multiple-choice
+    benchmark."""
     assert CONFIG["pruning"]["methods"] == ["magnitude", "wanda"]
+    assert list(CONFIG["quantization"]["methods"]) == ["gptq"]
     assert len(SEEDS) >= 2 and [s for s in SETS if len(CONFIG["calibration"]["sets"][s]) > 1]
     assert {s for s in SETS if CONFIG["calibration"]["sets"][s] == [s]} == set(LANGS)
     assert list(CONFIG["evaluation"]["tasks"]) == ["udhr_mc"]
@@ -36,7 +38,7 @@ def test_metrics_table_has_every_variant_language_and_metric(reference_run):
     ppl = table[(table.benchmark == "perplexity") & (table.metric == "perplexity")]
     variants = set(zip(ppl.method, ppl.calib, ppl.seed.astype(str)))
     expected = {("dense", "none", "-"), ("magnitude", "none", "0")}
-    expected |= {("wanda", calib, seed) for calib in SETS for seed in SEEDS}
+    expected |= {(method, calib, seed) for method in ("wanda", "gptq") for calib in SETS for seed in SEEDS}
     assert variants == expected
     assert set(ppl.language) == set(LANGS)
     assert len(ppl) == len(expected) * len(LANGS)
@@ -45,7 +47,7 @@ def test_metrics_table_has_every_variant_language_and_metric(reference_run):
     bpb = table[table.metric == "bits_per_byte"]
     assert len(bpb) == len(ppl) and (pd.to_numeric(bpb.value) > 0).all()
     mc = table[table.benchmark == "udhr_mc"]
-    assert set(mc.language) == set(LANGS) and set(mc.method) == {"dense", "magnitude", "wanda"}
+    assert set(mc.language) == set(LANGS) and set(mc.method) == {"dense", "magnitude", "wanda", "gptq"}
     assert pd.to_numeric(mc[mc.available.astype(str) == "True"].value).between(0, 1).all()
 
 
@@ -81,7 +83,8 @@ def test_report_rules_declare_exactly_the_files_langprune_report_writes(referenc
     """The report rules spell their table files out (no package import at parse time): each file
     `langprune report` wrote into results/tables/toy/ is a declared output, so it reaches the
     report, and each declared file was written (Snakemake checks that much itself)."""
-    written = {f"results/tables/toy/{p.name}" for p in (reference_run / "results" / "tables" / "toy").iterdir()}
+    written = {f"results/tables/toy/{p.name}" for p in (reference_run / "results" / "tables" / "toy").iterdir()
+               if not p.name.startswith(".")}  # not the output guard's records
     declared = {path for path in declared_outputs(reference_run, REPORT_RULES) if path.startswith("results/tables/")}
     assert written - {"results/tables/toy/metrics.csv"} == declared
     # one of each kind the report shows: a paper table, the mix tables, the summary and the significance tables

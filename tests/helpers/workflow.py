@@ -76,15 +76,17 @@ def snakemake_env(extra: dict | None = None) -> dict:
 
 
 def snakemake(workdir: Path, *args: str, snakefile: Path | None = SNAKEFILE, env: dict | None = None,
-              timeout: int = 900, check: bool = True) -> subprocess.CompletedProcess:
+              environ: dict | None = None, timeout: int = 900, check: bool = True) -> subprocess.CompletedProcess:
     """Run Snakemake in ``workdir`` (on the repository's Snakefile unless ``snakefile`` is None:
-    then on the working directory's own); with ``check``, a failure raises with Snakemake's
-    output and the ends of the jobs' logs, so a test failure says what went wrong."""
+    then on the working directory's own) in ``environ`` (default: ``snakemake_env()``) with the
+    variables of ``env`` added; with ``check``, a failure raises with Snakemake's output and the
+    ends of the jobs' logs, so a test failure says what went wrong."""
     assert UNMARKED_TEST is None, f"{UNMARKED_TEST} runs Snakemake: mark it pytest.mark.workflow"
     command = [*SNAKEMAKE, *(["--snakefile", str(snakefile)] if snakefile else []), "--directory", str(workdir),
                *args]
-    result = subprocess.run(command, cwd=workdir, env=snakemake_env(env), capture_output=True, text=True,
-                            timeout=timeout)
+    result = subprocess.run(command, cwd=workdir, env={**(snakemake_env() if environ is None else environ),
+                                                       **(env or {})},
+                            capture_output=True, text=True, timeout=timeout)
     if check and result.returncode != 0:
         logs = "\n".join(f"--- {p}\n{p.read_text(errors='replace')[-1500:]}"
                          for p in sorted((Path(workdir) / "logs").rglob("*.log")))
