@@ -33,10 +33,12 @@ def pytest_collection_modifyitems(items):
     the longest first (after every other reordering): with pytest-xdist (`make test`) the SLURM run,
     mostly waiting on the scheduler, and the real model overlap the reference run and the unit tests
     instead of trailing them. A module stays together, so its module-scoped fixtures are built once."""
+    on_slurm = {item.module.__name__ for item in items if "slurm_cluster" in item.fixturenames}
     for item in items:
         if "slurm_cluster" in item.fixturenames:
             item.add_marker(pytest.mark.slurm)
-            item.add_marker(pytest.mark.xdist_group("slurm"))  # one worker, one cluster
+        if item.module.__name__ in on_slurm:  # one worker, one cluster; the module's fixtures built once
+            item.add_marker(pytest.mark.xdist_group("slurm"))
         if {"reference_run", "slurm_cluster"} & set(item.fixturenames):
             item.add_marker(pytest.mark.workflow)
     result = yield
@@ -274,6 +276,26 @@ def reference_modules(directory: Path, *names: str):
                 sys.modules.pop(name, None)
             else:
                 sys.modules[name] = module
+
+
+@contextlib.contextmanager
+def returned_locals(function: str):
+    """The local variables of the frames of ``function`` (a name) as they return, while the block runs:
+    what a vendored reference computed but does not return. Only those frames are traced (a profile hook
+    would run for every tensor operation of the reference and multiply its time)."""
+    seen: dict = {}
+
+    def on_return(frame, event, arg):
+        if event == "return":
+            seen.update(frame.f_locals)
+        return on_return
+
+    previous = sys.gettrace()
+    sys.settrace(lambda frame, event, arg: on_return if frame.f_code.co_name == function else None)
+    try:
+        yield seen
+    finally:
+        sys.settrace(previous)
 
 
 def reference_job(job_class, quant, weight, hessian, bits: int, symmetric: bool):

@@ -14,8 +14,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from slurm.workflow_runs import with_changes
-
+from helpers.workflow import with_changes
 from mirror import hubfixtures
 
 SERVE = Path(__file__).with_name("serve.py")
