@@ -1,7 +1,13 @@
-"""Shared fixtures: tiny random models and a tokenizer, built offline from configs.
+"""Shared fixtures: tiny random models and a tokenizer, built offline from configs; the session's
+one reference run of the reduced toy workflow and its one SLURM cluster; the test tiers.
 
 Models are saved to disk like a hub snapshot so that every code path that takes a
 model id or directory is exercised for real.
+
+Tiers (markers declared in pyproject.toml): a test without a marker is a unit test, which
+`make test-fast` runs alone; `workflow` runs Snakemake, `slurm` the test cluster, `pypi` downloads
+a real model, `browser` starts Chromium. Tests that use the reference run or the cluster are
+marked here, and a test that runs Snakemake unmarked fails, so the unit tier stays fast.
 """
 
 from __future__ import annotations
@@ -21,11 +27,6 @@ from helpers import workflow as wf
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-
-# Tiers (pyproject.toml declares the markers; the Makefile's test-fast leaves all four out): a test
-# without one is a unit test. Tests that use the reference run or the SLURM cluster are marked here.
-TIERS = ("workflow", "slurm", "pypi", "browser")
-
 
 @pytest.hookimpl(wrapper=True)
 def pytest_collection_modifyitems(items):
@@ -64,6 +65,7 @@ def snakemake_only_in_workflow_tests(request):
         wf.UNMARKED_TEST = request.node.nodeid
     yield
     wf.UNMARKED_TEST = None
+
 
 SAMPLE_TEXT = {
     "en": "All human beings are born free and equal in dignity and rights. "

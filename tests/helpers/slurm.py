@@ -12,7 +12,6 @@ import re
 import shutil
 import stat
 import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -66,19 +65,19 @@ def gpu_request(jobid: str) -> str:
     return " ".join(re.findall(r"Tres(?:PerJob|PerNode)=(\S+)", shown))
 
 
-def run_on_slurm(workdir: Path, scratch: Path, *args: str, gpu_rules=GPU_RULES, env: dict | None = None,
+def run_on_slurm(workdir: Path, scratch: Path, *args: str, gpu_rules=GPU_RULES, environ: dict | None = None,
                  timeout: int = 900) -> SlurmRun:
-    """Run the workflow in ``workdir`` through profiles/slurm with a recording sbatch (in
-    ``scratch``), polling fast (the profile's 40 s default suits clusters), each GPU rule asking
-    for the test cluster's one GPU."""
-    planned = {job for job in wf.planned_jobs(workdir, *args, env=env) if job[0] not in LOCAL_RULES}
+    """Run the workflow in ``workdir`` (``args``: targets, --configfile, ...) through profiles/slurm in
+    ``environ`` (default: ``wf.snakemake_env()``) with a recording sbatch (in ``scratch``), polling fast
+    (the profile's 40 s default suits clusters), each of ``gpu_rules`` asking for the cluster's one GPU."""
+    environ = wf.snakemake_env() if environ is None else environ
+    planned = {job for job in wf.planned_jobs(workdir, *args, environ=environ) if job[0] not in LOCAL_RULES}
     record = scratch / "sbatch-calls"
     shim = sbatch_recorder(scratch / "bin", record)
-    path = f"{shim}{os.pathsep}{Path(sys.executable).parent}{os.pathsep}{(env or os.environ).get('PATH', '')}"
     run = wf.snakemake(
         workdir, "--profile", str(PROFILE), "--slurm-init-seconds-before-status-checks", "2",
         "--jobs", "4", "--retries", "0", "--set-resources", *[f"{rule}:gpu=1" for rule in gpu_rules], *args,
-        env={**(env or {}), "PATH": path}, timeout=timeout,
+        environ=environ, env={"PATH": f"{shim}{os.pathsep}{environ.get('PATH', '')}"}, timeout=timeout,
     )
     output = run.stdout + run.stderr
     return SlurmRun(output, planned, submitted_jobs(output), [call.read_text() for call in record.iterdir()])
