@@ -26,7 +26,7 @@ GPU_RULES = ("prune",)
 # Rules declared `localrule: True` because they need the internet, which compute nodes
 # often lack (fetch_udhr runs when the repository has no cached UDHR archive, as in a
 # fresh clone); plus the target rule. Every other job must go through sbatch.
-LOCAL_RULES = {"all", "fetch_udhr", "analysis_probe_text"}
+LOCAL_RULES = {"all", "fetch_udhr", "analysis_probe_text", "prefetch"}
 
 
 @dataclass
