@@ -21,6 +21,7 @@ if not config:
 
 
 include: "workflow/rules/common.smk"
+include: "workflow/rules/analysis_common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/prune.smk"
 include: "workflow/rules/evaluate.smk"

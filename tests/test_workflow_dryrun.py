@@ -98,12 +98,16 @@ def test_real_model_grid_job_count_and_gguf_commands(tmp_path):
     checkpoints = models * structures * (2 * calib_sets * seeds + 1)  # wanda, sparsegpt; + magnitude
     assert counts["fetch_gguf"] == counts["gguf_model"] == models
     assert counts["prune"] == checkpoints == 132
-    # one job per variant (evaluation.group: variant) for perplexity + udhr_mc, one model load each
-    assert counts["evaluate_pruned_variant"] == checkpoints and counts["evaluate_dense_variant"] == models
-    assert not {"evaluate_perplexity", "evaluate_tasks"} & set(counts)
+    # one job per variant (evaluation.group: variant) for perplexity + udhr_mc + probe states, one model load each
+    assert counts["evaluate_analysed_variant"] == checkpoints and counts["evaluate_dense_variant"] == models
+    assert not {"evaluate_perplexity", "evaluate_tasks", "evaluate_pruned_variant", "analysis_hidden_dense"} & set(
+        counts)
     variant_jobs = [line for line in proc.stdout.splitlines() if "langprune evaluate variant" in line]
     assert len(variant_jobs) == checkpoints + models
-    assert all("--batch-size 8 " in line.split("--run")[1] for line in variant_jobs)  # perplexity run
+    assert all("--batch-size 8 " in line.split("--run 'perplexity")[1] for line in variant_jobs)
+    # pruned in float32, evaluated (and probed) in bfloat16 (evaluation.dtype)
+    assert all("--dtype bfloat16 " in line for line in variant_jobs)
+    assert all("--dtype float32 " in line for line in proc.stdout.splitlines() if "langprune prune " in line)
     config = yaml.safe_load((REPO / "config" / "real.yaml").read_text())  # two jobs side by side on 2 cores
     assert config["pruning"]["resources"]["threads"] == config["evaluation"]["resources"]["threads"] == 1
     assert counts["toy_corpus"] == counts["multiple_choice_items"] == 1

@@ -120,6 +120,9 @@ class AnalysisSettings:
     methods: list[str]  # registered method names; every allocation of each is analysed
     calibrations: list[str]  # calibration sets analysed, plus variant.UNCALIBRATED (magnitude's run)
     one_job_per_model: bool
+    # The probe passes run inside the evaluation jobs, on the model they load anyway (evaluation.group:
+    # variant); else in jobs of their own (one per model with one_job_per_model, else one per variant).
+    in_evaluation: bool
 
 
 class Grid:
@@ -230,6 +233,11 @@ class Grid:
         variants = [None, *self.checkpoints(model)]
         return [Evaluation(model, c, b) for c in variants for b in self.benchmarks]
 
+    def evaluation_dtype(self, model: str) -> str:
+        """The dtype ``model`` is evaluated and probed in: ``evaluation.dtype``, else the model's own (its
+        pruning dtype)."""
+        return self.config["evaluation"].get("dtype") or self._model(model)["dtype"]
+
     @cached_property
     def analysis(self) -> AnalysisSettings:
         section = self.config.get("analysis") or {}
@@ -240,6 +248,7 @@ class Grid:
             methods=list(section.get("methods", self.methods)),
             calibrations=[*section.get("calibrations", self.calibration_sets), variant.UNCALIBRATED],
             one_job_per_model=bool(grouped),
+            in_evaluation=self.config["evaluation"]["group"] == "variant",
         )
 
     def analysis_checkpoints(self, model: str) -> list[Checkpoint]:
@@ -248,6 +257,12 @@ class Grid:
         settings = self.analysis
         return [c for c in self.checkpoints(model)
                 if c.method in settings.methods and c.calib in settings.calibrations]
+
+    @property
+    def analysed_labels(self) -> list[str]:
+        """The method labels (every allocation) of the analysed methods: with ``analysis.calibrations``,
+        which variants' evaluation jobs also write probe states when those run inside them."""
+        return [variant.method_label(m, a) for m, a in self.method_pairs if m in self.analysis.methods]
 
     def analysis_groups(self) -> list[tuple[list[str], list[str]]]:
         """(models, variant paths) of the models that share one list of analysed variants (models
