@@ -9,7 +9,7 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: setup demo real lint test clean-results
+.PHONY: setup demo real real-gptq lint test clean-results
 
 setup: $(STAMP)
 
@@ -31,6 +31,14 @@ real: $(STAMP)
 	$(BIN)/snakemake --cores $(CORES) --directory real --configfile config/real.yaml
 	$(BIN)/snakemake --cores $(CORES) --directory real --configfile config/real.yaml --report results/report.html
 	@echo "Tables: real/results/tables/  Figures: real/results/figures/  Report: real/results/report.html"
+
+# The same grid with GPTQ 4-bit and 3-bit (g128) of Gemma 3 270M added (config/real_gptq.yaml), in the
+# same work dir: the pruned variants `make real` built are reused, and the quantized rows join its tables.
+REAL_GPTQ := --directory real --configfile config/real.yaml config/real_gptq.yaml
+real-gptq: $(STAMP)
+	$(BIN)/snakemake --cores $(CORES) $(REAL_GPTQ)
+	$(BIN)/snakemake --cores $(CORES) $(REAL_GPTQ) --report results/report.html
+	@echo "Tables: real/results/tables/gemma3-270m/  Heatmaps: real/results/figures/gemma3-270m/heatmaps/gptq_*  Report: real/results/report.html"
 
 # Lint first (seconds): ruff (pyflakes, pycodestyle at 120 columns, import order, imports at module top) and snakefmt,
 # both configured in pyproject.toml and pinned in requirements.txt.

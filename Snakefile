@@ -20,8 +20,14 @@ if not config:
     configfile: "config/config.yaml"
 
 
+# Compute jobs never reach the hub: they read what the prefetch rule (prefetch.smk, run first on the
+# submit host) put into the Hugging Face cache, and a file missing there is a one-line error.
+shell.prefix("set -euo pipefail; export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1; ")
+
+
 include: "workflow/rules/common.smk"
 include: "workflow/rules/analysis_common.smk"
+include: "workflow/rules/prefetch.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/prune.smk"
 include: "workflow/rules/evaluate.smk"

@@ -6,8 +6,12 @@ model id or directory is exercised for real.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
+import io
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -117,6 +121,25 @@ def text_splits(tmp_path_factory) -> dict[str, Path]:
     return {split: write_shuffled_corpus(root / split, split) for split in ("calib", "eval")}
 
 
+def snapshot(path: Path) -> dict[str, str]:
+    """Relative path -> SHA-256 (or 'dir') of everything under ``path``: what a refused command must leave as is."""
+    import hashlib
+
+    if not os.path.lexists(path):
+        return {}
+    if path.is_file():
+        return {".": hashlib.sha256(path.read_bytes()).hexdigest()}
+    return {str(p.relative_to(path)): "dir" if p.is_dir() else hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(path.rglob("*")) if not p.is_symlink()}
+
+
+@pytest.fixture
+def private_hash_cache(tmp_path, monkeypatch) -> Path:
+    """A per-test LANGPRUNE_CACHE, so base-weight hashes cached by one test never serve another."""
+    monkeypatch.setenv("LANGPRUNE_CACHE", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
 def unavailable(reason: str, requirement: str):
     """Skip a test whose system dependency is missing, unless the run insists on it.
 
@@ -136,3 +159,77 @@ def load_benchmark(name: str):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+@contextlib.contextmanager
+def reference_modules(directory: Path, *names: str):
+    """Vendored reference code (tests/reference/...) imported under its own module names, in order (their
+    files import each other by those names: `from quant import *`), and the names restored afterwards."""
+    saved = {name: sys.modules.get(name) for name in names}
+    modules = []
+    try:
+        for name in names:
+            spec = importlib.util.spec_from_file_location(name, directory / f"{name}.py")
+            module = importlib.util.module_from_spec(spec)
+            sys.modules[name] = module
+            with contextlib.redirect_stdout(io.StringIO()):  # e.g. that a CUDA kernel is absent
+                spec.loader.exec_module(module)
+            modules.append(module)
+        yield tuple(modules)
+    finally:
+        for name, module in saved.items():
+            if module is None:
+                sys.modules.pop(name, None)
+            else:
+                sys.modules[name] = module
+
+
+def reference_job(job_class, quant, weight, hessian, bits: int, symmetric: bool):
+    """One of the authors' per-layer jobs (their GPTQ or SparseGPT class) on an fp32 linear holding ``weight``,
+    with ``hessian`` as its H and their per-channel ``Quantizer`` (no MSE search) attached; (linear, job)."""
+    import torch
+
+    layer = torch.nn.Linear(weight.shape[1], weight.shape[0], bias=False)
+    layer.weight.data = weight.clone()
+    job = job_class(layer)
+    job.H = hessian.clone()
+    job.quantizer = quant.Quantizer()
+    job.quantizer.configure(bits, perchannel=True, sym=symmetric, mse=False)
+    return layer, job
+
+
+def random_layer(rows: int, columns: int, seed: int, dead: int | None = None):
+    """A weight and the Hessian of correlated inputs with uneven feature scales (act-order then reorders),
+    as the engine collects it; ``dead``: an input column that is always 0."""
+    import torch
+
+    from langprune.prune.stats import HESSIAN, SUMSQ, InputAccumulator
+
+    g = torch.Generator().manual_seed(seed)
+    weight = torch.randn(rows, columns, generator=g) * (1 + torch.rand(rows, 1, generator=g))
+    mixing = torch.randn(columns, columns, generator=g) / columns ** 0.5 + torch.eye(columns)
+    inputs = torch.randn(4, 64, columns, generator=g) @ mixing * torch.rand(columns, generator=g).mul(3).add(0.1)
+    if dead is not None:
+        inputs[..., dead] = 0.0
+    acc = InputAccumulator(columns, frozenset({SUMSQ, HESSIAN}), inputs.device)
+    acc.update(inputs)
+    return weight, acc.result("layer").hessian
+
+
+def run_workflow(workdir: Path, *args: str, timeout: int = 1500) -> subprocess.CompletedProcess:
+    """The repository's Snakefile on ``workdir`` with its config.yaml, offline, on two cores."""
+    snakemake = Path(sys.executable).with_name("snakemake")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
+           "PATH": f"{snakemake.parent}{os.pathsep}{os.environ['PATH']}"}
+    cmd = [str(snakemake), "-s", str(Path(__file__).resolve().parents[1] / "Snakefile"), "--directory", str(workdir),
+           "--configfile", str(workdir / "config.yaml"), "--cores", "2", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
+
+
+def finish_workflow(workdir: Path) -> Path:
+    """Run the workflow to the end; if it fails, fail the test with the end of every job's log."""
+    proc = run_workflow(workdir)
+    if proc.returncode != 0:
+        logs = "\n".join(f"--- {p}\n{p.read_text()[-1500:]}" for p in sorted((workdir / "logs").rglob("*.log")))
+        pytest.fail(f"snakemake failed:\n{proc.stderr[-4000:]}\n{logs[-6000:]}")
+    return workdir

@@ -27,7 +27,7 @@ import pytest
 import yaml
 from safetensors.torch import load_file, save_file
 
-from conftest import REPO_ROOT, build_model
+from conftest import REPO_ROOT, build_model, snapshot
 from langprune.checkpoint import MANIFEST, MASKS
 from langprune.cli import main
 from test_gguf import _wheel, write_tiny_llama_gguf
@@ -37,15 +37,6 @@ from test_gguf import _wheel, write_tiny_llama_gguf
 def _private_caches(tmp_path, monkeypatch):
     monkeypatch.setenv("LANGPRUNE_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv("PIP_NO_INDEX", "1")  # a missing wheel fails at once instead of trying the network
-
-
-def snapshot(path: Path) -> dict[str, str]:
-    if not os.path.lexists(path):
-        return {}
-    if path.is_file():
-        return {".": hashlib.sha256(path.read_bytes()).hexdigest()}
-    return {str(p.relative_to(path)): "dir" if p.is_dir() else hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(path.rglob("*")) if not p.is_symlink()}
 
 
 def run(argv) -> int:

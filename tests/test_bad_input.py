@@ -20,22 +20,11 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from conftest import build_model
+from conftest import build_model, snapshot
 from langprune.checkpoint import MANIFEST, MASKS, VALUES
 from langprune.cli import main
 
-
-@pytest.fixture(autouse=True)
-def _private_hash_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("LANGPRUNE_CACHE", str(tmp_path / "cache"))
-
-
-def snapshot(path: Path) -> dict[str, str]:
-    """Relative path -> SHA-256 (or 'dir') of everything under ``path``: what must stay untouched."""
-    if path.is_file():
-        return {".": hashlib.sha256(path.read_bytes()).hexdigest()}
-    return {str(p.relative_to(path)): "dir" if p.is_dir() else hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(path.rglob("*"))}
+pytestmark = pytest.mark.usefixtures("private_hash_cache")
 
 
 @pytest.fixture(scope="module")

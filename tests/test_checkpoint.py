@@ -30,10 +30,7 @@ from langprune.cli import main
 from langprune.errors import LangpruneError
 from langprune.prune import PruneRequest, prune_to_checkpoint
 
-
-@pytest.fixture(autouse=True)
-def _private_hash_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("LANGPRUNE_CACHE", str(tmp_path / "cache"))
+pytestmark = pytest.mark.usefixtures("private_hash_cache")
 
 
 @pytest.fixture(scope="module")

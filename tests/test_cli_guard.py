@@ -14,13 +14,13 @@
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 from pathlib import Path
 
 import pytest
 
 import langprune.cli
+from conftest import snapshot
 from langprune.cli import build_parser, main
 from langprune.cli.outputs import add_output, declared_outputs, undeclared_outputs
 from langprune.io import OUTPUT_FOLDER, atomic_path
@@ -35,14 +35,6 @@ def leaves(parser: argparse.ArgumentParser, path: tuple[str, ...] = ()):
         return
     for name, sub in subs[0].choices.items():
         yield from leaves(sub, (*path, name))
-
-
-def snapshot(path: Path) -> dict[str, str]:
-    """Relative path -> SHA-256 (or 'dir') of everything under ``path``."""
-    if path.is_file():
-        return {".": hashlib.sha256(path.read_bytes()).hexdigest()}
-    return {str(p.relative_to(path)): "dir" if p.is_dir() else hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(path.rglob("*"))}
 
 
 @pytest.fixture(scope="module")
@@ -102,6 +94,7 @@ INVOCATIONS = {
     "analyze neurons": lambda r: ["--dense", str(r / "states.safetensors"), str(r / "ckpt")],
     "analyze probe-text": lambda r: ["--languages", "de"],
     "config check": lambda r: [str(r / "config.yaml")],
+    "prefetch": lambda r: ["--configfile", str(r / "config.yaml")],
 }
 
 
@@ -280,7 +273,7 @@ def test_the_matrix_covers_every_case_for_most_writers(fx, tmp_path):
     # No inputs at all; only file inputs (nothing can lie inside a file).
     assert sorted(set(without["input_file"])) == ["analyze probe-text", "toy fetch"], without
     assert sorted(set(without["inside_input_dir"])) == [
-        "analyze drift", "analyze features", "analyze probe-text", "evaluate gather", "model from-gguf",
+        "analyze drift", "analyze features", "analyze probe-text", "evaluate gather", "model from-gguf", "prefetch",
         "report figures", "report significance", "report summary", "report tables", "toy corpus", "toy fetch"]
 
 

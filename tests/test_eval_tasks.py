@@ -68,7 +68,7 @@ def test_limit_zero_and_unknown_languages_are_errors(tmp_path, tiny_llama_dir):
 
 
 def test_hub_task_data_missing_offline_is_one_clear_error(tmp_path, tiny_llama_dir):
-    with pytest.raises(LangpruneError, match="'belebele_deu_Latn'.*--task-data DIR.*facebook/belebele"):
+    with pytest.raises(LangpruneError, match="'belebele_deu_Latn'.*facebook/belebele config deu_Latn.*prefetch"):
         evaluate_tasks(str(tiny_llama_dir), ["belebele"], ["de"], tmp_path / "x.json", limit=1)
     with pytest.raises(LangpruneError, match="udhr_mc has no hub data.*make-mc"):
         evaluate_tasks(str(tiny_llama_dir), ["udhr_mc"], ["de"], tmp_path / "x.json", limit=1)
@@ -140,7 +140,8 @@ def test_lm_eval_runs_zero_shot_without_cache_or_bootstrap(run):
     (kwargs,) = run["calls"]
     assert kwargs["num_fewshot"] == 0 and kwargs["bootstrap_iters"] == 0 and kwargs["log_samples"] is True
     assert kwargs["use_cache"] is None and kwargs["cache_requests"] is False and kwargs["batch_size"] == 2
-    assert kwargs["limit"] == 4 and kwargs["task_manager"] is harness.task_manager()
+    assert kwargs["limit"] == 4 and kwargs["task_manager"] is harness.manager_for(
+        select(["udhr_mc", "mkqa", "arc"], ["de", "en", "sw"]))
 
 
 def test_per_item_scores_are_kept_and_average_to_the_score(run):
@@ -212,4 +213,6 @@ def test_project_tasks_alone_skip_indexing_lm_evals_own():
     own = harness.task_manager(include_defaults=False)
     assert "arc_easy" not in own.task_index  # lm-eval's YAMLs were not indexed
     assert harness.manager_for(select(["udhr_mc", "mkqa"], ["de", "zh"])) is own
-    assert harness.manager_for(select(["udhr_mc", "arc"], ["de"])) is harness.task_manager()
+    # Tasks of lm-eval's own: only the folders that define them are indexed (arc_de's, not HellaSwag's).
+    mixed = harness.manager_for(select(["udhr_mc", "arc"], ["de"]))
+    assert {"udhr_mc", "arc_de"} <= mixed.task_index.keys() and "hellaswag" not in mixed.task_index

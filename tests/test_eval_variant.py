@@ -12,10 +12,7 @@ from safetensors.torch import save_file
 from langprune.cli import main
 from langprune.io import read_json
 
-
-@pytest.fixture(autouse=True)
-def _private_hash_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("LANGPRUNE_CACHE", str(tmp_path / "cache"))
+pytestmark = pytest.mark.usefixtures("private_hash_cache")
 
 
 @pytest.fixture(scope="module")

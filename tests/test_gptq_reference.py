@@ -8,7 +8,6 @@ one our engine collects); their codes are read back from what their ``quantize``
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import io
 import sys
 from pathlib import Path
@@ -16,6 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from conftest import random_layer, reference_job, reference_modules
 from langprune.errors import LangpruneError
 from langprune.prune.gptq import GptqSettings, gptq_quantize
 from langprune.prune.stats import HESSIAN, SUMSQ, InputAccumulator
@@ -23,49 +23,16 @@ from langprune.prune.stats import HESSIAN, SUMSQ, InputAccumulator
 GPTQ_DIR = Path(__file__).resolve().parent / "reference" / "gptq"
 
 
-def _load(name: str):
-    spec = importlib.util.spec_from_file_location(name, GPTQ_DIR / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # their gptq.py does `from quant import *`
-    with contextlib.redirect_stdout(io.StringIO()):  # quant.py prints that its CUDA kernel is absent
-        spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope="module")
 def reference():
-    saved = {name: sys.modules.get(name) for name in ("quant", "gptq")}
-    quant, gptq = _load("quant"), _load("gptq")
-    yield quant, gptq
-    for name, module in saved.items():
-        if module is None:
-            sys.modules.pop(name, None)
-        else:
-            sys.modules[name] = module
-
-
-def random_layer(rows: int, columns: int, seed: int, dead: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """A weight and the Hessian of correlated inputs with uneven feature scales (act-order then reorders)."""
-    g = torch.Generator().manual_seed(seed)
-    weight = torch.randn(rows, columns, generator=g) * (1 + torch.rand(rows, 1, generator=g))
-    mixing = torch.randn(columns, columns, generator=g) / columns ** 0.5 + torch.eye(columns)
-    inputs = torch.randn(4, 64, columns, generator=g) @ mixing * torch.rand(columns, generator=g).mul(3).add(0.1)
-    if dead is not None:
-        inputs[..., dead] = 0.0
-    acc = InputAccumulator(columns, frozenset({SUMSQ, HESSIAN}), inputs.device)
-    acc.update(inputs)
-    return weight, acc.result("layer").hessian
+    with reference_modules(GPTQ_DIR, "quant", "gptq") as modules:
+        yield modules
 
 
 def run_reference(reference, weight: torch.Tensor, hessian: torch.Tensor, s: GptqSettings, monkeypatch):
     """Their fasterquant on an fp32 linear; returns their codes, per-column scales and zeros, and the weight."""
     quant, gptq = reference
-    layer = torch.nn.Linear(weight.shape[1], weight.shape[0], bias=False)
-    layer.weight.data = weight.clone()
-    job = gptq.GPTQ(layer)
-    job.H = hessian.clone()
-    job.quantizer = quant.Quantizer()
-    job.quantizer.configure(s.bits, perchannel=True, sym=s.symmetric, mse=False)
+    layer, job = reference_job(gptq.GPTQ, quant, weight, hessian, s.bits, s.symmetric)
     calls, locals_seen = [], {}
 
     def recording_quantize(x, scale, zero, maxq):

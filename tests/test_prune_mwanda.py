@@ -146,9 +146,7 @@ def _shard(path, languages: list[str], counts: dict[str, int]):
     return path
 
 
-@pytest.fixture(autouse=True)
-def _private_hash_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("LANGPRUNE_CACHE", str(tmp_path / "cache"))
+pytestmark = pytest.mark.usefixtures("private_hash_cache")
 
 
 def test_cli_mwanda_with_cwl_on_a_two_language_mix(tmp_path, tiny_llama_dir):

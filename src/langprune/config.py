@@ -13,6 +13,9 @@ rejected before any job runs and every message starts with the key to fix:
   directory, ``max_tokens < seqlen``, an unknown benchmark, analysis settings naming
   unpruned methods or undefined calibration sets, a GGUF model built elsewhere than its
   path, a layer-wise sparsity reaching 1) are checked here instead;
+- quantization settings are checked against the registry's declarations and its own check
+  (``check_layers``: settings that contradict each other, a group size that does not divide
+  the toy model's layer sizes), each error naming the setting's key;
 - a configured method, allocation or structure that builds no checkpoint is an error.
 
 Checking also fills in the schema's defaults, in place, so the rules and
@@ -33,7 +36,7 @@ import jsonschema
 import yaml
 from jsonschema.exceptions import best_match
 
-from . import registry
+from . import registry, variant
 from .data.languages import MC4_LANGUAGES
 from .data.sources import TextDirSource
 from .errors import LangpruneError
@@ -44,7 +47,8 @@ from .grid import GGUF_MODEL_DIR, TOY_TEXT, Grid, allocation_names, default_prob
 SCHEMA_RELPATH = Path("workflow") / "schemas" / "config.schema.yaml"
 
 # Schema definitions whose allowed names are the registry's (the schema file lists none).
-REGISTRY_ENUMS = {"method": lambda: list(registry.METHODS), "allocation": lambda: list(registry.ALLOCATIONS)}
+REGISTRY_ENUMS = {"method": lambda: list(registry.METHODS), "allocation": lambda: list(registry.ALLOCATIONS),
+                  "quantization_method": lambda: list(registry.quantization_methods())}
 
 MAX_MESSAGE = 240  # characters of a schema message before it is cut (instances can be long)
 
@@ -316,14 +320,57 @@ def _check_tasks(config: dict) -> None:
                 f"languages evaluation.multiple_choice builds items for")
 
 
+def _check_quantization(config: dict) -> None:
+    """Each quantization setting: known hyperparameters with allowed values (the registry's), settings that
+    agree with each other and with the layer sizes the config knows (the registry's ``check_layers``),
+    no setting twice; quantized models are configured models."""
+    quantization = config.get("quantization")
+    if not quantization:
+        return
+    unknown = [m for m in quantization.get("models", []) if m not in config["models"]]
+    if unknown:
+        raise LangpruneError(f"config key quantization.models: {', '.join(unknown)} not a key of models "
+                             f"({', '.join(config['models'])})")
+    grid = Grid({**config, "quantization": None})  # the sizes it knows; the settings are checked below
+    models = quantization.get("models", list(config["models"]))
+    for method, settings in quantization["methods"].items():
+        spec = registry.method(method)
+        declared = {p.name: p for p in spec.params}
+        slugs: dict[str, int] = {}
+        for index, setting in enumerate(settings):
+            key = f"quantization.methods.{method}[{index}]"
+            for name, value in setting.items():
+                param = declared.get(name)
+                if param is None:
+                    raise LangpruneError(f"config key {key}.{name}: {method} has no setting {name} (it has: "
+                                         f"{', '.join(declared)})")
+                try:
+                    param.check(value)
+                except LangpruneError:
+                    allowed = "true or false" if param.kind is bool else param.describe()
+                    raise LangpruneError(f"config key {key}.{name}: {value!r} is not allowed; it must be {allowed} "
+                                         f"(as {param.flag} of langprune prune)") from None
+            params = spec.bind(setting)
+            try:  # with the sizes of each quantized model the config knows (none: the settings alone)
+                for model in models:
+                    spec.check_sizes(params, grid.input_sizes(model))
+            except LangpruneError as exc:
+                raise LangpruneError(f"config key {key}: {exc}") from None
+            slug = variant.setting_slug(method, params)
+            if slug in slugs:
+                raise LangpruneError(f"config key {key}: the same setting as {method}[{slugs[slug]}] ({slug}, "
+                                     f"defaults filled in); remove one")
+            slugs[slug] = index
+
+
 def _check_analysis(config: dict) -> None:
     analysis = config.get("analysis") or {}
-    methods = config["pruning"]["methods"]
+    methods = Grid(config).all_methods
     sets = config["calibration"]["sets"]
     unknown = [m for m in analysis.get("methods", []) if m not in methods]
     if unknown:
-        raise LangpruneError(f"config key analysis.methods: {', '.join(unknown)} not in pruning.methods "
-                             f"({', '.join(methods)}); analyse only methods that are pruned")
+        raise LangpruneError(f"config key analysis.methods: {', '.join(unknown)} not in pruning.methods or "
+                             f"quantization.methods ({', '.join(methods)}); analyse only methods that are run")
     unknown = [c for c in analysis.get("calibrations", []) if c not in sets]
     if unknown:
         raise LangpruneError(f"config key analysis.calibrations: {', '.join(unknown)} not in calibration.sets "
@@ -333,13 +380,13 @@ def _check_analysis(config: dict) -> None:
     # Mask overlap compares checkpoints of one pruning setting (method, structure, sparsity): it needs two.
     grid = Grid(config)
     settings = Counter((c.model, c.label, c.structure, c.sparsity)
-                       for model in grid.models for c in grid.analysis_checkpoints(model))
+                       for model in grid.models for c in grid.mask_checkpoints(model))
     if ("methods" in analysis or "calibrations" in analysis) and max(settings.values(), default=0) < 2:
         raise LangpruneError(
             "config key analysis.calibrations: the mask-overlap analysis compares at least two checkpoints of one "
             "method, but analysis.methods x analysis.calibrations x calibration.seeds gives at most one (a method "
-            "that reads no calibration data has one per structure and sparsity); analyse a calibrated method with "
-            "two calibration sets or two seeds")
+            "that reads no calibration data has one per structure and sparsity; a quantization method writes no "
+            "masks); analyse a calibrated pruning method with two calibration sets or two seeds")
     if len(analysis.get("languages", [None, None])) < 2:
         raise LangpruneError(f"config key analysis.languages: the language-subspace analysis needs at least two "
                              f"probe languages, got {', '.join(analysis['languages'])}")
@@ -393,6 +440,7 @@ def check_references(config: dict, root: str | os.PathLike = ".") -> None:
             f"evaluation.perplexity.seqlen {perplexity['seqlen']}; the token budget must hold at least one window")
     _check_gguf_paths(config)
     _check_tasks(config)
+    _check_quantization(config)
     _check_plan(config)
     _check_analysis(config)
     for key, source, languages, languages_key in _text_sources(config):

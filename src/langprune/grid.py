@@ -2,12 +2,14 @@
 
 :class:`Grid` reads a checked config (``langprune.config.check_config``: valid, defaults
 filled) and answers every question the workflow's rules ask while Snakemake plans: the
-pruned variants of each model with the shard and OWL-ratios file they read, the
-evaluations and the analysed checkpoints of each model, and their paths (spelled by
+pruned and quantized variants of each model with the shard and OWL-ratios file they read,
+the evaluations and the analysed checkpoints of each model, and their paths (spelled by
 :mod:`langprune.variant`). Which (method, allocation, structure, calibration set) pairs are
 built follows from the traits in :mod:`langprune.registry` alone, so a new method is in the
-grid as soon as it is registered. ``langprune plan`` and ``langprune config check`` read the
-same object. Torch-free: the workflow imports it while it parses.
+grid as soon as it is registered. A quantization method's variants are its configured
+settings (``quantization.methods``), each named by its setting slug in the structure slot.
+``langprune plan`` and ``langprune config check`` read the same object. Torch-free: the
+workflow imports it while it parses.
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ TOY_TOKENIZER = "results/toy/tokenizer"
 TOY_MODEL = "results/toy/model"
 TOY_MC = "results/toy/mc"
 TOY_DIRS = [TOY_TEXT, TOY_TOKENIZER, TOY_MODEL, TOY_MC]
+# `langprune toy model`'s default shape (the schema's toy.model defaults).
+TOY_SHAPE = {"hidden": 128, "layers": 4, "heads": 4, "kv_heads": 2, "intermediate": 384}
 GGUF_MODEL_DIR = "results/models/{model}"
 BELEBELE_PROBE = "results/analysis/probe/belebele"
 PERPLEXITY = "perplexity"  # the benchmark every variant is evaluated on, besides evaluation.tasks
@@ -60,17 +64,37 @@ class Shard:
 
 @dataclass(frozen=True)
 class Checkpoint:
-    """One pruned variant of one model and what its prune job reads."""
+    """One pruned or quantized variant of one model and what its prune job reads."""
 
     model: str
     method: str  # the registered method
     allocation: str  # the registered allocation (registry.UNIFORM for none)
-    structure: str  # as configured: 'unstructured', '2:4'
-    sparsity: Any  # as configured (0.5), spelled by variant.variant_path
+    structure: str  # as configured: 'unstructured', '2:4'; a quantized variant's setting slug: 'w4g128-sym'
+    sparsity: Any  # as configured (0.5), spelled by variant.variant_path; variant.QUANTIZED_SPARSITY if quantized
     calib: str  # a calibration set, or variant.UNCALIBRATED
     seed: int
     shard: Shard | None  # None: the variant reads no calibration data
     owl_ratios: str | None  # the OWL-ratios file it reads: the allocation's dense pass, computed once per shard
+    settings: tuple[tuple[str, Any], ...] = ()  # a quantized variant's settings (name, value), the registry's order
+
+    @property
+    def quantizes(self) -> bool:
+        return registry.method(self.method).quantizes
+
+    @property
+    def prune_flags(self) -> list[str]:
+        """What `langprune prune` is told besides the method: the sparsity and structure of a pruned
+        variant, the registry's flags of a quantized variant's settings (switches only when on)."""
+        if not self.quantizes:
+            return ["--sparsity", str(self.sparsity), "--structure", self.structure]
+        params = {p.name: p for p in registry.method(self.method).params}
+        flags: list[str] = []
+        for name, value in self.settings:
+            if isinstance(value, bool):
+                flags += [params[name].flag] if value else []
+            else:
+                flags += [params[name].flag, str(value)]
+        return flags
 
     @property
     def label(self) -> str:
@@ -117,7 +141,7 @@ class AnalysisSettings:
 
     languages: list[str]
     probe: str  # text:DIR or belebele
-    methods: list[str]  # registered method names; every allocation of each is analysed
+    methods: list[str]  # registered method names (pruning and quantization); every allocation of each is analysed
     calibrations: list[str]  # calibration sets analysed, plus variant.UNCALIBRATED (magnitude's run)
     one_job_per_model: bool
     # The probe passes run inside the evaluation jobs, on the model they load anyway (evaluation.group:
@@ -139,6 +163,12 @@ class Grid:
         self.allocations: list[str] = allocation_names(config)
         self.structures: list[str] = [str(s) for s in pruning["structures"]]
         self.sparsities: list = list(pruning["sparsities"])
+        quantization = config.get("quantization") or {}
+        # method -> its configured settings, each bound (registry defaults filled in), as a (name, value) tuple
+        self.quantization: dict[str, list[tuple[tuple[str, Any], ...]]] = {
+            method: list(dict.fromkeys(tuple(registry.method(method).bind(setting).items()) for setting in settings))
+            for method, settings in (quantization.get("methods") or {}).items()}
+        self.quantized_models: list[str] = list(quantization.get("models", self.models))
         evaluation = config["evaluation"]
         languages = list(config["languages"])
         self.languages = languages
@@ -152,8 +182,8 @@ class Grid:
     @staticmethod
     def builds(method: str, allocation: str, structure: str) -> bool:
         """Whether (method, allocation) is built for ``structure``: N:M masks only where neither
-        the method nor the allocation is unstructured-only. The grid's variants are pruned ones
-        (structure x sparsity): a quantization method builds none of them."""
+        the method nor the allocation is unstructured-only. A quantization method builds no pruned
+        variant (structure x sparsity): its variants are its settings."""
         spec, alloc = registry.method(method), registry.allocation(allocation)
         if spec.quantizes:
             return False
@@ -175,7 +205,29 @@ class Grid:
 
     @property
     def method_labels(self) -> list[str]:
+        """The pruned variants' method labels."""
         return [variant.method_label(m, a) for m, a in self.method_pairs]
+
+    @property
+    def all_methods(self) -> list[str]:
+        """Every configured method: pruning.methods, then the quantization methods."""
+        return [*self.methods, *(m for m in self.quantization if m not in self.methods)]
+
+    @property
+    def variant_method_labels(self) -> list[str]:
+        """The method part of every variant path: pruned ones' labels, then the quantization methods."""
+        return [*self.method_labels, *self.quantization]
+
+    @property
+    def structure_slugs(self) -> list[str]:
+        """The structure part of every variant path: pruning structures, then quantization setting slugs."""
+        slugs = [variant.structure_slug(s) for s in self.structures]
+        return slugs + [variant.setting_slug(m, dict(s)) for m, settings in self.quantization.items() for s in settings]
+
+    @property
+    def sparsity_labels(self) -> list:
+        """The sparsity part of every variant path (a quantized variant's is variant.QUANTIZED_SPARSITY)."""
+        return [*self.sparsities, *([variant.QUANTIZED_SPARSITY] if self.quantization else [])]
 
     def runs(self, method: str, allocation: str) -> list[tuple[str, int]]:
         """(calibration set, seed) of each run of a pair; one uncalibrated run for a pair that reads no data."""
@@ -197,15 +249,18 @@ class Grid:
     def checkpoint(self, model: str, label: str, structure: str, sparsity: Any, calib: str,
                    seed: int | str) -> Checkpoint:
         """The variant with these labels and what it reads, from the registry's traits (the workflow
-        asks for it by its path's wildcards)."""
+        asks for it by its path's wildcards). A quantized variant's structure is its setting slug."""
         method, allocation = variant.method_parts(label)
         shard = self.shard(model, calib, seed) if self.reads_calibration(method, allocation) else None
         ratios = (variant.OWL_RATIOS_FILE.format(model=model, calib=calib, seed=int(seed))
                   if shard is not None and allocation == RATIOS_FILE_ALLOCATION else None)
+        if registry.method(method).quantizes:
+            return Checkpoint(model, method, allocation, str(structure), variant.QUANTIZED_SPARSITY, calib,
+                              int(seed), shard, ratios, tuple(variant.setting_values(method, str(structure)).items()))
         return Checkpoint(model, method, allocation, variant.structure_from_slug(str(structure)), sparsity, calib,
                           int(seed), shard, ratios)
 
-    def checkpoints(self, model: str) -> list[Checkpoint]:
+    def pruned_checkpoints(self, model: str) -> list[Checkpoint]:
         """Every pruned variant of ``model``."""
         self._model(model)
         return [self.checkpoint(model, variant.method_label(m, a), structure, sparsity, calib, seed)
@@ -213,6 +268,21 @@ class Grid:
                 for structure in self.structures if self.builds(m, a, structure)
                 for sparsity in self.sparsities
                 for calib, seed in self.runs(m, a)]
+
+    def quantized_checkpoints(self, model: str) -> list[Checkpoint]:
+        """Every quantized variant of ``model``: each configured setting x calibration set x seed."""
+        self._model(model)
+        if model not in self.quantized_models:
+            return []
+        return [self.checkpoint(model, method, variant.setting_slug(method, dict(setting)),
+                                variant.QUANTIZED_SPARSITY, calib, seed)
+                for method, settings in self.quantization.items()
+                for setting in settings
+                for calib, seed in self.runs(method, registry.UNIFORM)]
+
+    def checkpoints(self, model: str) -> list[Checkpoint]:
+        """Every variant of ``model``: the pruned ones, then the quantized ones."""
+        return self.pruned_checkpoints(model) + self.quantized_checkpoints(model)
 
     def all_checkpoints(self) -> Iterator[Checkpoint]:
         for model in self.models:
@@ -245,15 +315,15 @@ class Grid:
         return AnalysisSettings(
             languages=list(section.get("languages", self.languages)),
             probe=section.get("probe", default_probe(self.config)),
-            methods=list(section.get("methods", self.methods)),
+            methods=list(section.get("methods", self.all_methods)),
             calibrations=[*section.get("calibrations", self.calibration_sets), variant.UNCALIBRATED],
             one_job_per_model=bool(grouped),
             in_evaluation=self.config["evaluation"]["group"] == "variant",
         )
 
     def analysis_checkpoints(self, model: str) -> list[Checkpoint]:
-        """The variants of ``model`` whose probe states, masks and neurons are analysed: every variant
-        (any allocation) of the analysed methods and calibration sets."""
+        """The variants of ``model`` whose probe states are analysed (feature change, drift): every
+        variant (any allocation, quantized ones too) of the analysed methods and calibration sets."""
         settings = self.analysis
         return [c for c in self.checkpoints(model)
                 if c.method in settings.methods and c.calib in settings.calibrations]
@@ -262,7 +332,12 @@ class Grid:
     def analysed_labels(self) -> list[str]:
         """The method labels (every allocation) of the analysed methods: with ``analysis.calibrations``,
         which variants' evaluation jobs also write probe states when those run inside them."""
-        return [variant.method_label(m, a) for m, a in self.method_pairs if m in self.analysis.methods]
+        return list(dict.fromkeys(c.label for c in self.all_checkpoints() if c.method in self.analysis.methods))
+
+    def mask_checkpoints(self, model: str) -> list[Checkpoint]:
+        """The analysed variants whose masks are compared (mask overlap, language-specific neurons):
+        those of methods that write masks (registry trait), so no quantized one."""
+        return [c for c in self.analysis_checkpoints(model) if registry.method(c.method).writes_masks]
 
     def analysis_groups(self) -> list[tuple[list[str], list[str]]]:
         """(models, variant paths) of the models that share one list of analysed variants (models
@@ -275,6 +350,23 @@ class Grid:
         return [(models, list(paths)) for paths, models in groups.items()]
 
     # ------------------------------------------------------------------ what the workflow builds
+
+    def toy_shape(self, model: str) -> dict | None:
+        """The shape of the toy model (toy.model over its defaults) when ``model`` is it."""
+        if "toy" in self.config and self.local_dependency(self._model(model)["path"]) == [TOY_MODEL]:
+            return {**TOY_SHAPE, **self.config["toy"].get("model", {})}
+        return None
+
+    def input_sizes(self, model: str) -> dict[str, int]:
+        """Input columns of the decoder-layer linears of ``model``, as far as the config tells them before
+        the model exists: the toy's from toy.model; none for any other model (its prune job checks its
+        own before the weights load)."""
+        shape = self.toy_shape(model)
+        if shape is None:
+            return {}
+        return {"the toy's q/k/v/gate/up_proj (toy.model.hidden)": shape["hidden"],
+                "the toy's o_proj (toy.model.heads x head size)": shape["heads"] * (shape["hidden"] // shape["heads"]),
+                "the toy's down_proj (toy.model.intermediate)": shape["intermediate"]}
 
     @cached_property
     def gguf_models(self) -> dict[str, dict]:
@@ -303,9 +395,9 @@ class Grid:
 
 
 def pairs_without_checkpoints(grid: Grid) -> Iterator[tuple[str, str, str]]:
-    """(config key, value, why) for each configured allocation, method and structure no variant is
-    built with: configuring it does nothing, which is never what was meant."""
-    built = list(grid.all_checkpoints())
+    """(config key, value, why) for each configured allocation, method and structure no pruned variant
+    is built with: configuring it does nothing, which is never what was meant."""
+    built = [c for model in grid.models for c in grid.pruned_checkpoints(model)]
     for allocation in grid.allocations:
         if not any(c.allocation == allocation for c in built):
             yield "pruning.allocation", allocation, _why(grid, [(m, allocation) for m in grid.methods])
@@ -325,8 +417,8 @@ def _why(grid: Grid, pairs: list[tuple[str, str]]) -> str:
     for method, allocation in pairs:
         label = variant.method_label(method, allocation)
         if registry.method(method).quantizes:
-            reasons.setdefault("a quantization method (no structure or sparsity), which the grid's pruned variants "
-                               "are not; run `langprune prune` with it directly", []).append(method)
+            reasons.setdefault("a quantization method (no structure or sparsity), whose variants are its settings: "
+                               "list it under quantization.methods", []).append(method)
         elif not registry.method(method).combines_with(allocation):
             reasons.setdefault(f"do not combine with allocation {allocation}", []).append(method)
         elif not any(grid.builds(method, allocation, s) for s in grid.structures):

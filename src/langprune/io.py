@@ -144,10 +144,15 @@ def marker_file_kind(description: str, fmt: str) -> ArtifactKind:
     return ArtifactKind(description, recognise=lambda path: json_file_carries(path, fmt))
 
 
-def marker_dir_kind(description: str, marker_name: str, fmt: str) -> ArtifactKind:
-    """A directory kind recognised by the marker file ``marker_name`` inside it."""
-    return ArtifactKind(description, directory=True,
-                        recognise=lambda path: json_file_carries(path / marker_name, fmt))
+def marker_dir_kind(description: str, marker_name: str, fmt: str, only: str | None = None) -> ArtifactKind:
+    """A directory kind recognised by the marker file ``marker_name`` inside it; with ``only`` (a suffix such
+    as ".txt"), nothing else may be in it but files with that suffix."""
+
+    def recognise(path: Path) -> bool:
+        return json_file_carries(path / marker_name, fmt) and (only is None or all(
+            entry.name == marker_name or (entry.is_file() and entry.suffix == only) for entry in path.iterdir()))
+
+    return ArtifactKind(description, directory=True, recognise=recognise)
 
 
 # The default for plain outputs (tables, figures, text): replaces only a file it marked itself.

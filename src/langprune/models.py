@@ -18,23 +18,14 @@ from torch import nn
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
 from .errors import LangpruneError
-
-OFFLINE_HINT = (
-    "it is not in the local Hugging Face cache and the hub cannot be reached. "
-    "Pre-download it on a machine with internet (`huggingface-cli download {name}`) and copy "
-    "the cache (HF_HOME), or pass a local directory instead."
-)
+from .hub import model_error
 
 
-def _hub_error(name: str, exc: Exception) -> LangpruneError:
-    return LangpruneError(f"cannot load '{name}': {OFFLINE_HINT.format(name=name)} ({type(exc).__name__}: {exc})")
-
-
-def _load_error(name: str, what: str, exc: Exception) -> LangpruneError:
-    """A local path that does not load says why; any other name gets the offline hint."""
+def _load_error(name: str, what: str, exc: Exception, revision: str | None = None) -> LangpruneError:
+    """A local path that does not load says why; a hub id names the file missing from the cache."""
     if Path(name).exists():
         return LangpruneError(f"cannot load {what} from '{name}': {exc}")
-    return _hub_error(name, exc)
+    return model_error(name, exc, weights=what == "a model", revision=revision)
 
 
 def resolve_dtype(dtype: str | None):
@@ -52,7 +43,7 @@ def load_tokenizer(name: str, *, revision: str | None = None, trust_remote_code:
     try:
         return AutoTokenizer.from_pretrained(name, revision=revision, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as exc:
-        raise _load_error(name, "a tokenizer", exc) from exc
+        raise _load_error(name, "a tokenizer", exc, revision) from exc
 
 
 def bos_prefix(tokenizer) -> list[int]:
@@ -79,7 +70,7 @@ def load_model(name: str, *, dtype: str | None = None, device: str = "cpu", revi
     try:
         model = AutoModelForCausalLM.from_pretrained(name, **kwargs)
     except (OSError, ValueError) as exc:
-        raise _load_error(name, "a model", exc) from exc
+        raise _load_error(name, "a model", exc, revision) from exc
     model.eval()
     if device != "cpu":
         model.to(device)
@@ -91,7 +82,7 @@ def load_config(name: str, *, revision: str | None = None, trust_remote_code: bo
     try:
         return AutoConfig.from_pretrained(name, revision=revision, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as exc:
-        raise _load_error(name, "a model", exc) from exc
+        raise _load_error(name, "a model", exc, revision) from exc
 
 
 def _decoder_skeleton(config: Any, trust_remote_code: bool) -> tuple[str, Any]:
@@ -130,7 +121,7 @@ def model_files(name: str, revision: str | None = None) -> list[Path]:
             path = Path(snapshot_download(name, revision=revision, local_files_only=True,
                                           allow_patterns=["*.safetensors", "*.bin", "*.json"]))
         except Exception as exc:  # noqa: BLE001 - any miss means "not cached"
-            raise _hub_error(name, exc) from exc
+            raise model_error(name, exc, revision=revision) from exc
     files = sorted(p for p in path.glob("*.safetensors"))
     if not files:
         files = sorted(p for p in path.glob("*.bin"))

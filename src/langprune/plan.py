@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 from . import registry
 from .grid import TOY_MC, TOY_MODEL, TOY_TEXT, TOY_TOKENIZER, Checkpoint, Grid
+from .prefetch import reads_hub
 
 # ------------------------------------------------------------------------------------- per-job costs
 
@@ -32,8 +33,6 @@ REFERENCE_TASK_LANGUAGES = 7
 REFERENCE_PROBE_TOKENS = 7 * 200 * 256  # analysis languages x max_passages x max_length
 # Decoder-linear weights (the pruned ones) per unit of scale: Llama-3-8B's 6.98 G of "8".
 PRUNED_WEIGHTS_PER_SCALE = 6.98e9 / REFERENCE_SCALE
-# `langprune toy model`'s default shape (the schema's toy.model defaults).
-TOY_SHAPE = {"hidden": 128, "layers": 4, "heads": 4, "kv_heads": 2, "intermediate": 384}
 DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2, "auto": 2}  # auto: the hub checkpoints' bf16
 
 
@@ -54,6 +53,18 @@ PRUNE_COSTS = {
                              "for statistics and masks (CPU ratio), + 70 s error measurement, + 1 min loading"),
     "sparsegpt": Cost(7.0, 25.0, "as wanda, x 1.78 for fp32 Hessians and OBS column updates (CPU ratio)"),
 }
+# A method without its own cost that collects SparseGPT's Hessian (GPTQ: the same layer-wise pass and
+# column sweep, measured no slower on a CPU) is costed as SparseGPT, and says so.
+HESSIAN_COST_OF = "sparsegpt"
+
+
+def prune_cost(method: str) -> tuple[Cost | None, str]:
+    """The per-job cost of ``method`` and what it is: its own, SparseGPT's for a Hessian method, or none."""
+    if method in PRUNE_COSTS:
+        return PRUNE_COSTS[method], ""
+    if registry.HESSIAN in registry.method(method).statistics:
+        return PRUNE_COSTS[HESSIAN_COST_OF], f"{HESSIAN_COST_OF}'s cost (the same Hessian pass; not its own), "
+    return None, ""
 # Scoring one benchmark of one variant with lm-eval's HFLM, the model already loaded.
 SCORING_COSTS = {
     "perplexity": Cost(3.0, None, "1.8 M tokens forward (own code, the same under either backend)"),
@@ -122,6 +133,7 @@ def jobs_per_rule(grid: Grid) -> dict[str, int]:
     for rule in ("gather_metrics", "report_tables", "report_significance", "report_summary", "report_figures"):
         counts[rule] = models
     counts["analysis_probe_text"] = int(grid.analysis.probe == "belebele")
+    counts["prefetch"] = int(reads_hub(grid))  # what the jobs read from the hub, fetched first
     if not grid.analysis.in_evaluation:
         counts["analysis_hidden_dense"] = models
         if grid.analysis.one_job_per_model:
@@ -166,17 +178,17 @@ def gpu_hours(grid: Grid, backend: str = "shared") -> list[Line]:
     lines: list[Line] = []
     calibration = config["calibration"]
     tokens = calibration["nsamples"] * calibration["seqlen"] / REFERENCE_CALIBRATION_TOKENS
-    for method in grid.methods:
+    for method in grid.all_methods:
         jobs = [c for m in gpu_models for c in grid.checkpoints(m) if c.method == method]
         if not jobs:
             continue
-        cost = PRUNE_COSTS.get(method)
+        cost, whose = prune_cost(method)
         if cost is None:
             lines.append(Line(f"prune {method}", len(jobs), None, None, "no per-job cost stated"))
             continue
         hours = sum(_per(grid.models[c.model]["gpu"], cost.minutes * gpu_models[c.model] * tokens) for c in jobs)
         bound = sum(_per(grid.models[c.model]["gpu"], cost.bound * gpu_models[c.model] * tokens) for c in jobs)
-        lines.append(Line(f"prune {method}", len(jobs), hours, bound, f"{cost.minutes:g} min per job "
+        lines.append(Line(f"prune {method}", len(jobs), hours, bound, f"{whose}{cost.minutes:g} min per job "
                           f"(bound {cost.bound:g}) at the reference, extrapolated"))
     variant_minutes = {m: _variant_minutes(grid, m, backend) for m in gpu_models}
     pruned = {m: len(grid.checkpoints(m)) for m in gpu_models}
@@ -254,17 +266,10 @@ class DiskLine:
         return self.count * self.each
 
 
-def _toy_shape(grid: Grid, model: str) -> dict | None:
-    """The shape of the toy model (toy.model over its defaults) when ``model`` is it."""
-    if "toy" in grid.config and grid.local_dependency(grid.models[model]["path"]) == [TOY_MODEL]:
-        return {**TOY_SHAPE, **grid.config["toy"].get("model", {})}
-    return None
-
-
 def pruned_weights(grid: Grid, model: str) -> float:
     """Decoder-linear weights of a model: the toy's from its shape (toy.model), any other's from its
     scale read as billions of parameters (Llama-3-8B's share of decoder linears)."""
-    shape = _toy_shape(grid, model)
+    shape = grid.toy_shape(model)
     if shape is None:
         return grid.models[model]["scale"] * PRUNED_WEIGHTS_PER_SCALE
     hidden, kv = shape["hidden"], shape["hidden"] // shape["heads"] * shape["kv_heads"]
@@ -273,14 +278,20 @@ def pruned_weights(grid: Grid, model: str) -> float:
 
 def _states_bytes(grid: Grid, model: str) -> float:
     """A pruned variant's probe file: the final float32 state of every passage (the per-layer drift is small)."""
-    shape = _toy_shape(grid, model)
+    shape = grid.toy_shape(model)
     hidden = REFERENCE_HIDDEN if shape is None else shape["hidden"]
     return 4.0 * hidden * len(grid.analysis.languages) * grid.config["analysis"]["max_passages"]
 
 
 def _checkpoint_bytes(grid: Grid, checkpoint: Checkpoint) -> float:
-    """1-bit masks of every decoder-linear weight, plus the kept values of a method that updates them."""
+    """1-bit masks of every decoder-linear weight, plus the kept values of a method that updates them;
+    a quantized checkpoint's codes (``bits`` each) and each group's float32 scale and ``bits``-bit zero
+    point (one group per output row, not counted, for group size 0)."""
     weights = pruned_weights(grid, checkpoint.model)
+    if checkpoint.quantizes:
+        settings = dict(checkpoint.settings)
+        bits, group = settings["bits"], settings["group_size"]
+        return weights * (bits + ((32 + bits) / group if group else 0)) / 8
     size = weights / 8
     if registry.method(checkpoint.method).updates_weights:
         match = re.fullmatch(r"(\d+):(\d+)", checkpoint.structure)
@@ -295,14 +306,16 @@ def disk(grid: Grid) -> list[DiskLine]:
     shard_bytes = calibration["nsamples"] * calibration["seqlen"] * 8
     lines = [DiskLine("calibration shards", len(grid.shards()), shard_bytes,
                       f"{calibration['nsamples']} x {calibration['seqlen']} int64 token ids (exact)")]
-    by_method: dict[str, list[float]] = {}
+    by_kind: dict[str, list[float]] = {}
+    what: dict[str, str] = {}
     for checkpoint in grid.all_checkpoints():
-        by_method.setdefault(checkpoint.label, []).append(_checkpoint_bytes(grid, checkpoint))
-    for label, sizes in by_method.items():
-        method = registry.method(label.split("+")[0])
-        what = "masks + kept values" if method.updates_weights else "1-bit masks"
-        lines.append(DiskLine(f"{label} checkpoints", len(sizes), sum(sizes) / len(sizes),
-                              f"{what} of the decoder-linear weights (exact for the format)"))
+        kind = f"{checkpoint.label} {checkpoint.structure}" if checkpoint.quantizes else checkpoint.label
+        by_kind.setdefault(kind, []).append(_checkpoint_bytes(grid, checkpoint))
+        what[kind] = ("codes + group scales and zero points" if checkpoint.quantizes else
+                      "masks + kept values" if registry.method(checkpoint.method).updates_weights else "1-bit masks")
+    for kind, sizes in by_kind.items():
+        lines.append(DiskLine(f"{kind} checkpoints", len(sizes), sum(sizes) / len(sizes),
+                              f"{what[kind]} of the decoder-linear weights (exact for the format)"))
     evaluations = sum(len(grid.evaluations(m)) for m in grid.models)
     lines.append(DiskLine("metrics JSONs", evaluations, METRICS_JSON_BYTES, "an upper bound per file"))
     analysed = [c for m in grid.models for c in grid.analysis_checkpoints(m)]

@@ -3,8 +3,9 @@
 One entry per method is the only place its facts live: which calibration statistics it
 needs, whether it needs calibration text at all or a mix of languages, whether it is
 unstructured-only, whether it changes surviving weights, whether it quantizes instead of
-pruning, and its hyperparameters with their published defaults and declared ranges. The
-experiment grid, the CLI (flags and help), the config check, the report's row order and
+pruning, and its hyperparameters with their published defaults and declared ranges (and,
+for a quantization method, how its variant names spell each setting). The experiment grid,
+the CLI (flags and help), the config check, the variant names, the report's row order and
 the pruning call all read it.
 
 Adding a method is one :class:`MethodSpec` here plus one module holding its pure function
@@ -55,6 +56,9 @@ class Param:
     range: Range | None = None
     choices: tuple[Any, ...] | Callable[[], tuple[Any, ...]] | None = None
     module_name: bool = False  # names a module inside the decoder layers (or NO_MODULE), checked against the model
+    # How a quantization method's variant name spells this setting (langprune.variant.setting_slug):
+    # an integer as SPELLING + value ('w4'), a switch that is on as '-' + SPELLING ('-sym').
+    spelling: str | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.default, bool):
@@ -132,13 +136,28 @@ class MethodSpec:
     # sparsity, its function returns a quantized weight, and its settings name the variant.
     quantizes: bool = False
     # "module:attribute" of (params, {linear: input columns}) -> None: settings that depend on each
-    # other or on the model's layer sizes, checked (one LangpruneError) before the weights load.
+    # other or on the model's layer sizes, checked (one LangpruneError) before the weights load. Its
+    # module must not import torch: the config check runs it while the workflow parses.
     check_layers: str | None = None
 
     def __post_init__(self) -> None:
         if self.quantizes and (self.unstructured_only or self.allocations != (UNIFORM,)):
             raise ValueError(f"method {self.name}: a quantization method has no structure and combines only "
                              f"with the {UNIFORM} allocation")
+        if self.quantizes:
+            spellings = [p.spelling for p in self.params]
+            if not all(s and s.isalpha() and s.islower() for s in spellings) or len(set(spellings)) < len(spellings):
+                raise ValueError(f"method {self.name}: each setting of a quantization method needs its own spelling "
+                                 f"of lower-case letters, which names its variants")
+            if any(p.kind not in (int, bool) for p in self.params):
+                raise ValueError(f"method {self.name}: a quantization method's settings are integers or switches, "
+                                 f"which its variant names spell")
+
+    @property
+    def writes_masks(self) -> bool:
+        """Whether its checkpoints hold keep-masks, which the mask analyses (overlap, neurons) compare:
+        a quantization method keeps every weight and writes none."""
+        return not self.quantizes
 
     @property
     def needs_calibration(self) -> bool:
@@ -243,7 +262,11 @@ METHODS: dict[str, MethodSpec] = {spec.name: spec for spec in [
                "|W| x input norm, compared per output row (Sun et al., 2024)", frozenset({SUMSQ})),
     MethodSpec("sparsegpt", "langprune.prune.methods:sparsegpt",
                "optimal-brain-surgeon pruning with weight updates (Frantar & Alistarh, 2023)",
-               frozenset({SUMSQ, HESSIAN}), updates_weights=True),
+               frozenset({SUMSQ, HESSIAN}), updates_weights=True, params=(
+                   Param("bits", "--sparsegpt-bits", 0,
+                         "also round every kept weight to this many bits in the same pass, the paper's joint "
+                         "sparse + quantized mode (one asymmetric grid per output row; 0: off)",
+                         range=Range(int, minimum=0, maximum=8), choices=(0, 2, 3, 4, 8)),)),
     MethodSpec("ria", "langprune.prune.ria:ria", "relative importance and activations (Zhang et al., 2024)",
                frozenset({SUMSQ}), params=(
                    Param("a", "--ria-a", 0.5, "activation exponent a", range=NON_NEGATIVE),
@@ -272,19 +295,19 @@ METHODS: dict[str, MethodSpec] = {spec.name: spec for spec in [
     MethodSpec("gptq", "langprune.prune.gptq:gptq",
                "weight quantization, each column's rounding error spread over the rest through the inverse "
                "Hessian (Frantar et al., 2023)", frozenset({SUMSQ, HESSIAN}), updates_weights=True,
-               allocations=(UNIFORM,), quantizes=True, check_layers="langprune.prune.gptq:check_layers", params=(
+               allocations=(UNIFORM,), quantizes=True, check_layers="langprune.gptq_settings:check_layers", params=(
                    Param("bits", "--gptq-bits", 4, "bits per weight (the reference's choices)",
-                         range=Range(int, minimum=2, maximum=8), choices=(2, 3, 4, 8)),
+                         range=Range(int, minimum=2, maximum=8), choices=(2, 3, 4, 8), spelling="w"),
                    Param("group_size", "--gptq-group-size", 128,
                          "input columns sharing one scale and zero point (0: one per output row)",
-                         range=NON_NEGATIVE_INT),
+                         range=NON_NEGATIVE_INT, spelling="g"),
                    Param("symmetric", "--gptq-symmetric", False,
-                         "symmetric grid: the zero point fixed at the middle of the code range"),
+                         "symmetric grid: the zero point fixed at the middle of the code range", spelling="sym"),
                    Param("act_order", "--gptq-act-order", False,
-                         "quantize columns in order of decreasing Hessian diagonal"),
+                         "quantize columns in order of decreasing Hessian diagonal", spelling="act"),
                    Param("static_groups", "--gptq-static-groups", False,
                          "fix every group's grid from the weight before quantizing (with act-order, groups stay "
-                         "runs of columns and need no per-column index)"))),
+                         "runs of columns and need no per-column index)", spelling="static"))),
 ]}
 
 _SPREAD = Range(float, minimum=0, maximum=1, max_open=True)
@@ -303,6 +326,11 @@ ALLOCATIONS: dict[str, AllocationSpec] = {spec.name: spec for spec in [
                    layer_values="langprune.prune.dense_pass:layer_correlations", values_key="correlations",
                    sparsities="langprune.prune.allocation:cwl_sparsities"),
 ]}
+
+
+def quantization_methods() -> tuple[str, ...]:
+    """The registered methods that quantize (the config's ``quantization.methods``)."""
+    return tuple(name for name, spec in METHODS.items() if spec.quantizes)
 
 
 def method(name: str) -> MethodSpec:

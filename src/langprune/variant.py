@@ -3,8 +3,14 @@
 A variant is a base model, dense or pruned by (method, structure, sparsity) with one
 calibration set and seed. Configs, checkpoint paths, manifests, metrics JSONs, tidy
 tables, heatmap folders and the workflow's wildcards all spell it through this module.
-It imports nothing beyond the standard library (and langprune.errors) so the workflow
-can import it while it parses.
+
+A quantized variant fills the same three slots: the method, its setting's slug in the
+structure slot (:func:`setting_slug`: ``w4g128-sym`` is 4 bits, groups of 128 columns,
+symmetric; ``g0`` is one group per output row) and sparsity ``0`` (it removes no weight):
+``gptq_w4g128-sym_0/de/seed0``. How each setting is spelled is declared beside it in the
+method registry (``Param.spelling``); this module joins and parses the spellings.
+It imports nothing beyond the standard library (and langprune.errors and the torch-free
+langprune.registry) so the workflow can import it while it parses.
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 
+from . import registry
 from .errors import LangpruneError
 
 # Labels every metrics row and analysis table starts with, in this order (lists: pandas reads a
@@ -38,6 +45,11 @@ _LEGACY_UNCALIBRATED = {NOT_APPLICABLE, ""}
 # layers other than uniformly ("wanda+owl"); uniform allocation adds nothing.
 UNIFORM = "uniform"
 ALLOCATION_SEPARATOR = "+"
+
+# The sparsity label of a quantized variant: it keeps every weight.
+QUANTIZED_SPARSITY = 0
+# In a setting slug, a switch that is on follows the numbers after this ("w4g128-sym-act").
+SWITCH_SEPARATOR = "-"
 
 # A calibration mix named after its languages: "ar+de".
 MIX_SEPARATOR = "+"
@@ -76,6 +88,34 @@ def structure_from_slug(slug: str) -> str:
     """Inverse of :func:`structure_slug`: '2of4' -> '2:4'."""
     match = _NM_SLUG.match(slug)
     return f"{match.group(1)}:{match.group(2)}" if match else slug
+
+
+def setting_slug(method: str, settings: Mapping[str, object]) -> str:
+    """A quantization setting as the structure part of its variant name: each of the method's settings in
+    the registry's order, an integer as its spelling + value ('w4', 'g128'), a switch that is on as
+    '-' + its spelling ('-sym'), one that is off not at all: gptq, bits 4, group_size 128, symmetric ->
+    'w4g128-sym'. Settings left out take the registry's defaults."""
+    parts = []
+    for param in registry.method(method).params:
+        value = settings.get(param.name, param.default)
+        if isinstance(value, bool):
+            parts.append(f"{SWITCH_SEPARATOR}{param.spelling}" if value else "")
+        else:
+            parts.append(f"{param.spelling}{int(value)}")
+    return "".join(parts)
+
+
+def setting_values(method: str, slug: str) -> dict[str, object]:
+    """Inverse of :func:`setting_slug`: 'w4g128-sym' -> every setting of gptq by name; a slug the method
+    does not spell so is an error."""
+    params = registry.method(method).params
+    pattern = "".join(f"({re.escape(SWITCH_SEPARATOR + p.spelling)})?" if p.kind is bool
+                      else f"{re.escape(p.spelling)}(0|[1-9]\\d*)" for p in params)
+    match = re.fullmatch(pattern, str(slug))
+    if match is None:
+        example = setting_slug(method, {})
+        raise LangpruneError(f"'{slug}' is not a setting of {method} as its variant names spell one (e.g. {example})")
+    return {p.name: group is not None if p.kind is bool else int(group) for p, group in zip(params, match.groups())}
 
 
 def method_label(method: str, allocation: str = UNIFORM) -> str:
@@ -142,11 +182,15 @@ def variant_labels(tags: Mapping[str, object]) -> dict[str, str]:
 
 def checkpoint_labels(manifest: Mapping[str, object] | None) -> dict[str, str]:
     """The labels a checkpoint's manifest records by itself (method with its allocation, structure,
-    sparsity, seed, and the calibration mix of its shard): what a run pruned from the command line
-    without ``--tag`` is labelled by."""
+    sparsity, seed, and the calibration mix of its shard; a quantized one's setting slug and sparsity
+    0): what a run pruned from the command line without ``--tag`` is labelled by."""
     if not manifest:
         return {}
     labels = {k: str(manifest[k]) for k in ("method", "structure", "sparsity", "seed") if manifest.get(k) is not None}
+    spec = registry.METHODS.get(labels.get("method", ""))
+    if spec is not None and spec.quantizes and "structure" not in labels:  # named by its setting, as in the grid
+        labels["structure"] = setting_slug(spec.name, manifest.get("method_params") or {})
+        labels["sparsity"] = str(QUANTIZED_SPARSITY)
     if "method" in labels:
         labels["method"] = method_label(labels["method"], (manifest.get("allocation") or {}).get("name", UNIFORM))
     shard = (manifest.get("calibration") or {}).get("shard") or {}

@@ -1,6 +1,6 @@
-# Analysis (the paper's section 5): probe states of the dense model and of every pruned
-# checkpoint -> LSAR feature change, layer-wise drift; checkpoints -> mask overlap;
-# dense activation counts + checkpoints -> language-specific neurons.
+# Analysis (the paper's section 5): probe states of the dense model and of every pruned or
+# quantized checkpoint -> LSAR feature change, layer-wise drift; pruned checkpoints -> mask
+# overlap; dense activation counts + pruned checkpoints -> language-specific neurons.
 # Outputs live in results/analysis/{model}/; tables and figures are flagged for the report.
 # Its final outputs, for all_targets() in common.smk: analysis_targets(models).
 # Its settings are the config's `analysis:` section (config/README.md); its paths and input
@@ -155,7 +155,7 @@ rule analysis_drift:
 
 rule analysis_masks:
     input:
-        analysis_checkpoints,
+        mask_checkpoints,
     output:
         **analysis_outputs("masks"),
     log:
@@ -176,7 +176,7 @@ rule analysis_masks:
 rule analysis_neurons:
     input:
         dense=ANALYSIS_DENSE,
-        checkpoints=analysis_checkpoints,
+        checkpoints=mask_checkpoints,
     output:
         **analysis_outputs("neurons"),
     log:

@@ -60,6 +60,11 @@ def analysis_checkpoints(wildcards):
     return [c.directory for c in GRID.analysis_checkpoints(wildcards.model)]
 
 
+def mask_checkpoints(wildcards):
+    """The analysed checkpoints whose masks the mask analyses compare (no quantized ones)."""
+    return [c.directory for c in GRID.mask_checkpoints(wildcards.model)]
+
+
 def analysis_pruned_states(wildcards):
     return [c.hidden_states for c in GRID.analysis_checkpoints(wildcards.model)]
 

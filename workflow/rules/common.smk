@@ -13,6 +13,7 @@ from langprune import variant
 from langprune.config import SCHEMA_RELPATH, check_workflow_config
 from langprune.errors import LangpruneError
 from langprune.grid import Grid
+from langprune.prefetch import reads_hub, saves_task_data
 
 # Reject a bad config before any job is planned, in one line that starts with the key to fix:
 # each config file is read again strictly (Snakemake's YAML loader silently keeps the last of
@@ -41,11 +42,24 @@ GGUF_MODELS = GRID.gguf_models
 CONDA_ENV = "../envs/langprune.yaml"
 
 
+# What the jobs read from the hub is fetched first by rule prefetch (prefetch.smk, on the submit host).
+PREFETCH_MANIFEST = "results/prefetch/manifest.json"
+PREFETCH_TASK_DATA = "results/prefetch/task-data"
+PREFETCH_CONFIGFILES = [str(f) for f in workflow.configfiles] or ["config/config.yaml"]
+READS_HUB = reads_hub(GRID)
+
+
 def hub_inputs(wildcards=None):
     """The inputs every rule that reads the Hugging Face hub (models, tokenizers, mC4, task datasets,
-    Belebele) lists beside its own: the one place where such a rule can be made to wait for what
-    it reads from the hub. Nothing yet: jobs read the hub or its cache themselves."""
-    return []
+    Belebele) lists beside its own: the one place where such a rule waits for what it reads from the
+    hub, the prefetch's manifest, when the config reads the hub at all. ancient(): a prefetch rerun
+    for a changed config does not make finished jobs outdated."""
+    return [ancient(PREFETCH_MANIFEST)] if READS_HUB else []
+
+
+def prefetch_task_data(benchmark):
+    """`--task-data` directories of a benchmark whose data the prefetch saved beside its manifest (MKQA)."""
+    return [PREFETCH_TASK_DATA] if READS_HUB and saves_task_data(benchmark) else []
 
 
 def _alternatives(values):
@@ -56,9 +70,9 @@ def _alternatives(values):
 wildcard_constraints:
     model=_alternatives(MODELS),
     tokenizer=_alternatives(TOKENIZERS),
-    method=_alternatives(GRID.method_labels),
-    structure=_alternatives(variant.structure_slug(s) for s in GRID.structures),
-    sparsity=_alternatives(GRID.sparsities),
+    method=_alternatives(GRID.variant_method_labels),
+    structure=_alternatives(GRID.structure_slugs),
+    sparsity=_alternatives(GRID.sparsity_labels),
     calib=_alternatives([*GRID.calibration_sets, variant.UNCALIBRATED]),
     seed=r"\d+",
     benchmark=_alternatives(BENCHMARKS),
@@ -126,6 +140,12 @@ def allocation_flag(wildcards):
     their command line (and cache key)."""
     allocation = pruned(wildcards).allocation
     return "" if allocation == variant.UNIFORM else f"--allocation {allocation}"
+
+
+def prune_flags(wildcards):
+    """`--sparsity S --structure X` of a pruned variant; a quantized variant's settings as the registry's
+    flags (`--gptq-bits 4 ...`)."""
+    return " ".join(pruned(wildcards).prune_flags)
 
 
 def revision_flag(wildcards):
@@ -197,7 +217,7 @@ def evaluate_flags(benchmark):
     task = TASKS[benchmark]
     words = ["--tasks", benchmark, "--languages", ",".join(task["languages"]), "--batch-size", task["batch_size"]]
     words += ["--limit", task["limit"]] if task.get("limit") else []
-    for path in GRID.task_data(benchmark):
+    for path in [*GRID.task_data(benchmark), *prefetch_task_data(benchmark)]:
         words += ["--task-data", path]
     return " ".join(map(str, words))
 

@@ -2,6 +2,8 @@
 # calibration set, seed), as langprune.grid plans them: a variant that reads no calibration
 # data (magnitude) runs once per (model, structure, sparsity) under calib "none", seed 0.
 # The method wildcard may carry an allocation ("wanda+owl", langprune.variant.method_label).
+# A quantized variant is one more prune job: its structure wildcard is its setting's slug
+# (gptq_w4g128-sym_0), given to `langprune prune` as the method's own flags.
 # Checkpoints are cached between workflows (docs/reruns.md). The cache key
 # covers params but not wildcards, so the shell line reads every value that
 # shapes the checkpoint from params.
@@ -62,10 +64,9 @@ rule prune:
         method=lambda wc: pruned(wc).method,
         allocation=allocation_flag,
         owl_ratios=lambda wc, input: f"--owl-ratios {input.owl_ratios}" if input.owl_ratios else "",
-        sparsity=lambda wc: wc.sparsity,
+        settings=prune_flags,
         seed=lambda wc: int(wc.seed),
         calibration=lambda wc, input: f"--calibration {input.calibration}" if input.calibration else "",
-        structure=lambda wc: pruned(wc).structure,
         dtype=model_dtype,
         device=device,
         batch_size=PRUNING["batch_size"],
@@ -73,6 +74,6 @@ rule prune:
         tags=pruned_tags,
     shell:
         "langprune prune --model {params.model} {params.revision} {params.calibration} --method {params.method} "
-        "{params.allocation} {params.owl_ratios} --sparsity {params.sparsity} --structure {params.structure} --dtype {params.dtype} "
+        "{params.allocation} {params.owl_ratios} {params.settings} --dtype {params.dtype} "
         "--device {params.device} --batch-size {params.batch_size} --seed {params.seed} {params.offload} {params.tags} "
         "--out {output} > {log} 2>&1"

@@ -9,10 +9,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from datasets import load_dataset
-
 from ..errors import LangpruneError
-from ..io import ArtifactKind, atomic_path, check_output, json_file_carries, json_text, marker
+from ..hub import PREFETCH_COMMAND, first_line, missing_error, offline
+from ..io import atomic_path, check_output, json_text, marker, marker_dir_kind
 
 BELEBELE = "facebook/belebele"
 BELEBELE_CONFIG = {"ar": "arb_Arab", "de": "deu_Latn", "en": "eng_Latn", "es": "spa_Latn", "ru": "rus_Cyrl",
@@ -36,13 +35,7 @@ PROBE_MARKER = "langprune_probe.json"
 PROBE_FORMAT = "langprune-probe-text"
 
 
-def is_probe_dir(path: Path) -> bool:
-    """What :func:`write_belebele_probe` writes: its marker and ``<lang>.txt`` files only."""
-    return json_file_carries(path / PROBE_MARKER, PROBE_FORMAT) and all(
-        f.name == PROBE_MARKER or (f.is_file() and f.suffix == ".txt") for f in path.iterdir())
-
-
-PROBE_KIND = ArtifactKind("probe text directory (<lang>.txt)", directory=True, recognise=is_probe_dir)
+PROBE_KIND = marker_dir_kind("probe text directory (<lang>.txt)", PROBE_MARKER, PROBE_FORMAT, only=".txt")
 
 
 def write_belebele_probe(*, languages: list[str], out: str, max_passages: int | None = 200,
@@ -51,6 +44,8 @@ def write_belebele_probe(*, languages: list[str], out: str, max_passages: int | 
     missing = [lang for lang in languages if lang not in BELEBELE_CONFIG]
     if missing:
         raise LangpruneError(f"no Belebele config known for {', '.join(missing)}; known: {', '.join(BELEBELE_CONFIG)}")
+    from datasets import load_dataset  # noqa: PLC0415 - the workflow's plan reads this module's names at parse time
+
     check_output(out, PROBE_KIND, force=force)
     with atomic_path(out, PROBE_KIND, force=force) as tmp:
         tmp.mkdir()
@@ -58,8 +53,11 @@ def write_belebele_probe(*, languages: list[str], out: str, max_passages: int | 
             try:
                 rows = load_dataset(BELEBELE, BELEBELE_CONFIG[lang], split="test")
             except Exception as exc:  # noqa: BLE001 - any hub/cache miss has one fix
-                raise LangpruneError(f"cannot load {BELEBELE} ({BELEBELE_CONFIG[lang]}): {exc}; pre-download it "
-                                     "into the Hugging Face cache (HF_HOME) on a machine with internet") from exc
+                if offline():
+                    raise missing_error("the Belebele probe", f"dataset {BELEBELE} config {BELEBELE_CONFIG[lang]}"
+                                        ) from exc
+                raise LangpruneError(f"cannot load {BELEBELE} ({BELEBELE_CONFIG[lang]}): {first_line(exc)}; run "
+                                     f"`{PREFETCH_COMMAND}` where the hub can be reached") from exc
             (tmp / f"{lang}.txt").write_text("\n\n".join(unique_passages(rows, max_passages)) + "\n", encoding="utf-8")
         (tmp / PROBE_MARKER).write_text(json_text(marker(PROBE_FORMAT, languages=languages,
                                                          max_passages=max_passages)), encoding="utf-8")

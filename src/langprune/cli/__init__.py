@@ -18,7 +18,8 @@ from ..io import running
 from .outputs import guard, mark_command_words
 
 # One module per stage of the data flow; each defines ``register(subparsers)``.
-COMMAND_MODULES = ["model", "prune", "data", "evaluate", "toy", "report", "analysis", "config", "plan"]
+COMMAND_MODULES = ["model", "prune", "data", "evaluate", "toy", "report", "analysis", "config", "plan", "methods",
+                   "prefetch"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -10,8 +10,10 @@ def run_check(args: argparse.Namespace) -> int:
 
     config = check_config_files(args.files, args.schema, args.directory)
     models, sets = len(config["models"]), len(config["calibration"]["sets"])
+    quantized = (config.get("quantization") or {}).get("methods", {})
+    settings = "".join(f", {method} x {len(values)} setting(s)" for method, values in quantized.items())
     print(f"{' + '.join(args.files)}: valid ({models} model(s), {sets} calibration set(s), "
-          f"methods {', '.join(config['pruning']['methods'])})")
+          f"methods {', '.join(config['pruning']['methods'])}{settings})")
     return 0
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Iterator
 
 from ..errors import LangpruneError
+from ..hub import PREFETCH_COMMAND, first_line, missing_error, offline
 from ..io import sha256_bytes
 from .languages import check_mc4_languages
 
@@ -91,18 +92,18 @@ def mc4_data_files(lang: str, split: str, shards: int = 1) -> list[str]:
     return [f"multilingual/c4-{lang}{infix}.tfrecord-{i:05d}-of-*.json.gz" for i in range(shards)]
 
 
-def _offline_dataset_error(lang: str, split: str, files: list[str], exc: Exception) -> LangpruneError:
-    return LangpruneError(
-        f"cannot read mC4 '{lang}' ({split}) from the hub dataset {MC4_REPO}: it is not cached and the hub "
-        f"cannot be reached. Pre-download it on a machine with internet (`huggingface-cli download {MC4_REPO} "
-        f"--repo-type dataset --include '{files[0]}'`) and copy HF_HOME, or use --source text:DIR "
-        f"({type(exc).__name__}: {exc})")
+def _offline_dataset_error(lang: str, split: str, files: list[str], exc: Exception | None = None) -> LangpruneError:
+    if exc is None or offline():
+        return missing_error(f"mC4 '{lang}' ({split})", f"file {files[0]} of dataset {MC4_REPO}")
+    return LangpruneError(f"cannot read mC4 '{lang}' ({split}) from the hub dataset {MC4_REPO} "
+                          f"({first_line(exc)}); run `{PREFETCH_COMMAND}` where the hub can be reached, or use "
+                          f"--source text:DIR")
 
 
 def cached_files(patterns: list[str], cache_dir: str | None = None) -> list[str] | None:
     """Local paths of ``patterns`` in the Hugging Face hub cache of allenai/c4, or None if any is missing.
 
-    Files fetched with ``huggingface-cli download`` are read from disk, so a cluster without
+    Files fetched by `langprune prefetch` are read from disk, so a cluster without
     internet works from a copied HF_HOME.
     """
     # Local: hub sources only; the Snakefile imports langprune.config (and so this module) at parse time.
@@ -140,6 +141,8 @@ class Mc4Source:
         self.check_languages([lang])
         files = mc4_data_files(lang, split, self.shards)
         local = cached_files(files, self.cache_dir)
+        if local is None and offline():
+            raise _offline_dataset_error(lang, split, files)
         try:
             if local is not None:
                 stream = datasets.load_dataset("json", data_files=local, split="train", streaming=True)

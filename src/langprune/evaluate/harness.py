@@ -14,6 +14,7 @@ Offline use: ``task_data`` directories are searched for a local copy of each tas
 from __future__ import annotations
 
 import functools
+from importlib.metadata import version
 from pathlib import Path
 
 from lm_eval import simple_evaluate
@@ -22,6 +23,8 @@ from lm_eval.tasks._yaml_loader import load_yaml
 
 from ..data.languages import check_mc4_languages
 from ..errors import LangpruneError
+from ..hub import PREFETCH_COMMAND, first_line, missing_error, offline
+from ..io import CACHE_FILE, cache_dir, read_json, sha256_bytes, write_json
 from .modelload import done_with_model, evaluation_tokenizer, load_evaluated_model
 from .registry import TASKS_DIR, TaskEntry, select
 from .results import check_metrics_out, record, write_metrics
@@ -33,22 +36,52 @@ BUILDERS = {".jsonl": "json", ".json": "json", ".jsonl.gz": "json", ".json.gz": 
 SPLIT_KEYS = ("test_split", "validation_split", "training_split", "fewshot_split")
 
 
-@functools.lru_cache(maxsize=2)
-def task_manager(include_defaults: bool = True):
-    """The process-wide TaskManager (indexing all YAMLs is slow; do it once).
+@functools.lru_cache(maxsize=4)
+def task_manager(include_defaults: bool = True, lm_eval_dirs: tuple[str, ...] = ()):
+    """A process-wide TaskManager (indexing YAMLs is slow; do it once per set of directories).
 
-    ``include_defaults=False`` indexes only this package's tasks: milliseconds instead of
-    the 5-10 s lm-eval needs for its thousands of YAMLs, which dominated every toy evaluation.
+    ``include_defaults=False`` indexes only this package's tasks, plus ``lm_eval_dirs`` (folders of
+    lm-eval's own YAMLs): milliseconds instead of the 10-20 s lm-eval needs to parse its ~27,000 YAMLs,
+    which dominated every evaluation job.
     """
-    return TaskManager(include_path=str(TASKS_DIR), include_defaults=include_defaults)
+    return TaskManager(include_path=[*lm_eval_dirs, str(TASKS_DIR)], include_defaults=include_defaults)
+
+
+def _index_file() -> Path:
+    import lm_eval  # noqa: PLC0415
+
+    tasks = Path(lm_eval.__file__).parent / "tasks"
+    key = sha256_bytes(f"{version('lm_eval')}\0{tasks}".encode())[:16]
+    return cache_dir() / f"lm-eval-task-dirs-{key}.json"
+
+
+def lm_eval_task_dirs(names: set[str]) -> tuple[str, ...] | None:
+    """Folders of lm-eval's YAMLs that define ``names``, from a name -> folder index cached per lm-eval
+    install (built once from the full index); None when a name is not in it."""
+    index_file = _index_file()
+    try:
+        index = read_json(index_file)
+    except (OSError, ValueError):
+        full = task_manager()
+        index = {name: str(entry.yaml_path.parent) for name, entry in full.task_index.items() if entry.yaml_path}
+        try:
+            write_json(index_file, index, CACHE_FILE)
+        except (OSError, LangpruneError):
+            pass  # an unwritable cache only costs time
+    if not names <= index.keys():
+        return None
+    return tuple(sorted({index[name] for name in names}))
 
 
 def manager_for(entries: list[TaskEntry]):
-    """The project-only TaskManager when it knows every task asked for, else the full one."""
+    """A TaskManager that knows every task asked for: this package's tasks plus the folders of lm-eval's
+    that define the others, else lm-eval's full index."""
     own = task_manager(include_defaults=False)
-    if all((e.base or e.task) in own.task_index for e in entries):
+    missing = {e.base or e.task for e in entries if e.available} - own.task_index.keys()
+    if not missing:
         return own
-    return task_manager()
+    dirs = lm_eval_task_dirs(missing)
+    return task_manager() if dirs is None else task_manager(False, dirs)
 
 
 def _builder(path: Path) -> str | None:
@@ -81,14 +114,29 @@ def local_data_files(entry: TaskEntry, splits: list[str], task_data: list[str | 
     return None
 
 
-def task_spec(entry: TaskEntry, task_data: list[str | Path]):
-    """What lm-eval loads for ``entry``: its registered name, or a config dict with local data."""
+def task_config(entry: TaskEntry, resolve_func: bool = True) -> dict:
+    """The task YAML of ``entry`` as lm-eval reads it (includes merged)."""
     manager = manager_for([entry])
     registered = manager.task_index.get(entry.base or entry.task)
     if registered is None or registered.yaml_path is None:
         raise LangpruneError(f"lm-eval has no task '{entry.base or entry.task}' (benchmark {entry.benchmark}); "
                              f"check lm-eval's version (requirements.txt pins it)")
-    config = load_yaml(registered.yaml_path, resolve_func=True)
+    return load_yaml(registered.yaml_path, resolve_func=resolve_func)
+
+
+def task_dataset(entry: TaskEntry) -> tuple[str, str | None, list[str]]:
+    """``(dataset_path, dataset_name, urls)`` the task reads: a hub dataset, or files at URLs (``urls``)."""
+    config = task_config(entry, resolve_func=False)
+    files = (config.get("dataset_kwargs") or {}).get("data_files") or {}
+    files = files.values() if isinstance(files, dict) else [files]
+    urls = [f for group in files for f in ([group] if isinstance(group, str) else group)
+            if str(f).startswith(("http://", "https://"))]
+    return config["dataset_path"], config.get("dataset_name"), list(dict.fromkeys(urls))
+
+
+def task_spec(entry: TaskEntry, task_data: list[str | Path]):
+    """What lm-eval loads for ``entry``: its registered name, or a config dict with local data."""
+    config = task_config(entry)
     splits = [config[k] for k in SPLIT_KEYS if config.get(k)]
     local = local_data_files(entry, sorted(set(splits)), task_data)
     if local is None:
@@ -105,12 +153,15 @@ def task_spec(entry: TaskEntry, task_data: list[str | Path]):
 
 
 def _dataset_error(entry: TaskEntry, exc: Exception) -> LangpruneError:
+    path, name, urls = task_dataset(entry)
     local = (entry.local_data or "").split("|")[0] or f"{entry.task}/<split>.jsonl"
-    return LangpruneError(
-        f"cannot load the data of lm-eval task '{entry.task}' ({entry.benchmark}/{entry.language}): not cached and "
-        f"the hub cannot be reached. Pre-download it by running the same `langprune evaluate tasks` with --limit 1 on "
-        f"a machine with internet and copy its HF_HOME, or save the data as DIR/{local} and pass --task-data DIR "
-        f"({type(exc).__name__}: {exc})")
+    source = f"data file {urls[0]}" if urls else f"dataset {path}" + (f" config {name}" if name else "")
+    if offline():
+        return missing_error(f"lm-eval task '{entry.task}'",
+                             source + (f" (or DIR/{local} with --task-data DIR)" if urls else ""))
+    return LangpruneError(f"cannot load the {source} of lm-eval task '{entry.task}': {first_line(exc)}; run "
+                          f"`{PREFETCH_COMMAND}` where the hub can be reached, or save the data as DIR/{local} "
+                          f"and pass --task-data DIR")
 
 
 def build_tasks(entries: list[TaskEntry], task_data: list[str | Path]) -> dict:

@@ -19,7 +19,7 @@ from pathlib import Path
 from ..data.shards import language_rng
 from ..data.sources import parse_source
 from ..errors import LangpruneError
-from ..io import ArtifactKind, atomic_path, check_output, json_file_carries, json_text, marker
+from ..io import atomic_path, check_output, json_text, marker, marker_dir_kind
 
 CHOICES = 4
 PASSAGE_WORDS = 8
@@ -56,13 +56,7 @@ MC_MARKER = "langprune_mc.json"
 MC_FORMAT = "langprune-mc-items"
 
 
-def is_mc_dir(path: Path) -> bool:
-    """What :func:`make_mc` writes: its marker and ``<lang>.jsonl`` files only."""
-    return json_file_carries(path / MC_MARKER, MC_FORMAT) and all(
-        entry.name == MC_MARKER or (entry.is_file() and entry.suffix == ".jsonl") for entry in path.iterdir())
-
-
-MC_KIND = ArtifactKind("directory of multiple-choice items (<lang>.jsonl)", directory=True, recognise=is_mc_dir)
+MC_KIND = marker_dir_kind("directory of multiple-choice items (<lang>.jsonl)", MC_MARKER, MC_FORMAT, only=".jsonl")
 
 
 def make_mc(source: str, languages: list[str], n_items: int, seed: int, out: str | Path, *,

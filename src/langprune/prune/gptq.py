@@ -11,66 +11,22 @@ Settings: ``bits`` (2, 3, 4 or 8), ``group_size`` (columns sharing one scale and
 0 = one per row), ``symmetric`` (zero point fixed at the middle of the code range),
 ``act_order`` (columns in order of decreasing Hessian diagonal) and ``static_groups``
 (group grids fixed from the weight before any update, so that with act-order each group is
-still a run of consecutive columns and no per-column group index is needed).
+still a run of consecutive columns and no per-column group index is needed); they and their
+checks are torch-free, in :mod:`langprune.gptq_settings`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import asdict, dataclass
-from typing import Any
-
 import torch
 
-from .. import registry
-from ..errors import LangpruneError
+from ..gptq_settings import GptqSettings
 from ..quantized import QuantizedWeight
 from .methods import _damped_inverse_cholesky
+from .quant_grid import row_grid
 from .stats import LinearStats
 from .structure import Structure
 
 GPTQ_BLOCK = 128  # columns updated together (the authors' default blocksize)
-
-
-@dataclass(frozen=True)
-class GptqSettings:
-    """The quantizer's settings; their allowed values are the registry's (``--gptq-*``)."""
-
-    bits: int = 4
-    group_size: int = 128
-    symmetric: bool = False
-    act_order: bool = False
-    static_groups: bool = False
-
-    @property
-    def max_code(self) -> int:
-        return (1 << self.bits) - 1
-
-    def check(self, columns: int | None = None, name: str = "gptq") -> "GptqSettings":
-        """These settings, or one error line naming the setting that cannot work (before any work)."""
-        registry.method("gptq").bind(asdict(self))
-        if self.static_groups and self.group_size == 0:
-            raise LangpruneError("--gptq-static-groups needs groups: give --gptq-group-size N (with one group per "
-                                 "row there is nothing to fix in advance)")
-        if columns is not None and self.group_size and columns % self.group_size:
-            raise LangpruneError(f"--gptq-group-size {self.group_size} does not divide the {columns} input columns "
-                                 f"of {name}; choose a divisor of every linear's input size (e.g. 32, 64 or 128)")
-        return self
-
-
-def _grid(block: torch.Tensor, max_code: int, symmetric: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-row scale and zero point ([rows, 1] float32) spanning the row's range of ``block`` and 0."""
-    low = torch.minimum(block.min(dim=1).values, torch.zeros(block.shape[0], device=block.device))
-    high = torch.maximum(block.max(dim=1).values, torch.zeros(block.shape[0], device=block.device))
-    if symmetric:
-        high = torch.maximum(low.abs(), high)
-        negative = low < 0
-        low[negative] = -high[negative]
-    flat = (low == 0) & (high == 0)
-    low[flat], high[flat] = -1.0, 1.0
-    scale = (high - low) / max_code
-    zero = (torch.full_like(scale, (max_code + 1) / 2) if symmetric else torch.round(-low / scale))
-    return scale.unsqueeze(1), zero.unsqueeze(1)
 
 
 def gptq_quantize(weight: torch.Tensor, hessian: torch.Tensor, settings: GptqSettings,
@@ -82,11 +38,11 @@ def gptq_quantize(weight: torch.Tensor, hessian: torch.Tensor, settings: GptqSet
     rows, columns = w.shape
     size = settings.group_size or columns
     max_code = settings.max_code
-    scale, zero = _grid(w, max_code, settings.symmetric)  # per row, before dead inputs are zeroed (as published)
+    scale, zero = row_grid(w, max_code, settings.symmetric)  # per row, before dead inputs are zeroed (as published)
     dead = torch.diag(hessian) == 0
     hessian[dead, dead] = 1.0
     w[:, dead] = 0.0
-    static = ([_grid(w[:, start:start + size], max_code, settings.symmetric) for start in range(0, columns, size)]
+    static = ([row_grid(w[:, start:start + size], max_code, settings.symmetric) for start in range(0, columns, size)]
               if settings.static_groups else [])
     order = None
     if settings.act_order:
@@ -110,7 +66,7 @@ def gptq_quantize(weight: torch.Tensor, hessian: torch.Tensor, settings: GptqSet
                 scale, zero = static[int(order[column] if order is not None else column) // size]
             elif column % size == 0:
                 if settings.group_size:  # a group starting inside a block sees the weights as of the block's start
-                    scale, zero = _grid(w[:, column:column + size], max_code, settings.symmetric)
+                    scale, zero = row_grid(w[:, column:column + size], max_code, settings.symmetric)
                 scales.append(scale)
                 zeros.append(zero)
             current, code, err = w_block[:, i:i + 1], code_block[:, i:i + 1], err_block[:, i:i + 1]
@@ -131,13 +87,6 @@ def gptq_quantize(weight: torch.Tensor, hessian: torch.Tensor, settings: GptqSet
     return QuantizedWeight(codes.contiguous(), torch.cat(scales, dim=1).contiguous(),
                            torch.cat(zeros, dim=1).to(torch.uint8).contiguous(), settings.bits,
                            settings.group_size, settings.symmetric, group_index)
-
-
-def check_layers(params: Mapping[str, Any], input_sizes: Mapping[str, int]) -> None:
-    """The registry's pre-load check: the settings agree with each other and with every linear's input size."""
-    settings = GptqSettings(**params).check()
-    for name, columns in input_sizes.items():
-        settings.check(columns, name)
 
 
 def gptq(weight: torch.Tensor, stats: LinearStats, structure: Structure | None = None, *, bits: int = 4,

@@ -21,6 +21,7 @@ import torch
 
 from .. import registry
 from ..errors import LangpruneError
+from .quant_grid import round_to_grid, row_grid
 from .selection import check_groups, lowest_overall, lowest_per_group, lowest_per_row, mask_from_scores
 from .stats import LinearStats
 from .structure import Structure
@@ -75,12 +76,19 @@ def _damped_inverse_cholesky(hessian: torch.Tensor, name: str) -> torch.Tensor:
                          f"(check the shard for repeated or padding-only sequences, or use more samples)")
 
 
-def sparsegpt(weight: torch.Tensor, stats: LinearStats, structure: Structure) -> MethodResult:
-    """Optimal-brain-surgeon pruning with weight updates (Frantar & Alistarh, 2023), in fp32."""
+def sparsegpt(weight: torch.Tensor, stats: LinearStats, structure: Structure, *, bits: int = 0) -> MethodResult:
+    """Optimal-brain-surgeon pruning with weight updates (Frantar & Alistarh, 2023), in fp32.
+
+    ``bits`` > 0 is the paper's joint mode: each column, once its pruned entries are zeroed, is
+    rounded to a ``bits``-bit asymmetric grid per output row (taken from the whole weight before
+    anything is pruned, as published), and the rounding error is spread like the pruning error.
+    """
     check_groups(weight, structure, stats.name)
     if stats.hessian is None:
         raise ValueError(f"{stats.name}: sparsegpt needs the input Hessian")
     w = weight.detach().float().clone()
+    max_code = (1 << bits) - 1
+    grid = row_grid(w, max_code, symmetric=False) if bits else None
     hessian = stats.hessian.to(w.device, torch.float32).clone()
     dead = torch.diag(hessian) == 0
     hessian[dead, dead] = 1.0
@@ -108,6 +116,8 @@ def sparsegpt(weight: torch.Tensor, stats: LinearStats, structure: Structure) ->
                 keep_block[:, group] = lowest_per_row(scores, structure.n)
             column = w_block[:, i]
             quantised = column * keep_block[:, i]
+            if grid is not None:
+                quantised = round_to_grid(quantised.unsqueeze(1), *grid, max_code).squeeze(1)
             err = (column - quantised) / h_block[i, i]
             w_block[:, i:].addr_(err, h_block[i, i:], alpha=-1.0)
             w_block[:, i] = quantised
