@@ -124,8 +124,8 @@ def test_uncached_hub_model_offline_is_a_clear_error_naming_it(tmp_path, text_sp
                  "--out", str(tmp_path / "x.json")])
     err = capsys.readouterr().err
     first = err.splitlines()[0]
-    assert code == 2 and first.startswith("langprune evaluate: error: cannot load 'no-such-org/no-such-model'")
-    assert "huggingface-cli download no-such-org/no-such-model" in first
+    assert code == 2 and first.startswith("langprune evaluate: error: tokenizer 'no-such-org/no-such-model'")
+    assert "not in the Hugging Face cache" in first and "langprune prefetch --configfile" in first
 
 
 @pytest.fixture(scope="module")

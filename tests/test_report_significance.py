@@ -12,8 +12,9 @@ from scipy import stats
 
 from langprune.cli import main
 from langprune.errors import LangpruneError
+from langprune.evaluate.results import METRICS_FORMAT
 from langprune.evaluate.units import record_fingerprint, window_units
-from langprune.io import write_json
+from langprune.io import marker, write_json
 from langprune.report.significance import (
     BEST_OTHER,
     SignificanceSettings,
@@ -90,7 +91,7 @@ def perplexity_doc(tmp_path, calib: str, seed: int, nll: dict[str, list[float]],
                         "value": math.exp(total / sum(tokens)), "n": sum(tokens), "available": True,
                         "fingerprint": record_fingerprint(units), "units": units})
     path = tmp_path / f"{calib}-{seed}.json"
-    write_json(path, {"kind": "perplexity", "model": "toy", "checkpoint": None, "checkpoint_hash": None,
+    write_json(path, {**marker(METRICS_FORMAT), "kind": "perplexity", "model": "toy", "checkpoint": None, "checkpoint_hash": None,
                       "tags": {"model": "toy", "method": "wanda", "structure": "unstructured", "sparsity": "0.5",
                                "calib": calib, "seed": str(seed)}, "records": records,
                       "langprune_version": "test"})
