@@ -91,7 +91,8 @@ def perplexity_doc(tmp_path, calib: str, seed: int, nll: dict[str, list[float]],
                         "value": math.exp(total / sum(tokens)), "n": sum(tokens), "available": True,
                         "fingerprint": record_fingerprint(units), "units": units})
     path = tmp_path / f"{calib}-{seed}.json"
-    write_json(path, {**marker(METRICS_FORMAT), "kind": "perplexity", "model": "toy", "checkpoint": None, "checkpoint_hash": None,
+    write_json(path, {**marker(METRICS_FORMAT), "kind": "perplexity", "model": "toy", "checkpoint": None,
+                      "checkpoint_hash": None,
                       "tags": {"model": "toy", "method": "wanda", "structure": "unstructured", "sparsity": "0.5",
                                "calib": calib, "seed": str(seed)}, "records": records,
                       "langprune_version": "test"})
