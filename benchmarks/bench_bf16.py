@@ -18,6 +18,7 @@ results/checkpoints/gemma3-270m/wanda_unstructured_0.5/de/seed0``.
    runs it (float32, no probe pass), and this tree's job (bfloat16, with its probe pass); the
    agreement runs' CPU seconds compare float32 and bfloat16 within this tree. On a shared
    machine only the ratios mean anything.
+   ``--check-float32``: whether this tree's float32 job wrote the same values as the before job.
 3. ``--matmul-only``: GFLOP/s of Gemma 3 270M's matrix products on one thread in float32,
    float32 with ``torch.set_float32_matmul_precision("medium")``, and bfloat16.
 
@@ -234,6 +235,21 @@ GEMMA_PRODUCTS = [("LM head 262144 x 640", 262144, 640, 128), ("MLP gate/up 2048
                   ("MLP down 640 x 2048", 640, 2048, 1024), ("attention q 1024 x 640", 1024, 640, 1024)]
 
 
+def float32_unchanged(jobs, model: str, path: str, workdir: Path, scratch: Path, before_src: str) -> None:
+    """Whether this tree's float32 job (the agreement run) wrote the same perplexity and ``udhr_mc``
+    values, window by window and item by item, as the job of ``before_src``."""
+    argv = jobs[model, path]
+    job = job_argv(argv, "float32", scratch / "before", scratch / "float32" / model / DENSE, probe=False)
+    run_job(job, workdir, before_src)
+    before, now = output_paths(argv, scratch / "before"), output_paths(argv, scratch / "float32" / model / path)
+    for run, metric in (("perplexity", "perplexity"), ("tasks", "acc")):
+        old, new = records(before[run], metric), records(now[run], metric)
+        same = {lang: (old[lang]["value"], old[lang]["units"]) == (new[lang]["value"], new[lang]["units"])
+                for lang in old}
+        print(f"  {model} {path} {run}: float32 values and units equal to the before job's in "
+              f"{sum(same.values())} of {len(same)} languages")
+
+
 def matmul_rates(repeats: int = 5) -> None:
     """GFLOP/s of Gemma 3 270M's matrix products on one thread: float32, float32 with
     ``set_float32_matmul_precision("medium")`` and bfloat16 (best of ``repeats``)."""
@@ -270,6 +286,9 @@ def main() -> None:
     parser.add_argument("--speed-repeats", type=int, default=0, help="alternating runs of each speed setting (0: none)")
     parser.add_argument("--speed-variant", default="wanda_unstructured_0.5/de/seed0")
     parser.add_argument("--before-src", help="a source tree (its src/) whose job is the speed table's 'before'")
+    parser.add_argument("--check-float32", action="store_true",
+                        help="with --before-src: this tree's float32 results equal to the before job's (first model, "
+                        "--speed-variant)")
     parser.add_argument("--matmul-only", action="store_true", help="only the matrix products' rates (3.)")
     args = parser.parse_args()
     if args.matmul_only:
@@ -289,6 +308,8 @@ def main() -> None:
               f"load average at start: {os.getloadavg()[0]:.1f}", flush=True)
         results = agreement(jobs, models, variants, args.workdir, scratch)
         print_agreement(results, models, variants)
+        if args.check_float32 and args.before_src:
+            float32_unchanged(jobs, models[0], args.speed_variant, args.workdir, scratch, args.before_src)
         if args.speed_repeats:
             print(f"\nload average before the speed runs: {os.getloadavg()[0]:.1f}", flush=True)
             speed(jobs, models[0], args.speed_variant, args.workdir, scratch, args.speed_repeats, args.before_src)
