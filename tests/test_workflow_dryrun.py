@@ -98,12 +98,16 @@ def test_real_model_grid_job_count_and_gguf_commands(tmp_path):
     checkpoints = models * structures * (2 * calib_sets * seeds + 1)  # wanda, sparsegpt; + magnitude
     assert counts["fetch_gguf"] == counts["gguf_model"] == models
     assert counts["prune"] == checkpoints == 132
-    # one job per variant (evaluation.group: variant) for perplexity + udhr_mc, one model load each
-    assert counts["evaluate_pruned_variant"] == checkpoints and counts["evaluate_dense_variant"] == models
-    assert not {"evaluate_perplexity", "evaluate_tasks"} & set(counts)
+    # one job per variant (evaluation.group: variant) for perplexity + udhr_mc + probe states, one model load each
+    assert counts["evaluate_analysed_variant"] == checkpoints and counts["evaluate_dense_variant"] == models
+    assert not {"evaluate_perplexity", "evaluate_tasks", "evaluate_pruned_variant", "analysis_hidden_dense"} & set(
+        counts)
     variant_jobs = [line for line in proc.stdout.splitlines() if "langprune evaluate variant" in line]
     assert len(variant_jobs) == checkpoints + models
-    assert all("--batch-size 8 " in line.split("--run")[1] for line in variant_jobs)  # perplexity run
+    assert all("--batch-size 8 " in line.split("--run 'perplexity")[1] for line in variant_jobs)
+    # pruned in float32, evaluated (and probed) in bfloat16 (evaluation.dtype)
+    assert all("--dtype bfloat16 " in line for line in variant_jobs)
+    assert all("--dtype float32 " in line for line in proc.stdout.splitlines() if "langprune prune " in line)
     config = yaml.safe_load((REPO / "config" / "real.yaml").read_text())  # two jobs side by side on 2 cores
     assert config["pruning"]["resources"]["threads"] == config["evaluation"]["resources"]["threads"] == 1
     assert counts["toy_corpus"] == counts["multiple_choice_items"] == 1
@@ -132,8 +136,8 @@ def test_gemma_gptq_overlay_plans_quantized_variants_with_the_registry_flags(tmp
     assert sum("--gptq-bits 3 --gptq-group-size 128 --gptq-symmetric " in c for c in gptq) == 16
     assert all("--model results/models/gemma3-270m " in c and "--tag sparsity=0 " in c for c in gptq)
     evaluated = [c for c in commands if c.startswith("langprune evaluate variant ") and "gptq_w" in c]
-    assert len(evaluated) == 32
-    hidden = [c for c in commands if c.startswith("langprune analyze hidden ") and "gemma3-270m/gptq_" in c]
-    assert len(hidden) == 1 and hidden[0].count("results/checkpoints/gemma3-270m/gptq_w") == 32
+    assert len(evaluated) == 32  # each with its probe pass (evaluation.group: variant), no analysis job of its own
+    assert all("--run 'hidden --probe " in c and "--out analysis/gemma3-270m/hidden/gptq_w" in c for c in evaluated)
+    assert not [c for c in commands if c.startswith("langprune analyze hidden ")]
     masks = [c for c in commands if c.startswith(("langprune analyze masks ", "langprune analyze neurons "))]
     assert len(masks) == 4 and not any("gptq_" in c for c in masks)
