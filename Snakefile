@@ -26,6 +26,7 @@ shell.prefix("set -euo pipefail; export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1; 
 
 
 include: "workflow/rules/common.smk"
+include: "workflow/rules/analysis_common.smk"
 include: "workflow/rules/prefetch.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/prune.smk"

@@ -1,11 +1,11 @@
-"""What the safety checks of issue 13 cost, next to the work they guard.
+"""What checkpoint verification and per-sequence Hessian sums cost, next to the work they guard.
 
 Table 1: verifying a SparseGPT-style checkpoint (SHA-256 of masks and values, kept counts,
 each mask's sparsity against the manifest: per weight when unstructured, per group of M for
 N:M) against loading the pruned model (base load + checkpoint applied, verification included),
 and what the sparsity check alone adds.
 Table 2: summing the Hessian one sequence at a time (bit-identical for any batch size)
-against one matmul over the whole batch (the previous code).
+against one matmul over the whole batch.
 
 Run: `.venv/bin/python benchmarks/bench_verify.py [--hidden 1024 --layers 8]`; record the
 tables in benchmarks/RESULTS.md.

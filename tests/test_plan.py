@@ -54,10 +54,12 @@ def test_paper_grid_gpu_hours_and_disk():
 def test_one_job_per_variant_saves_the_loads(tmp_path):
     grouped = grid_of(PAPER, overlay(tmp_path, "variant.yaml", "evaluation: {group: variant}\n"))
     jobs = jobs_per_rule(grouped)
-    assert jobs["evaluate_pruned_variant"] == 456 and jobs["evaluate_dense_variant"] == 2
-    assert not {"evaluate_perplexity", "evaluate_tasks"} & set(jobs)
+    assert jobs["evaluate_analysed_variant"] == 456 and jobs["evaluate_dense_variant"] == 2  # every variant analysed
+    assert "evaluate_pruned_variant" not in jobs
+    assert not {"evaluate_perplexity", "evaluate_tasks", "analysis_hidden_dense"} & set(jobs)  # probes inside
     per_variant = hours(gpu_hours(grouped, "shared"), "evaluate pruned variants")[0] * 60 / 456
     assert per_variant == pytest.approx(3 + 1 + 19 * (0.48 + 0.29 + 0.85 + 0.82 + 1.0))  # one load
+    assert hours(gpu_hours(grouped, "shared"), "analysis probe passes")[0] == pytest.approx(458 * 2 / 60)  # no load
 
 
 def test_paper_extension_in_its_comment_plans_what_the_comment_says(tmp_path):

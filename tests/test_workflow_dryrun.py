@@ -28,25 +28,54 @@ def dry_run(tmp_path: Path, configfile: str) -> dict[str, int]:
     return job_counts(proc.stdout)
 
 
-def grouped_config(tmp_path, configfile: str) -> str:
+PROBE_PASSES = ["analysis_hidden_dense", "analysis_hidden_pruned", "analysis_hidden_pruned_all"]
+
+
+def grouped_config(tmp_path, configfile: str, **sections) -> str:
+    """``configfile`` with one evaluation job per variant (``evaluation.group: variant``), sections updated."""
     config = yaml.safe_load((REPO / configfile).read_text())
     config["evaluation"]["group"] = "variant"
+    for key, value in sections.items():
+        config[key] = {**config.get(key, {}), **value}
     path = tmp_path / "variant.yaml"
     path.write_text(yaml.safe_dump(config))
     return str(path)
 
 
-def test_toy_default_has_one_evaluation_job_per_variant(tmp_path):
-    proc = run_snakemake("--dry-run", "-p", "--configfile", grouped_config(tmp_path, "config/config.yaml"),
-                         workdir=tmp_path)
+def planned(tmp_path, configfile: str) -> tuple[dict[str, int], list[str]]:
+    """Jobs per rule of a dry run (checked against `langprune plan`) and its variant commands."""
+    proc = run_snakemake("--dry-run", "-p", "--configfile", configfile, workdir=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     counts = job_counts(proc.stdout)
-    assert counts["evaluate_pruned_variant"] == 33 and counts["evaluate_dense_variant"] == 1
+    assert counts == jobs_per_rule(Grid(check_config_files([configfile])))
+    return counts, [line for line in proc.stdout.splitlines() if "langprune evaluate variant" in line]
+
+
+def test_toy_default_has_one_evaluation_job_per_variant_that_also_writes_its_probe_states(tmp_path):
+    counts, commands = planned(tmp_path, grouped_config(tmp_path, "config/config.yaml"))
+    assert counts["evaluate_analysed_variant"] == 33 and counts["evaluate_dense_variant"] == 1
     per_benchmark = ["evaluate_perplexity", "evaluate_tasks", "evaluate_perplexity_dense", "evaluate_tasks_dense"]
-    assert not [rule for rule in per_benchmark if rule in counts]
-    dense = next(line for line in proc.stdout.splitlines() if "evaluate variant" in line and "/dense" in line)
-    assert "--out-dir results/metrics/toy/dense" in dense
-    assert "--run 'perplexity --source text:results/toy/text/eval" in dense and "--out udhr_mc.json'" in dense
+    assert not [rule for rule in [*per_benchmark, *PROBE_PASSES, "evaluate_pruned_variant"] if rule in counts]
+    dense = next(line for line in commands if "--out metrics/toy/dense/" in line)
+    assert "--out-dir results " in dense and "--dtype float32" in dense
+    assert "--run 'hidden --probe text:results/toy/text/probe --languages ar,de,en,es,ru,sw,zh" in dense
+    assert "--out analysis/toy/hidden/dense.safetensors'" in dense and "--reference" not in dense
+    assert "--run 'perplexity --source text:results/toy/text/eval" in dense
+    assert "--out metrics/toy/dense/udhr_mc.json'" in dense
+    pruned = next(line for line in commands if "wanda_unstructured_0.5/de/seed1" in line)
+    assert "--reference results/analysis/toy/hidden/dense.safetensors " in pruned
+    assert "--out analysis/toy/hidden/wanda_unstructured_0.5/de/seed1.safetensors'" in pruned
+
+
+def test_variants_the_analyses_skip_are_evaluated_without_a_probe_pass(tmp_path):
+    config = grouped_config(tmp_path, "config/config.yaml", analysis={"methods": ["wanda"], "calibrations": ["de"]},
+                            evaluation={"dtype": "bfloat16"})
+    counts, commands = planned(tmp_path, config)
+    assert counts["evaluate_analysed_variant"] == 2 and counts["evaluate_pruned_variant"] == 31  # wanda de, 2 seeds
+    plain = next(line for line in commands if "sparsegpt_unstructured_0.5/de/seed0" in line)
+    assert "hidden" not in plain and "--out-dir results/metrics/toy/sparsegpt_unstructured_0.5/de/seed0 " in plain
+    assert "--out perplexity.json'" in plain
+    assert all("--dtype bfloat16" in line for line in commands)  # evaluation.dtype, the probe passes too
 
 
 def test_lint_reports_nothing_for_the_workflow_rules(tmp_path):
@@ -106,12 +135,16 @@ def test_real_model_grid_job_count_and_gguf_commands(tmp_path):
     checkpoints = models * structures * (2 * calib_sets * seeds + 1)  # wanda, sparsegpt; + magnitude
     assert counts["fetch_gguf"] == counts["gguf_model"] == models
     assert counts["prune"] == checkpoints == 132
-    # one job per variant (evaluation.group: variant) for perplexity + udhr_mc, one model load each
-    assert counts["evaluate_pruned_variant"] == checkpoints and counts["evaluate_dense_variant"] == models
-    assert not {"evaluate_perplexity", "evaluate_tasks"} & set(counts)
+    # one job per variant (evaluation.group: variant) for perplexity + udhr_mc + probe states, one model load each
+    assert counts["evaluate_analysed_variant"] == checkpoints and counts["evaluate_dense_variant"] == models
+    assert not {"evaluate_perplexity", "evaluate_tasks", "evaluate_pruned_variant", "analysis_hidden_dense"} & set(
+        counts)
     variant_jobs = [line for line in proc.stdout.splitlines() if "langprune evaluate variant" in line]
     assert len(variant_jobs) == checkpoints + models
-    assert all("--batch-size 8 " in line.split("--run")[1] for line in variant_jobs)  # perplexity run
+    assert all("--batch-size 8 " in line.split("--run 'perplexity")[1] for line in variant_jobs)
+    # pruned in float32, evaluated (and probed) in bfloat16 (evaluation.dtype)
+    assert all("--dtype bfloat16 " in line for line in variant_jobs)
+    assert all("--dtype float32 " in line for line in proc.stdout.splitlines() if "langprune prune " in line)
     config = yaml.safe_load((REPO / "config" / "real.yaml").read_text())  # two jobs side by side on 2 cores
     assert config["pruning"]["resources"]["threads"] == config["evaluation"]["resources"]["threads"] == 1
     assert counts["toy_corpus"] == counts["multiple_choice_items"] == 1
@@ -143,8 +176,8 @@ def test_gemma_gptq_overlay_plans_quantized_variants_with_the_registry_flags(tmp
     assert sum("--gptq-bits 3 --gptq-group-size 128 --gptq-symmetric " in c for c in gptq) == 16
     assert all("--model results/models/gemma3-270m " in c and "--tag sparsity=0 " in c for c in gptq)
     evaluated = [c for c in commands if c.startswith("langprune evaluate variant ") and "gptq_w" in c]
-    assert len(evaluated) == 32
-    hidden = [c for c in commands if c.startswith("langprune analyze hidden ") and "gemma3-270m/gptq_" in c]
-    assert len(hidden) == 1 and hidden[0].count("results/checkpoints/gemma3-270m/gptq_w") == 32
+    assert len(evaluated) == 32  # each with its probe pass (evaluation.group: variant), no analysis job of its own
+    assert all("--run 'hidden --probe " in c and "--out analysis/gemma3-270m/hidden/gptq_w" in c for c in evaluated)
+    assert not [c for c in commands if c.startswith("langprune analyze hidden ")]
     masks = [c for c in commands if c.startswith(("langprune analyze masks ", "langprune analyze neurons "))]
     assert len(masks) == 4 and not any("gptq_" in c for c in masks)

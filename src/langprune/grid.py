@@ -144,6 +144,9 @@ class AnalysisSettings:
     methods: list[str]  # registered method names (pruning and quantization); every allocation of each is analysed
     calibrations: list[str]  # calibration sets analysed, plus variant.UNCALIBRATED (magnitude's run)
     one_job_per_model: bool
+    # The probe passes run inside the evaluation jobs, on the model they load anyway (evaluation.group:
+    # variant); else in jobs of their own (one per model with one_job_per_model, else one per variant).
+    in_evaluation: bool
 
 
 class Grid:
@@ -300,6 +303,11 @@ class Grid:
         variants = [None, *self.checkpoints(model)]
         return [Evaluation(model, c, b) for c in variants for b in self.benchmarks]
 
+    def evaluation_dtype(self, model: str) -> str:
+        """The dtype ``model`` is evaluated and probed in: ``evaluation.dtype``, else the model's own (its
+        pruning dtype)."""
+        return self.config["evaluation"].get("dtype") or self._model(model)["dtype"]
+
     @cached_property
     def analysis(self) -> AnalysisSettings:
         section = self.config.get("analysis") or {}
@@ -310,6 +318,7 @@ class Grid:
             methods=list(section.get("methods", self.all_methods)),
             calibrations=[*section.get("calibrations", self.calibration_sets), variant.UNCALIBRATED],
             one_job_per_model=bool(grouped),
+            in_evaluation=self.config["evaluation"]["group"] == "variant",
         )
 
     def analysis_checkpoints(self, model: str) -> list[Checkpoint]:
@@ -318,6 +327,12 @@ class Grid:
         settings = self.analysis
         return [c for c in self.checkpoints(model)
                 if c.method in settings.methods and c.calib in settings.calibrations]
+
+    @property
+    def analysed_labels(self) -> list[str]:
+        """The method labels (every allocation) of the analysed methods: with ``analysis.calibrations``,
+        which variants' evaluation jobs also write probe states when those run inside them."""
+        return list(dict.fromkeys(c.label for c in self.all_checkpoints() if c.method in self.analysis.methods))
 
     def mask_checkpoints(self, model: str) -> list[Checkpoint]:
         """The analysed variants whose masks are compared (mask overlap, language-specific neurons):

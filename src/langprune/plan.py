@@ -123,8 +123,10 @@ def jobs_per_rule(grid: Grid) -> dict[str, int]:
     counts["owl_ratios"] = len(grid.owl_ratios())
     counts["prune"] = checkpoints
     tasks = len(grid.tasks)
-    if grid.config["evaluation"]["group"] == "variant":
-        counts["evaluate_pruned_variant"], counts["evaluate_dense_variant"] = checkpoints, models
+    analysed = sum(len(grid.analysis_checkpoints(m)) for m in grid.models)
+    if grid.config["evaluation"]["group"] == "variant":  # analysed variants' jobs also write their probe states
+        counts["evaluate_pruned_variant"], counts["evaluate_analysed_variant"] = checkpoints - analysed, analysed
+        counts["evaluate_dense_variant"] = models
     else:
         counts["evaluate_perplexity"], counts["evaluate_tasks"] = checkpoints, checkpoints * tasks
         counts["evaluate_perplexity_dense"], counts["evaluate_tasks_dense"] = models, models * tasks
@@ -132,12 +134,13 @@ def jobs_per_rule(grid: Grid) -> dict[str, int]:
         counts[rule] = models
     counts["analysis_probe_text"] = int(grid.analysis.probe == "belebele")
     counts["prefetch"] = int(reads_hub(grid))  # what the jobs read from the hub, fetched first
-    counts["analysis_hidden_dense"] = models
-    if grid.analysis.one_job_per_model:
-        for index, (group, _) in enumerate(grid.analysis_groups()):
-            counts["analysis_hidden_pruned_all" + (f"_{index + 1}" if index else "")] = len(group)
-    else:
-        counts["analysis_hidden_pruned"] = sum(len(grid.analysis_checkpoints(m)) for m in grid.models)
+    if not grid.analysis.in_evaluation:
+        counts["analysis_hidden_dense"] = models
+        if grid.analysis.one_job_per_model:
+            for index, (group, _) in enumerate(grid.analysis_groups()):
+                counts["analysis_hidden_pruned_all" + (f"_{index + 1}" if index else "")] = len(group)
+        else:
+            counts["analysis_hidden_pruned"] = analysed
     for rule in ("analysis_features", "analysis_drift", "analysis_masks", "analysis_neurons"):
         counts[rule] = models
     counts["all"] = 1
@@ -198,9 +201,10 @@ def gpu_hours(grid: Grid, backend: str = "shared") -> list[Line]:
                       sum(_per(grid.models[m]["gpu"], variant_minutes[m]) for m in gpu_models), None, how))
     probe = _probe_minutes(grid)
     analysed = {m: len(grid.analysis_checkpoints(m)) + 1 for m in gpu_models}  # + the dense pass
+    where = "inside the evaluation jobs, no load" if grid.analysis.in_evaluation else "at the reference"
     lines.append(Line("analysis probe passes", sum(analysed.values()),
                       sum(_per(grid.models[m]["gpu"], analysed[m] * probe * gpu_models[m]) for m in gpu_models),
-                      None, f"{PROBE_COST.minutes + LOAD.minutes:g} min per pass at the reference, extrapolated"))
+                      None, f"{probe:g} min per pass {where}, extrapolated"))
     return lines
 
 
@@ -223,10 +227,12 @@ def _variant_minutes(grid: Grid, model: str, backend: str) -> float:
 
 
 def _probe_minutes(grid: Grid) -> float:
-    """Minutes of one probe pass at the reference size, scaled to the analysis settings."""
+    """Minutes of one probe pass at the reference size, scaled to the analysis settings (with a model
+    load, unless it runs inside the evaluation job that has loaded the model)."""
     section = grid.config["analysis"]
     tokens = len(grid.analysis.languages) * section["max_passages"] * section["max_length"]
-    return PROBE_COST.minutes * tokens / REFERENCE_PROBE_TOKENS + LOAD.minutes
+    load = 0 if grid.analysis.in_evaluation else LOAD.minutes
+    return PROBE_COST.minutes * tokens / REFERENCE_PROBE_TOKENS + load
 
 
 def requested_gpu_hours(grid: Grid) -> float:
@@ -239,6 +245,8 @@ def requested_gpu_hours(grid: Grid) -> float:
         checkpoints = len(grid.checkpoints(name))
         ratios = sum(1 for owner, _, _ in grid.owl_ratios() if owner == name)
         passes = 1 + (1 if grid.analysis.one_job_per_model else len(grid.analysis_checkpoints(name)))
+        if grid.analysis.in_evaluation:  # inside the evaluation jobs, within their time
+            passes = 0
         per_gpu = ((checkpoints + ratios) * runtime["pruning"]
                    + (checkpoints + 1) * len(grid.benchmarks) * runtime["evaluation"]
                    + passes * runtime["analysis"])

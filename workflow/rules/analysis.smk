@@ -3,10 +3,8 @@
 # overlap; dense activation counts + pruned checkpoints -> language-specific neurons.
 # Outputs live in results/analysis/{model}/; tables and figures are flagged for the report.
 # Its final outputs, for all_targets() in common.smk: analysis_targets(models).
-# Its settings are the config's `analysis:` section (config/README.md).
-
-
-include: "analysis_common.smk"
+# Its settings are the config's `analysis:` section (config/README.md); its paths and input
+# functions are in analysis_common.smk.
 
 
 if ANALYSIS_PROBE == "belebele":
@@ -30,99 +28,94 @@ if ANALYSIS_PROBE == "belebele":
             "--out {output} > {log} 2>&1"
 
 
-# One probe pass of `langprune analyze hidden` (dense, or pruned with --reference/--checkpoint).
-HIDDEN_PARAMS = {
-    "model": lambda wc: MODELS[wc.model]["path"],
-    "probe": analysis_probe(),
-    "languages": ",".join(ANALYSIS_LANGUAGES),
-    "max_passages": ANALYSIS["max_passages"],
-    "max_length": ANALYSIS["max_length"],
-    "batch_size": ANALYSIS["batch_size"],
-    "dtype": model_dtype,
-    "device": device,
-    "tags": lambda wc: variant.tag_flags({"model": wc.model}),
-}
-HIDDEN_RESOURCES = {
-    "gpu": gpus,
-    "mem_mb": scaled("analysis", "mem_mb"),
-    "runtime": scaled("analysis", "runtime"),
-}
-HIDDEN_SHELL = (
-    "langprune analyze hidden --model {params.model} --probe {params.probe} --languages {params.languages} "
-    "--max-passages {params.max_passages} --max-length {params.max_length} --batch-size {params.batch_size} "
-    "--dtype {params.dtype} --device {params.device} {params.tags} {params.pruned} --threads {threads} "
-    "--out {output} > {log} 2>&1"
-)
+if not ANALYSIS_SETTINGS.in_evaluation:
 
+    # One probe pass of `langprune analyze hidden` (dense, or pruned with --reference/--checkpoint).
+    # With evaluation.group variant the evaluation jobs write these files instead (evaluate.smk).
+    HIDDEN_PARAMS = {
+        "model": lambda wc: MODELS[wc.model]["path"],
+        "probe_flags": probe_flags(),
+        "dtype": evaluation_dtype,
+        "device": device,
+        "tags": lambda wc: variant.tag_flags({"model": wc.model}),
+    }
+    HIDDEN_RESOURCES = {
+        "gpu": gpus,
+        "mem_mb": scaled("analysis", "mem_mb"),
+        "runtime": scaled("analysis", "runtime"),
+    }
+    HIDDEN_SHELL = (
+        "langprune analyze hidden --model {params.model} {params.probe_flags} "
+        "--dtype {params.dtype} --device {params.device} {params.tags} {params.pruned} --threads {threads} "
+        "--out {output} > {log} 2>&1"
+    )
 
-rule analysis_hidden_dense:
-    input:
-        model=model_input,
-        probe=analysis_probe_input,
-        hub=hub_inputs,
-    output:
-        ANALYSIS_DENSE,
-    log:
-        "logs/analysis/{model}/hidden_dense.log",
-    conda:
-        CONDA_ENV
-    threads: stage_threads("analysis")
-    resources:
-        **HIDDEN_RESOURCES,
-    params:
-        **HIDDEN_PARAMS,
-        pruned="",
-    shell:
-        HIDDEN_SHELL
+    rule analysis_hidden_dense:
+        input:
+            model=model_input,
+            probe=analysis_probe_input,
+            hub=hub_inputs,
+        output:
+            ANALYSIS_DENSE,
+        log:
+            "logs/analysis/{model}/hidden_dense.log",
+        conda:
+            CONDA_ENV
+        threads: stage_threads("analysis")
+        resources:
+            **HIDDEN_RESOURCES,
+        params:
+            **HIDDEN_PARAMS,
+            pruned="",
+        shell:
+            HIDDEN_SHELL
 
+    if ANALYSIS_GROUPED:
+        # Every pruned probe pass of a model in one job (one model load). A rule's outputs cannot depend
+        # on its model, so the models that share one list of analysed variants share one rule.
+        for _group, (_models, _paths) in enumerate(GRID.analysis_groups()):
 
-if ANALYSIS_GROUPED:
+            rule:
+                name:
+                    "analysis_hidden_pruned_all" + (f"_{_group + 1}" if _group else "")
+                input:
+                    model=model_input,
+                    probe=analysis_probe_input,
+                    hub=hub_inputs,
+                    dense=ANALYSIS_DENSE,
+                    checkpoints=analysis_checkpoints,
+                output:
+                    [variant.HIDDEN_STATES_FILE.replace("{variant}", path) for path in _paths],
+                log:
+                    "logs/analysis/{model}/hidden_pruned.log",
+                wildcard_constraints:
+                    model=_alternatives(_models),
+                conda:
+                    CONDA_ENV
+                threads: stage_threads("analysis")
+                resources:
+                    **HIDDEN_RESOURCES,
+                params:
+                    **HIDDEN_PARAMS,
+                    pruned=lambda wc, input: f"--reference {input.dense} --checkpoint {input.checkpoints}",
+                shell:
+                    HIDDEN_SHELL
 
-    # Every pruned probe pass of a model in one job (one model load). A rule's outputs cannot depend
-    # on its model, so the models that share one list of analysed variants share one rule.
-    for _group, (_models, _paths) in enumerate(GRID.analysis_groups()):
+    else:
 
-        rule:
-            name:
-                "analysis_hidden_pruned_all" + (f"_{_group + 1}" if _group else "")
+        use rule analysis_hidden_dense as analysis_hidden_pruned with:
             input:
                 model=model_input,
                 probe=analysis_probe_input,
                 hub=hub_inputs,
                 dense=ANALYSIS_DENSE,
-                checkpoints=analysis_checkpoints,
+                checkpoint=variant.pruned_pattern(variant.CHECKPOINT_DIR),
             output:
-                [variant.HIDDEN_STATES_FILE.replace("{variant}", path) for path in _paths],
+                ANALYSIS_PRUNED,
             log:
-                "logs/analysis/{model}/hidden_pruned.log",
-            wildcard_constraints:
-                model=_alternatives(_models),
-            conda:
-                CONDA_ENV
-            threads: stage_threads("analysis")
-            resources:
-                **HIDDEN_RESOURCES,
+                f"logs/analysis/{{model}}/hidden/{variant.VARIANT_PATH}.log",
             params:
-                **HIDDEN_PARAMS,
-                pruned=lambda wc, input: f"--reference {input.dense} --checkpoint {input.checkpoints}",
-            shell:
-                HIDDEN_SHELL
-
-else:
-
-    use rule analysis_hidden_dense as analysis_hidden_pruned with:
-        input:
-            model=model_input,
-            probe=analysis_probe_input,
-            hub=hub_inputs,
-            dense=ANALYSIS_DENSE,
-            checkpoint=variant.pruned_pattern(variant.CHECKPOINT_DIR),
-        output:
-            ANALYSIS_PRUNED,
-        log:
-            f"logs/analysis/{{model}}/hidden/{variant.VARIANT_PATH}.log",
-        params:
-            pruned=lambda wc, input: f"--reference {input.dense} --checkpoint {input.checkpoint}",
+                pruned=lambda wc, input: f"--reference {input.dense} --checkpoint {input.checkpoint}",
 
 
 rule analysis_features:

@@ -1,4 +1,5 @@
-# Settings, paths and input functions of the analysis stage (rules in analysis.smk): the grid's
+# Settings, paths and input functions of the analysis stage (rules in analysis.smk; the probe passes
+# run inside the evaluation jobs when evaluation.group is variant, evaluate.smk): the grid's
 # analysed checkpoints of each model (langprune.grid.Grid.analysis_checkpoints) mapped to files.
 
 from langprune.grid import BELEBELE_PROBE
@@ -40,6 +41,15 @@ ANALYSIS_OUTPUTS = {
 def analysis_probe():
     """The probe source as `langprune analyze hidden` takes it."""
     return f"text:{BELEBELE_PROBE}" if ANALYSIS_PROBE == "belebele" else ANALYSIS_PROBE
+
+
+def probe_flags():
+    """The probe set of every `langprune analyze hidden` pass, a job of its own or a `--run` of a
+    variant's evaluation job."""
+    words = ["--probe", analysis_probe(), "--languages", ",".join(ANALYSIS_LANGUAGES)]
+    words += ["--max-passages", ANALYSIS["max_passages"], "--max-length", ANALYSIS["max_length"]]
+    words += ["--batch-size", ANALYSIS["batch_size"]]
+    return " ".join(map(str, words))
 
 
 def analysis_probe_input(wildcards=None):

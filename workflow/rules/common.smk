@@ -155,8 +155,13 @@ def revision_flag(wildcards):
 
 
 def model_dtype(wildcards):
-    """The model's configured dtype: every job that loads it (prune, evaluate, analyze) uses the same."""
+    """The model's configured dtype, in which it is pruned."""
     return MODELS[wildcards.model]["dtype"]
+
+
+def evaluation_dtype(wildcards):
+    """The dtype every evaluation and probe pass of the model loads it in (`evaluation.dtype`, else its own)."""
+    return GRID.evaluation_dtype(wildcards.model)
 
 
 def device(wildcards):
@@ -223,13 +228,24 @@ def variant_inputs(wildcards):
     return sorted({*text_source_input(PERPLEXITY["source"]), *tasks_data})
 
 
-def variant_runs(wildcards):
-    """Every benchmark of a variant as `--run` arguments of `langprune evaluate variant`."""
+def variant_out_dir(wildcards, output):
+    """The `--out-dir` of a variant's evaluation job: the folder that holds all its outputs."""
+    return os.path.commonpath(list(output))
+
+
+def variant_runs(wildcards, input, output):
+    """Every benchmark of a variant as `--run` arguments of `langprune evaluate variant`, and its probe
+    pass when the job writes probe states (first, so it sees the tokenizer as a pass of its own would);
+    each `--out` relative to the job's `--out-dir`."""
+    root = variant_out_dir(wildcards, output)
     runs = []
-    for benchmark in BENCHMARKS:
+    if "states" in output.keys():
+        reference = f" --reference {input.dense}" if "dense" in input.keys() else ""
+        runs.append(f"hidden {probe_flags()}{reference} --out {os.path.relpath(output.states, root)}")
+    for benchmark, path in zip(BENCHMARKS, output.metrics):
         subcommand = "perplexity" if benchmark == "perplexity" else "tasks"
-        runs.append(f"--run {shlex.quote(f'{subcommand} {evaluate_flags(benchmark)} --out {benchmark}.json')}")
-    return " ".join(runs)
+        runs.append(f"{subcommand} {evaluate_flags(benchmark)} --out {os.path.relpath(path, root)}")
+    return " ".join(f"--run {shlex.quote(run)}" for run in runs)
 
 
 def all_targets():

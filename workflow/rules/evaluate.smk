@@ -3,7 +3,8 @@
 # Each dense rule is its pruned twin without --checkpoint, cached between workflows
 # (docs/reruns.md): the cache key covers params, not wildcards, so every value that
 # shapes a result reaches the shell line through params. Every evaluation loads the model in
-# its configured dtype, as prune does, so dense and pruned variants are compared in one dtype.
+# one dtype (evaluation.dtype, else the model's own, in which it is pruned), so dense and
+# pruned variants are compared in one dtype.
 
 PRUNED_METRICS = variant.pruned_pattern(variant.METRICS_FILE)
 DENSE_METRICS = variant.METRICS_FILE.replace("{variant}", variant.DENSE)
@@ -51,7 +52,7 @@ rule evaluate_perplexity:
         checkpoint=lambda wc, input: f"--checkpoint {input.checkpoint}",
         flags=evaluate_flags("perplexity"),
         device=device,
-        dtype=model_dtype,
+        dtype=evaluation_dtype,
         revision=revision_flag,
         tags=lambda wc: variant.tag_flags({"model": wc.model}),
     shell:
@@ -98,7 +99,7 @@ rule evaluate_tasks:
         checkpoint=lambda wc, input: f"--checkpoint {input.checkpoint}",
         flags=lambda wc: evaluate_flags(wc.benchmark),
         device=device,
-        dtype=model_dtype,
+        dtype=evaluation_dtype,
         revision=revision_flag,
         tags=lambda wc: variant.tag_flags({"model": wc.model}),
     shell:
@@ -124,11 +125,13 @@ use rule evaluate_tasks as evaluate_tasks_dense with:
 if EVALUATION["group"] == "variant":
     # One job per variant: `langprune evaluate variant` loads the model once and writes every
     # benchmark's metrics file (the same files as the per-benchmark rules above, which these
-    # take precedence over). A job with several outputs cannot use the between-workflow cache,
-    # so dense evaluations are not cached under this grouping (docs/reruns.md).
+    # take precedence over) and, for the dense model and every analysed variant, its probe states
+    # (the same file as `langprune analyze hidden` writes, so analysis.smk then has no probe-pass
+    # rules). A job with several outputs cannot use the between-workflow cache, so dense
+    # evaluations are not cached under this grouping (docs/reruns.md).
 
-    ruleorder: evaluate_pruned_variant > evaluate_perplexity
-    ruleorder: evaluate_pruned_variant > evaluate_tasks
+    ruleorder: evaluate_analysed_variant > evaluate_pruned_variant > evaluate_perplexity
+    ruleorder: evaluate_analysed_variant > evaluate_pruned_variant > evaluate_tasks
     ruleorder: evaluate_dense_variant > evaluate_perplexity_dense
     ruleorder: evaluate_dense_variant > evaluate_tasks_dense
 
@@ -139,7 +142,7 @@ if EVALUATION["group"] == "variant":
             checkpoint=variant.pruned_pattern(variant.CHECKPOINT_DIR),
             data=variant_inputs,
         output:
-            expand(PRUNED_METRICS, benchmark=BENCHMARKS, allow_missing=True),
+            metrics=expand(PRUNED_METRICS, benchmark=BENCHMARKS, allow_missing=True),
         log:
             f"logs/evaluate/{{model}}/{variant.VARIANT_PATH}/variant.log",
         conda:
@@ -153,9 +156,9 @@ if EVALUATION["group"] == "variant":
             model=lambda wc: MODELS[wc.model]["path"],
             checkpoint=lambda wc, input: f"--checkpoint {input.checkpoint}",
             runs=variant_runs,
-            out_dir=lambda wc, output: os.path.dirname(output[0]),
+            out_dir=variant_out_dir,
             device=device,
-            dtype=model_dtype,
+            dtype=evaluation_dtype,
             revision=revision_flag,
             tags=lambda wc: variant.tag_flags({"model": wc.model}),
         shell:
@@ -163,13 +166,32 @@ if EVALUATION["group"] == "variant":
             "--device {params.device} --dtype {params.dtype} {params.revision} {params.tags} --out-dir {params.out_dir} {params.runs} "
             "> {log} 2>&1"
 
+    # A variant the analyses read (the grid's analysis_checkpoints): its probe states too, with its
+    # drift measured against the dense model's.
+    use rule evaluate_pruned_variant as evaluate_analysed_variant with:
+        input:
+            model=model_input,
+            hub=hub_inputs,
+            checkpoint=variant.pruned_pattern(variant.CHECKPOINT_DIR),
+            data=variant_inputs,
+            probe=analysis_probe_input,
+            dense=ANALYSIS_DENSE,
+        output:
+            metrics=expand(PRUNED_METRICS, benchmark=BENCHMARKS, allow_missing=True),
+            states=ANALYSIS_PRUNED,
+        wildcard_constraints:
+            method=_alternatives(GRID.analysed_labels),
+            calib=_alternatives(ANALYSIS_SETTINGS.calibrations),
+
     use rule evaluate_pruned_variant as evaluate_dense_variant with:
         input:
             model=model_input,
             hub=hub_inputs,
             data=variant_inputs,
+            probe=analysis_probe_input,
         output:
-            expand(DENSE_METRICS, benchmark=BENCHMARKS, allow_missing=True),
+            metrics=expand(DENSE_METRICS, benchmark=BENCHMARKS, allow_missing=True),
+            states=ANALYSIS_DENSE,
         log:
             "logs/evaluate/{model}/dense/variant.log",
         params:

@@ -7,10 +7,16 @@ a paper-sized grid does not store a full set of hidden states per checkpoint.
 
 Pooling: mean over the passage's real tokens (special tokens such as BOS excluded, because
 the first-token "attention sink" state is huge and would dominate every distance).
+
+Only the decoder runs: no state here depends on the LM head, which for a large vocabulary
+(Gemma's 262k tokens) costs more than the decoder itself. The model comes from the evaluation's
+shared base (:func:`langprune.evaluate.modelload.shared_base`), so a pass inside
+`langprune evaluate variant` uses the variant's loaded model and tokenizer.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,11 +24,11 @@ from typing import Any
 
 import torch
 
-from ..checkpoint import applied, base_weights_hash, load_pruned_model, read_manifest
 from ..data.sources import TextDirSource, split_paragraphs
 from ..errors import LangpruneError
+from ..evaluate.modelload import evaluation_tokenizer, load_evaluated_model, shared_base
 from ..io import check_output, sha256_bytes
-from ..models import decoder_layers, load_tokenizer
+from ..models import decoder_layers
 from ..variant import variant_labels
 from .common import checkpoint_tags, limit_threads
 from .drift import layer_distance
@@ -128,9 +134,25 @@ def _install_hooks(model, capture: _Capture, activations: bool) -> list[Any]:
     return handles
 
 
+@contextlib.contextmanager
+def _right_padding(tokenizer):
+    """The tokenizer pads on the right (with EOS if it has no pad token) inside the block, and is as
+    it was after it (the evaluation's runs share one tokenizer)."""
+    side, pad = tokenizer.padding_side, tokenizer.pad_token
+    if pad is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = "right"
+    try:
+        yield tokenizer
+    finally:
+        tokenizer.padding_side = side
+        if pad is None:
+            tokenizer.pad_token = None
+
+
 def collect_states(model, tokenizer, passages: list[str], *, max_length: int = 256, batch_size: int = 8,
                    activations: bool = False) -> dict[str, Any]:
-    """Run the passages through the model once; return pooled states (and activation counts).
+    """Run the passages through the model's decoder once; return pooled states (and activation counts).
 
     Returns ``layers`` [n_layers, n_passages, hidden], ``final`` [n_passages, hidden] and, with
     ``activations``, ``active`` [n_layers, intermediate] (tokens on which each neuron fired) and
@@ -138,14 +160,11 @@ def collect_states(model, tokenizer, passages: list[str], *, max_length: int = 2
     """
     layers, _ = decoder_parts(model)
     device = next(model.parameters()).device
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    tokenizer.padding_side = "right"
     capture = _Capture()
     handles = _install_hooks(model, capture, activations)
     per_layer, finals, active, tokens = [[] for _ in layers], [], None, 0
     try:
-        with torch.inference_mode():
+        with torch.inference_mode(), _right_padding(tokenizer):
             for start in range(0, len(passages), batch_size):
                 batch = tokenizer(passages[start:start + batch_size], return_tensors="pt", padding=True,
                                   truncation=True, max_length=max_length, return_special_tokens_mask=True)
@@ -154,8 +173,8 @@ def collect_states(model, tokenizer, passages: list[str], *, max_length: int = 2
                 capture.valid = valid.to(device)
                 capture.layer_means = [None] * len(layers)
                 capture.active = [None] * len(layers)
-                model(input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device),
-                      use_cache=False)
+                model.base_model(input_ids=batch["input_ids"].to(device),
+                                 attention_mask=batch["attention_mask"].to(device), use_cache=False)
                 for index, pooled in enumerate(capture.layer_means):
                     per_layer[index].append(pooled.cpu())
                 finals.append(capture.final_mean.cpu())
@@ -173,32 +192,24 @@ def collect_states(model, tokenizer, passages: list[str], *, max_length: int = 2
     return states
 
 
-def analysis_models(model: str, checkpoints: list[str] | None, dtype: str | None, device: str):
+def analysis_models(model: str, checkpoints: list[str] | None, dtype: str | None, device: str,
+                    revision: str | None = None):
     """Yield (checkpoint, model in memory): the base is loaded once and each checkpoint applied to it.
 
-    The base weights come back after each checkpoint (``checkpoint.applied``), so a job over
-    many checkpoints pays one model load. Each checkpoint's manifest must name these base
-    weights (same check as ``load_pruned_model``).
+    The shared base (:mod:`langprune.evaluate.modelload`, the one an enclosing `evaluate variant`
+    holds, if any) restores the base weights between checkpoints, so a job over many checkpoints
+    pays one model load. Each checkpoint's manifest must name these base weights.
     """
-    net = load_pruned_model(model, None, dtype=dtype, device=device)
-    if not checkpoints:
-        yield None, net
-        return
-    base_hash = base_weights_hash(model)["sha256"]
-    for checkpoint in checkpoints:
-        manifest = read_manifest(checkpoint)
-        if manifest["base"]["weights_sha256"] != base_hash:
-            raise LangpruneError(f"checkpoint '{checkpoint}' was pruned from '{manifest['base']['model']}', whose "
-                                 f"weights differ from --model '{model}'; pass the base model it was made from")
-        with applied(net, checkpoint) as pruned:
-            yield checkpoint, pruned
+    with shared_base(join=True):
+        for checkpoint in checkpoints or [None]:
+            yield checkpoint, load_evaluated_model(model, checkpoint, dtype=dtype, device=device, revision=revision)
 
 
 def run_hidden(*, model: str, probe: str, languages: list[str], outs: list[str],
                checkpoints: list[str] | None = None, reference: str | None = None,
                tags: dict[str, str] | None = None, max_passages: int | None = 200, max_length: int = 256,
-               batch_size: int = 8, dtype: str | None = None, device: str = "cpu", seed: int = 0,
-               threads: int | None = None, force: bool = False) -> list[Path]:
+               batch_size: int = 8, dtype: str | None = None, device: str = "cpu", revision: str | None = None,
+               seed: int = 0, threads: int | None = None, force: bool = False) -> list[Path]:
     """`langprune analyze hidden`: probe states of the dense model, or of pruned checkpoints against it.
 
     Without checkpoints: one file with every layer's pooled states and the activation counts
@@ -224,9 +235,9 @@ def run_hidden(*, model: str, probe: str, languages: list[str], outs: list[str],
             raise LangpruneError(f"--reference '{reference}' was computed on other probe text, languages or "
                                  "--max-length; rerun `langprune analyze hidden` for the dense model "
                                  "with the same flags")
-    tokenizer = load_tokenizer(model)
+    tokenizer = evaluation_tokenizer(model, revision)
     written = []
-    for out, (checkpoint, net) in zip(outs, analysis_models(model, checkpoints, dtype, device)):
+    for out, (checkpoint, net) in zip(outs, analysis_models(model, checkpoints, dtype, device, revision)):
         torch.manual_seed(seed)
         tensors = probe_tensors(net, tokenizer, texts, ref_tensors, max_length=max_length, batch_size=batch_size)
         meta = {"tags": _labels(model, checkpoint, tags), "languages": languages,

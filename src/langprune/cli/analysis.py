@@ -23,7 +23,7 @@ def _hidden(args):
     run_hidden(model=args.model, checkpoints=args.checkpoint, probe=args.probe, languages=args.languages,
                reference=args.reference, outs=args.out, tags=parse_tags(args.tag), max_passages=args.max_passages,
                max_length=args.max_length, batch_size=args.batch_size, dtype=args.dtype, device=args.device,
-               seed=args.seed, threads=args.threads, force=args.force)
+               revision=args.revision, seed=args.seed, threads=args.threads, force=args.force)
 
 
 def _features(args):
@@ -82,8 +82,10 @@ def register(subparsers) -> None:
     p.add_argument("--max-passages", type=POSITIVE_INT, default=200, help="passages per language (paper: 200)")
     p.add_argument("--max-length", type=POSITIVE_INT, default=256, help="tokens per passage")
     p.add_argument("--batch-size", type=POSITIVE_INT, default=8)
-    p.add_argument("--dtype", default=None)
+    p.add_argument("--dtype", default=None, help="auto (default), float32, bfloat16, float16")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--revision", default=None,
+                   help="hub revision of --model (default: the checkpoint's recorded one, else the main branch)")
     p.add_argument("--seed", type=NON_NEGATIVE_INT, default=0)
     p.add_argument("--tag", action="append", metavar="KEY=VALUE", help="label (repeatable), overrides manifest tags")
     add_output(p, "--out", kind="analysis.states:STATES_KIND", nargs="+", required=True,

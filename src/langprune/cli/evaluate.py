@@ -14,6 +14,9 @@ from .outputs import add_output
 
 # Flags `evaluate variant` sets for each of its runs; a --run string must not repeat them.
 VARIANT_FLAGS = ("--model", "--checkpoint", "--revision", "--dtype", "--device", "--tag")
+# What a --run may be, as the `langprune` command it is: the two evaluations and the analyses' probe pass.
+VARIANT_RUNS = {"perplexity": ("evaluate", "perplexity"), "tasks": ("evaluate", "tasks"),
+                "hidden": ("analyze", "hidden")}
 
 
 def _common_model_args(p: argparse.ArgumentParser) -> None:
@@ -68,8 +71,9 @@ def _run_words(run: str) -> list[str]:
         words = shlex.split(run)
     except ValueError as exc:
         raise LangpruneError(f"--run '{run}' cannot be split into arguments ({exc}); check its quotes") from exc
-    if not words or words[0] not in ("perplexity", "tasks"):
-        raise LangpruneError(f"--run '{run}' must start with perplexity or tasks")
+    if not words or words[0] not in VARIANT_RUNS:
+        *first, last = VARIANT_RUNS
+        raise LangpruneError(f"--run '{run}' must start with {', '.join(first)} or {last}")
     clash = [w for w in words if w.split("=")[0] in VARIANT_FLAGS]
     if clash:
         raise LangpruneError(f"--run '{run}' sets {', '.join(clash)}: give those to `evaluate variant` itself")
@@ -92,7 +96,8 @@ def _inside(out_dir: str, name: str, run: str) -> str:
 
 
 def variant_runs(args: argparse.Namespace) -> list[argparse.Namespace]:
-    """Each --run as the namespace of its own `langprune evaluate perplexity|tasks` command, per checkpoint.
+    """Each --run as the namespace of its own `langprune evaluate perplexity|tasks` or `analyze hidden`
+    command, per checkpoint (``run_name`` says which).
 
     Every run's outputs go through the output guard here, so nothing runs unless all can be written.
     """
@@ -120,21 +125,29 @@ def variant_runs(args: argparse.Namespace) -> list[argparse.Namespace]:
             usage = io.StringIO()
             try:
                 with contextlib.redirect_stderr(usage):
-                    parsed = parser.parse_args(["evaluate", *words, *common])
+                    parsed = parser.parse_args([*VARIANT_RUNS[words[0]], *words[1:], *common])
             except SystemExit as exc:
                 reason = usage.getvalue().strip().splitlines()[-1].split(": error: ", 1)[-1] if usage.getvalue() else ""
-                raise LangpruneError(f"--run '{run}' is not a valid `langprune evaluate` command: {reason}") from exc
+                command = " ".join(VARIANT_RUNS[words[0]])
+                raise LangpruneError(f"--run '{run}' is not a valid `langprune {command}` command: {reason}") from exc
             parsed.force = parsed.force or args.force
+            parsed.run_name = words[0]
             runs.append(parsed)
     seen: dict[str, str] = {}
     for parsed in runs:
-        real = os.path.realpath(parsed.out)
-        if real in seen:
-            raise LangpruneError(f"two runs write '{parsed.out}' ({seen[real]}); give each --run its own --out")
-        seen[real] = f"--run '{parsed.evaluate_command} ... --out {parsed.out}'"
+        for out in _outs(parsed):
+            real = os.path.realpath(out)
+            if real in seen:
+                raise LangpruneError(f"two runs write '{out}' ({seen[real]}); give each --run its own --out")
+            seen[real] = f"--run '{parsed.run_name} ... --out {out}'"
     for parsed in runs:
         parsed.guarded = guard(parsed, extra_inputs=outer)
     return runs
+
+
+def _outs(run: argparse.Namespace) -> list[str]:
+    """The files one run writes (`analyze hidden` takes a list)."""
+    return run.out if isinstance(run.out, list) else [run.out]
 
 
 def run_variant(args: argparse.Namespace) -> int:
@@ -144,7 +157,7 @@ def run_variant(args: argparse.Namespace) -> int:
     runs = variant_runs(args)  # every --run and its output are checked before the model is loaded
     with shared_base() as base:
         for run in runs:
-            print(f"== {run.evaluate_command} -> {run.out}")
+            print(f"== {run.run_name} -> {' '.join(_outs(run))}")
             with running(run.guarded):
                 run.func(run)
     print(f"model loads: {base.loads} for {len(runs)} metrics files")
@@ -202,15 +215,18 @@ def register(subparsers) -> None:
                         "and the shared backend pads no more than HFLM's batches of that size")
     p.set_defaults(func=run_tasks)
 
-    p = sub.add_parser("variant", help="perplexity and tasks of one or more checkpoints of one base, one model load")
+    p = sub.add_parser("variant", help="perplexity, tasks and probe states of one or more checkpoints of one base, "
+                                       "one model load")
     p.add_argument("--model", required=True, help="base model (hub id or local dir)")
     p.add_argument("--checkpoint", action="append", default=[],
                    help="sparse checkpoint dir (repeatable; 'dense' = the base model); omit for the dense model")
     add_output(p, "--out-dir", kind=OUTPUT_FOLDER, action="append", default=[], required=True,
-               help="directory of the metrics files, one per --checkpoint, in the same order")
+               help="directory of the runs' outputs, one per --checkpoint, in the same order")
     p.add_argument("--run", action="append", default=[], required=True, metavar="COMMAND",
                    help="one benchmark as `langprune evaluate` arguments without the model flags, e.g. "
-                        "'tasks --tasks arc --languages de,en --out arc.json' (repeatable; --out is under --out-dir)")
+                        "'tasks --tasks arc --languages de,en --out arc.json', or the analyses' probe pass as "
+                        "`langprune analyze hidden` arguments: 'hidden --probe text:DIR --languages de,en "
+                        "[--reference DENSE] --out states.safetensors' (repeatable; --out is under --out-dir)")
     p.add_argument("--revision", default=None, help="hub revision of --model (default: the checkpoint's)")
     p.add_argument("--dtype", default=None, help="auto (default), float32, bfloat16, float16")
     p.add_argument("--device", default="cpu", help="cpu or cuda")

@@ -25,8 +25,7 @@ from ..data.languages import check_mc4_languages
 from ..errors import LangpruneError
 from ..hub import PREFETCH_COMMAND, first_line, missing_error, offline
 from ..io import CACHE_FILE, cache_dir, read_json, sha256_bytes, write_json
-from ..models import free_memory, load_tokenizer
-from .modelload import load_evaluated_model
+from .modelload import done_with_model, evaluation_tokenizer, load_evaluated_model
 from .registry import TASKS_DIR, TaskEntry, select
 from .results import check_metrics_out, record, write_metrics
 from .sharedlm import DEFAULT_BATCH_TOKENS, check_backend, make_lm
@@ -219,13 +218,13 @@ def evaluate_tasks(model: str, benchmarks: list[str], languages: list[str], out:
     results = {"results": {}, "n-samples": {}}
     if tasks:
         lm_model = load_evaluated_model(model, checkpoint, dtype=dtype, device=device, revision=revision)
-        lm = make_lm(backend, lm_model, load_tokenizer(model, revision=revision), batch_size=batch_size,
+        lm = make_lm(backend, lm_model, evaluation_tokenizer(model, revision), batch_size=batch_size,
                      max_length=max_length, batch_tokens=batch_tokens)
         results = simple_evaluate(model=lm, tasks=list(tasks.values()), num_fewshot=0, batch_size=batch_size,
                                   limit=limit, bootstrap_iters=0, log_samples=True, use_cache=None,
                                   cache_requests=False, task_manager=manager_for(runnable))
         del lm, lm_model
-        free_memory()
+        done_with_model()
     records = []
     for entry in entries:
         value, n = score(entry, results) if entry.available else (None, 0)

@@ -7,7 +7,9 @@ Inside :func:`shared_base`, every evaluation of the same base in the process reu
 loaded model (one load per variant, or per several variants): the dense values of the
 weights a checkpoint prunes are copied to host memory the first time they are touched, and
 switching to another checkpoint (or back to the dense model) restores them from there and
-applies the next masks, so the base is read from disk once.
+applies the next masks, so the base is read from disk once. Its tokenizer is loaded once too
+(:func:`evaluation_tokenizer`; Gemma's 262k-token one takes seconds), so every run that uses
+it must leave it as it found it.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import torch
 from transformers import AutoConfig
 
 from ..checkpoint import apply_checkpoint, check_base, load_pruned_model, read_manifest
-from ..models import free_memory, load_model, resolve_dtype
+from ..models import free_memory, load_model, load_tokenizer, resolve_dtype
 
 
 def load_evaluated_model(model: str, checkpoint: str | None = None, *, dtype: str | None = None,
@@ -36,6 +38,20 @@ def load_evaluated_model(model: str, checkpoint: str | None = None, *, dtype: st
     return load_pruned_model(model, checkpoint, dtype=dtype, device=device, revision=revision).eval()
 
 
+def done_with_model() -> None:
+    """An evaluation has dropped its model: free its memory, unless the shared base keeps it for the next
+    (a full garbage collection over a loaded Gemma and its tokenizer takes about a second)."""
+    if _SHARED is None:
+        free_memory()
+
+
+def evaluation_tokenizer(model: str, revision: str | None = None):
+    """The tokenizer of ``model``: loaded once per :func:`shared_base` block, else loaded now."""
+    if _SHARED is not None:
+        return _SHARED.tokenizer(model, revision)
+    return load_tokenizer(model, revision=revision)
+
+
 @dataclass
 class SharedBase:
     """One loaded base model, switched between checkpoints by restoring and re-masking weights."""
@@ -45,6 +61,12 @@ class SharedBase:
     dense: dict = field(default_factory=dict)  # parameter name -> dense value on the host
     applied: str | None = None  # checkpoint whose masks the model holds now (None: dense)
     loads: int = 0
+    tokenizers: dict = field(default_factory=dict)  # (model, revision) -> tokenizer
+
+    def tokenizer(self, model: str, revision: str | None):
+        if (model, revision) not in self.tokenizers:
+            self.tokenizers[model, revision] = load_tokenizer(model, revision=revision)
+        return self.tokenizers[model, revision]
 
     def model_for(self, model: str, checkpoint: str | None, *, dtype: str | None, device: str,
                   revision: str | None):
@@ -84,7 +106,7 @@ class SharedBase:
         self.applied = None
 
     def release(self) -> None:
-        self.key, self.model, self.dense, self.applied = None, None, {}, None
+        self.key, self.model, self.dense, self.applied, self.tokenizers = None, None, {}, None, {}
         free_memory()
 
 
@@ -103,9 +125,16 @@ _SHARED: SharedBase | None = None
 
 
 @contextlib.contextmanager
-def shared_base():
-    """Within the block, evaluations of one base model load it once (see the module docstring)."""
+def shared_base(*, join: bool = False):
+    """Within the block, evaluations of one base model load it once (see the module docstring).
+
+    ``join``: inside an outer block, use its base instead (a probe-states pass run by
+    `langprune evaluate variant` shares the variant's loaded model).
+    """
     global _SHARED
+    if join and _SHARED is not None:
+        yield _SHARED
+        return
     outer, _SHARED = _SHARED, SharedBase()
     try:
         yield _SHARED

@@ -32,8 +32,8 @@ from ..data.overlap import DEFAULT_WINDOW, check_disjoint
 from ..data.sources import parse_source
 from ..errors import LangpruneError
 from ..io import sha256_file
-from ..models import bos_prefix, free_memory, load_tokenizer
-from .modelload import load_evaluated_model
+from ..models import bos_prefix
+from .modelload import done_with_model, evaluation_tokenizer, load_evaluated_model
 from .results import check_metrics_out, record, write_metrics
 from .units import record_fingerprint, window_units
 
@@ -90,14 +90,14 @@ def _logits_fn(model):
     scale = getattr(config, "logit_scale", None)  # Cohere multiplies
     divide = getattr(config, "logits_scaling", None)  # Granite divides
 
-    def logits(hidden):
+    def logits(hidden):  # in place on the fresh head output: each copy of a 262k-wide chunk costs page faults
         out = head(hidden).float()
         if scale is not None:
-            out = out * scale
+            out.mul_(scale)
         if divide is not None:
-            out = out / divide
+            out.div_(divide)
         if softcap is not None:
-            out = torch.tanh(out / softcap) * softcap
+            out.div_(softcap).tanh_().mul_(softcap)
         return out
 
     return logits
@@ -202,7 +202,7 @@ def evaluate_perplexity(model: str, source: str, languages: list[str], seqlen: i
     src = parse_source(source)
     check_metrics_out(out, force=force, inputs=[model, checkpoint, getattr(src, "root", None), *calibration])
     src.check_languages(languages)
-    tokenizer = load_tokenizer(model, revision=revision)
+    tokenizer = evaluation_tokenizer(model, revision)
     texts = {lang: eval_text(src, lang, tokenizer, max_tokens) for lang in languages}
     shards = calibration_shards(list(calibration), checkpoint)
     check_disjoint(texts, shards, overlap_window or DEFAULT_WINDOW,
@@ -221,7 +221,7 @@ def evaluate_perplexity(model: str, source: str, languages: list[str], seqlen: i
                                   scored_bytes=windows[lang].scored_bytes, fingerprint=record_fingerprint(units),
                                   **({"units": units} if metric == "perplexity" else {})))
     del lm
-    free_memory()
+    done_with_model()
     settings = {"source": src.spec, "languages": languages, "seqlen": seqlen, "max_tokens": max_tokens,
                 "revision": revision, "bos": bool(prefix),
                 "calibration": shards, "dtype": dtype, "batch_size": batch_size}

@@ -346,9 +346,14 @@ def check_backend(backend: str, batch_tokens: int) -> None:
 
 def make_lm(backend: str, model, tokenizer, *, batch_size: int, max_length: int | None,
             batch_tokens: int = DEFAULT_BATCH_TOKENS) -> HFLM:
-    """The lm-eval model for ``backend``: ``shared`` (this module) or ``hflm`` (lm-eval's own, for comparison)."""
+    """The lm-eval model for ``backend``: ``shared`` (this module) or ``hflm`` (lm-eval's own, for comparison).
+
+    Log-softmax in float32 whatever the model's dtype (a bfloat16 one would round every
+    log-probability to three significant digits); for a float32 model this changes nothing.
+    """
     check_backend(backend, batch_tokens)
+    common = {"pretrained": model, "tokenizer": tokenizer, "batch_size": batch_size, "max_length": max_length,
+              "softmax_dtype": torch.float32}
     if backend == "hflm":
-        return HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size, max_length=max_length)
-    return SharedContextLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size, max_length=max_length,
-                           batch_tokens=batch_tokens)
+        return HFLM(**common)
+    return SharedContextLM(**common, batch_tokens=batch_tokens)
