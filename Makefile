@@ -9,7 +9,7 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: setup demo real real-gptq lint test clean-results
+.PHONY: setup demo real real-gptq lint test test-fast clean-results
 
 setup: $(STAMP)
 
@@ -46,8 +46,23 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/snakefmt --check Snakefile workflow/rules
 
+# The tests, in tiers (markers in pyproject.toml; tests/conftest.py marks the tests that use the shared
+# reference run or the SLURM cluster). `make test` runs every tier, as CI does (.ci/run): the unit tests,
+# `workflow` (Snakemake: dry runs, the one lint, the reference run of the reduced toy and what reruns,
+# reports and caches it), `slurm` (a one-node SLURM, installed when missing), `pypi` (one real model's
+# wheel, cached) and `browser` (Chromium renders the report). It runs on TEST_WORKERS pytest-xdist
+# workers, one torch thread each; the SLURM tests stay in one worker (one cluster), and the longest
+# tests start first. `make test-fast` runs the unit tier alone, between edits: in-process tests on
+# tiny models, no Snakemake, SLURM, download or browser.
+TEST_WORKERS ?= 2
+PYTEST := OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -p no:cacheprovider -n $(TEST_WORKERS) --dist loadgroup
+TIERS  := workflow or slurm or pypi or browser
+
 test: lint
-	$(BIN)/python -m pytest -q -p no:cacheprovider tests
+	$(PYTEST) --durations=15 tests
+
+test-fast: $(STAMP)
+	$(PYTEST) -m "not ($(TIERS))" tests
 
 clean-results:
 	rm -rf results .snakemake

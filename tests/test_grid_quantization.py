@@ -10,9 +10,8 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-import yaml
 
-from conftest import run_workflow
+from helpers import workflow as wf
 from langprune import registry, variant
 from langprune.cli import main
 from langprune.config import check_config, check_config_files
@@ -24,7 +23,9 @@ from langprune.ranges import Range
 REPO = Path(__file__).resolve().parents[1]
 SCHEMA = REPO / "workflow" / "schemas" / "config.schema.yaml"
 REAL_GPTQ = [REPO / "config" / "real.yaml", REPO / "config" / "real_gptq.yaml"]
-QUANTIZED_TOY = yaml.safe_load((REPO / ".test" / "config" / "quantized.yaml").read_text())
+# The reference run's toy (GPTQ 4-bit g128 on linears of 128 and 256 input columns), cut to two sets and one seed.
+QUANTIZED_TOY = wf.with_changes(wf.reduced_default(), **{"calibration.sets": {"de": ["de"], "en": ["en"]},
+                                                          "calibration.seeds": [0]})
 QUANTIZER = registry.quantization_methods()[0]
 KEY = "config key "
 
@@ -199,11 +200,12 @@ def test_analysing_only_a_quantization_method_leaves_the_mask_overlap_nothing_to
     check_config(config, SCHEMA, root=REPO)
 
 
+@pytest.mark.workflow
 def test_snakemake_stops_a_bad_setting_before_planning_any_job(tmp_path):
     config = copy.deepcopy(QUANTIZED_TOY)
     config["quantization"]["methods"][QUANTIZER][0]["bits"] = 5
-    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
-    proc = run_workflow(tmp_path, "--dry-run", timeout=300)
+    wf.make_workdir(tmp_path, config)
+    proc = wf.snakemake(tmp_path, "--dry-run", "--cores", "1", check=False, timeout=300)
     output = proc.stdout + proc.stderr
     assert proc.returncode != 0 and "Job stats" not in output
     assert f"{KEY}quantization.methods.{QUANTIZER}[0].bits: 5 is not allowed; it must be one of 2, 3, 4, 8" in output

@@ -19,9 +19,12 @@ from pathlib import Path
 
 import pytest
 
+from helpers import slurm
+from helpers import workflow as wf
 from mirror import hubfixtures as fx
 from mirror.server import PAPER, Mirror, offline_env, paper_config, refuses
-from test_slurm_profile import slurm_cluster  # noqa: F401 - the suite's one-node SLURM
+
+pytestmark = pytest.mark.workflow  # a mirror server, prefetches and workflow runs: not the unit tier
 
 LANGPRUNE = [sys.executable, "-m", "langprune"]
 OFFLINE = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
@@ -240,19 +243,21 @@ def test_after_the_prefetch_compute_jobs_run_offline_with_the_mirror_stopped(mir
     assert "evaluate tasks" in Path(f"{guard_log}.loaded").read_text()  # the guard was in place
 
 
-SNAKEFILE = PAPER.parents[1] / "Snakefile"
 PROFILES = PAPER.parents[1] / "profiles"
 MODELS = {"llama3-8b-instruct": fx.LLAMA3, "aya23-8b": fx.AYA23}
 
 
+def failure_report(workdir: Path, output: str) -> str:
+    """Snakemake's output and the tails of the jobs' logs that say why (an error line or a traceback)."""
+    failed = [log for log in sorted(workdir.glob("logs/**/*.log"))
+              if any(word in log.read_text(errors="replace") for word in ("error", "Error", "Traceback"))]
+    return output[-5000:] + "".join(f"\n--- {log}\n{log.read_text(errors='replace')[-1500:]}" for log in failed[:3])
+
+
 def snakemake(workdir: Path, config: Path, *args: str, env: dict, timeout: int = 3600) -> str:
-    command = [sys.executable, "-m", "snakemake", *args, "--snakefile", str(SNAKEFILE), "--directory", str(workdir),
-               "--configfile", str(config)]
-    result = subprocess.run(command, env=env, cwd=workdir, capture_output=True, text=True, timeout=timeout)
+    result = wf.snakemake(workdir, *args, "--configfile", str(config), environ=env, timeout=timeout, check=False)
     output = result.stdout + result.stderr
-    failed = [log for log in sorted(workdir.glob("logs/**/*.log")) if "error:" in log.read_text(errors="replace")]
-    assert result.returncode == 0, output[-5000:] + "".join(
-        f"\n--- {log}\n{log.read_text(errors='replace')[-1500:]}" for log in failed[:3])
+    assert result.returncode == 0, failure_report(workdir, output)
     return output
 
 
@@ -262,6 +267,8 @@ def grid(mirror, tmp_path_factory):
     then the mirror is stopped for good. Returns (config, prefetch results, HF_HOME, offline env, guard log)."""
     work, hf_home = tmp_path_factory.mktemp("grid"), tmp_path_factory.mktemp("grid-hf")
     config = paper_config(work / "paper_small.yaml")
+    if refuses(mirror.port):  # an earlier test of the module stopped it
+        mirror.start()
     online = mirror.client_env(hf_home)
     out = snakemake(work, config, "results/prefetch/manifest.json", "--cores", "1", env=online)
     assert "localrule prefetch:" in out
@@ -272,21 +279,25 @@ def grid(mirror, tmp_path_factory):
     return config, work / "results" / "prefetch", offline_env(online, guard_log), guard_log
 
 
-def run_grid(grid, workdir: Path, *profile_args: str) -> Path:
-    """The whole grid through a profile in ``workdir`` (holding the prefetch's results), then the report."""
-    config, prefetched, env, guard_log = grid
+def with_prefetch(grid, workdir: Path) -> None:
+    """``workdir`` holding the prefetch's results and Snakemake's record of its job, as where it ran."""
+    prefetched = grid[1]
     shutil.copytree(prefetched, workdir / "results" / "prefetch")
-    # with Snakemake's record of the prefetch job, as in the working directory where it ran
     shutil.copytree(prefetched.parents[1] / ".snakemake" / "metadata", workdir / ".snakemake" / "metadata")
-    snakemake(workdir, config, *profile_args, env=env)
+
+
+def check_results(grid, workdir: Path, config: Path, models: dict, checkpoints: int) -> Path:
+    """The report of the run in ``workdir``, then what every model must have: tables, heatmaps and
+    ``checkpoints`` checkpoints of the prefetched commit; and no process reached for the network."""
+    _, prefetched, env, guard_log = grid
     snakemake(workdir, config, "--report", str(workdir / "results" / "report.html"), "--cores", "1", env=env)
     results = workdir / "results"
     commits = {i["repo"]: i["commit"] for i in json.loads((prefetched / "manifest.json").read_text())["items"]}
-    for model, repo in MODELS.items():
+    for model, repo in models.items():
         assert (results / "tables" / model / "metrics.csv").is_file()
         assert list((results / "figures" / model).glob("heatmaps/**/*.png")), f"no heatmaps for {model}"
         manifests = list((results / "checkpoints" / model).glob("*/*/seed0/manifest.json"))
-        assert len(manifests) == 12  # 2 methods x 2 structures x 3 calibration sets
+        assert len(manifests) == checkpoints
         assert {json.loads(m.read_text())["base"]["revision"] for m in manifests} == {commits[repo]}
     assert (results / "report.html").stat().st_size > 0
     assert not guard_log.exists(), f"a process reached for the network:\n{guard_log.read_text()}"
@@ -298,24 +309,43 @@ def run_grid(grid, workdir: Path, *profile_args: str) -> Path:
 
 def test_the_paper_config_runs_offline_through_the_local_profile(grid, mirror, tmp_path):
     """config/paper.yaml, shrunk by the size overlay, end to end offline: tables, heatmaps, the report."""
-    results = run_grid(grid, tmp_path, "--profile", str(PROFILES / "local"), "--cores", "2")
+    config, _, env, _ = grid
+    with_prefetch(grid, tmp_path)
+    snakemake(tmp_path, config, "--profile", str(PROFILES / "local"), "--cores", "2", env=env)
+    # 2 methods x 2 structures x 3 calibration sets per model
+    results = check_results(grid, tmp_path, config, MODELS, checkpoints=12)
     rows = (results / "tables" / "aya23-8b" / "metrics.csv").read_text()
     for benchmark in ("perplexity", "arc", "belebele", "mmlu", "hellaswag", "mkqa"):
         assert f",{benchmark}," in rows
     shutil.copytree(results / "tables", grid[1].parent / "local-tables")
 
 
+# The SLURM run: the same offline path on a cut of the grid (the local run above covers its breadth).
+SLURM_CUT = {"models.aya23-8b": None, "pruning.methods": ["wanda"], "pruning.structures": ["unstructured"],
+             "calibration.sets": {"de": ["de"], "en": ["en"]}}
+
+
 @pytest.mark.usefixtures("slurm_cluster")
 def test_the_paper_config_runs_offline_through_the_slurm_profile(grid, tmp_path):
-    """The same run through profiles/slurm on the test suite's one-node SLURM: every compute job goes through
-    sbatch on a node without the mirror, and the metrics equal the local run's."""
-    results = run_grid(grid, tmp_path, "--profile", str(PROFILES / "slurm"),
-                       "--slurm-init-seconds-before-status-checks", "2", "--jobs", "4", "--retries", "0")
-    local = grid[1].parent / "local-tables"
-    for model in MODELS:
-        if local.exists():
-            assert metric_values(results / "tables" / model / "metrics.csv") == metric_values(
-                local / model / "metrics.csv") != []
+    """A cut of the same grid through profiles/slurm on the test suite's one-node SLURM: every compute job
+    goes through sbatch (pruning asking for the GPU) on a node without the mirror, and the metrics equal
+    the local run's rows."""
+    _, _, env, _ = grid
+    config = paper_config(tmp_path / "paper_slurm.yaml", **SLURM_CUT)
+    with_prefetch(grid, tmp_path)
+    # The cut's config differs from the one the prefetch ran with, which would make Snakemake redo the
+    # prefetch (params changed); the full grid's prefetch covers the cut, so only files count here.
+    run = slurm.run_on_slurm(tmp_path, tmp_path / "sbatch", "--configfile", str(config), "--rerun-triggers",
+                             "mtime", "input", environ=env, timeout=3600)
+    assert run.jobs, failure_report(tmp_path, run.output)
+    slurm.assert_every_job_went_through_sbatch(run)
+    slurm.assert_gpu_rules_asked_for_a_gpu(run)
+    model = "llama3-8b-instruct"
+    results = check_results(grid, tmp_path, config, {model: MODELS[model]}, checkpoints=2)
+    local = grid[1].parent / "local-tables" / model / "metrics.csv"
+    if local.exists():
+        made = metric_values(results / "tables" / model / "metrics.csv")
+        assert made and set(made) <= set(metric_values(local))
 
 
 def metric_values(table: Path) -> list[tuple]:

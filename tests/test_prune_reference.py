@@ -21,7 +21,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from conftest import build_model
+from conftest import build_model, returned_locals
 from langprune.models import decoder_layers
 from langprune.prune.allocation import owl_sparsities
 from langprune.prune.dense_pass import layer_outlier_ratios
@@ -91,19 +91,9 @@ def _run_owl_reference(code, function, model, ids, sparsity, monkeypatch):
     """Run one of their ``prune_*_outlier`` functions; return their final per-layer density array."""
     args = SimpleNamespace(nsamples=len(ids), seed=0, sparsity_ratio=sparsity, Hyper_m=OWL_M, Lamda=OWL_LAMBDA,
                            use_variant=False, model="tiny-llama")
-    seen = {}
-
-    def tracer(frame, event, arg):
-        if event == "return" and frame.f_code.co_name == function:
-            seen["densities"] = np.array(frame.f_locals["all_layer_ratio"], dtype=np.float64)
-
-    with _shimmed(model, ids, code, monkeypatch):
-        sys.setprofile(tracer)
-        try:
-            getattr(code, function)(args, model, None, torch.device("cpu"))
-        finally:
-            sys.setprofile(None)
-    return seen["densities"]
+    with _shimmed(model, ids, code, monkeypatch), returned_locals(function) as seen:
+        getattr(code, function)(args, model, None, torch.device("cpu"))
+    return np.array(seen["all_layer_ratio"], dtype=np.float64)
 
 
 def _pruned_masks(model):

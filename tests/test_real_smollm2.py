@@ -32,7 +32,7 @@ from langprune.cli import main
 from langprune.data.shards import read_shard
 from langprune.io import cache_dir
 
-pytestmark = [pytest.mark.slow, pytest.mark.pypi]
+pytestmark = pytest.mark.pypi
 
 MODEL = "smollm2-135m"
 LAYERS = 2

@@ -1,5 +1,5 @@
-"""The report rules end to end: snakemake runs workflow/rules/report.smk on a tidy metrics
-table, `snakemake --report` builds the HTML report, and headless Chromium (Debian's package,
+"""The HTML report of the session's reference run (the reduced toy, conftest.py): `snakemake
+--report` builds it with every table and figure, and headless Chromium (Debian's package,
 installed here when absent) renders it: the landing page, a heatmap and a table, each
 screenshot checked to be non-blank."""
 
@@ -8,18 +8,16 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from conftest import unavailable
-from test_report_tables import write_tidy_metrics
+from helpers import workflow as wf
 
-REPO = Path(__file__).resolve().parents[1]
-REPORT_RULES = REPO / "workflow" / "rules" / "report.smk"
 MODEL = "toy"
+CONFIG = wf.reduced_default()
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync",
                   "--hide-scrollbars", "--window-size=1400,1000", "--virtual-time-budget=5000"]
@@ -50,28 +48,12 @@ def chromium() -> str:
     return shutil.which("chromium")
 
 
-def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    """Run the venv's snakemake with the venv's `langprune` first on PATH."""
-    bin_dir = Path(sys.executable).parent
-    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}", "HF_HUB_OFFLINE": "1"}
-    done = subprocess.run([str(bin_dir / "snakemake"), *args], cwd=workdir, env=env, capture_output=True,
-                          text=True, timeout=300)
-    assert done.returncode == 0 or not check, done.stdout[-3000:] + done.stderr[-3000:]
-    return done
-
-
 @pytest.fixture(scope="module")
-def workflow_dir(tmp_path_factory) -> Path:
-    """A workflow that includes the real report rules, run once on a known metrics table."""
-    workdir = tmp_path_factory.mktemp("report_workflow")
-    metrics = workdir / "results" / "tables" / MODEL / "metrics.csv"
-    metrics.parent.mkdir(parents=True)
-    write_tidy_metrics(metrics, MODEL)
-    (workdir / "Snakefile").write_text(f'include: "{REPORT_RULES}"\n\n'
-                                       f'rule all:\n    input:\n        report_targets(["{MODEL}"]),\n')
-    snakemake(workdir, "--cores", "2")
-    snakemake(workdir, "--report", "report.html")
-    return workdir
+def report(reference_run, tmp_path_factory) -> Path:
+    """The reference run's report, written outside its working directory (which other tests share)."""
+    out = tmp_path_factory.mktemp("report") / "report.html"
+    wf.snakemake(reference_run, "--cores", "1", "--report", str(out))
+    return out
 
 
 def heatmap_names(workdir: Path) -> list[str]:
@@ -79,22 +61,20 @@ def heatmap_names(workdir: Path) -> list[str]:
     return sorted(p.relative_to(workdir).as_posix() for p in heatmaps.rglob("*.png"))
 
 
-def test_report_holds_every_table_and_figure(workflow_dir):
-    html = (workflow_dir / "report.html").read_text(encoding="utf-8")
-    figures = heatmap_names(workflow_dir)
-    assert len(figures) == 6  # wanda: perplexity + tasks, magnitude: perplexity; each abs + rel
+@pytest.mark.workflow
+def test_report_holds_every_table_and_figure(reference_run, report):
+    html = report.read_text(encoding="utf-8")
+    figures = heatmap_names(reference_run)
+    # each pruning method and quantization setting: perplexity + udhr_mc, each abs + rel
+    variants = len(CONFIG["pruning"]["methods"]) + sum(map(len, CONFIG["quantization"]["methods"].values()))
+    assert len(figures) == variants * 2 * 2, figures
     tables = [f"results/tables/{MODEL}/{name}.{ext}" for name in
               ["table1_perplexity", "table1_bits_per_byte", "table2_tasks", "table4_mixes_tasks",
-               "table4_mixes_perplexity", "paper_comparison", "target_best"] for ext in ("html", "csv")]
+               "table4_mixes_perplexity", "paper_comparison", "target_best", "significance"] for ext in ("html", "csv")]
     for path in figures + tables:
-        assert (workflow_dir / path).is_file(), path
+        assert (reference_run / path).is_file(), path
         assert f'"{path}"' in html, f"{path} missing from the report"
     assert "target language is the best calibration" in html  # a caption made it in
-
-
-def test_nothing_is_redone_when_nothing_changed(workflow_dir):
-    done = snakemake(workflow_dir, "--cores", "1", "--dry-run")
-    assert "Nothing to be done" in done.stdout + done.stderr
 
 
 def screenshot(browser: str, page: Path, out: Path) -> np.ndarray:
@@ -119,10 +99,11 @@ def distinct_colours(pixels: np.ndarray) -> int:
     return len(np.unique((pixels * 255).astype(np.uint8).reshape(-1, 3), axis=0))
 
 
-def test_report_renders_in_chromium(workflow_dir):
+@pytest.mark.workflow
+@pytest.mark.browser
+def test_report_renders_in_chromium(report):
     browser = chromium()
-    report = workflow_dir / "report.html"
-    shots = workflow_dir / "screenshots"
+    shots = report.parent / "screenshots"
     shots.mkdir(exist_ok=True)
     landing = screenshot(browser, report, shots / "landing.png")
     heatmap = screenshot(browser, viewing(report, "wanda_unstructured_0.5/perplexity_abs.png", "img",

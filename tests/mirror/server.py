@@ -14,8 +14,8 @@ import time
 import urllib.request
 from pathlib import Path
 
+from helpers.workflow import with_changes
 from mirror import hubfixtures
-from slurm.workflow_runs import with_changes
 
 SERVE = Path(__file__).with_name("serve.py")
 GUARD = Path(__file__).with_name("guard")

@@ -17,7 +17,8 @@
 #  * no slurmdbd: AccountingStorageType=accounting_storage/none, so `sacct`
 #    knows nothing and Snakemake must poll with `squeue`. squeue forgets a job
 #    MinJobAge seconds after it ends; keep it >= 120 so no finished job is
-#    missed between two status checks;
+#    missed between two status checks (the tests read each job's GPU request
+#    with scontrol after the run, so the default keeps jobs for an hour);
 #  * a GPU gres needs a device file: a character device made with mknod
 #    (major 195 = nvidia) stands in for /dev/nvidia0;
 #  * slurmd must find its own NodeName: we use `hostname -s` with
@@ -28,7 +29,7 @@ set -euo pipefail
 
 STATE_DIR=${1:-${LANGPRUNE_SLURM_DIR:-/tmp/langprune-slurm}}
 NODE=$(hostname -s)
-MIN_JOB_AGE=${SLURM_MIN_JOB_AGE:-300}
+MIN_JOB_AGE=${SLURM_MIN_JOB_AGE:-3600}
 
 install_packages() {
     # Debian/Ubuntu package names; skipped when the daemons are already there.

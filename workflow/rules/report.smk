@@ -9,7 +9,7 @@ REPORT_CONDA_ENV = "../envs/langprune.yaml"
 REPORT_METRICS = variant.METRICS_TABLE
 REPORT_HEATMAPS = variant.HEATMAP_DIR
 # Table files per rule: {table name: formats}, written as results/tables/{model}/<name>.<format>
-# (langprune.report's TABLES, paper comparison and summary; tests/test_report_rules.py checks they agree).
+# (langprune.report's TABLES, paper comparison and summary; tests/test_workflow_end_to_end.py checks they agree).
 REPORT_TABLE_FORMATS = ["csv", "md", "tex", "html"]
 REPORT_TABLE_FILES = {
     **{

