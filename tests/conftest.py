@@ -33,13 +33,16 @@ def pytest_collection_modifyitems(items):
     """Mark the tests that use the reference run or the SLURM cluster (before `-m` selects), and start
     the longest first (after every other reordering): with pytest-xdist (`make test`) the SLURM run,
     mostly waiting on the scheduler, and the real model overlap the reference run and the unit tests
-    instead of trailing them. A module stays together, so its module-scoped fixtures are built once."""
+    instead of trailing them. The tests on the cluster share one worker (one cluster); the other tests
+    of their modules stay together on one worker of their own, so module-scoped fixtures are built
+    once there and the cluster's tests overlap them."""
     on_slurm = {item.module.__name__ for item in items if "slurm_cluster" in item.fixturenames}
     for item in items:
         if "slurm_cluster" in item.fixturenames:
             item.add_marker(pytest.mark.slurm)
-        if item.module.__name__ in on_slurm:  # one worker, one cluster; the module's fixtures built once
             item.add_marker(pytest.mark.xdist_group("slurm"))
+        elif item.module.__name__ in on_slurm:
+            item.add_marker(pytest.mark.xdist_group(item.module.__name__))
         if {"reference_run", "slurm_cluster"} & set(item.fixturenames):
             item.add_marker(pytest.mark.workflow)
     result = yield

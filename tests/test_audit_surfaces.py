@@ -124,7 +124,6 @@ class Case:
     early: bool = False                          # refused before any model load, wheel download or GGUF load
     check: Callable[[Path, Path, str, str], None] | None = None  # (fx, tmp, stdout, stderr) after an ok run
     watched: Callable[[Path, Path], list] = field(default=lambda fx, t: [fx])
-    pending: str | None = None                   # which part of the project's work this case waits for
 
 
 # --- setups used by several cases ------------------------------------------------------------------------------
@@ -355,53 +354,53 @@ CASES: dict[str, Case] = {
         fx, t, "--dtype", "float16")), words=("dtype",)),
     # Rows 3-18: the OWL-ratios file and the method hyperparameters.
     "03_ratios_not_numbers": Case(3, lambda fx, t: owl(fx, t / "o", ratios=edited_ratios(
-        fx, t, lambda r: r.update(outlier_ratios=["a", "b"]))), words=("--owl-ratios",), pending="prunerun"),
+        fx, t, lambda r: r.update(outlier_ratios=["a", "b"]))), words=("--owl-ratios",)),
     "04_ratios_edited": Case(4, lambda fx, t: owl(fx, t / "o", ratios=edited_ratios(
-        fx, t, lambda r: r.update(outlier_ratios=[0.99, 0.01]))), words=("--owl-ratios",), pending="prunerun"),
+        fx, t, lambda r: r.update(outlier_ratios=[0.99, 0.01]))), words=("--owl-ratios",)),
     "05_ratios_out_of_range": Case(5, lambda fx, t: owl(fx, t / "o", ratios=edited_ratios(
-        fx, t, lambda r: r.update(outlier_ratios=[-3, 7]))), words=("--owl-ratios",), pending="prunerun"),
+        fx, t, lambda r: r.update(outlier_ratios=[-3, 7]))), words=("--owl-ratios",)),
     "06_ratios_nan": Case(6, lambda fx, t: owl(fx, t / "o", ratios=(t / "nan.json").write_text(re.sub(
         r'("outlier_ratios": \[\s*)[-0-9.e]+', r"\1NaN", (fx / "R.json").read_text(), count=1)) and t / "nan.json"),
-        words=("--owl-ratios",), pending="prunerun"),
+        words=("--owl-ratios",)),
     "07a_infeasible_owl": Case(7, lambda fx, t: owl(fx, t / "o", "--owl-lambda", "0.2", sparsity="0.95"),
-                               words=("--owl-lambda",), early=True, pending="prunerun"),
+                               words=("--owl-lambda",), early=True),
     "07b_infeasible_owl_ratios": Case(7, lambda fx, t: owl(fx, t / "o", "--owl-lambda", "0.2", sparsity="0.95",
                                                            ratios=fx / "R.json"),
-                                      words=("--owl-lambda",), early=True, pending="prunerun"),
+                                      words=("--owl-lambda",), early=True),
     "08_owl_lambda_nan": Case(8, lambda fx, t: owl(fx, t / "o", "--owl-lambda", "nan"), words=("--owl-lambda",),
-                              early=True, pending="prunerun"),
+                              early=True),
     "09_owl_lambda_negative": Case(9, lambda fx, t: owl(fx, t / "o", "--owl-lambda", "-0.3"),
-                                   words=("--owl-lambda",), early=True, pending="prunerun"),
+                                   words=("--owl-lambda",), early=True),
     "10_owl_ratios_m_negative": Case(10, lambda fx, t: ["owl-ratios", "--model", fx / "M", "--calibration",
                                                         fx / "S.safetensors", "--owl-m", "-1", "--out", t / "R.json"],
-                                     words=("--owl-m",), early=True, pending="prunerun"),
+                                     words=("--owl-m",), early=True),
     "11_owl_ratios_m_nan": Case(11, lambda fx, t: ["owl-ratios", "--model", fx / "M", "--calibration",
                                                    fx / "S.safetensors", "--owl-m", "nan", "--out", t / "R.json"],
-                                words=("--owl-m",), early=True, pending="prunerun"),
+                                words=("--owl-m",), early=True),
     "12_owl_ratios_into_the_model": Case(12, lambda fx, t: ["owl-ratios", "--model", fx / "M", "--calibration",
                                                             fx / "S.safetensors", "--out", fx / "M" / "config.json",
                                                             "--force"], words=("even with --force",), early=True),
     "13a_dsnot_2to4": Case(13, lambda fx, t: pr(fx, t / "o", "--structure", "2:4", method="dsnot", sparsity=None),
-                           early=True, pending="prunerun"),
+                           early=True),
     "13b_dsnot_initial_sparsegpt": Case(13, lambda fx, t: pr(fx, t / "o", "--dsnot-initial", "sparsegpt",
                                                              method="dsnot"),
-                                        words=("--dsnot-initial",), early=True, pending="prunerun"),
+                                        words=("--dsnot-initial",), early=True),
     "13c_dsnot_initial_foo": Case(13, lambda fx, t: pr(fx, t / "o", "--dsnot-initial", "foo", method="dsnot"),
-                                  words=("--dsnot-initial",), early=True, pending="prunerun"),
+                                  words=("--dsnot-initial",), early=True),
     "14a_dsnot_max_cycles_negative": Case(14, lambda fx, t: pr(fx, t / "o", "--dsnot-max-cycles", "-5",
                                                                method="dsnot"),
-                                          words=("--dsnot-max-cycles",), early=True, pending="prunerun"),
+                                          words=("--dsnot-max-cycles",), early=True),
     "14b_ria_a_negative": Case(14, lambda fx, t: pr(fx, t / "o", "--ria-a", "-2", method="ria"),
-                               words=("--ria-a",), early=True, pending="prunerun"),
+                               words=("--ria-a",), early=True),
     "15_dsnot_update_threshold_negative": Case(15, lambda fx, t: pr(fx, t / "o", "--dsnot-update-threshold", "-1",
                                                                     method="dsnot"),
-                                               words=("--dsnot-update-threshold",), early=True, pending="prunerun"),
+                                               words=("--dsnot-update-threshold",), early=True),
     "16_dsnot_skip_unknown": Case(16, lambda fx, t: pr(fx, t / "o", "--dsnot-skip", "nonexistent", method="dsnot"),
-                                  words=("--dsnot-skip",), early=True, pending="prunerun"),
+                                  words=("--dsnot-skip",), early=True),
     "17_ria_a_nan": Case(17, lambda fx, t: pr(fx, t / "o", "--ria-a", "nan", method="ria"), words=("--ria-a",),
-                         early=True, pending="prunerun"),
+                         early=True),
     "18_mwanda_spread_nan": Case(18, lambda fx, t: pr(fx, t / "o", "--mwanda-spread-weight", "nan", method="mwanda"),
-                                 words=("--mwanda-spread-weight",), early=True, pending="prunerun"),
+                                 words=("--mwanda-spread-weight",), early=True),
     # Rows 19-24: outputs over inputs, foreign manifests, verify.
     "19_prune_into_the_base_model": Case(19, lambda fx, t: pr(fx, fx / "M" / "model.safetensors", "--force"),
                                          words=("lies inside the input", "even with --force"), early=True),
@@ -444,7 +443,7 @@ CASES: dict[str, Case] = {
     "23_verify_foreign_manifest": Case(23, lambda fx, t: ["verify", "--remove-broken", foreign_manifest(t)], "ok",
                                        check=verify_result(1, False, "webapp")),
     "24_rebuild_hint_is_the_command": Case(24, lambda fx, t: ["verify", broken_owl(fx, t)], "ok",
-                                           check=hint_repeats_the_command, pending="prunerun"),
+                                           check=hint_repeats_the_command),
     # Rows 31-32: report significance never overwrites a user's file or its input.
     "31_significance_over_user_files": Case(31, lambda fx, t: [
         "report", "significance", "--metrics", fx / "metrics.csv", "--out-dir",
@@ -559,13 +558,13 @@ CASES: dict[str, Case] = {
            ("pruning.allocation", 5), ("languages", [False]), ("pruning.sparsities", ["5e-1"]),
            ("pruning.batch_size", "eight")])},
     "47_config_batch_size_float": Case(47, lambda fx, t: check_config(t, edit=set_key(
-        "evaluation.perplexity.batch_size", 8.0)), words=("batch_size",), pending="design"),
+        "evaluation.perplexity.batch_size", 8.0)), words=("batch_size",)),
     "48a_config_owl_only_2to4": Case(48, lambda fx, t: check_config(t, edit=lambda d: d["pruning"].update(
-        allocation="owl", structures=["2:4"])), words=("allocation",), pending="design"),
+        allocation="owl", structures=["2:4"])), words=("allocation",)),
     "48b_config_dsnot_only_2to4": Case(48, lambda fx, t: check_config(t, edit=lambda d: d["pruning"].update(
-        methods=["dsnot"], structures=["2:4"])), words=("dsnot",), pending="design"),
+        methods=["dsnot"], structures=["2:4"])), words=("dsnot",)),
     "49_config_infeasible_owl": Case(49, lambda fx, t: check_config(t, edit=lambda d: d["pruning"].update(
-        allocation="owl", sparsities=[0.95])), words=("0.95",), pending="design"),
+        allocation="owl", sparsities=[0.95])), words=("0.95",)),
 }
 
 

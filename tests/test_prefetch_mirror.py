@@ -317,7 +317,6 @@ def test_the_paper_config_runs_offline_through_the_local_profile(grid, mirror, t
     rows = (results / "tables" / "aya23-8b" / "metrics.csv").read_text()
     for benchmark in ("perplexity", "arc", "belebele", "mmlu", "hellaswag", "mkqa"):
         assert f",{benchmark}," in rows
-    shutil.copytree(results / "tables", grid[1].parent / "local-tables")
 
 
 # The SLURM run: the same offline path on a cut of the grid (the local run above covers its breadth).
@@ -328,8 +327,8 @@ SLURM_CUT = {"models.aya23-8b": None, "pruning.methods": ["wanda"], "pruning.str
 @pytest.mark.usefixtures("slurm_cluster")
 def test_the_paper_config_runs_offline_through_the_slurm_profile(grid, tmp_path):
     """A cut of the same grid through profiles/slurm on the test suite's one-node SLURM: every compute job
-    goes through sbatch (pruning asking for the GPU) on a node without the mirror, and the metrics equal
-    the local run's rows."""
+    goes through sbatch (pruning asking for the GPU) on a node without the mirror and ends with tables,
+    heatmaps and the report (that SLURM and local runs give equal results is test_slurm_profile.py's)."""
     _, _, env, _ = grid
     config = paper_config(tmp_path / "paper_slurm.yaml", **SLURM_CUT)
     with_prefetch(grid, tmp_path)
@@ -341,16 +340,4 @@ def test_the_paper_config_runs_offline_through_the_slurm_profile(grid, tmp_path)
     slurm.assert_every_job_went_through_sbatch(run)
     slurm.assert_gpu_rules_asked_for_a_gpu(run)
     model = "llama3-8b-instruct"
-    results = check_results(grid, tmp_path, config, {model: MODELS[model]}, checkpoints=2)
-    local = grid[1].parent / "local-tables" / model / "metrics.csv"
-    if local.exists():
-        made = metric_values(results / "tables" / model / "metrics.csv")
-        assert made and set(made) <= set(metric_values(local))
-
-
-def metric_values(table: Path) -> list[tuple]:
-    """Every metrics row without its checkpoint hash (a manifest records run times, so it differs per run)."""
-    import csv
-
-    with open(table, newline="") as handle:
-        return sorted(tuple(v for k, v in row.items() if k != "checkpoint_hash") for row in csv.DictReader(handle))
+    check_results(grid, tmp_path, config, {model: MODELS[model]}, checkpoints=2)
