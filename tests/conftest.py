@@ -344,7 +344,7 @@ def random_layer(rows: int, columns: int, seed: int, dead: int | None = None):
 
 @pytest.fixture(scope="session")
 def slurm_cluster(tmp_path_factory) -> Path:
-    """A one-node SLURM with one GPU gres (tests/slurm/setup_slurm.sh: munged, slurmctld and slurmd),
+    """A one-node SLURM with two GPU gres (tests/slurm/setup_slurm.sh: munged, slurmctld and slurmd),
     started once for every test that runs a workflow through profiles/slurm and stopped, each daemon
     by its PID, at the end. Such tests are marked `slurm` and kept in one xdist worker (see
     pytest_collection_modifyitems), so one cluster serves them all. Skipped only where SLURM cannot

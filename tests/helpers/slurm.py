@@ -69,7 +69,7 @@ def run_on_slurm(workdir: Path, scratch: Path, *args: str, gpu_rules=GPU_RULES, 
                  timeout: int = 900) -> SlurmRun:
     """Run the workflow in ``workdir`` (``args``: targets, --configfile, ...) through profiles/slurm in
     ``environ`` (default: ``wf.snakemake_env()``) with a recording sbatch (in ``scratch``), polling fast
-    (the profile's 40 s default suits clusters), each of ``gpu_rules`` asking for the cluster's one GPU."""
+    (the profile's 40 s default suits clusters), each of ``gpu_rules`` asking for one of the cluster's GPUs."""
     environ = wf.snakemake_env() if environ is None else environ
     planned = {job for job in wf.planned_jobs(workdir, *args, environ=environ) if job[0] not in LOCAL_RULES}
     record = scratch / "sbatch-calls"

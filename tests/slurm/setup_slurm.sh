@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# Start a throw-away, single-node SLURM on 127.0.0.1 with one (fake) GPU, so
-# the Snakemake profile in profiles/slurm can be tried on a laptop or in CI.
+# Start a throw-away, single-node SLURM on 127.0.0.1 with (fake) GPUs, two by
+# default, so the Snakemake profile in profiles/slurm can be tried on a laptop
+# or in CI with GPU jobs running side by side, as on a real GPU node.
 #
 #   sudo tests/slurm/setup_slurm.sh [STATE_DIR]     # default /tmp/langprune-slurm
+#   (SLURM_TEST_GPUS=N sets the number of GPUs, default 2)
 #   snakemake --profile profiles/slurm ...
 #   sudo tests/slurm/stop_slurm.sh [STATE_DIR]
 #
@@ -19,8 +21,8 @@
 #    MinJobAge seconds after it ends; keep it >= 120 so no finished job is
 #    missed between two status checks (the tests read each job's GPU request
 #    with scontrol after the run, so the default keeps jobs for an hour);
-#  * a GPU gres needs a device file: a character device made with mknod
-#    (major 195 = nvidia) stands in for /dev/nvidia0;
+#  * a GPU gres needs a device file per GPU: character devices made with
+#    mknod (major 195 = nvidia) stand in for /dev/nvidia0, /dev/nvidia1, ...;
 #  * slurmd must find its own NodeName: we use `hostname -s` with
 #    NodeAddr=127.0.0.1 so no DNS is needed;
 #  * ReturnToService=2 so a node that was down (e.g. after a restart) comes
@@ -30,6 +32,7 @@ set -euo pipefail
 STATE_DIR=${1:-${LANGPRUNE_SLURM_DIR:-/tmp/langprune-slurm}}
 NODE=$(hostname -s)
 MIN_JOB_AGE=${SLURM_MIN_JOB_AGE:-3600}
+GPUS=${SLURM_TEST_GPUS:-2}
 
 install_packages() {
     # Debian/Ubuntu package names; skipped when the daemons are already there.
@@ -57,16 +60,19 @@ write_munge_key() {
     chmod 400 "$STATE_DIR/munge/munge.key"
 }
 
-make_gpu_device() {
-    # A char device with NVIDIA's major number. Where mknod is not allowed (a
-    # container without CAP_MKNOD) a plain file still gives a schedulable GPU
+make_gpu_devices() {
+    # Char devices with NVIDIA's major number. Where mknod is not allowed (a
+    # container without CAP_MKNOD) plain files still give schedulable GPU
     # gres; slurmd then logs "not a valid character or block device".
     mkdir -p "$STATE_DIR/dev"
-    [ -e "$STATE_DIR/dev/nvidia0" ] && return
-    if ! mknod "$STATE_DIR/dev/nvidia0" c 195 0 2>/dev/null; then
-        echo "mknod not permitted; using a plain file as the GPU device" >&2
-        touch "$STATE_DIR/dev/nvidia0"
-    fi
+    local i
+    for ((i = 0; i < GPUS; i++)); do
+        [ -e "$STATE_DIR/dev/nvidia$i" ] && continue
+        if ! mknod "$STATE_DIR/dev/nvidia$i" c 195 "$i" 2>/dev/null; then
+            echo "mknod not permitted; using a plain file as GPU device $i" >&2
+            touch "$STATE_DIR/dev/nvidia$i"
+        fi
+    done
 }
 
 write_slurm_conf() {
@@ -103,12 +109,14 @@ ReturnToService=2
 MinJobAge=$MIN_JOB_AGE
 MpiDefault=none
 SlurmdParameters=config_overrides
-NodeName=$NODE NodeAddr=127.0.0.1 CPUs=$cpus RealMemory=$mem Gres=gpu:1 State=UNKNOWN
+NodeName=$NODE NodeAddr=127.0.0.1 CPUs=$cpus RealMemory=$mem Gres=gpu:$GPUS State=UNKNOWN
 PartitionName=main Nodes=$NODE Default=YES MaxTime=INFINITE State=UP
 CONF
     # slurmd reads gres.conf from the directory of slurm.conf.
+    local files="$STATE_DIR/dev/nvidia0"
+    [ "$GPUS" -gt 1 ] && files="$STATE_DIR/dev/nvidia[0-$((GPUS - 1))]"
     cat >"$STATE_DIR/etc/gres.conf" <<CONF
-NodeName=$NODE Name=gpu File=$STATE_DIR/dev/nvidia0
+NodeName=$NODE Name=gpu File=$files
 CONF
 }
 
@@ -192,7 +200,7 @@ main() {
     refuse_second_cluster
     mkdir -p "$STATE_DIR"
     write_munge_key
-    make_gpu_device
+    make_gpu_devices
     write_slurm_conf
     link_default_config
     start_daemons
