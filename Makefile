@@ -51,20 +51,18 @@ lint: $(STAMP)
 # `workflow` (Snakemake: dry runs, the one lint, the reference run of the reduced toy and what reruns,
 # reports and caches it), `slurm` (a one-node SLURM, installed when missing), `pypi` (one real model's
 # wheel, cached) and `browser` (Chromium renders the report). It runs on TEST_WORKERS pytest-xdist
-# workers, one torch thread each; the SLURM tests stay in one worker (one cluster), whose time is
-# mostly waiting on the scheduler, so a third worker keeps two cores busy; the longest tests start
-# first. `make test-fast` runs the unit tier alone, between edits, on two workers: in-process tests on
+# workers, one torch thread each; the SLURM tests stay in one worker (one cluster), and the longest
+# tests start first. `make test-fast` runs the unit tier alone, between edits: in-process tests on
 # tiny models, no Snakemake, SLURM, download or browser.
-TEST_WORKERS ?= 3
-FAST_WORKERS ?= 2
-PYTEST := OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -p no:cacheprovider --dist loadgroup
+TEST_WORKERS ?= 2
+PYTEST := OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -p no:cacheprovider -n $(TEST_WORKERS) --dist loadgroup
 TIERS  := workflow or slurm or pypi or browser
 
 test: lint
-	$(PYTEST) -n $(TEST_WORKERS) --durations=15 tests
+	$(PYTEST) --durations=15 tests
 
 test-fast: $(STAMP)
-	$(PYTEST) -n $(FAST_WORKERS) -m "not ($(TIERS))" tests
+	$(PYTEST) -m "not ($(TIERS))" tests
 
 clean-results:
 	rm -rf results .snakemake
