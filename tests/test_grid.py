@@ -90,6 +90,18 @@ def test_each_model_has_its_own_checkpoints_and_analyses():
         grid.checkpoints("gpt2")
 
 
+def test_mask_overlap_is_built_only_where_two_checkpoints_share_a_setting():
+    """One calibration set and one seed leave the mask overlap nothing to compare: the grid leaves it out
+    (the other analyses stay); a second seed or set brings it back; magnitude (no calibration) never pairs."""
+    one = copy.deepcopy(TOY)
+    one["calibration"].update(seeds=[0], sets={"de": ["de"]})
+    assert grid_of(one, methods=["wanda"]).analyses("toy") == ["features", "drift", "neurons"]
+    assert grid_of(one, methods=["wanda", "magnitude"]).mask_pairs("toy") == 1
+    one["calibration"]["seeds"] = [0, 1]
+    assert grid_of(one, methods=["wanda"]).analyses("toy") == ["features", "drift", "masks", "neurons"]
+    assert grid_of(TOY).analyses("toy") == ["features", "drift", "masks", "neurons"]
+
+
 def test_analysis_defaults_that_depend_on_other_keys():
     toy, paper = grid_of(TOY).analysis, grid_of(PAPER).analysis
     assert toy.probe == "text:results/toy/text/probe" and paper.probe == "belebele"

@@ -1,11 +1,6 @@
-"""The SLURM profile against a real SLURM: a single-node cluster with two GPU
-gres (tests/slurm/setup_slurm.sh, conftest.py's slurm_cluster) runs a cut of the
-reduced toy through `--profile profiles/slurm`. Every job must go through sbatch,
-pruning jobs must ask for a GPU, and the results must equal the session's local
-reference run (the same toy with more variants).
-
-Needs root (apt-get, daemons). It is skipped only where SLURM cannot be
-installed at all; with LANGPRUNE_REQUIRE_SLURM=1 (CI) that is a failure.
+"""The SLURM profile's settings: what it asks SLURM for under the site's environment variables, and
+that it names every rule that asks for a GPU. The workflow runs through it on a real one-node SLURM in
+test_prefetch_mirror.py (the paper config, offline compute nodes, results equal to a local run's).
 """
 
 from __future__ import annotations
@@ -18,23 +13,6 @@ import yaml
 
 from helpers import slurm
 from helpers import workflow as wf
-
-# The reference run's toy, cut to two Wanda checkpoints evaluated on perplexity: every kind of job
-# (toy data, shard, prune, evaluation, tables, analysis, report) once or twice, in about twenty jobs.
-# Quantized variants are pruning jobs of another method to the scheduler, so the cut leaves them out.
-SLURM_CUT = {"calibration.seeds": [0], "calibration.sets": {"de": ["de"], "en": ["en"]}, "pruning.methods": ["wanda"],
-             "quantization": None, "evaluation.tasks": {}, "evaluation.multiple_choice": None}
-
-
-def test_reduced_toy_through_slurm_profile(slurm_cluster, tmp_path, request):
-    workdir = wf.make_workdir(tmp_path / "cluster", wf.with_changes(wf.reduced_default(), **SLURM_CUT))
-    run = slurm.run_on_slurm(workdir, tmp_path)
-    slurm.assert_every_job_went_through_sbatch(run)
-    assert {"prune", "evaluate_perplexity", "report_tables", "analysis_masks"} <= set(run.jobs.values())
-    slurm.assert_gpu_rules_asked_for_a_gpu(run)
-    assert len(slurm.masks_digests(workdir)) == 2
-    # asked for only now, so the SLURM run (mostly waiting on the scheduler) overlaps the local one
-    slurm.assert_same_results(workdir, request.getfixturevalue("reference_run"))
 
 
 def load_profile(env: dict) -> dict:

@@ -93,6 +93,20 @@ def test_langprune_plan_counts_the_jobs_snakemake_plans(tmp_path, configfile):
     assert dry_run(tmp_path, configfile) == jobs_per_rule(Grid(check_config_files([REPO / configfile])))
 
 
+def test_a_one_set_grid_plans_no_mask_overlap_and_builds_the_rest(tmp_path):
+    """One calibration set and one seed: the mask overlap (which compares checkpoints) is not planned,
+    the other analyses are, and `langprune plan` counts the same jobs."""
+    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    config["calibration"].update(seeds=[0], sets={"de": ["de"]})
+    configfile = tmp_path / "one_set.yaml"
+    configfile.write_text(yaml.safe_dump(config))
+    proc = run_snakemake("--dry-run", "--configfile", str(configfile), workdir=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    counts = job_counts(proc.stdout)
+    assert "analysis_masks" not in counts and counts["analysis_neurons"] == counts["analysis_drift"] == 1
+    assert counts == jobs_per_rule(Grid(check_config_files([configfile])))
+
+
 def test_owl_grid_reads_its_inputs_and_analyses_every_variant_in_the_models_dtype(tmp_path):
     """A small paper-like grid with OWL: every variant (+owl included) is analysed, every job that
     loads the model loads it in its configured dtype, a pinned revision reaches every load, and

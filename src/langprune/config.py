@@ -27,7 +27,6 @@ from __future__ import annotations
 import copy
 import difflib
 import os
-from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -376,12 +375,10 @@ def _check_analysis(config: dict) -> None:
         raise LangpruneError(f"config key analysis.calibrations: {', '.join(unknown)} not in calibration.sets "
                              f"({', '.join(sets)})")
     # Set explicitly, the analysis settings must leave something to compare. (Left to their defaults,
-    # a one-set run stays valid: targets without the analysis, e.g. the metrics tables, still build.)
+    # a one-set run stays valid: the grid leaves out the mask overlap, which has nothing to compare.)
     # Mask overlap compares checkpoints of one pruning setting (method, structure, sparsity): it needs two.
     grid = Grid(config)
-    settings = Counter((c.model, c.label, c.structure, c.sparsity)
-                       for model in grid.models for c in grid.mask_checkpoints(model))
-    if ("methods" in analysis or "calibrations" in analysis) and max(settings.values(), default=0) < 2:
+    if ("methods" in analysis or "calibrations" in analysis) and max(map(grid.mask_pairs, grid.models)) < 2:
         raise LangpruneError(
             "config key analysis.calibrations: the mask-overlap analysis compares at least two checkpoints of one "
             "method, but analysis.methods x analysis.calibrations x calibration.seeds gives at most one (a method "

@@ -14,6 +14,7 @@ workflow imports it while it parses.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from functools import cached_property
@@ -34,6 +35,8 @@ TOY_DIRS = [TOY_TEXT, TOY_TOKENIZER, TOY_MODEL, TOY_MC]
 TOY_SHAPE = {"hidden": 128, "layers": 4, "heads": 4, "kv_heads": 2, "intermediate": 384}
 GGUF_MODEL_DIR = "results/models/{model}"
 BELEBELE_PROBE = "results/analysis/probe/belebele"
+# The analyses of each model, in the order the workflow names them (analysis.smk: one rule each).
+ANALYSES = ("features", "drift", "masks", "neurons")
 PERPLEXITY = "perplexity"  # the benchmark every variant is evaluated on, besides evaluation.tasks
 
 
@@ -338,6 +341,18 @@ class Grid:
         """The analysed variants whose masks are compared (mask overlap, language-specific neurons):
         those of methods that write masks (registry trait), so no quantized one."""
         return [c for c in self.analysis_checkpoints(model) if registry.method(c.method).writes_masks]
+
+    def mask_pairs(self, model: str) -> int:
+        """The most mask checkpoints of ``model`` that share one pruning setting (method label, structure,
+        sparsity): the mask overlap compares checkpoints of one setting, so it needs two."""
+        settings = Counter((c.label, c.structure, c.sparsity) for c in self.mask_checkpoints(model))
+        return max(settings.values(), default=0)
+
+    def analyses(self, model: str) -> list[str]:
+        """The analyses built for ``model``, in ANALYSES' order: all of them, but the mask overlap only
+        where two of its checkpoints share a pruning setting (one calibration set and one seed leave
+        nothing to compare)."""
+        return [name for name in ANALYSES if name != "masks" or self.mask_pairs(model) >= 2]
 
     def analysis_groups(self) -> list[tuple[list[str], list[str]]]:
         """(models, variant paths) of the models that share one list of analysed variants (models

@@ -20,7 +20,7 @@ from collections import Counter
 from dataclasses import dataclass
 
 from . import registry
-from .grid import TOY_MC, TOY_MODEL, TOY_TEXT, TOY_TOKENIZER, Checkpoint, Grid
+from .grid import ANALYSES, TOY_MC, TOY_MODEL, TOY_TEXT, TOY_TOKENIZER, Checkpoint, Grid
 from .prefetch import reads_hub
 
 # ------------------------------------------------------------------------------------- per-job costs
@@ -141,8 +141,8 @@ def jobs_per_rule(grid: Grid) -> dict[str, int]:
                 counts["analysis_hidden_pruned_all" + (f"_{index + 1}" if index else "")] = len(group)
         else:
             counts["analysis_hidden_pruned"] = analysed
-    for rule in ("analysis_features", "analysis_drift", "analysis_masks", "analysis_neurons"):
-        counts[rule] = models
+    for name in ANALYSES:
+        counts[f"analysis_{name}"] = sum(name in grid.analyses(m) for m in grid.models)
     counts["all"] = 1
     jobs = {rule: n for rule, n in counts.items() if n}
     jobs["total"] = sum(jobs.values())

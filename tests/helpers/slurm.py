@@ -122,7 +122,7 @@ def metrics_rows(path: Path) -> list[dict]:
         return [{k: v for k, v in row.items() if k != "checkpoint_hash"} for row in csv.DictReader(stream)]
 
 
-def assert_same_results(run_dir: Path, local_dir: Path, tables=("results/tables/toy/metrics.csv",)) -> None:
+def assert_same_results(run_dir: Path, local_dir: Path, tables: tuple[str, ...]) -> None:
     """Every checkpoint of ``run_dir`` has the masks, bit for bit, and every row of its metrics
     tables the values, of the same checkpoint and row in ``local_dir`` (which may hold a larger
     grid of the same settings)."""

@@ -85,10 +85,10 @@ def analysis_outputs(name):
 
 
 def analysis_targets(models):
-    """Every table, summary and figure of the analyses of the given models (for `rule all`)."""
+    """Every table, summary and figure of the analyses the grid builds for the given models (for `rule all`)."""
     return [
         f"{ANALYSIS_DIR}/{file}".format(model=model)
         for model in models
-        for files in ANALYSIS_OUTPUTS.values()
-        for file in files.values()
+        for name in GRID.analyses(model)
+        for file in ANALYSIS_OUTPUTS[name].values()
     ]
