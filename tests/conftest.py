@@ -342,6 +342,17 @@ def random_layer(rows: int, columns: int, seed: int, dead: int | None = None):
     return weight, acc.result("layer").hessian
 
 
+@pytest.fixture(scope="module")
+def mirror(tmp_path_factory):
+    """A Hugging Face mirror on 127.0.0.1 (olah) serving small stand-ins of the paper's repositories under
+    their real ids (tests/mirror), stopped at the end of the module."""
+    from mirror.server import Mirror
+
+    server = Mirror(tmp_path_factory.mktemp("mirror")).start()
+    yield server
+    server.stop()
+
+
 @pytest.fixture(scope="session")
 def slurm_cluster(tmp_path_factory) -> Path:
     """A one-node SLURM with two GPU gres (tests/slurm/setup_slurm.sh: munged, slurmctld and slurmd),

@@ -1,6 +1,6 @@
 """The SLURM profile's settings: what it asks SLURM for under the site's environment variables, and
 that it names every rule that asks for a GPU. The workflow runs through it on a real one-node SLURM in
-test_prefetch_mirror.py (the paper config, offline compute nodes, results equal to a local run's).
+test_mirror_grid.py (the paper config, offline compute nodes, results equal to a local run's).
 """
 
 from __future__ import annotations
