@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 
@@ -39,45 +40,49 @@ def snakemake(workdir: Path, config: Path, *args: str, env: dict, timeout: int =
     return output
 
 
+class Prefetched(NamedTuple):
+    """The shrunk paper config after its prefetch: the config, the prefetch's results and the client's
+    environment (pointing at the stopped mirror)."""
+
+    config: Path
+    results: Path
+    client_env: dict
+
+    def offline_env(self, workdir: Path) -> dict:
+        """The compute side's environment for a run in ``workdir``: the network guard, logging to
+        ``workdir/network.log``. No HF_*_OFFLINE here: the workflow sets them for its jobs itself."""
+        return offline_env(self.client_env, workdir / "network.log")
+
+    def copy_to(self, workdir: Path) -> None:
+        """``workdir`` holding the prefetch's results and Snakemake's record of its job, as where it ran."""
+        shutil.copytree(self.results, workdir / "results" / "prefetch")
+        shutil.copytree(self.results.parents[1] / ".snakemake" / "metadata", workdir / ".snakemake" / "metadata")
+
+
 @pytest.fixture(scope="module")
-def grid(tmp_path_factory, request):
-    """The shrunk paper config after its prefetch, made once per test run (this module's worker and the SLURM
-    test's share it): the workflow's prefetch rule runs while the mirror is up, then the mirror is stopped
-    for good. Returns (config, prefetch results, the client's environment, pointing at the stopped mirror)."""
+def grid(tmp_path_factory, request) -> Prefetched:
+    """The prefetched grid, made once per test run (the local run's worker and the SLURM test's share it):
+    the workflow's prefetch rule runs while the mirror is up, then the mirror is stopped for good."""
     def build(work: Path) -> None:
         mirror = request.getfixturevalue("mirror")
-        config = paper_config(work / "paper_small.yaml")
-        if refuses(mirror.port):  # an earlier test of the module stopped it
-            mirror.start()
         online = mirror.client_env(work / "hf")
-        out = snakemake(work, config, "results/prefetch/manifest.json", "--cores", "1", env=online)
+        out = snakemake(work, paper_config(work / "paper_small.yaml"), "results/prefetch/manifest.json",
+                        "--cores", "1", env=online)
         assert "localrule prefetch:" in out
         mirror.stop()
         assert refuses(mirror.port)
         (work / "client_env.json").write_text(json.dumps(online))
 
     work = built_once(tmp_path_factory, "mirror-grid", build)
-    return work / "paper_small.yaml", work / "results" / "prefetch", json.loads((work / "client_env.json").read_text())
+    return Prefetched(work / "paper_small.yaml", work / "results" / "prefetch",
+                      json.loads((work / "client_env.json").read_text()))
 
 
-def offline_run_env(grid, workdir: Path) -> dict:
-    """The compute side's environment for a run in ``workdir``: the network guard, logging to
-    ``workdir/network.log``. No HF_*_OFFLINE here: the workflow sets them for its jobs itself."""
-    return offline_env(grid[2], workdir / "network.log")
-
-
-def with_prefetch(grid, workdir: Path) -> None:
-    """``workdir`` holding the prefetch's results and Snakemake's record of its job, as where it ran."""
-    prefetched = grid[1]
-    shutil.copytree(prefetched, workdir / "results" / "prefetch")
-    shutil.copytree(prefetched.parents[1] / ".snakemake" / "metadata", workdir / ".snakemake" / "metadata")
-
-
-def check_results(grid, workdir: Path, models: dict, checkpoints: int) -> Path:
+def check_results(grid: Prefetched, workdir: Path, models: dict, checkpoints: int) -> Path:
     """What every model of the run in ``workdir`` must have: tables, heatmaps and ``checkpoints``
     checkpoints of the prefetched commit; a report; and no process that reached for the network."""
     results, guard_log = workdir / "results", workdir / "network.log"
-    commits = {i["repo"]: i["commit"] for i in json.loads((grid[1] / "manifest.json").read_text())["items"]}
+    commits = {i["repo"]: i["commit"] for i in json.loads((grid.results / "manifest.json").read_text())["items"]}
     for model, repo in models.items():
         assert (results / "tables" / model / "metrics.csv").is_file()
         assert list((results / "figures" / model).glob("heatmaps/**/*.png")), f"no heatmaps for {model}"
@@ -101,8 +106,8 @@ def local_grid(grid, tmp_path_factory) -> Path:
     """The shrunk grid run offline through profiles/local, with its report, once per test run: this module
     checks it, and the SLURM test compares its results with it."""
     def build(workdir: Path) -> None:
-        config, env = grid[0], offline_run_env(grid, workdir)
-        with_prefetch(grid, workdir)
+        config, env = grid.config, grid.offline_env(workdir)
+        grid.copy_to(workdir)
         snakemake(workdir, config, "--profile", str(PROFILES / "local"), "--cores", "2", env=env)
         report(workdir, config, env)
 
@@ -127,8 +132,8 @@ def test_the_paper_config_runs_offline_through_the_slurm_profile(grid, tmp_path,
     """A cut of the same grid through profiles/slurm on the test suite's one-node SLURM: every compute job
     goes through sbatch (pruning asking for the GPU) on a node without the mirror, ends with tables,
     heatmaps and the report, and gives the local run's checkpoints and metrics bit for bit."""
-    config, env = paper_config(tmp_path / "paper_slurm.yaml", **SLURM_CUT), offline_run_env(grid, tmp_path)
-    with_prefetch(grid, tmp_path)
+    config, env = paper_config(tmp_path / "paper_slurm.yaml", **SLURM_CUT), grid.offline_env(tmp_path)
+    grid.copy_to(tmp_path)
     # The cut's config differs from the one the prefetch ran with, which would make Snakemake redo the
     # prefetch (params changed); the full grid's prefetch covers the cut, so only files count here.
     run = slurm.run_on_slurm(tmp_path, tmp_path / "sbatch", "--configfile", str(config), "--rerun-triggers",
